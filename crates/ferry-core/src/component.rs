@@ -1,0 +1,326 @@
+//! The traits a connector author implements, and their type-erased forms.
+//!
+//! An author writes a factory with a typed `Config` (a `serde` struct with
+//! `deny_unknown_fields`) and a `build` method; the blanket impls below parse the configuration
+//! from the definition and erase the types, once, for everyone.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+
+use crate::{BuildError, Passenger, StepError};
+
+/// What a component knows about where it runs, for resolving relative paths and naming.
+#[derive(Clone, Debug, Default)]
+pub struct BuildContext {
+    /// The project directory; relative paths in definitions resolve against it.
+    pub project_dir: PathBuf,
+    pub client: String,
+    pub pipeline: String,
+    /// The component's name within its pipeline (unique per role).
+    pub component: String,
+}
+
+impl BuildContext {
+    /// `path` resolved against the project directory.
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        self.project_dir.join(path)
+    }
+}
+
+/// A passenger (or a known duplicate of one) that is safely in the queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seated {
+    pub source_system: String,
+    pub external_id: String,
+    /// The queue already held a passenger with this key, so nothing new was written.
+    pub duplicate: bool,
+}
+
+/// An item a puller found but could not turn into a passenger (an unreadable file, say).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullFailure {
+    pub external_id: String,
+    pub error: StepError,
+}
+
+/// What one call to [`Puller::pull`] found.
+#[derive(Debug, Default)]
+pub struct Pulled {
+    pub passengers: Vec<Passenger>,
+    /// Items that failed on their own; the others still travel.
+    pub failures: Vec<PullFailure>,
+    /// The source has more waiting right now; pull again without waiting for the schedule.
+    pub more: bool,
+}
+
+/// Fetches passengers from a source system.
+///
+/// Nothing pulled may be removed from the source until [`Puller::ack`] says it is seated: a
+/// crash between `pull` and `ack` re-pulls it, and the queue's de-duplication drops the copy.
+#[async_trait]
+pub trait Puller: Send {
+    /// Fetches up to `max` passengers.
+    async fn pull(&mut self, max: usize) -> Result<Pulled, StepError>;
+
+    /// Called after the passengers of the last pull were committed to the queue, so the source
+    /// can delete, move or commit them. Must be idempotent: it can be called again for the
+    /// same items after a crash.
+    async fn ack(&mut self, seated: &[Seated]) -> Result<(), StepError>;
+}
+
+/// What a processor made of a passenger.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Travels on, possibly changed.
+    Continue(Passenger),
+    /// Stops here, on purpose; recorded as filtered, never lost silently.
+    Filtered { reason: String },
+}
+
+/// Transforms, filters or validates one passenger. Pure with respect to the outside world.
+pub trait Processor: Send + Sync {
+    fn process(&self, passenger: Passenger) -> Result<Outcome, StepError>;
+}
+
+/// Delivers passengers to a target system.
+#[async_trait]
+pub trait Pusher: Send + Sync {
+    /// Delivers a batch; returns one result per passenger, in order. A pusher that can make the
+    /// batch durable at once (one fsync, one transaction) should.
+    async fn push(&self, passengers: &[Passenger]) -> Vec<Result<(), StepError>>;
+}
+
+/// Builds pullers of one type from their typed configuration.
+pub trait PullerFactory: Send + Sync + 'static {
+    /// The `type:` name in definitions.
+    const TYPE: &'static str;
+    type Config: DeserializeOwned;
+    /// Builds the puller. Must not connect to anything: validation calls it too.
+    fn build(&self, config: Self::Config, ctx: &BuildContext) -> Result<Box<dyn Puller>, BuildError>;
+}
+
+/// Builds processors of one type from their typed configuration.
+pub trait ProcessorFactory: Send + Sync + 'static {
+    const TYPE: &'static str;
+    type Config: DeserializeOwned;
+    fn build(
+        &self,
+        config: Self::Config,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn Processor>, BuildError>;
+}
+
+/// Builds pushers of one type from their typed configuration.
+pub trait PusherFactory: Send + Sync + 'static {
+    const TYPE: &'static str;
+    type Config: DeserializeOwned;
+    /// Builds the pusher. Must not connect to anything: validation calls it too.
+    fn build(&self, config: Self::Config, ctx: &BuildContext) -> Result<Box<dyn Pusher>, BuildError>;
+}
+
+/// A [`PullerFactory`] with its configuration type erased.
+pub trait DynPullerFactory: Send + Sync {
+    fn type_name(&self) -> &'static str;
+    fn build(
+        &self,
+        config: &serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn Puller>, BuildError>;
+}
+
+/// A [`ProcessorFactory`] with its configuration type erased.
+pub trait DynProcessorFactory: Send + Sync {
+    fn type_name(&self) -> &'static str;
+    fn build(
+        &self,
+        config: &serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn Processor>, BuildError>;
+}
+
+/// A [`PusherFactory`] with its configuration type erased.
+pub trait DynPusherFactory: Send + Sync {
+    fn type_name(&self) -> &'static str;
+    fn build(
+        &self,
+        config: &serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn Pusher>, BuildError>;
+}
+
+/// Parses a component's configuration, keeping the key path of the first error.
+pub fn parse_config<C: DeserializeOwned>(config: &serde_json::Value) -> Result<C, BuildError> {
+    serde_path_to_error::deserialize(config).map_err(|error| {
+        let path = error
+            .path()
+            .iter()
+            .filter_map(|segment| match segment {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                _ => None,
+            })
+            .collect();
+        BuildError {
+            path,
+            message: error.into_inner().to_string(),
+        }
+    })
+}
+
+impl<F: PullerFactory> DynPullerFactory for F {
+    fn type_name(&self) -> &'static str {
+        F::TYPE
+    }
+
+    fn build(
+        &self,
+        config: &serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn Puller>, BuildError> {
+        PullerFactory::build(self, parse_config(config)?, ctx)
+    }
+}
+
+impl<F: ProcessorFactory> DynProcessorFactory for F {
+    fn type_name(&self) -> &'static str {
+        F::TYPE
+    }
+
+    fn build(
+        &self,
+        config: &serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn Processor>, BuildError> {
+        ProcessorFactory::build(self, parse_config(config)?, ctx)
+    }
+}
+
+impl<F: PusherFactory> DynPusherFactory for F {
+    fn type_name(&self) -> &'static str {
+        F::TYPE
+    }
+
+    fn build(
+        &self,
+        config: &serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn Pusher>, BuildError> {
+        PusherFactory::build(self, parse_config(config)?, ctx)
+    }
+}
+
+/// The kind of a pipeline component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Puller,
+    Processor,
+    Pusher,
+}
+
+impl Role {
+    /// The definition key that lists components of this role.
+    pub fn key(self) -> &'static str {
+        match self {
+            Role::Puller => "pullers",
+            Role::Processor => "processors",
+            Role::Pusher => "pushers",
+        }
+    }
+}
+
+/// Every component type ferry knows, for validating definitions and building pipelines.
+pub struct Registry {
+    pub pullers: Vec<Box<dyn DynPullerFactory>>,
+    pub processors: Vec<Box<dyn DynProcessorFactory>>,
+    pub pushers: Vec<Box<dyn DynPusherFactory>>,
+}
+
+impl Registry {
+    /// The `type:` names of one role, sorted, for "valid types are …" messages.
+    pub fn type_names(&self, role: Role) -> Vec<&'static str> {
+        let mut names: Vec<_> = match role {
+            Role::Puller => self.pullers.iter().map(|f| f.type_name()).collect(),
+            Role::Processor => self.processors.iter().map(|f| f.type_name()).collect(),
+            Role::Pusher => self.pushers.iter().map(|f| f.type_name()).collect(),
+        };
+        names.sort_unstable();
+        names
+    }
+
+    /// Whether `type_name` is a known component of `role`.
+    pub fn knows(&self, role: Role, type_name: &str) -> bool {
+        self.type_names(role).contains(&type_name)
+    }
+
+    /// Builds (and so validates) one component, discarding it.
+    pub fn check(
+        &self,
+        role: Role,
+        type_name: &str,
+        config: &serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<(), BuildError> {
+        match role {
+            Role::Puller => self.puller(type_name, config, ctx).map(drop),
+            Role::Processor => self.processor(type_name, config, ctx).map(drop),
+            Role::Pusher => self.pusher(type_name, config, ctx).map(drop),
+        }
+    }
+
+    pub fn puller(
+        &self,
+        type_name: &str,
+        config: &serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn Puller>, BuildError> {
+        match self.pullers.iter().find(|f| f.type_name() == type_name) {
+            Some(factory) => factory.build(config, ctx),
+            None => Err(self.unknown(Role::Puller, type_name)),
+        }
+    }
+
+    pub fn processor(
+        &self,
+        type_name: &str,
+        config: &serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn Processor>, BuildError> {
+        match self.processors.iter().find(|f| f.type_name() == type_name) {
+            Some(factory) => factory.build(config, ctx),
+            None => Err(self.unknown(Role::Processor, type_name)),
+        }
+    }
+
+    pub fn pusher(
+        &self,
+        type_name: &str,
+        config: &serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn Pusher>, BuildError> {
+        match self.pushers.iter().find(|f| f.type_name() == type_name) {
+            Some(factory) => factory.build(config, ctx),
+            None => Err(self.unknown(Role::Pusher, type_name)),
+        }
+    }
+
+    fn unknown(&self, role: Role, type_name: &str) -> BuildError {
+        BuildError::at(
+            "type",
+            format!(
+                "unknown {} type `{type_name}`; valid types are: {}",
+                role_noun(role),
+                self.type_names(role).join(", ")
+            ),
+        )
+    }
+}
+
+fn role_noun(role: Role) -> &'static str {
+    match role {
+        Role::Puller => "puller",
+        Role::Processor => "processor",
+        Role::Pusher => "pusher",
+    }
+}

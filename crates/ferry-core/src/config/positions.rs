@@ -1,0 +1,1 @@
+//! Positions of keys in a YAML file (filled in by the validation work).

@@ -1,0 +1,1 @@
+//! Raw serde structs mirroring the files (filled in by the validation work).

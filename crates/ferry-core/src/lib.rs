@@ -1,0 +1,21 @@
+//! ferry's vocabulary: the [`Passenger`] that travels, the definitions that say where it travels
+//! ([`config`]), the traits connector authors implement ([`component`]) and the errors they
+//! return. This crate does no I/O.
+
+pub mod component;
+pub mod config;
+pub mod duration;
+pub mod error;
+pub mod passenger;
+pub mod template;
+
+pub use component::{
+    PullFailure, Pulled, Registry, Role,
+    BuildContext, DynProcessorFactory, DynPullerFactory, DynPusherFactory, Outcome, Processor,
+    ProcessorFactory, Puller, PullerFactory, Pusher, PusherFactory, Seated,
+};
+pub use error::{BuildError, StepError};
+pub use passenger::{Attachment, Body, Metadata, Passenger, PassengerId};
+
+/// Time as ferry records it: UTC with millisecond precision in the store.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;

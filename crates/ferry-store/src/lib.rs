@@ -1,0 +1,522 @@
+//! ferry's durable store: definition versions, the queue with a status per step, attempt
+//! history, runs with their logs, pipeline pause flags.
+//!
+//! One [`Store`] trait; SQL lives only in the implementations ([`sqlite`]). Every method that
+//! writes does so in one transaction, whatever the number of passengers it is given.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ferry_core::config::{StepDef, StepKind};
+use ferry_core::{Body, Metadata, Passenger, PassengerId, Timestamp};
+
+pub mod sqlite;
+
+#[cfg(test)]
+mod tests;
+
+/// Errors of the store. Every one of them is worth retrying later: the data is still safe.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported store URL `{0}`; use sqlite://PATH (relative to the project directory)")]
+    UnsupportedUrl(String),
+    #[error("passenger {0} not found")]
+    NotFound(PassengerId),
+    #[error("store error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Opens the store named by `url` (`sqlite://data/ferry.db`, relative to `base_dir`), creating
+/// and migrating it when needed.
+pub async fn open(url: &str, base_dir: &Path) -> Result<Arc<dyn Store>> {
+    match url.strip_prefix("sqlite://") {
+        Some(path) if !path.is_empty() => {
+            let path = base_dir.join(path);
+            Ok(Arc::new(sqlite::SqliteStore::open(&path).await?))
+        }
+        _ => Err(StoreError::UnsupportedUrl(url.to_string())),
+    }
+}
+
+/// A pipeline of a client: the unit the queue is partitioned by.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PipelineKey {
+    pub client: String,
+    pub pipeline: String,
+}
+
+impl PipelineKey {
+    pub fn new(client: impl Into<String>, pipeline: impl Into<String>) -> Self {
+        PipelineKey {
+            client: client.into(),
+            pipeline: pipeline.into(),
+        }
+    }
+}
+
+impl fmt::Display for PipelineKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.client, self.pipeline)
+    }
+}
+
+/// Where a passenger is on its journey, derived from the states of its steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PassengerState {
+    /// Has steps to run, now or at `due_at`.
+    Pending,
+    /// Leased by a worker until the lease expires.
+    InFlight,
+    /// A step failed and waits for its next attempt.
+    Failed,
+    /// Every pusher is done.
+    Complete,
+    /// A processor stopped it on purpose.
+    Filtered,
+    /// A step gave up; waits for a person to replay or discard it.
+    Dead,
+    /// A person discarded it.
+    Discarded,
+}
+
+impl PassengerState {
+    pub const ALL: [PassengerState; 7] = [
+        PassengerState::Pending,
+        PassengerState::InFlight,
+        PassengerState::Failed,
+        PassengerState::Complete,
+        PassengerState::Filtered,
+        PassengerState::Dead,
+        PassengerState::Discarded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PassengerState::Pending => "pending",
+            PassengerState::InFlight => "in_flight",
+            PassengerState::Failed => "failed",
+            PassengerState::Complete => "complete",
+            PassengerState::Filtered => "filtered",
+            PassengerState::Dead => "dead",
+            PassengerState::Discarded => "discarded",
+        }
+    }
+
+    /// Work remains that ferry will do on its own.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            PassengerState::Pending | PassengerState::InFlight | PassengerState::Failed
+        )
+    }
+
+    /// Finished, so the cleaner may purge it after the retention period.
+    pub fn is_purgeable(self) -> bool {
+        matches!(
+            self,
+            PassengerState::Complete | PassengerState::Filtered | PassengerState::Discarded
+        )
+    }
+}
+
+impl fmt::Display for PassengerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PassengerState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PassengerState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = PassengerState::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown state `{s}`; states are {}", names.join(", "))
+            })
+    }
+}
+
+/// The state of one processor or pusher step of a passenger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StepState {
+    Pending,
+    /// The passenger is leased and this step is not finished yet.
+    InFlight,
+    Done,
+    /// The last attempt failed; the next one is due at `next_try_at`.
+    Failed,
+    /// Gave up: permanent error or the last attempt failed.
+    Dead,
+    /// Not run: an earlier processor filtered the passenger, or it was discarded.
+    Skipped,
+    /// This processor filtered the passenger.
+    Filtered,
+}
+
+impl StepState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::InFlight => "in_flight",
+            StepState::Done => "done",
+            StepState::Failed => "failed",
+            StepState::Dead => "dead",
+            StepState::Skipped => "skipped",
+            StepState::Filtered => "filtered",
+        }
+    }
+}
+
+impl fmt::Display for StepState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One step of one passenger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepStatus {
+    /// Position in the pipeline's step list (processors first, then pushers).
+    pub index: u32,
+    pub kind: StepKind,
+    pub name: String,
+    pub state: StepState,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// When a failed step is tried again.
+    pub next_try_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub done_at: Option<Timestamp>,
+}
+
+impl StepStatus {
+    /// The step still has to run (now or later).
+    pub fn is_open(&self) -> bool {
+        matches!(
+            self.state,
+            StepState::Pending | StepState::InFlight | StepState::Failed
+        )
+    }
+}
+
+/// Whether a passenger was written to the queue or was a duplicate of one already there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeatResult {
+    Seated,
+    Duplicate,
+}
+
+/// Identifies one lease, so a worker whose lease expired cannot overwrite newer work.
+pub type LeaseToken = i64;
+
+/// A passenger handed to a worker, with the state of its steps.
+#[derive(Clone, Debug)]
+pub struct Leased {
+    pub token: LeaseToken,
+    /// The passenger as its processors left it (as pulled when no processor ran yet).
+    pub passenger: Passenger,
+    pub steps: Vec<StepStatus>,
+}
+
+/// What happened to one step in a worker's hands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepChange {
+    Done,
+    /// The processor filtered the passenger; the steps after it are `Skipped`.
+    Filtered { reason: String },
+    Skipped,
+    /// Failed; try again at `at`.
+    Retry { error: String, at: Timestamp },
+    /// Failed for good.
+    Dead { error: String },
+}
+
+/// A worker's report on one leased passenger.
+#[derive(Clone, Debug)]
+pub struct Finished {
+    pub id: PassengerId,
+    pub token: LeaseToken,
+    /// The processors' output, to store when processors ran in this lease.
+    pub processed: Option<(Metadata, Body)>,
+    /// Changed steps by index; steps not named keep their state.
+    pub steps: Vec<(u32, StepChange)>,
+}
+
+/// Filters for browsing the queue. `None` means any.
+#[derive(Clone, Debug, Default)]
+pub struct QueueFilter {
+    pub client: Option<String>,
+    pub pipeline: Option<String>,
+    pub state: Option<PassengerState>,
+    /// Substring of `external_id` or `source_system`.
+    pub text: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+}
+
+/// A line of the queue browser.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueEntry {
+    pub id: PassengerId,
+    pub client: String,
+    pub pipeline: String,
+    pub source_system: String,
+    pub external_id: String,
+    pub state: PassengerState,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// The most recent error of any step.
+    pub last_error: Option<String>,
+}
+
+/// One failed attempt of a step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    pub step: u32,
+    pub attempt: u32,
+    pub at: Timestamp,
+    pub error: String,
+}
+
+/// Everything about one passenger.
+#[derive(Clone, Debug)]
+pub struct PassengerDetail {
+    pub entry: QueueEntry,
+    /// As pulled.
+    pub original: Passenger,
+    /// As the processors left it, when they ran.
+    pub processed: Option<(Metadata, Body)>,
+    pub steps: Vec<StepStatus>,
+    pub attempts: Vec<Attempt>,
+}
+
+/// Counts of passengers per state.
+pub type StateCounts = BTreeMap<PassengerState, u64>;
+
+/// Identifies a run.
+pub type RunId = i64;
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunStatus {
+    Running,
+    /// Everything pulled was seated.
+    Succeeded,
+    /// Some items could not be pulled; the rest were seated.
+    Partial,
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        [
+            RunStatus::Running,
+            RunStatus::Succeeded,
+            RunStatus::Partial,
+            RunStatus::Failed,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+    }
+}
+
+/// Counts of a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunCounts {
+    pub pulled: u64,
+    pub seated: u64,
+    pub duplicates: u64,
+    pub failed: u64,
+}
+
+/// One run of a pipeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunRecord {
+    pub id: RunId,
+    pub client: String,
+    pub pipeline: String,
+    /// Content hash of the pipeline definition the run used.
+    pub version: String,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    pub status: RunStatus,
+    pub counts: RunCounts,
+    pub error: Option<String>,
+}
+
+/// Severity of a log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LogLevel> {
+        [LogLevel::Info, LogLevel::Warn, LogLevel::Error]
+            .into_iter()
+            .find(|level| level.as_str() == s)
+    }
+}
+
+/// A line of a run's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    pub at: Timestamp,
+    pub level: LogLevel,
+    pub message: String,
+}
+
+/// A stored version of a definition file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DefinitionVersion {
+    pub file: String,
+    pub hash: String,
+    pub content: String,
+    pub loaded_at: Timestamp,
+}
+
+/// The durable store. Implementations must pass the shared test suite in `tests`.
+#[async_trait]
+pub trait Store: Send + Sync {
+    // ---- definitions ----
+
+    /// Records a definition file's version; returns `false` when this hash was already stored.
+    async fn record_definition(
+        &self,
+        file: &str,
+        hash: &str,
+        content: &str,
+        now: Timestamp,
+    ) -> Result<bool>;
+
+    /// Every stored version of a file, newest first.
+    async fn definition_versions(&self, file: &str) -> Result<Vec<DefinitionVersion>>;
+
+    // ---- the queue ----
+
+    /// Writes a batch of pulled passengers in one transaction, each with the given steps, all
+    /// pending. A passenger whose (client, pipeline, source_system, external_id) is already in
+    /// the queue is skipped and reported as a duplicate. Results are in input order.
+    async fn seat(
+        &self,
+        pipeline: &PipelineKey,
+        version: &str,
+        steps: &[StepDef],
+        passengers: &[Passenger],
+        now: Timestamp,
+    ) -> Result<Vec<SeatResult>>;
+
+    /// Leases up to `max` passengers of the pipeline whose work is due (pending, failed and
+    /// due, or in flight with an expired lease), oldest due first, until `now + lease_for`.
+    async fn lease(
+        &self,
+        pipeline: &PipelineKey,
+        max: usize,
+        lease_for: std::time::Duration,
+        now: Timestamp,
+    ) -> Result<Vec<Leased>>;
+
+    /// Records what workers did, in one transaction. A report whose lease token no longer
+    /// matches (the lease expired and someone else took it) is ignored. Returns how many
+    /// reports were applied.
+    async fn finish(&self, reports: &[Finished], now: Timestamp) -> Result<usize>;
+
+    /// Gives leased passengers back unchanged, due now (used at shutdown).
+    async fn release(&self, leases: &[(PassengerId, LeaseToken)], now: Timestamp) -> Result<()>;
+
+    /// Passengers of the pipeline that still have work (pending, in flight or failed).
+    async fn open_count(&self, pipeline: &PipelineKey) -> Result<u64>;
+
+    /// The earliest time work of the pipeline falls due, if any is open.
+    async fn next_due(&self, pipeline: &PipelineKey) -> Result<Option<Timestamp>>;
+
+    /// Passenger counts per state for each pipeline (of one client, or of all).
+    async fn counts(&self, client: Option<&str>) -> Result<BTreeMap<PipelineKey, StateCounts>>;
+
+    /// A page of the queue, newest first; `before` is the last id of the previous page.
+    async fn list(
+        &self,
+        filter: &QueueFilter,
+        before: Option<PassengerId>,
+        limit: usize,
+    ) -> Result<Vec<QueueEntry>>;
+
+    /// Everything about one passenger.
+    async fn get(&self, id: PassengerId) -> Result<PassengerDetail>;
+
+    /// Makes the failed and dead steps of a passenger pending again, with fresh attempts.
+    async fn retry(&self, id: PassengerId, now: Timestamp) -> Result<()>;
+
+    /// Marks a passenger discarded: its open and dead steps are skipped; the cleaner purges it.
+    async fn discard(&self, id: PassengerId, now: Timestamp) -> Result<()>;
+
+    /// Sends a passenger again from the start with the pipeline's current steps: processors
+    /// run again on the original as pulled, then every pusher.
+    async fn replay(&self, id: PassengerId, steps: &[StepDef], now: Timestamp) -> Result<()>;
+
+    /// Deletes the client's complete, filtered and discarded passengers finished before
+    /// `before`; never an open or dead one. Returns how many were deleted.
+    async fn purge_passengers(&self, client: &str, before: Timestamp) -> Result<u64>;
+
+    // ---- runs ----
+
+    async fn start_run(&self, pipeline: &PipelineKey, version: &str, now: Timestamp)
+    -> Result<RunId>;
+
+    /// Appends lines to a run's log.
+    async fn log_run(&self, run: RunId, lines: &[LogLine]) -> Result<()>;
+
+    async fn finish_run(
+        &self,
+        run: RunId,
+        status: RunStatus,
+        counts: RunCounts,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()>;
+
+    /// Runs newest first, of one pipeline or all.
+    async fn runs(&self, pipeline: Option<&PipelineKey>, limit: usize) -> Result<Vec<RunRecord>>;
+
+    async fn run_logs(&self, run: RunId) -> Result<Vec<LogLine>>;
+
+    /// Deletes the client's finished runs (and their logs) that finished before `before`.
+    async fn purge_runs(&self, client: &str, before: Timestamp) -> Result<u64>;
+
+    /// Marks runs left `running` by a process that died as failed.
+    async fn abandon_running_runs(&self, now: Timestamp) -> Result<u64>;
+
+    // ---- pipeline flags ----
+
+    async fn set_paused(&self, pipeline: &PipelineKey, paused: bool) -> Result<()>;
+
+    async fn paused(&self) -> Result<Vec<PipelineKey>>;
+}
