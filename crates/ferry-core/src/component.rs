@@ -71,6 +71,8 @@ pub trait Puller: Send {
 }
 
 /// What a processor made of a passenger.
+// `Continue` is the common case; boxing it would allocate once per passenger per processor.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Outcome {
     /// Travels on, possibly changed.
@@ -98,7 +100,11 @@ pub trait PullerFactory: Send + Sync + 'static {
     const TYPE: &'static str;
     type Config: DeserializeOwned;
     /// Builds the puller. Must not connect to anything: validation calls it too.
-    fn build(&self, config: Self::Config, ctx: &BuildContext) -> Result<Box<dyn Puller>, BuildError>;
+    fn build(
+        &self,
+        config: Self::Config,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn Puller>, BuildError>;
 }
 
 /// Builds processors of one type from their typed configuration.
@@ -117,7 +123,11 @@ pub trait PusherFactory: Send + Sync + 'static {
     const TYPE: &'static str;
     type Config: DeserializeOwned;
     /// Builds the pusher. Must not connect to anything: validation calls it too.
-    fn build(&self, config: Self::Config, ctx: &BuildContext) -> Result<Box<dyn Pusher>, BuildError>;
+    fn build(
+        &self,
+        config: Self::Config,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn Pusher>, BuildError>;
 }
 
 /// A [`PullerFactory`] with its configuration type erased.

@@ -11,15 +11,21 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!("invalid duration `{text}`; write e.g. `30s`, `5m`, `7d`"));
+            return Err(format!(
+                "invalid duration `{text}`; write e.g. `30s`, `5m`, `7d`"
+            ));
         }
         let number: u64 = rest[..digits]
             .parse()
             .map_err(|_| format!("number too large in duration `{text}`"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let millis_per_unit: u64 = match unit {
@@ -29,7 +35,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "h" => 3_600_000,
             "d" => 86_400_000,
             "w" => 604_800_000,
-            "" => return Err(format!("duration `{text}` needs a unit (ms, s, m, h, d, w)")),
+            "" => {
+                return Err(format!(
+                    "duration `{text}` needs a unit (ms, s, m, h, d, w)"
+                ));
+            }
             other => {
                 return Err(format!(
                     "unknown unit `{other}` in duration `{text}`; units are ms, s, m, h, d, w"
@@ -51,7 +61,12 @@ pub fn format(duration: Duration) -> String {
         return "0s".into();
     }
     let mut out = String::new();
-    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
         if millis >= size {
             out.push_str(&format!("{}{unit}", millis / size));
             millis %= size;
@@ -83,7 +98,11 @@ mod tests {
         assert!(parse("30").unwrap_err().contains("needs a unit"));
         assert!(parse("5y").unwrap_err().contains("unknown unit `y`"));
         assert!(parse("s").unwrap_err().contains("invalid duration"));
-        assert!(parse("99999999999999999999s").unwrap_err().contains("too large"));
+        assert!(
+            parse("99999999999999999999s")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]

@@ -10,9 +10,9 @@ pub mod passenger;
 pub mod template;
 
 pub use component::{
-    PullFailure, Pulled, Registry, Role,
     BuildContext, DynProcessorFactory, DynPullerFactory, DynPusherFactory, Outcome, Processor,
-    ProcessorFactory, Puller, PullerFactory, Pusher, PusherFactory, Seated,
+    ProcessorFactory, PullFailure, Pulled, Puller, PullerFactory, Pusher, PusherFactory, Registry,
+    Role, Seated,
 };
 pub use error::{BuildError, StepError};
 pub use passenger::{Attachment, Body, Metadata, Passenger, PassengerId};

@@ -126,6 +126,10 @@ mod tests {
     fn refuses_unknown_placeholders() {
         let error = Template::parse("{nope}").unwrap_err();
         assert!(error.contains("unknown placeholder `{nope}`"), "{error}");
-        assert!(Template::parse("{external_id").unwrap_err().contains("unclosed"));
+        assert!(
+            Template::parse("{external_id")
+                .unwrap_err()
+                .contains("unclosed")
+        );
     }
 }

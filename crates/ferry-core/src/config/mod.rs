@@ -195,7 +195,10 @@ pub enum Schedule {
     /// `every 30s`
     Every(Duration),
     /// `cron "*/5 * * * *"` (five fields, or six with seconds first)
-    Cron { expression: String, cron: Box<croner::Cron> },
+    Cron {
+        expression: String,
+        cron: Box<croner::Cron>,
+    },
     /// `continuous`: pull again as soon as a pull finds nothing more, after a short pause.
     Continuous,
     /// `manual`: only when someone says "run now".

@@ -1,17 +1,975 @@
-//! Validation of a project's files into a [`super::Project`].
-use super::{ConfigError, Project, SourceFile};
-use crate::Registry;
+//! Validation of a project's files into a [`super::Project`], reporting every error at once.
+//!
+//! Each file goes through the same steps: parse it into a plain tree (a syntax error stops
+//! there), note where every key is ([`Positions`]), replace `${NAME}` references, deserialize
+//! the [`raw`](super::raw) structs, then check what serde cannot (durations, schedules, limits,
+//! component configurations) and build the domain types. Errors are collected per file in a
+//! [`Document`]; the builders return `None` when they cannot make a value, and the project is
+//! only put together when no file had any error.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
+
+use croner::parser::{CronParser, Seconds, Year};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::positions::{KeyPath, Positions, Segment};
+use super::raw::{RawClient, RawComponent, RawPipeline, RawRetry, RawSystem, RawWeb};
+use super::{
+    Client, ComponentDef, ConfigError, Pipeline, Position, Project, RetryPolicy, Schedule,
+    SourceFile, System,
+};
+use crate::{BuildContext, Registry, Role};
+
+#[cfg(test)]
+mod tests;
 
 /// Looks up environment variables for `${NAME}` references.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// Where definitions may be, for the message about a file anywhere else.
+const LAYOUT: &str = "definitions are `ferry.yaml`, `connections.yaml`, \
+     `clients/<client>/client.yaml` and `clients/<client>/pipelines/<name>.yaml`";
+
+/// What a client or pipeline name may look like, for error messages.
+const NAME_RULE: &str =
+    "use lowercase letters, digits, `_` and `-`, starting with a letter or a digit";
+
 /// Validates every file of a project at once.
+///
+/// `files` are all definition files of the project, with paths relative to `dir`. Pure: nothing
+/// is read and nothing connects; `env` answers `${NAME}` references. Returns every error found,
+/// sorted by file and position, or the whole project.
 pub fn validate(
-    _dir: &Path,
-    _files: Vec<SourceFile>,
-    _registry: &Registry,
-    _env: EnvLookup<'_>,
+    dir: &Path,
+    files: Vec<SourceFile>,
+    registry: &Registry,
+    env: EnvLookup<'_>,
 ) -> Result<Project, Vec<ConfigError>> {
-    todo!()
+    let mut errors = Vec::new();
+    let layout = Layout::of(&files, &mut errors);
+
+    let system = match layout.system {
+        Some(file) => check_file(file, env, &mut errors, system),
+        None => {
+            errors.push(file_error(
+                "ferry.yaml",
+                "file is missing; every project needs a ferry.yaml",
+            ));
+            None
+        }
+    };
+
+    let mut clients = BTreeMap::new();
+    for (client_name, client_files) in &layout.clients {
+        if !is_valid_name(client_name) {
+            // Reported once, on the client's first file.
+            let first = client_files
+                .settings
+                .or_else(|| client_files.pipelines.values().next().copied());
+            if let Some(file) = first {
+                errors.push(file_error(
+                    &file.path,
+                    format!("invalid client name `{client_name}`; {NAME_RULE}"),
+                ));
+            }
+        }
+        let settings = match client_files.settings {
+            Some(file) => check_file(file, env, &mut errors, client_settings),
+            None => {
+                errors.push(file_error(
+                    &format!("clients/{client_name}/client.yaml"),
+                    "file is missing; every client directory needs a client.yaml",
+                ));
+                None
+            }
+        };
+
+        let mut pipelines = BTreeMap::new();
+        for (&pipeline_name, &file) in &client_files.pipelines {
+            if !is_valid_name(pipeline_name) {
+                errors.push(file_error(
+                    &file.path,
+                    format!("invalid pipeline name `{pipeline_name}`; {NAME_RULE}"),
+                ));
+            }
+            let site = Site {
+                dir,
+                registry,
+                client: client_name,
+                pipeline: pipeline_name,
+                file,
+            };
+            let pipeline = check_file(file, env, &mut errors, |doc, value| {
+                pipeline(doc, value, &site)
+            });
+            if let Some(pipeline) = pipeline {
+                pipelines.insert(pipeline_name.to_string(), pipeline);
+            }
+        }
+
+        if let Some(settings) = settings {
+            let client = Client {
+                name: client_name.to_string(),
+                queue_life_span: settings.queue_life_span,
+                log_life_span: settings.log_life_span,
+                pipelines,
+            };
+            clients.insert(client_name.to_string(), client);
+        }
+    }
+
+    match system {
+        Some(system) if errors.is_empty() => Ok(Project {
+            dir: dir.to_path_buf(),
+            system,
+            clients,
+            files,
+        }),
+        _ => {
+            // Stable: errors at one position stay in the order they were found.
+            errors.sort_by(|a, b| a.file.cmp(&b.file).then(a.position.cmp(&b.position)));
+            Err(errors)
+        }
+    }
+}
+
+/// The project's files, sorted by what they define.
+#[derive(Default)]
+struct Layout<'a> {
+    system: Option<&'a SourceFile>,
+    /// By client name (the directory name).
+    clients: BTreeMap<&'a str, ClientFiles<'a>>,
+}
+
+/// The files of one client directory.
+#[derive(Default)]
+struct ClientFiles<'a> {
+    /// `client.yaml`.
+    settings: Option<&'a SourceFile>,
+    /// By pipeline name (the file stem).
+    pipelines: BTreeMap<&'a str, &'a SourceFile>,
+}
+
+impl<'a> Layout<'a> {
+    /// Sorts `files` by their path; a file anywhere else is an error.
+    fn of(files: &'a [SourceFile], errors: &mut Vec<ConfigError>) -> Layout<'a> {
+        let mut layout = Layout::default();
+        for file in files {
+            match FileKind::of(&file.path) {
+                FileKind::System => layout.system = Some(file),
+                // Named connections come with a later issue; until then the file is allowed.
+                FileKind::Connections => {}
+                FileKind::Client { client } => {
+                    layout.clients.entry(client).or_default().settings = Some(file);
+                }
+                FileKind::Pipeline { client, name } => {
+                    let client_files = layout.clients.entry(client).or_default();
+                    client_files.pipelines.insert(name, file);
+                }
+                FileKind::Unexpected => {
+                    errors.push(file_error(&file.path, format!("unexpected file; {LAYOUT}")));
+                }
+            }
+        }
+        layout
+    }
+}
+
+/// What a file defines, by its path.
+enum FileKind<'a> {
+    System,
+    Connections,
+    Client { client: &'a str },
+    Pipeline { client: &'a str, name: &'a str },
+    Unexpected,
+}
+
+impl<'a> FileKind<'a> {
+    fn of(path: &'a str) -> FileKind<'a> {
+        let parts: Vec<&str> = path.split('/').collect();
+        match parts[..] {
+            ["ferry.yaml"] => FileKind::System,
+            ["connections.yaml"] => FileKind::Connections,
+            ["clients", client, "client.yaml"] => FileKind::Client { client },
+            ["clients", client, "pipelines", file_name] => match file_name.strip_suffix(".yaml") {
+                Some(name) => FileKind::Pipeline { client, name },
+                None => FileKind::Unexpected,
+            },
+            _ => FileKind::Unexpected,
+        }
+    }
+}
+
+/// Whether `name` may name a client or a pipeline: `[a-z0-9][a-z0-9_-]*`, since names appear
+/// in URLs and paths.
+fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    let plain = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    plain(first) && chars.all(|c| plain(c) || c == '_' || c == '-')
+}
+
+/// An error about a file as a whole.
+fn file_error(file: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        file: file.to_string(),
+        position: Position { line: 1, column: 1 },
+        key: String::new(),
+        message: message.into(),
+    }
+}
+
+/// Parses `file` and hands its tree to `build`, adding every error found to `errors`.
+fn check_file<T>(
+    file: &SourceFile,
+    env: EnvLookup<'_>,
+    errors: &mut Vec<ConfigError>,
+    build: impl FnOnce(&mut Document, Value) -> Option<T>,
+) -> Option<T> {
+    let mut doc = Document::new(&file.path);
+    let built = doc
+        .load(&file.content, env)
+        .and_then(|value| build(&mut doc, value));
+    errors.extend(doc.finish());
+    built
+}
+
+/// `ferry.yaml`.
+fn system(doc: &mut Document, value: Value) -> Option<System> {
+    let root = KeyPath::root();
+    let raw: RawSystem = doc.deserialize(empty_as_mapping(value), &root)?;
+
+    let web: Option<RawWeb> = doc.section(raw.web, &root.key("web"));
+    let listen = web.and_then(|web| {
+        let text = web.listen.unwrap_or_else(|| "127.0.0.1:5000".to_string());
+        match text.trim().parse::<SocketAddr>() {
+            Ok(listen) => Some(listen),
+            Err(_) => {
+                doc.error(
+                    &root.key("web").key("listen"),
+                    format!(
+                        "invalid listen address `{text}`; write an IP address and a port, \
+                         e.g. `127.0.0.1:5000`"
+                    ),
+                );
+                None
+            }
+        }
+    });
+    let workers = doc.number(&root.key("workers"), raw.workers, 4, 1, Some(256));
+
+    Some(System {
+        alias: raw.system_alias.unwrap_or_else(|| "ferry".to_string()),
+        store: raw
+            .store
+            .unwrap_or_else(|| "sqlite://data/ferry.db".to_string()),
+        listen: listen?,
+        workers: usize::try_from(workers?).ok()?,
+    })
+}
+
+/// What `client.yaml` says.
+struct ClientSettings {
+    queue_life_span: Duration,
+    log_life_span: Duration,
+}
+
+/// `clients/<client>/client.yaml`.
+fn client_settings(doc: &mut Document, value: Value) -> Option<ClientSettings> {
+    let root = KeyPath::root();
+    let raw: RawClient = doc.deserialize(empty_as_mapping(value), &root)?;
+    let queue_life_span = doc.duration(
+        &root.key("queue_life_span"),
+        raw.queue_life_span,
+        Duration::from_secs(7 * 86_400),
+    );
+    let log_life_span = doc.duration(
+        &root.key("log_life_span"),
+        raw.log_life_span,
+        Duration::from_secs(30 * 86_400),
+    );
+    Some(ClientSettings {
+        queue_life_span: queue_life_span?,
+        log_life_span: log_life_span?,
+    })
+}
+
+/// An empty file (or one with only comments) as an empty mapping: every key has a default.
+fn empty_as_mapping(value: Value) -> Value {
+    match value {
+        Value::Null => Value::Object(serde_json::Map::new()),
+        other => other,
+    }
+}
+
+/// Where a pipeline is defined, for building its components.
+struct Site<'a> {
+    dir: &'a Path,
+    registry: &'a Registry,
+    client: &'a str,
+    pipeline: &'a str,
+    file: &'a SourceFile,
+}
+
+/// `clients/<client>/pipelines/<name>.yaml`.
+fn pipeline(doc: &mut Document, value: Value, site: &Site) -> Option<Pipeline> {
+    let root = KeyPath::root();
+    if value.is_null() {
+        doc.error(
+            &root,
+            "empty pipeline file; a pipeline needs at least `pullers` and `pushers`",
+        );
+        return None;
+    }
+    let raw: RawPipeline = doc.deserialize(value, &root)?;
+
+    let schedule = schedule(doc, raw.schedule);
+    let pullers = components(doc, Role::Puller, raw.pullers, site);
+    let processors = components(doc, Role::Processor, raw.processors, site);
+    let pushers = components(doc, Role::Pusher, raw.pushers, site);
+    let retry = doc
+        .section(raw.retry, &root.key("retry"))
+        .and_then(|raw| retry(doc, raw));
+    let queue_limit = doc.number(&root.key("queue_limit"), raw.queue_limit, 100_000, 1, None);
+    let batch_size = doc.number(
+        &root.key("batch_size"),
+        raw.batch_size,
+        500,
+        1,
+        Some(10_000),
+    );
+
+    Some(Pipeline {
+        client: site.client.to_string(),
+        name: site.pipeline.to_string(),
+        description: raw.description.unwrap_or_default(),
+        schedule: schedule?,
+        pullers: pullers?,
+        processors: processors?,
+        pushers: pushers?,
+        retry: retry?,
+        queue_limit: queue_limit?,
+        batch_size: usize::try_from(batch_size?).ok()?,
+        file: site.file.path.clone(),
+        version: site.file.hash(),
+    })
+}
+
+/// `schedule:`; `every 1m` when absent.
+fn schedule(doc: &mut Document, text: Option<String>) -> Option<Schedule> {
+    let Some(text) = text else {
+        return Some(Schedule::Every(Duration::from_secs(60)));
+    };
+    match parse_schedule(&text) {
+        Ok(schedule) => Some(schedule),
+        Err(message) => {
+            doc.error(&KeyPath::root().key("schedule"), message);
+            None
+        }
+    }
+}
+
+/// Parses `every 30s`, `cron "*/5 * * * *"`, `continuous` or `manual`.
+fn parse_schedule(text: &str) -> Result<Schedule, String> {
+    let text = text.trim();
+    let (word, rest) = match text.split_once(char::is_whitespace) {
+        Some((word, rest)) => (word, rest.trim()),
+        None => (text, ""),
+    };
+    match (word, rest) {
+        ("continuous", "") => Ok(Schedule::Continuous),
+        ("manual", "") => Ok(Schedule::Manual),
+        ("every", duration) if !duration.is_empty() => {
+            let every = crate::duration::parse(duration)?;
+            if every.is_zero() {
+                return Err("`every` needs a duration longer than zero".to_string());
+            }
+            Ok(Schedule::Every(every))
+        }
+        ("cron", expression) if !expression.is_empty() => parse_cron(expression),
+        _ => Err(format!(
+            "invalid schedule `{text}`; write `every 30s`, `cron \"*/5 * * * *\"`, \
+             `continuous` or `manual`"
+        )),
+    }
+}
+
+/// Parses a cron expression of five fields, or six with seconds first; quotes are optional.
+fn parse_cron(expression: &str) -> Result<Schedule, String> {
+    let expression = strip_quotes(expression).trim();
+    let fields = expression.split_whitespace().count();
+    if fields != 5 && fields != 6 {
+        return Err(format!(
+            "cron expression `{expression}` has {fields} fields; write 5 (minute hour \
+             day-of-month month day-of-week), or 6 with seconds first"
+        ));
+    }
+    let parser = CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build();
+    match parser.parse(expression) {
+        Ok(cron) => Ok(Schedule::Cron {
+            expression: expression.to_string(),
+            cron: Box::new(cron),
+        }),
+        Err(error) => Err(format!(
+            "invalid cron expression `{expression}`: {}",
+            as_message(&error.to_string())
+        )),
+    }
+}
+
+/// `text` without one pair of surrounding double or single quotes.
+fn strip_quotes(text: &str) -> &str {
+    for quote in ['"', '\''] {
+        if let Some(inner) = text
+            .strip_prefix(quote)
+            .and_then(|rest| rest.strip_suffix(quote))
+        {
+            return inner;
+        }
+    }
+    text
+}
+
+/// A sentence from another library as one of ours: lowercase start, no trailing period.
+fn as_message(sentence: &str) -> String {
+    let sentence = sentence.trim().trim_end_matches('.');
+    let mut chars = sentence.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// `retry:`; every key has a default.
+fn retry(doc: &mut Document, raw: RawRetry) -> Option<RetryPolicy> {
+    let path = KeyPath::root().key("retry");
+    let default = RetryPolicy::default();
+
+    let max_attempts = doc.number(
+        &path.key("max_attempts"),
+        raw.max_attempts.map(u64::from),
+        u64::from(default.max_attempts),
+        1,
+        None,
+    );
+    let backoff = doc.duration(&path.key("backoff"), raw.backoff, default.backoff);
+    let max_backoff = doc.duration(
+        &path.key("max_backoff"),
+        raw.max_backoff,
+        default.max_backoff,
+    );
+
+    let (backoff, max_backoff) = (backoff?, max_backoff?);
+    if backoff > max_backoff {
+        doc.error(
+            &path.key("backoff"),
+            format!(
+                "backoff {} is longer than max_backoff {}",
+                crate::duration::format(backoff),
+                crate::duration::format(max_backoff)
+            ),
+        );
+        return None;
+    }
+    Some(RetryPolicy {
+        max_attempts: u32::try_from(max_attempts?).ok()?,
+        backoff,
+        max_backoff,
+    })
+}
+
+/// `pullers:`, `processors:` or `pushers:`: names given, uniqueness checked, and each
+/// component's configuration checked by building it.
+fn components(
+    doc: &mut Document,
+    role: Role,
+    items: Option<Vec<Value>>,
+    site: &Site,
+) -> Option<Vec<ComponentDef>> {
+    let list = KeyPath::root().key(role.key());
+    let noun = role_noun(role);
+    let items = items.unwrap_or_default();
+    if items.is_empty() && role != Role::Processor {
+        doc.error(&list, format!("at least one {noun} is required"));
+        return None;
+    }
+
+    let mut components = Vec::new();
+    let mut failed = false;
+    // Name → index of the component that has it.
+    let mut taken: HashMap<String, usize> = HashMap::new();
+    // Type → how many components of that type have no `name:` so far.
+    let mut unnamed: HashMap<String, usize> = HashMap::new();
+    for (index, item) in items.into_iter().enumerate() {
+        let path = list.index(index);
+        // A `type:` of the wrong type is reported by `deserialize`, and is then missing.
+        let has_type = item.get("type").is_some();
+        let Some(raw) = doc.deserialize::<RawComponent>(item, &path) else {
+            failed = true;
+            continue;
+        };
+        let Some(type_name) = raw.type_name else {
+            failed = true;
+            if has_type {
+                continue;
+            }
+            doc.error(
+                &path,
+                format!(
+                    "missing key `type`; valid {noun} types are: {}",
+                    site.registry.type_names(role).join(", ")
+                ),
+            );
+            continue;
+        };
+
+        // Where to report a problem with the name: its key, if it was given.
+        let name_path = match raw.name {
+            Some(_) => path.key("name"),
+            None => path.clone(),
+        };
+        let name = match raw.name {
+            Some(name) if name.trim().is_empty() => {
+                doc.error(&name_path, "empty name");
+                failed = true;
+                continue;
+            }
+            Some(name) => name,
+            None => {
+                let count = unnamed.entry(type_name.clone()).or_default();
+                *count += 1;
+                match *count {
+                    1 => type_name.clone(),
+                    n => format!("{type_name}-{n}"),
+                }
+            }
+        };
+        if let Some(first) = taken.get(&name) {
+            doc.error(
+                &name_path,
+                format!(
+                    "duplicate {noun} name `{name}`, also used by {}; give each {noun} its own \
+                     `name`",
+                    list.index(*first)
+                ),
+            );
+            failed = true;
+            continue;
+        }
+        taken.insert(name.clone(), index);
+
+        let config = Value::Object(raw.config);
+        let ctx = BuildContext {
+            project_dir: site.dir.to_path_buf(),
+            client: site.client.to_string(),
+            pipeline: site.pipeline.to_string(),
+            component: name.clone(),
+        };
+        if let Err(error) = site.registry.check(role, &type_name, &config, &ctx) {
+            let at = path_in_value(&path, &config, &error.path);
+            doc.error(&at, tidy(&error.message));
+            failed = true;
+            continue;
+        }
+        components.push(ComponentDef {
+            name,
+            type_name,
+            config,
+        });
+    }
+    (!failed).then_some(components)
+}
+
+fn role_noun(role: Role) -> &'static str {
+    match role {
+        Role::Puller => "puller",
+        Role::Processor => "processor",
+        Role::Pusher => "pusher",
+    }
+}
+
+/// The key path of a [`crate::BuildError`]'s `path` inside the component at `base`: its
+/// segments are strings, so the configuration decides whether `"0"` is an index or a key.
+fn path_in_value(base: &KeyPath, config: &Value, segments: &[String]) -> KeyPath {
+    let mut path = base.clone();
+    let mut current = Some(config);
+    for segment in segments {
+        let index = match current {
+            Some(Value::Array(_)) => segment.parse::<usize>().ok(),
+            _ => None,
+        };
+        match index {
+            Some(index) => {
+                current = current.and_then(|value| value.get(index));
+                path = path.index(index);
+            }
+            None => {
+                current = current.and_then(|value| value.get(segment));
+                path = path.key(segment);
+            }
+        }
+    }
+    path
+}
+
+/// One YAML file being checked: where its keys are, what came from the environment, and the
+/// errors found so far.
+struct Document {
+    file: String,
+    positions: Positions,
+    /// Text taken from the environment (it may be a secret), each with what to show instead:
+    /// the reference as written, e.g. `${DB_PASSWORD}`.
+    secrets: Vec<(String, String)>,
+    errors: Vec<(KeyPath, ConfigError)>,
+}
+
+impl Document {
+    fn new(file: &str) -> Document {
+        Document {
+            file: file.to_string(),
+            positions: Positions::default(),
+            secrets: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Parses `text` into a tree with `${NAME}` references replaced; `None` after a syntax
+    /// error. An empty file is `Value::Null`.
+    fn load(&mut self, text: &str, env: EnvLookup<'_>) -> Option<Value> {
+        let mut value: Value = match serde_saphyr::from_str(text) {
+            Ok(value) => value,
+            Err(error) => {
+                let position = error
+                    .location()
+                    .map_or(Position { line: 1, column: 1 }, |at| Position {
+                        line: at.line(),
+                        column: at.column(),
+                    });
+                let message = syntax_message(&error.without_snippet().to_string());
+                self.push(KeyPath::root(), position, message);
+                return None;
+            }
+        };
+        self.positions = Positions::of(text);
+        self.resolve_env(&mut value, &KeyPath::root(), env);
+        Some(value)
+    }
+
+    /// Replaces `${NAME}` in every string of `value`, which is at `path`.
+    fn resolve_env(&mut self, value: &mut Value, path: &KeyPath, env: EnvLookup<'_>) {
+        match value {
+            Value::String(text) if text.contains("${") => match interpolate(text, env) {
+                Ok(resolved) => {
+                    if !resolved.used.is_empty() {
+                        self.secrets.push((resolved.text.clone(), text.clone()));
+                    }
+                    for (name, value) in resolved.used {
+                        self.secrets.push((value, format!("${{{name}}}")));
+                    }
+                    *text = resolved.text;
+                }
+                Err(message) => self.error(path, message),
+            },
+            Value::Array(items) => {
+                for (index, item) in items.iter_mut().enumerate() {
+                    self.resolve_env(item, &path.index(index), env);
+                }
+            }
+            Value::Object(map) => {
+                for (key, item) in map.iter_mut() {
+                    self.resolve_env(item, &path.key(key), env);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The optional section `value` at `path` as `T`; `T::default()` when absent.
+    fn section<T: DeserializeOwned + Default>(
+        &mut self,
+        value: Option<Value>,
+        path: &KeyPath,
+    ) -> Option<T> {
+        match value {
+            Some(value) => self.deserialize(value, path),
+            None => Some(T::default()),
+        }
+    }
+
+    /// Deserializes the mapping `value`, found at `path`, into `T`, reporting every unknown key
+    /// and every key of the wrong type. A key that fails is removed and the rest tried again,
+    /// so one mistake does not hide the next; that is why every field of the raw structs is
+    /// optional. `None` when `value` is not a mapping.
+    fn deserialize<T: DeserializeOwned>(&mut self, mut value: Value, path: &KeyPath) -> Option<T> {
+        if !value.is_object() {
+            let found = match value {
+                Value::Null => "null",
+                Value::Bool(_) => "boolean",
+                Value::Number(_) => "number",
+                Value::String(_) => "string",
+                Value::Array(_) => "sequence",
+                Value::Object(_) => "mapping",
+            };
+            self.error(path, format!("invalid type: {found}, expected a mapping"));
+            return None;
+        }
+        loop {
+            let error = match serde_path_to_error::deserialize::<_, T>(&value) {
+                Ok(parsed) => return Some(parsed),
+                Err(error) => error,
+            };
+            let mut relative = Vec::new();
+            for segment in error.path().iter() {
+                match segment {
+                    serde_path_to_error::Segment::Map { key } => {
+                        relative.push(Segment::Key(key.clone()));
+                    }
+                    serde_path_to_error::Segment::Seq { index } => {
+                        relative.push(Segment::Index(*index));
+                    }
+                    _ => break,
+                }
+            }
+            let mut at = path.clone();
+            for segment in &relative {
+                at = at.with(segment.clone());
+            }
+            self.error(&at, tidy(&error.inner().to_string()));
+            if !remove_deepest_key(&mut value, &relative) {
+                return None;
+            }
+        }
+    }
+
+    /// `text` as a duration, or `default` when absent.
+    fn duration(
+        &mut self,
+        path: &KeyPath,
+        text: Option<String>,
+        default: Duration,
+    ) -> Option<Duration> {
+        let Some(text) = text else {
+            return Some(default);
+        };
+        match crate::duration::parse(&text) {
+            Ok(duration) => Some(duration),
+            Err(message) => {
+                self.error(path, message);
+                None
+            }
+        }
+    }
+
+    /// `value`, or `default` when absent, if it lies between `min` and `max`.
+    fn number(
+        &mut self,
+        path: &KeyPath,
+        value: Option<u64>,
+        default: u64,
+        min: u64,
+        max: Option<u64>,
+    ) -> Option<u64> {
+        let value = value.unwrap_or(default);
+        if value >= min && max.is_none_or(|max| value <= max) {
+            return Some(value);
+        }
+        let message = match max {
+            Some(max) => format!("must be between {min} and {max}, not {value}"),
+            None => format!("must be at least {min}, not {value}"),
+        };
+        self.error(path, message);
+        None
+    }
+
+    /// Records an error at `path`, unless that key (or one it lies in) already has one: a
+    /// second error there would only be a consequence of the first, e.g. a duration that could
+    /// not be read because its `${NAME}` is not set.
+    fn error(&mut self, path: &KeyPath, message: impl Into<String>) {
+        let repeated = self
+            .errors
+            .iter()
+            .any(|(earlier, _)| !earlier.is_root() && path.starts_with(earlier));
+        if !repeated {
+            let position = self.positions.find(path);
+            self.push(path.clone(), position, message.into());
+        }
+    }
+
+    fn push(&mut self, path: KeyPath, position: Position, message: String) {
+        let error = ConfigError {
+            file: self.file.clone(),
+            position,
+            key: path.to_string(),
+            message,
+        };
+        self.errors.push((path, error));
+    }
+
+    /// The errors, with every value taken from the environment replaced by its reference, so
+    /// that no secret is ever printed.
+    fn finish(mut self) -> Vec<ConfigError> {
+        self.secrets.retain(|(secret, _)| !secret.is_empty());
+        // Longest first, so a whole resolved string is replaced before the values within it.
+        self.secrets
+            .sort_by_key(|(secret, _)| Reverse(secret.len()));
+        let mut errors = Vec::new();
+        for (_, mut error) in self.errors {
+            for (secret, shown) in &self.secrets {
+                error.message = error.message.replace(secret.as_str(), shown);
+            }
+            errors.push(error);
+        }
+        errors
+    }
+}
+
+/// A string with its `${NAME}` references replaced.
+struct Interpolated {
+    text: String,
+    /// The variables used, with their values.
+    used: Vec<(String, String)>,
+}
+
+/// Replaces `${NAME}` in `text` with the variable's value; `$${` stands for a literal `${`.
+fn interpolate(text: &str, env: EnvLookup<'_>) -> Result<Interpolated, String> {
+    let mut out = String::new();
+    let mut used = Vec::new();
+    let mut unset = Vec::new();
+    let mut rest = text;
+    while let Some(dollar) = rest.find('$') {
+        out.push_str(&rest[..dollar]);
+        let from_dollar = &rest[dollar..];
+        if let Some(after) = from_dollar.strip_prefix("$${") {
+            out.push_str("${");
+            rest = after;
+        } else if let Some(after) = from_dollar.strip_prefix("${") {
+            let Some(close) = after.find('}') else {
+                return Err("unclosed `${`; write `${NAME}`, or `$${` for a literal `${`".into());
+            };
+            let name = &after[..close];
+            if !is_env_name(name) {
+                return Err(format!(
+                    "invalid environment variable name `{name}` in `${{{name}}}`; use letters, \
+                     digits and `_`"
+                ));
+            }
+            match env(name) {
+                Some(value) => {
+                    out.push_str(&value);
+                    used.push((name.to_string(), value));
+                }
+                None => unset.push(format!("`{name}`")),
+            }
+            rest = &after[close + 1..];
+        } else {
+            out.push('$');
+            rest = &from_dollar[1..];
+        }
+    }
+    out.push_str(rest);
+    match unset.len() {
+        0 => Ok(Interpolated { text: out, used }),
+        1 => Err(format!("environment variable {} is not set", unset[0])),
+        _ => Err(format!(
+            "environment variables {} are not set",
+            unset.join(", ")
+        )),
+    }
+}
+
+/// Whether `name` can be an environment variable: `[A-Za-z_][A-Za-z0-9_]*`.
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(first) if first.is_ascii_alphabetic() || first == '_' => {
+            chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        }
+        _ => false,
+    }
+}
+
+/// Removes the innermost mapping key on `path` from `value`; false if there is none.
+fn remove_deepest_key(value: &mut Value, path: &[Segment]) -> bool {
+    let Some(last_key) = path
+        .iter()
+        .rposition(|segment| matches!(segment, Segment::Key(_)))
+    else {
+        return false;
+    };
+    let mut current = value;
+    for segment in &path[..last_key] {
+        let next = match segment {
+            Segment::Key(key) => current.get_mut(key.as_str()),
+            Segment::Index(index) => current.get_mut(*index),
+        };
+        match next {
+            Some(next) => current = next,
+            None => return false,
+        }
+    }
+    match (&path[last_key], current) {
+        (Segment::Key(key), Value::Object(map)) => map.remove(key).is_some(),
+        _ => false,
+    }
+}
+
+/// A message from serde in ferry's words: "key" not "field", no Rust type names.
+fn tidy(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        let rest = rest.replacen(", expected", "; expected", 1).replacen(
+            ", there are no fields",
+            "; no keys are allowed here",
+            1,
+        );
+        return format!("unknown key {rest}");
+    }
+    if let Some(rest) = message.strip_prefix("missing field ") {
+        return format!("missing key {rest}");
+    }
+    if let Some(at) = message.find("expected struct ") {
+        return format!("{}expected a mapping", &message[..at]);
+    }
+    for integer in ["u8", "u16", "u32", "u64", "usize"] {
+        if let Some(start) = message.strip_suffix(&format!("expected {integer}")) {
+            return format!("{start}expected a whole number");
+        }
+    }
+    message.to_string()
+}
+
+/// A YAML syntax error's message without serde-saphyr's location suffix (the position is
+/// reported on its own) and in ferry's words.
+fn syntax_message(message: &str) -> String {
+    let mut message = message.trim();
+    if let Some(at) = message.rfind(" at line ") {
+        let is_location = message[at + " at line ".len()..]
+            .split_once(", column ")
+            .is_some_and(|(line, column)| {
+                line.parse::<u64>().is_ok() && column.parse::<u64>().is_ok()
+            });
+        if is_location {
+            message = &message[..at];
+        }
+    }
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let key = rest
+            .split(", set DuplicateKeyPolicy")
+            .next()
+            .unwrap_or(rest);
+        return format!("duplicate key `{key}`");
+    }
+    if message.starts_with("multiple YAML documents") {
+        return "a definition file holds one YAML document; remove the extra `---`".to_string();
+    }
+    message.to_string()
 }

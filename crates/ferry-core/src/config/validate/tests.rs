@@ -1,0 +1,997 @@
+//! The specification of definition files: what a valid project becomes, and the exact message
+//! of every kind of error.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::*;
+use crate::template::Template;
+use crate::{
+    BuildError, Outcome, Passenger, Processor, ProcessorFactory, Pulled, Puller, PullerFactory,
+    Pusher, PusherFactory, Seated, StepError,
+};
+
+// ---------------------------------------------------------------------------------------------
+// A small registry with fake components; the real connectors live in ferry-connectors.
+
+struct Nothing;
+
+#[async_trait]
+impl Puller for Nothing {
+    async fn pull(&mut self, _max: usize) -> Result<Pulled, StepError> {
+        Ok(Pulled::default())
+    }
+
+    async fn ack(&mut self, _seated: &[Seated]) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Pusher for Nothing {
+    async fn push(&self, passengers: &[Passenger]) -> Vec<Result<(), StepError>> {
+        passengers.iter().map(|_| Ok(())).collect()
+    }
+}
+
+impl Processor for Nothing {
+    fn process(&self, passenger: Passenger) -> Result<Outcome, StepError> {
+        Ok(Outcome::Continue(passenger))
+    }
+}
+
+struct FilePuller;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct FilePullerConfig {
+    path: String,
+    pattern: Option<String>,
+    after_seat: Option<AfterSeat>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct AfterSeat {
+    move_to: Option<String>,
+    delete: Option<bool>,
+}
+
+impl PullerFactory for FilePuller {
+    const TYPE: &'static str = "file";
+    type Config = FilePullerConfig;
+
+    fn build(
+        &self,
+        _config: FilePullerConfig,
+        _ctx: &BuildContext,
+    ) -> Result<Box<dyn Puller>, BuildError> {
+        Ok(Box::new(Nothing))
+    }
+}
+
+struct GeneratePuller;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct GenerateConfig {
+    count: Option<u64>,
+}
+
+impl PullerFactory for GeneratePuller {
+    const TYPE: &'static str = "generate";
+    type Config = GenerateConfig;
+
+    fn build(
+        &self,
+        _config: GenerateConfig,
+        _ctx: &BuildContext,
+    ) -> Result<Box<dyn Puller>, BuildError> {
+        Ok(Box::new(Nothing))
+    }
+}
+
+struct Passthrough;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoConfig {}
+
+impl ProcessorFactory for Passthrough {
+    const TYPE: &'static str = "passthrough";
+    type Config = NoConfig;
+
+    fn build(
+        &self,
+        _config: NoConfig,
+        _ctx: &BuildContext,
+    ) -> Result<Box<dyn Processor>, BuildError> {
+        Ok(Box::new(Nothing))
+    }
+}
+
+struct FilePusher;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct FilePusherConfig {
+    path: String,
+    name_template: String,
+}
+
+impl PusherFactory for FilePusher {
+    const TYPE: &'static str = "file";
+    type Config = FilePusherConfig;
+
+    fn build(
+        &self,
+        config: FilePusherConfig,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn Pusher>, BuildError> {
+        Template::parse(&config.name_template).map_err(|e| BuildError::at("name_template", e))?;
+        // Lets a test see that the context carries the component's (default) name.
+        if ctx.component == "forbidden" {
+            return Err(BuildError::new(format!(
+                "no pusher may be called `forbidden` (in {}/{})",
+                ctx.client, ctx.pipeline
+            )));
+        }
+        Ok(Box::new(Nothing))
+    }
+}
+
+fn registry() -> Registry {
+    Registry {
+        pullers: vec![Box::new(FilePuller), Box::new(GeneratePuller)],
+        processors: vec![Box::new(Passthrough)],
+        pushers: vec![Box::new(FilePusher)],
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+const PIPELINE_FILE: &str = "clients/acme/pipelines/invoices.yaml";
+
+/// Components that are fine, on lines 1 and 2, for tests about the other keys.
+const COMPONENTS: &str = "pullers: [{type: file, path: /in}]\n\
+                          pushers: [{type: file, path: /out, name_template: x}]\n";
+
+fn files(list: &[(&str, &str)]) -> Vec<SourceFile> {
+    list.iter()
+        .map(|(path, content)| SourceFile {
+            path: path.to_string(),
+            content: content.to_string(),
+        })
+        .collect()
+}
+
+fn run(list: &[(&str, &str)], env: &[(&str, &str)]) -> Result<Project, Vec<ConfigError>> {
+    let lookup = |name: &str| {
+        env.iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.to_string())
+    };
+    validate(Path::new("/srv/ferry"), files(list), &registry(), &lookup)
+}
+
+/// A project of `ferry.yaml`, `clients/acme/client.yaml` and one pipeline.
+fn with_pipeline(pipeline: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("ferry.yaml", String::new()),
+        ("clients/acme/client.yaml", String::new()),
+        (PIPELINE_FILE, pipeline.to_string()),
+    ]
+}
+
+fn pipeline_ok(pipeline: &str) -> Pipeline {
+    pipeline_ok_env(pipeline, &[])
+}
+
+fn pipeline_ok_env(pipeline: &str, env: &[(&str, &str)]) -> Pipeline {
+    let list = with_pipeline(pipeline);
+    let list: Vec<(&str, &str)> = list.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    match run(&list, env) {
+        Ok(project) => project.pipeline("acme", "invoices").unwrap().clone(),
+        Err(errors) => panic!("unexpected errors: {errors:#?}"),
+    }
+}
+
+/// Every error of the project, as `ferry validate` prints them.
+fn errors_of(list: &[(&str, &str)], env: &[(&str, &str)]) -> Vec<String> {
+    match run(list, env) {
+        Ok(_) => panic!("the project is valid"),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// The errors of a project whose only pipeline is `pipeline`.
+fn pipeline_errors(pipeline: &str) -> Vec<String> {
+    pipeline_errors_env(pipeline, &[])
+}
+
+fn pipeline_errors_env(pipeline: &str, env: &[(&str, &str)]) -> Vec<String> {
+    let list = with_pipeline(pipeline);
+    let list: Vec<(&str, &str)> = list.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    errors_of(&list, env)
+}
+
+/// The one error of a project whose only pipeline is `pipeline`.
+fn pipeline_error(pipeline: &str) -> String {
+    let errors = pipeline_errors(pipeline);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    errors.into_iter().next().unwrap()
+}
+
+fn p(rest: &str) -> String {
+    format!("{PIPELINE_FILE}:{rest}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Valid projects.
+
+const FULL_FERRY: &str = "\
+system_alias: ferry DEV
+store: postgres://ferry@db/ferry
+web: { listen: 0.0.0.0:8080 }
+workers: 8
+";
+
+const FULL_CLIENT: &str = "\
+queue_life_span: 14d
+log_life_span: 90d
+";
+
+const FULL_PIPELINE: &str = r#"
+description: invoices from the EDI inbox to the ERP drop folder
+schedule: every 30s
+pullers:
+  - type: file
+    name: inbox
+    path: /data/inbox
+    pattern: "*.xml"
+    after_seat: { move_to: /data/archive }
+processors:
+  - type: passthrough
+pushers:
+  - type: file
+    path: /data/outbox
+    name_template: "{external_id}"
+  - type: file
+    path: /data/copy
+    name_template: "{id}"
+retry: { max_attempts: 3, backoff: 1s, max_backoff: 5m }
+queue_limit: 1000
+batch_size: 50
+"#;
+
+#[test]
+fn full_project_becomes_exact_domain_values() {
+    let list = [
+        ("ferry.yaml", FULL_FERRY),
+        ("connections.yaml", "anything: goes for now\n"),
+        ("clients/acme/client.yaml", FULL_CLIENT),
+        (PIPELINE_FILE, FULL_PIPELINE),
+    ];
+    let project = run(&list, &[]).unwrap();
+
+    assert_eq!(project.dir, Path::new("/srv/ferry"));
+    assert_eq!(
+        project.system,
+        System {
+            alias: "ferry DEV".into(),
+            store: "postgres://ferry@db/ferry".into(),
+            listen: "0.0.0.0:8080".parse().unwrap(),
+            workers: 8,
+        }
+    );
+    assert_eq!(project.files, files(&list));
+
+    let client = &project.clients["acme"];
+    assert_eq!(client.name, "acme");
+    assert_eq!(client.queue_life_span, Duration::from_secs(14 * 86_400));
+    assert_eq!(client.log_life_span, Duration::from_secs(90 * 86_400));
+
+    let pipeline = project.pipeline("acme", "invoices").unwrap();
+    assert_eq!(pipeline.key(), "acme/invoices");
+    assert_eq!(
+        pipeline.description,
+        "invoices from the EDI inbox to the ERP drop folder"
+    );
+    assert!(matches!(pipeline.schedule, Schedule::Every(d) if d == Duration::from_secs(30)));
+    assert_eq!(
+        pipeline.pullers,
+        vec![ComponentDef {
+            name: "inbox".into(),
+            type_name: "file".into(),
+            config: json!({
+                "path": "/data/inbox",
+                "pattern": "*.xml",
+                "after_seat": { "move_to": "/data/archive" },
+            }),
+        }]
+    );
+    assert_eq!(
+        pipeline.processors,
+        vec![ComponentDef {
+            name: "passthrough".into(),
+            type_name: "passthrough".into(),
+            config: json!({}),
+        }]
+    );
+    assert_eq!(
+        pipeline.pushers,
+        vec![
+            ComponentDef {
+                name: "file".into(),
+                type_name: "file".into(),
+                config: json!({ "path": "/data/outbox", "name_template": "{external_id}" }),
+            },
+            ComponentDef {
+                name: "file-2".into(),
+                type_name: "file".into(),
+                config: json!({ "path": "/data/copy", "name_template": "{id}" }),
+            },
+        ]
+    );
+    assert_eq!(
+        pipeline.retry,
+        RetryPolicy {
+            max_attempts: 3,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+        }
+    );
+    assert_eq!(pipeline.queue_limit, 1000);
+    assert_eq!(pipeline.batch_size, 50);
+    assert_eq!(pipeline.file, PIPELINE_FILE);
+    assert_eq!(pipeline.version, files(&list)[3].hash());
+}
+
+#[test]
+fn empty_files_take_every_default() {
+    let list = [
+        ("ferry.yaml", ""),
+        ("clients/acme/client.yaml", "# nothing to say yet\n"),
+        (PIPELINE_FILE, COMPONENTS),
+    ];
+    let project = run(&list, &[]).unwrap();
+    assert_eq!(
+        project.system,
+        System {
+            alias: "ferry".into(),
+            store: "sqlite://data/ferry.db".into(),
+            listen: "127.0.0.1:5000".parse().unwrap(),
+            workers: 4,
+        }
+    );
+    let client = &project.clients["acme"];
+    assert_eq!(client.queue_life_span, Duration::from_secs(7 * 86_400));
+    assert_eq!(client.log_life_span, Duration::from_secs(30 * 86_400));
+
+    let pipeline = &client.pipelines["invoices"];
+    assert_eq!(pipeline.description, "");
+    assert!(matches!(pipeline.schedule, Schedule::Every(d) if d == Duration::from_secs(60)));
+    assert!(pipeline.processors.is_empty());
+    assert_eq!(pipeline.retry, RetryPolicy::default());
+    assert_eq!(pipeline.queue_limit, 100_000);
+    assert_eq!(pipeline.batch_size, 500);
+}
+
+#[test]
+fn a_client_without_pipelines_is_a_client() {
+    let project = run(&[("ferry.yaml", ""), ("clients/acme/client.yaml", "")], &[]).unwrap();
+    assert!(project.clients["acme"].pipelines.is_empty());
+    assert_eq!(project.pipelines().count(), 0);
+}
+
+#[test]
+fn schedules() {
+    let schedule = |text: &str| {
+        pipeline_ok(&format!("{COMPONENTS}schedule: {text}\n"))
+            .schedule
+            .to_string()
+    };
+    assert_eq!(schedule("every 1h30m"), "every 1h30m");
+    assert_eq!(schedule("continuous"), "continuous");
+    assert_eq!(schedule("manual"), "manual");
+    assert_eq!(schedule(r#"cron "*/5 * * * *""#), r#"cron "*/5 * * * *""#);
+    assert_eq!(schedule("cron */5 * * * *"), r#"cron "*/5 * * * *""#);
+    assert_eq!(
+        schedule(r#"'cron "0 30 2 * * *"'"#),
+        r#"cron "0 30 2 * * *""#
+    );
+    assert_eq!(schedule("cron '0 2 * * MON'"), r#"cron "0 2 * * MON""#);
+}
+
+#[test]
+fn components_without_a_name_are_named_after_their_type() {
+    let pipeline = pipeline_ok(
+        "pullers:\n\
+         \x20 - type: file\n\
+         \x20   path: /a\n\
+         \x20 - {type: generate, name: ticks}\n\
+         \x20 - {type: file, path: /b}\n\
+         \x20 - {type: file, path: /c}\n\
+         pushers: [{type: file, path: /out, name_template: x}]\n",
+    );
+    let names: Vec<&str> = pipeline.pullers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["file", "ticks", "file-2", "file-3"]);
+    assert_eq!(pipeline.steps().len(), 1);
+}
+
+#[test]
+fn environment_references_are_resolved_and_dollar_dollar_escapes() {
+    let pipeline = pipeline_ok_env(
+        "description: for ${WHO}, costs $$5, literal $${HOME}\n\
+         pullers: [{type: file, path: \"${INBOX}/edi\"}]\n\
+         pushers: [{type: file, path: /out, name_template: x}]\n\
+         retry: { backoff: \"${BACKOFF}\" }\n",
+        &[("WHO", "acme"), ("INBOX", "/data/inbox"), ("BACKOFF", "2s")],
+    );
+    assert_eq!(pipeline.description, "for acme, costs $$5, literal ${HOME}");
+    assert_eq!(
+        pipeline.pullers[0].config,
+        json!({ "path": "/data/inbox/edi" })
+    );
+    assert_eq!(pipeline.retry.backoff, Duration::from_secs(2));
+}
+
+#[test]
+fn environment_references_work_in_every_file() {
+    let list = [
+        (
+            "ferry.yaml",
+            "system_alias: ferry ${STAGE}\nstore: ${STORE}\n",
+        ),
+        ("clients/acme/client.yaml", "queue_life_span: ${KEEP}\n"),
+    ];
+    let project = run(
+        &list,
+        &[
+            ("STAGE", "PROD"),
+            ("STORE", "postgres://db/ferry"),
+            ("KEEP", "3d"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(project.system.alias, "ferry PROD");
+    assert_eq!(project.system.store, "postgres://db/ferry");
+    assert_eq!(
+        project.clients["acme"].queue_life_span,
+        Duration::from_secs(3 * 86_400)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every kind of error, with its exact message and place.
+
+#[test]
+fn unknown_key_at_the_top_of_a_pipeline() {
+    assert_eq!(
+        pipeline_error(&format!("{COMPONENTS}colour: blue\n")),
+        p(
+            "3:1: colour: unknown key `colour`; expected one of `description`, `schedule`, \
+           `pullers`, `processors`, `pushers`, `retry`, `queue_limit`, `batch_size`"
+        )
+    );
+}
+
+#[test]
+fn unknown_key_inside_retry() {
+    assert_eq!(
+        pipeline_error(&format!(
+            "{COMPONENTS}retry:\n  max_attempts: 3\n  jitter: 0.5\n"
+        )),
+        p(
+            "5:3: retry.jitter: unknown key `jitter`; expected one of `max_attempts`, `backoff`, \
+           `max_backoff`"
+        )
+    );
+}
+
+#[test]
+fn unknown_key_inside_a_component_config() {
+    let pipeline = "\
+pullers:
+  - type: file
+    path: /in
+    after_seat: { move_to: /archive, mode: fast }
+pushers: [{type: file, path: /out, name_template: x}]
+";
+    assert_eq!(
+        pipeline_error(pipeline),
+        p("4:38: pullers[0].after_seat.mode: unknown key `mode`; expected `move_to` or `delete`")
+    );
+}
+
+#[test]
+fn unknown_key_in_ferry_yaml_and_client_yaml() {
+    let list = [
+        ("ferry.yaml", "workers: 2\nweb:\n  port: 80\n"),
+        ("clients/acme/client.yaml", "users: []\n"),
+    ];
+    assert_eq!(
+        errors_of(&list, &[]),
+        [
+            "clients/acme/client.yaml:1:1: users: unknown key `users`; expected \
+             `queue_life_span` or `log_life_span`",
+            "ferry.yaml:3:3: web.port: unknown key `port`; expected `listen`",
+        ]
+    );
+}
+
+#[test]
+fn wrong_type() {
+    assert_eq!(
+        pipeline_error(&format!("{COMPONENTS}batch_size: lots\n")),
+        p("3:1: batch_size: invalid type: string \"lots\", expected a whole number")
+    );
+    assert_eq!(
+        pipeline_error(&format!("{COMPONENTS}retry: 3\n")),
+        p("3:1: retry: invalid type: number, expected a mapping")
+    );
+    assert_eq!(
+        pipeline_error(&format!("{COMPONENTS}retry: [3, 1s, 1h]\n")),
+        p("3:1: retry: invalid type: sequence, expected a mapping")
+    );
+    assert_eq!(
+        pipeline_error("pullers: [file]\npushers: [{type: file, path: /out, name_template: x}]\n"),
+        p("1:11: pullers[0]: invalid type: string, expected a mapping")
+    );
+}
+
+#[test]
+fn wrong_type_inside_a_component_config() {
+    let pipeline = "\
+pullers:
+  - type: file
+    path: [a, b]
+pushers: [{type: file, path: /out, name_template: x}]
+";
+    assert_eq!(
+        pipeline_error(pipeline),
+        p("3:5: pullers[0].path: invalid type: sequence, expected a string")
+    );
+}
+
+#[test]
+fn bad_duration() {
+    assert_eq!(
+        pipeline_error(&format!("{COMPONENTS}retry: {{ backoff: 5y }}\n")),
+        p("3:10: retry.backoff: unknown unit `y` in duration `5y`; units are ms, s, m, h, d, w")
+    );
+    assert_eq!(
+        pipeline_error(&format!("{COMPONENTS}schedule: every 30\n")),
+        p("3:1: schedule: duration `30` needs a unit (ms, s, m, h, d, w)")
+    );
+}
+
+#[test]
+fn backoff_longer_than_max_backoff() {
+    assert_eq!(
+        pipeline_error(&format!("{COMPONENTS}retry: {{ backoff: 2h }}\n")),
+        p("3:10: retry.backoff: backoff 2h is longer than max_backoff 1h")
+    );
+}
+
+#[test]
+fn bad_cron() {
+    assert_eq!(
+        pipeline_error(&format!("{COMPONENTS}schedule: cron \"* * *\"\n")),
+        p(
+            "3:1: schedule: cron expression `* * *` has 3 fields; write 5 (minute hour \
+           day-of-month month day-of-week), or 6 with seconds first"
+        )
+    );
+    let error = pipeline_error(&format!("{COMPONENTS}schedule: cron \"61 * * * *\"\n"));
+    assert!(
+        error.starts_with(&p("3:1: schedule: invalid cron expression `61 * * * *`: ")),
+        "{error}"
+    );
+}
+
+#[test]
+fn bad_schedule_word() {
+    assert_eq!(
+        pipeline_error(&format!("{COMPONENTS}schedule: hourly\n")),
+        p(
+            "3:1: schedule: invalid schedule `hourly`; write `every 30s`, `cron \"*/5 * * * *\"`, \
+           `continuous` or `manual`"
+        )
+    );
+}
+
+#[test]
+fn unknown_component_type_lists_the_valid_ones() {
+    assert_eq!(
+        pipeline_error(
+            "pullers: [{type: ftp, path: /in}]\n\
+             pushers: [{type: file, path: /out, name_template: x}]\n"
+        ),
+        p("1:12: pullers[0].type: unknown puller type `ftp`; valid types are: file, generate")
+    );
+    assert_eq!(
+        pipeline_error(
+            "pullers: [{path: /in}]\n\
+             pushers: [{type: file, path: /out, name_template: x}]\n"
+        ),
+        p("1:11: pullers[0]: missing key `type`; valid puller types are: file, generate")
+    );
+    assert_eq!(
+        pipeline_error(
+            "pullers: [{type: 5, path: /in}]\n\
+             pushers: [{type: file, path: /out, name_template: x}]\n"
+        ),
+        p("1:12: pullers[0].type: invalid type: integer `5`, expected a string")
+    );
+}
+
+#[test]
+fn missing_pullers_and_empty_pushers() {
+    assert_eq!(
+        pipeline_errors("description: nothing\npushers: []\n"),
+        [
+            p("1:1: pullers: at least one puller is required"),
+            p("2:1: pushers: at least one pusher is required"),
+        ]
+    );
+}
+
+#[test]
+fn duplicate_component_names() {
+    let pipeline = "\
+pullers: [{type: file, path: /in}]
+pushers:
+  - {type: file, name: out, path: /a, name_template: x}
+  - {type: file, name: out, path: /b, name_template: x}
+";
+    assert_eq!(
+        pipeline_error(pipeline),
+        p(
+            "4:18: pushers[1].name: duplicate pusher name `out`, also used by pushers[0]; give \
+           each pusher its own `name`"
+        )
+    );
+    // A default name counts too.
+    let pipeline = "\
+pullers: [{type: file, path: /in}, {type: file, name: file, path: /b}]
+pushers: [{type: file, path: /out, name_template: x}]
+";
+    assert_eq!(
+        pipeline_error(pipeline),
+        p(
+            "1:49: pullers[1].name: duplicate puller name `file`, also used by pullers[0]; give \
+           each puller its own `name`"
+        )
+    );
+}
+
+#[test]
+fn component_error_at_a_key_of_its_config() {
+    let pipeline = "\
+pullers: [{type: file, path: /in}]
+pushers:
+  - type: file
+    path: /out
+    name_template: \"{nope}\"
+";
+    assert_eq!(
+        pipeline_error(pipeline),
+        p(
+            "5:5: pushers[0].name_template: unknown placeholder `{nope}` in template `{nope}`; use \
+           {id}, {client}, {pipeline}, {source_system}, {external_id}, {date}, {metadata.KEY}"
+        )
+    );
+}
+
+#[test]
+fn component_error_about_the_whole_component_uses_its_name_and_site() {
+    let pipeline = "\
+pullers: [{type: file, path: /in}]
+pushers:
+  - type: file
+    name: forbidden
+    path: /out
+    name_template: x
+";
+    assert_eq!(
+        pipeline_error(pipeline),
+        p("3:5: pushers[0]: no pusher may be called `forbidden` (in acme/invoices)")
+    );
+}
+
+#[test]
+fn missing_key_inside_a_component_config() {
+    assert_eq!(
+        pipeline_error(
+            "pullers: [{type: file, path: /in}]\n\
+             pushers:\n\
+             \x20 - type: file\n\
+             \x20   path: /out\n"
+        ),
+        p("3:5: pushers[0]: missing key `name_template`")
+    );
+}
+
+#[test]
+fn limits() {
+    assert_eq!(
+        pipeline_errors(&format!(
+            "{COMPONENTS}batch_size: 20000\nqueue_limit: 0\nretry: {{max_attempts: 0}}\n"
+        )),
+        [
+            p("3:1: batch_size: must be between 1 and 10000, not 20000"),
+            p("4:1: queue_limit: must be at least 1, not 0"),
+            p("5:9: retry.max_attempts: must be at least 1, not 0"),
+        ]
+    );
+    let list = [("ferry.yaml", "workers: 0\n")];
+    assert_eq!(
+        errors_of(&list, &[]),
+        ["ferry.yaml:1:1: workers: must be between 1 and 256, not 0"]
+    );
+}
+
+#[test]
+fn unset_environment_variable() {
+    assert_eq!(
+        pipeline_errors_env(
+            &format!("{COMPONENTS}description: ${{NOPE}}\nretry:\n  backoff: ${{ALSO}}${{NOT}}\n"),
+            &[]
+        ),
+        [
+            p("3:1: description: environment variable `NOPE` is not set"),
+            p("5:3: retry.backoff: environment variables `ALSO`, `NOT` are not set"),
+        ]
+    );
+}
+
+#[test]
+fn bad_environment_reference() {
+    assert_eq!(
+        pipeline_error(&format!("{COMPONENTS}description: ${{NOPE\n")),
+        p("3:1: description: unclosed `${`; write `${NAME}`, or `$${` for a literal `${`")
+    );
+    assert_eq!(
+        pipeline_error(&format!("{COMPONENTS}description: ${{1X}}\n")),
+        p(
+            "3:1: description: invalid environment variable name `1X` in `${1X}`; use letters, \
+           digits and `_`"
+        )
+    );
+}
+
+#[test]
+fn environment_values_are_never_printed() {
+    let errors = pipeline_errors_env(
+        "pullers: [{type: file, path: /in}]\n\
+         pushers:\n\
+         \x20 - type: file\n\
+         \x20   path: /out\n\
+         \x20   name_template: \"${TEMPLATE}\"\n\
+         retry: { backoff: \"x${SECRET}\" }\n",
+        &[("TEMPLATE", "{hunter2}"), ("SECRET", "s3cr3t")],
+    );
+    assert_eq!(
+        errors,
+        [
+            p(
+                "5:5: pushers[0].name_template: unknown placeholder `${TEMPLATE}` in template \
+               `${TEMPLATE}`; use {id}, {client}, {pipeline}, {source_system}, {external_id}, \
+               {date}, {metadata.KEY}"
+            ),
+            p("6:10: retry.backoff: invalid duration `x${SECRET}`; write e.g. `30s`, `5m`, `7d`"),
+        ]
+    );
+    for error in &errors {
+        assert!(
+            !error.contains("hunter2") && !error.contains("s3cr3t"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn bad_listen_address() {
+    let list = [("ferry.yaml", "web:\n  listen: localhost\n")];
+    assert_eq!(
+        errors_of(&list, &[]),
+        [
+            "ferry.yaml:2:3: web.listen: invalid listen address `localhost`; write an IP address \
+          and a port, e.g. `127.0.0.1:5000`"
+        ]
+    );
+}
+
+#[test]
+fn yaml_syntax_error() {
+    assert_eq!(
+        pipeline_error("pullers: [{type: file\npushers: []\n"),
+        p("1:11: unclosed bracket '{'")
+    );
+    assert_eq!(
+        pipeline_error(&format!("{COMPONENTS}batch_size: 1\nbatch_size: 2\n")),
+        p("4:1: duplicate key `batch_size`")
+    );
+}
+
+#[test]
+fn empty_pipeline_file() {
+    assert_eq!(
+        pipeline_error("# to do\n"),
+        p("1:1: empty pipeline file; a pipeline needs at least `pullers` and `pushers`")
+    );
+}
+
+#[test]
+fn a_file_that_is_not_a_mapping() {
+    assert_eq!(
+        pipeline_error("- pullers\n- pushers\n"),
+        p("1:1: invalid type: sequence, expected a mapping")
+    );
+}
+
+#[test]
+fn invalid_client_and_pipeline_names() {
+    let list = [
+        ("ferry.yaml", ""),
+        ("clients/Acme/client.yaml", ""),
+        ("clients/Acme/pipelines/in.yaml", COMPONENTS),
+        ("clients/acme/client.yaml", ""),
+        ("clients/acme/pipelines/My Invoices.yaml", COMPONENTS),
+        ("clients/acme/pipelines/_x.yaml", COMPONENTS),
+    ];
+    assert_eq!(
+        errors_of(&list, &[]),
+        [
+            "clients/Acme/client.yaml:1:1: invalid client name `Acme`; use lowercase letters, \
+             digits, `_` and `-`, starting with a letter or a digit",
+            "clients/acme/pipelines/My Invoices.yaml:1:1: invalid pipeline name `My Invoices`; \
+             use lowercase letters, digits, `_` and `-`, starting with a letter or a digit",
+            "clients/acme/pipelines/_x.yaml:1:1: invalid pipeline name `_x`; use lowercase \
+             letters, digits, `_` and `-`, starting with a letter or a digit",
+        ]
+    );
+}
+
+#[test]
+fn stray_yaml_files() {
+    let list = [
+        ("ferry.yaml", ""),
+        ("clients/acme/client.yaml", ""),
+        ("clients/acme/other.yaml", ""),
+        ("clients/acme/pipelines/sub/x.yaml", COMPONENTS),
+        ("pipelines.yaml", ""),
+    ];
+    let layout = "definitions are `ferry.yaml`, `connections.yaml`, \
+                  `clients/<client>/client.yaml` and `clients/<client>/pipelines/<name>.yaml`";
+    assert_eq!(
+        errors_of(&list, &[]),
+        [
+            format!("clients/acme/other.yaml:1:1: unexpected file; {layout}"),
+            format!("clients/acme/pipelines/sub/x.yaml:1:1: unexpected file; {layout}"),
+            format!("pipelines.yaml:1:1: unexpected file; {layout}"),
+        ]
+    );
+}
+
+#[test]
+fn missing_ferry_yaml() {
+    assert_eq!(
+        errors_of(&[("clients/acme/client.yaml", "")], &[]),
+        ["ferry.yaml:1:1: file is missing; every project needs a ferry.yaml"]
+    );
+}
+
+#[test]
+fn missing_client_yaml() {
+    assert_eq!(
+        errors_of(&[("ferry.yaml", ""), (PIPELINE_FILE, COMPONENTS)], &[]),
+        [
+            "clients/acme/client.yaml:1:1: file is missing; every client directory needs a \
+          client.yaml"
+        ]
+    );
+}
+
+#[test]
+fn every_error_of_every_file_in_one_call_sorted() {
+    let pipeline = "\
+schedule: hourly
+pullers:
+  - type: ftp
+  - type: file
+    path: /in
+    colour: red
+pushers:
+  - type: file
+    path: /out
+    name_template: \"{nope}\"
+retry: { max_attempts: many, backoff: 1y, jitter: 1 }
+batch_size: 0
+extra: 1
+";
+    let list = [
+        ("ferry.yaml", "workers: 1000\nweb: { listen: nowhere }\n"),
+        ("clients/acme/client.yaml", "queue_life_span: forever\n"),
+        (PIPELINE_FILE, pipeline),
+        ("clients/beta/pipelines/b.yaml", "pullers: nope\n"),
+    ];
+    let errors = errors_of(&list, &[]);
+    let short: Vec<&str> = errors
+        .iter()
+        .map(|e| e.split(": ").next().unwrap())
+        .collect();
+    assert_eq!(
+        short,
+        [
+            "clients/acme/client.yaml:1:1",
+            "clients/acme/pipelines/invoices.yaml:1:1",
+            "clients/acme/pipelines/invoices.yaml:3:5",
+            "clients/acme/pipelines/invoices.yaml:6:5",
+            "clients/acme/pipelines/invoices.yaml:10:5",
+            "clients/acme/pipelines/invoices.yaml:11:10",
+            "clients/acme/pipelines/invoices.yaml:11:30",
+            "clients/acme/pipelines/invoices.yaml:11:43",
+            "clients/acme/pipelines/invoices.yaml:12:1",
+            "clients/acme/pipelines/invoices.yaml:13:1",
+            "clients/beta/client.yaml:1:1",
+            "clients/beta/pipelines/b.yaml:1:1",
+            "clients/beta/pipelines/b.yaml:1:1",
+            "ferry.yaml:1:1",
+            "ferry.yaml:2:8",
+        ],
+        "{errors:#?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pieces.
+
+#[test]
+fn interpolation() {
+    let env = |name: &str| (name == "A").then(|| "1".to_string());
+    let resolved = interpolate("x${A}y$${A}z$", &env).unwrap();
+    assert_eq!(resolved.text, "x1y${A}z$");
+    assert_eq!(resolved.used, [("A".to_string(), "1".to_string())]);
+    assert_eq!(
+        interpolate("${B}", &env).err().unwrap(),
+        "environment variable `B` is not set"
+    );
+}
+
+#[test]
+fn names() {
+    for good in ["acme", "a", "0day", "edi_in-2"] {
+        assert!(is_valid_name(good), "{good}");
+    }
+    for bad in ["", "Acme", "-x", "_x", "a b", "a.b", "ä"] {
+        assert!(!is_valid_name(bad), "{bad}");
+    }
+}
+
+#[test]
+fn serde_messages_in_ferry_words() {
+    assert_eq!(
+        tidy("unknown field `x`, there are no fields"),
+        "unknown key `x`; no keys are allowed here"
+    );
+    assert_eq!(tidy("missing field `path`"), "missing key `path`");
+    assert_eq!(
+        tidy("invalid value: integer `-1`, expected u32"),
+        "invalid value: integer `-1`, expected a whole number"
+    );
+    assert_eq!(
+        syntax_message("unclosed quote at line 1, column 4"),
+        "unclosed quote"
+    );
+}
