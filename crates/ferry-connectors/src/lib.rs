@@ -1,14 +1,86 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! ferry's connectors: one folder per external system, each with the same shape (`mod.rs`,
+//! `config.rs`, `puller.rs`, `pusher.rs`, `tests.rs`), and the built-in processors.
+//!
+//! [`registry`] is the one list of everything ferry can build from a definition's `type:`; what
+//! every connector must meet is written down in `docs/connector-spec.md`.
+
+pub mod file;
+pub mod generate;
+pub mod processors;
+
+use ferry_core::Registry;
+
+/// Every puller, processor and pusher ferry knows, by `type:` name.
+///
+/// This is the one place a new connector is added. An optional connector gets a
+/// `#[cfg(feature = "…")]` on its line; an unknown `type:` fails in [`Registry`] with the list of
+/// valid names.
+pub fn registry() -> Registry {
+    Registry {
+        pullers: vec![
+            Box::new(file::FilePullerFactory),
+            Box::new(generate::GeneratePullerFactory),
+        ],
+        processors: vec![
+            Box::new(processors::FilterFactory),
+            Box::new(processors::SetFactory),
+        ],
+        pushers: vec![Box::new(file::FilePusherFactory)],
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use ferry_core::{BuildContext, Role};
+    use serde_json::json;
+
     use super::*;
 
     #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+    fn registry_lists_every_component() {
+        let registry = registry();
+        assert_eq!(registry.type_names(Role::Puller), ["file", "generate"]);
+        assert_eq!(registry.type_names(Role::Processor), ["filter", "set"]);
+        assert_eq!(registry.type_names(Role::Pusher), ["file"]);
+    }
+
+    #[test]
+    fn unknown_type_lists_the_valid_ones() {
+        let registry = registry();
+        let ctx = BuildContext::default();
+        let error = registry
+            .check(Role::Puller, "ftp", &json!({}), &ctx)
+            .unwrap_err();
+        assert_eq!(error.path, ["type"]);
+        assert!(
+            error.message.contains("valid types are: file, generate"),
+            "{error}"
+        );
+        let error = registry
+            .check(Role::Processor, "remap", &json!({}), &ctx)
+            .unwrap_err();
+        assert!(error.message.contains("filter, set"), "{error}");
+    }
+
+    #[test]
+    fn registry_builds_each_component_from_its_definition() {
+        let registry = registry();
+        let ctx = BuildContext::default();
+        let file_puller = json!({ "path": "in", "after_seat": "delete" });
+        registry
+            .check(Role::Puller, "file", &file_puller, &ctx)
+            .unwrap();
+        registry
+            .check(Role::Puller, "generate", &json!({}), &ctx)
+            .unwrap();
+        let filter = json!({ "keep": { "metadata": "kind", "equals": "order" } });
+        registry
+            .check(Role::Processor, "filter", &filter, &ctx)
+            .unwrap();
+        let set = json!({ "metadata": { "origin": "{source_system}" } });
+        registry.check(Role::Processor, "set", &set, &ctx).unwrap();
+        registry
+            .check(Role::Pusher, "file", &json!({ "path": "out" }), &ctx)
+            .unwrap();
     }
 }

@@ -66,10 +66,19 @@ impl Template {
         Ok(Template { parts })
     }
 
-    /// Renders the template for a passenger. Substituted values are made safe as one path
-    /// segment: `/`, `\` and NUL become `_`, and `.`/`..` become `_`, so a value from outside
-    /// can never climb out of a directory. A missing metadata key renders as empty.
+    /// Renders the template as a path for a passenger. Substituted values are made safe as one
+    /// path segment: `/`, `\` and NUL become `_`, and `.`/`..` become `_`, so a value from
+    /// outside can never climb out of a directory. A missing metadata key renders as empty.
     pub fn render(&self, passenger: &Passenger) -> String {
+        self.render_with(passenger, path_safe)
+    }
+
+    /// Renders the template as plain text, values as they are (for metadata, not paths).
+    pub fn render_text(&self, passenger: &Passenger) -> String {
+        self.render_with(passenger, str::to_string)
+    }
+
+    fn render_with(&self, passenger: &Passenger, escape: fn(&str) -> String) -> String {
         let mut out = String::new();
         for part in &self.parts {
             let value = match part {
@@ -85,7 +94,7 @@ impl Template {
                 Part::Date => passenger.created_at.format("%Y-%m-%d").to_string(),
                 Part::Metadata(key) => passenger.metadata.get(key).cloned().unwrap_or_default(),
             };
-            out.push_str(&path_safe(&value));
+            out.push_str(&escape(&value));
         }
         out
     }
@@ -120,6 +129,12 @@ mod tests {
         let t = Template::parse("{external_id}").unwrap();
         assert_eq!(t.render(&passenger("../../etc/passwd")), ".._.._etc_passwd");
         assert_eq!(t.render(&passenger("..")), "_");
+    }
+
+    #[test]
+    fn text_keeps_values_as_they_are() {
+        let t = Template::parse("{external_id}").unwrap();
+        assert_eq!(t.render_text(&passenger("a/b")), "a/b");
     }
 
     #[test]

@@ -1,0 +1,507 @@
+//! The `file` puller: one passenger per file of a directory, deleted or archived after seat.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use ferry_core::{
+    Attachment, Body, BuildContext, BuildError, Passenger, PullFailure, Pulled, Puller,
+    PullerFactory, Seated, StepError,
+};
+use globset::{Glob, GlobMatcher};
+use serde_json::json;
+use tracing::{debug, warn};
+
+use super::config::AFTER_SEAT_FORMS;
+use super::{AfterSeat, FilePullerConfig, create_dirs, guess_media_type, sync_dir, temp_name};
+
+/// Builds `file` pullers.
+pub struct FilePullerFactory;
+
+impl PullerFactory for FilePullerFactory {
+    const TYPE: &'static str = "file";
+    type Config = FilePullerConfig;
+
+    fn build(
+        &self,
+        config: FilePullerConfig,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn Puller>, BuildError> {
+        let settings = Settings::validate(config, ctx)?;
+        Ok(Box::new(FilePuller {
+            settings: Arc::new(settings),
+            pipeline: format!("{}/{}", ctx.client, ctx.pipeline),
+            component: ctx.component.clone(),
+        }))
+    }
+}
+
+/// What to do with a seated file, with the archive directory resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Disposal {
+    Delete,
+    MoveTo(PathBuf),
+}
+
+/// A `file` puller's configuration, validated.
+#[derive(Debug)]
+struct Settings {
+    dir: PathBuf,
+    pattern: GlobMatcher,
+    disposal: Disposal,
+    source_system: String,
+    /// `None`: guessed per file from its extension.
+    media_type: Option<String>,
+    settle: Duration,
+}
+
+impl Settings {
+    /// Checks the configuration without touching the filesystem (validation calls this too).
+    fn validate(config: FilePullerConfig, ctx: &BuildContext) -> Result<Settings, BuildError> {
+        if config.path.is_empty() {
+            return Err(BuildError::at(
+                "path",
+                "the directory to pull from is empty",
+            ));
+        }
+        let dir = ctx.resolve(&config.path);
+        let pattern = Glob::new(&config.pattern)
+            .map_err(|error| BuildError::at("pattern", format!("invalid glob: {error}")))?
+            .compile_matcher();
+        let disposal = match config.after_seat {
+            None => {
+                return Err(BuildError::at(
+                    "after_seat",
+                    format!(
+                        "missing: say what happens to a file once it is seated, \
+                         {AFTER_SEAT_FORMS}"
+                    ),
+                ));
+            }
+            Some(AfterSeat::Delete) => Disposal::Delete,
+            Some(AfterSeat::MoveTo(move_to)) => {
+                let move_to_error = |message: &str| BuildError {
+                    path: vec!["after_seat".into(), "move_to".into()],
+                    message: message.into(),
+                };
+                if move_to.is_empty() {
+                    return Err(move_to_error("the archive directory is empty"));
+                }
+                let archive = ctx.resolve(&move_to);
+                // Compared as written: moving files into the directory they are pulled from
+                // would pull them again forever.
+                if archive.components().eq(dir.components()) {
+                    return Err(move_to_error(
+                        "the archive directory is the directory files are pulled from",
+                    ));
+                }
+                Disposal::MoveTo(archive)
+            }
+        };
+        if config.source_system.is_empty() {
+            return Err(BuildError::at("source_system", "must not be empty"));
+        }
+        let settle = ferry_core::duration::parse(&config.settle)
+            .map_err(|message| BuildError::at("settle", message))?;
+        Ok(Settings {
+            dir,
+            pattern,
+            disposal,
+            source_system: config.source_system,
+            media_type: config.media_type,
+            settle,
+        })
+    }
+
+    /// Whether `name` is a file this puller takes: not hidden, and matching the pattern.
+    fn wants(&self, name: &OsStr) -> bool {
+        !name.as_encoded_bytes().starts_with(b".") && self.pattern.is_match(Path::new(name))
+    }
+}
+
+/// Pulls the files of one directory.
+pub struct FilePuller {
+    settings: Arc<Settings>,
+    /// `client/pipeline`, for logs.
+    pipeline: String,
+    component: String,
+}
+
+#[async_trait]
+impl Puller for FilePuller {
+    async fn pull(&mut self, max: usize) -> Result<Pulled, StepError> {
+        let settings = Arc::clone(&self.settings);
+        // One blocking task for the whole pull: listing, stats and reads.
+        let pulled = tokio::task::spawn_blocking(move || pull_files(&settings, max))
+            .await
+            .map_err(|error| StepError::retryable(format!("file pull task failed: {error}")))??;
+        debug!(
+            pipeline = %self.pipeline,
+            component = %self.component,
+            passengers = pulled.passengers.len(),
+            failures = pulled.failures.len(),
+            more = pulled.more,
+            "pulled files"
+        );
+        Ok(pulled)
+    }
+
+    async fn ack(&mut self, seated: &[Seated]) -> Result<(), StepError> {
+        let mut names = Vec::with_capacity(seated.len());
+        for item in seated {
+            // Duplicates are acked too: the queue already holds them, so the file can go.
+            let parsed = parse_external_id(&item.external_id);
+            let Some((name, modified)) = parsed.filter(|(name, _)| {
+                item.source_system == self.settings.source_system
+                    && is_plain_name(name)
+                    && self.settings.wants(OsStr::new(name))
+            }) else {
+                // Never act on a name this puller would not have pulled: an external id is not
+                // trusted as a path.
+                warn!(
+                    pipeline = %self.pipeline,
+                    component = %self.component,
+                    source_system = %item.source_system,
+                    external_id = %item.external_id,
+                    "ignoring an ack for a passenger this puller did not pull"
+                );
+                continue;
+            };
+            names.push((name.to_string(), modified));
+        }
+        if names.is_empty() {
+            return Ok(());
+        }
+        let count = names.len();
+        let settings = Arc::clone(&self.settings);
+        tokio::task::spawn_blocking(move || ack_files(&settings, &names))
+            .await
+            .map_err(|error| StepError::retryable(format!("file ack task failed: {error}")))??;
+        debug!(
+            pipeline = %self.pipeline,
+            component = %self.component,
+            acked = count,
+            "acked files"
+        );
+        Ok(())
+    }
+}
+
+/// Lists the directory and reads up to `max` files. Runs on a blocking thread.
+fn pull_files(settings: &Settings, max: usize) -> Result<Pulled, StepError> {
+    let list_error = |error: &io::Error| {
+        StepError::io(&format!("cannot list {}", settings.dir.display()), error)
+    };
+    let mut candidates = Vec::new();
+    for entry in fs::read_dir(&settings.dir).map_err(|error| list_error(&error))? {
+        let entry = entry.map_err(|error| list_error(&error))?;
+        let name = entry.file_name();
+        if !settings.wants(&name) {
+            continue;
+        }
+        // The entry's own type, without following symbolic links: plain subdirectories are
+        // simply not files to pull. What a symbolic link points to is checked when it is read.
+        match entry.file_type() {
+            Ok(file_type) if file_type.is_dir() => continue,
+            _ => candidates.push(name),
+        }
+    }
+    // By name, so that what is pulled first does not depend on the filesystem's order.
+    candidates.sort_unstable();
+
+    let now = SystemTime::now();
+    let mut pulled = Pulled::default();
+    let mut next = 0;
+    // Failures and files still settling do not count against `max`, so a file that can never
+    // be read does not stop the others behind it.
+    while next < candidates.len() && pulled.passengers.len() < max {
+        let name = &candidates[next];
+        next += 1;
+        match read_file(settings, name, now) {
+            Found::Passenger(passenger) => pulled.passengers.push(*passenger),
+            Found::Failure(failure) => pulled.failures.push(failure),
+            Found::Settling => {}
+        }
+    }
+    // Possibly only settling files are left; then the next pull finds nothing and says so.
+    pulled.more = next < candidates.len();
+    Ok(pulled)
+}
+
+/// What became of one directory entry.
+enum Found {
+    Passenger(Box<Passenger>),
+    Failure(PullFailure),
+    /// Modified too recently: it may still be being written.
+    Settling,
+}
+
+/// Reads one file into a passenger: the file as attachment, its description as JSON body.
+fn read_file(settings: &Settings, name: &OsStr, now: SystemTime) -> Found {
+    let failure = |error: StepError| {
+        Found::Failure(PullFailure {
+            external_id: name.to_string_lossy().into_owned(),
+            error,
+        })
+    };
+    let Some(name) = name.to_str() else {
+        return failure(StepError::permanent(
+            "file name is not valid UTF-8, so it cannot be an external id",
+        ));
+    };
+    let path = settings.dir.join(name);
+    // Follows a symbolic link: what matters is what would be read.
+    let metadata = match fs::metadata(&path) {
+        Ok(metadata) => metadata,
+        Err(error) => {
+            return failure(StepError::io(
+                &format!("cannot read {}", path.display()),
+                &error,
+            ));
+        }
+    };
+    if metadata.is_dir() {
+        return failure(StepError::permanent(format!(
+            "{} is a symbolic link to a directory, not a file",
+            path.display()
+        )));
+    }
+    if !metadata.is_file() {
+        // Never open a FIFO or a device: reading it could block forever.
+        return failure(StepError::permanent(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    let modified = metadata.modified().unwrap_or(UNIX_EPOCH);
+    if is_settling(modified, now, settings.settle) {
+        return Found::Settling;
+    }
+    let content = match fs::read(&path) {
+        Ok(content) => content,
+        Err(error) => {
+            return failure(StepError::io(
+                &format!("cannot read {}", path.display()),
+                &error,
+            ));
+        }
+    };
+
+    let size = content.len();
+    let media_type = match &settings.media_type {
+        Some(media_type) => media_type.clone(),
+        None => guess_media_type(name).to_string(),
+    };
+    let id = external_id(name, modified_millis(modified));
+    let modified = DateTime::<Utc>::from(modified).to_rfc3339_opts(SecondsFormat::Millis, true);
+    let mut passenger = Passenger::pulled(settings.source_system.clone(), id).with_body(
+        Body::json(&json!({ "file": name, "size": size, "modified": modified })),
+    );
+    passenger.metadata.insert("file.name".into(), name.into());
+    passenger
+        .metadata
+        .insert("file.size".into(), size.to_string());
+    passenger.metadata.insert("file.modified".into(), modified);
+    passenger.attachments.push(Attachment {
+        name: name.into(),
+        media_type,
+        content: Bytes::from(content),
+    });
+    Found::Passenger(Box::new(passenger))
+}
+
+/// Whether a file modified at `modified` may still be being written. A modification time in
+/// the future (a clock skew, a copied time stamp) counts by its distance too, so that such a
+/// file is not held back forever.
+fn is_settling(modified: SystemTime, now: SystemTime, settle: Duration) -> bool {
+    let age = match now.duration_since(modified) {
+        Ok(age) => age,
+        Err(ahead) => ahead.duration(),
+    };
+    age < settle
+}
+
+/// The external id of a file: its name and modification time, `invoice.xml@1732357200123`.
+///
+/// The name alone would make a new file that reuses an old name (a daily `orders.csv`) a
+/// duplicate of the one seated earlier, skipped and then deleted by the ack: lost. With the
+/// time, a file seen again after a crash (unchanged) is a duplicate, a rewritten one is new.
+fn external_id(name: &str, modified_millis: i64) -> String {
+    format!("{name}@{modified_millis}")
+}
+
+/// The name and modification time in an external id made by [`external_id`].
+fn parse_external_id(id: &str) -> Option<(&str, i64)> {
+    let (name, millis) = id.rsplit_once('@')?;
+    Some((name, millis.parse().ok()?))
+}
+
+fn modified_millis(modified: SystemTime) -> i64 {
+    DateTime::<Utc>::from(modified).timestamp_millis()
+}
+
+/// Whether `path` still has the modification time it had when it was pulled; a file rewritten
+/// since is a new passenger for the next pull, and must not be deleted or archived now.
+fn unchanged(path: &Path, modified: i64) -> io::Result<bool> {
+    match fs::metadata(path) {
+        Ok(metadata) => Ok(modified_millis(metadata.modified()?) == modified),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// A single path segment that is not hidden: the only external ids an ack acts on.
+fn is_plain_name(name: &str) -> bool {
+    let mut components = Path::new(name).components();
+    let single = match (components.next(), components.next()) {
+        (Some(Component::Normal(segment)), None) => segment == OsStr::new(name),
+        _ => false,
+    };
+    single && !name.starts_with('.')
+}
+
+/// Deletes or archives the seated files, then makes that durable with one directory sync per
+/// directory. Runs on a blocking thread. A file already gone was handled by an earlier ack.
+fn ack_files(settings: &Settings, files: &[(String, i64)]) -> Result<(), StepError> {
+    let mut first_error = None;
+    let mut failed = 0;
+    let mut changed = false;
+    let mut dirs_to_sync = vec![settings.dir.clone()];
+    let mut names = Vec::with_capacity(files.len());
+    for (name, modified) in files {
+        let path = settings.dir.join(name);
+        match unchanged(&path, *modified) {
+            Ok(true) => names.push(name),
+            // Gone (an earlier ack) or rewritten since the pull (the next pull takes it).
+            Ok(false) => {}
+            Err(error) => {
+                failed += 1;
+                first_error.get_or_insert_with(|| {
+                    StepError::io(&format!("cannot read {}", path.display()), &error)
+                });
+            }
+        }
+    }
+    match &settings.disposal {
+        Disposal::Delete => {
+            for name in names {
+                let path = settings.dir.join(name);
+                match fs::remove_file(&path) {
+                    Ok(()) => changed = true,
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                    Err(error) => {
+                        failed += 1;
+                        first_error.get_or_insert_with(|| {
+                            StepError::io(&format!("cannot delete {}", path.display()), &error)
+                        });
+                    }
+                }
+            }
+        }
+        Disposal::MoveTo(archive) => {
+            let created = create_dirs(archive).map_err(|error| {
+                StepError::io(&format!("cannot create {}", archive.display()), &error)
+            })?;
+            dirs_to_sync.push(archive.clone());
+            dirs_to_sync.extend(created);
+            for name in names {
+                match move_file(&settings.dir, archive, name) {
+                    Ok(moved) => changed |= moved,
+                    Err(error) => {
+                        failed += 1;
+                        first_error.get_or_insert_with(|| {
+                            StepError::io(
+                                &format!(
+                                    "cannot move {} to {}",
+                                    settings.dir.join(name).display(),
+                                    archive.display()
+                                ),
+                                &error,
+                            )
+                        });
+                    }
+                }
+            }
+        }
+    }
+    if changed {
+        for dir in &dirs_to_sync {
+            sync_dir(dir).map_err(|error| {
+                StepError::io(&format!("cannot sync directory {}", dir.display()), &error)
+            })?;
+        }
+    }
+    match first_error {
+        None => Ok(()),
+        Some(error) if failed == 1 => Err(error),
+        Some(error) => Err(StepError {
+            message: format!("{} (and {} more files)", error.message, failed - 1),
+            retryable: error.retryable,
+        }),
+    }
+}
+
+/// Moves `dir/name` into `archive` without overwriting anything there. Returns whether a file
+/// was moved (`false`: it was already gone).
+fn move_file(dir: &Path, archive: &Path, name: &str) -> io::Result<bool> {
+    let source = dir.join(name);
+    match fs::symlink_metadata(&source) {
+        Ok(_) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(error) => return Err(error),
+    }
+    let target = free_name(archive, name)?;
+    match fs::rename(&source, &target) {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == io::ErrorKind::CrossesDevices => {
+            copy_across_devices(&source, archive, &target)?;
+            Ok(true)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// `archive/name`, or `archive/name.<unix-millis>` (then `…-2`, `…-3`) when that is taken.
+fn free_name(archive: &Path, name: &str) -> io::Result<PathBuf> {
+    let taken = |path: &Path| match fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(error),
+    };
+    let target = archive.join(name);
+    if !taken(&target)? {
+        return Ok(target);
+    }
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let mut target = archive.join(format!("{name}.{millis}"));
+    let mut attempt = 1;
+    while taken(&target)? {
+        attempt += 1;
+        target = archive.join(format!("{name}.{millis}-{attempt}"));
+    }
+    Ok(target)
+}
+
+/// A rename between filesystems: copy to a temporary name, make it durable, put it in place,
+/// and only then delete the source, so a crash leaves the file at least once.
+fn copy_across_devices(source: &Path, archive: &Path, target: &Path) -> io::Result<()> {
+    let target_name = target
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = archive.join(temp_name(&target_name));
+    fs::copy(source, &temp)?;
+    fs::File::open(&temp)?.sync_all()?;
+    fs::rename(&temp, target)?;
+    sync_dir(archive)?;
+    fs::remove_file(source)
+}

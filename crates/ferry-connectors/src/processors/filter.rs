@@ -1,0 +1,279 @@
+//! `filter`: lets passengers through by their metadata, or stops them with a recorded reason.
+//!
+//! ```yaml
+//! processors:
+//!   - type: filter
+//!     keep: { metadata: kind, equals: invoice }
+//!     drop: { metadata: customer, matches: "^test-" }
+//! ```
+
+use std::fmt;
+
+use ferry_core::{
+    BuildContext, BuildError, Outcome, Passenger, Processor, ProcessorFactory, StepError,
+};
+use regex::Regex;
+use serde::Deserialize;
+
+/// Configuration of the `filter` processor. At least one of `keep` and `drop` is required; with
+/// both, a passenger travels on when it meets `keep` and does not meet `drop`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Only passengers that meet this condition travel on.
+    #[serde(default)]
+    pub keep: Option<Condition>,
+    /// Passengers that meet this condition stop here.
+    #[serde(default)]
+    pub drop: Option<Condition>,
+}
+
+/// A test of one metadata value: exactly one of `equals`, `matches` and `exists`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    /// The metadata key to look at.
+    pub metadata: String,
+    /// The value equals this text exactly.
+    #[serde(default)]
+    pub equals: Option<String>,
+    /// The value matches this regular expression somewhere (anchor it with `^…$` to match the
+    /// whole value). A missing key never matches.
+    #[serde(default)]
+    pub matches: Option<String>,
+    /// `true`: the key is present; `false`: it is absent.
+    #[serde(default)]
+    pub exists: Option<bool>,
+}
+
+/// Builds `filter` processors.
+pub struct FilterFactory;
+
+impl ProcessorFactory for FilterFactory {
+    const TYPE: &'static str = "filter";
+    type Config = FilterConfig;
+
+    fn build(
+        &self,
+        config: FilterConfig,
+        _ctx: &BuildContext,
+    ) -> Result<Box<dyn Processor>, BuildError> {
+        if config.keep.is_none() && config.drop.is_none() {
+            return Err(BuildError::new(
+                "give `keep`, `drop` or both, e.g. `keep: { metadata: kind, equals: invoice }`",
+            ));
+        }
+        let keep = config.keep.map(|c| Test::validate(c, "keep")).transpose()?;
+        let drop = config.drop.map(|c| Test::validate(c, "drop")).transpose()?;
+        Ok(Box::new(Filter { keep, drop }))
+    }
+}
+
+/// Keeps or drops passengers by their metadata.
+#[derive(Debug)]
+pub struct Filter {
+    keep: Option<Test>,
+    drop: Option<Test>,
+}
+
+impl Processor for Filter {
+    fn process(&self, passenger: Passenger) -> Result<Outcome, StepError> {
+        if let Some(keep) = &self.keep
+            && !keep.is_met(&passenger)
+        {
+            return Ok(Outcome::Filtered {
+                reason: format!("keep condition not met: {keep}"),
+            });
+        }
+        if let Some(drop) = &self.drop
+            && drop.is_met(&passenger)
+        {
+            return Ok(Outcome::Filtered {
+                reason: format!("drop condition met: {drop}"),
+            });
+        }
+        Ok(Outcome::Continue(passenger))
+    }
+}
+
+/// A validated [`Condition`].
+#[derive(Debug)]
+struct Test {
+    key: String,
+    check: Check,
+}
+
+#[derive(Debug)]
+enum Check {
+    Equals(String),
+    Matches(Regex),
+    Exists(bool),
+}
+
+impl Test {
+    /// `config` as a test; `at` is its key in the configuration, for errors.
+    fn validate(config: Condition, at: &str) -> Result<Test, BuildError> {
+        let error = |key: Option<&str>, message: String| BuildError {
+            path: std::iter::once(at).chain(key).map(String::from).collect(),
+            message,
+        };
+        if config.metadata.is_empty() {
+            return Err(error(Some("metadata"), "the metadata key is empty".into()));
+        }
+        let check = match (config.equals, config.matches, config.exists) {
+            (Some(value), None, None) => Check::Equals(value),
+            (None, Some(pattern), None) => match Regex::new(&pattern) {
+                Ok(regex) => Check::Matches(regex),
+                Err(e) => return Err(error(Some("matches"), format!("invalid regex: {e}"))),
+            },
+            (None, None, Some(exists)) => Check::Exists(exists),
+            _ => {
+                return Err(error(
+                    None,
+                    "give exactly one of `equals`, `matches` and `exists`".into(),
+                ));
+            }
+        };
+        Ok(Test {
+            key: config.metadata,
+            check,
+        })
+    }
+
+    fn is_met(&self, passenger: &Passenger) -> bool {
+        let value = passenger.metadata.get(&self.key);
+        match &self.check {
+            Check::Equals(expected) => value == Some(expected),
+            Check::Matches(regex) => value.is_some_and(|value| regex.is_match(value)),
+            Check::Exists(exists) => value.is_some() == *exists,
+        }
+    }
+}
+
+impl fmt::Display for Test {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key = &self.key;
+        match &self.check {
+            Check::Equals(value) => write!(f, "metadata `{key}` equals `{value}`"),
+            Check::Matches(regex) => write!(f, "metadata `{key}` matches `{regex}`"),
+            Check::Exists(true) => write!(f, "metadata `{key}` exists"),
+            Check::Exists(false) => write!(f, "metadata `{key}` does not exist"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry_core::ProcessorFactory;
+    use serde_json::json;
+
+    use super::*;
+
+    fn filter(config: serde_json::Value) -> Result<Box<dyn Processor>, BuildError> {
+        let config = ferry_core::component::parse_config(&config)?;
+        FilterFactory.build(config, &BuildContext::default())
+    }
+
+    fn passenger(kind: Option<&str>) -> Passenger {
+        let mut passenger = Passenger::pulled("test", "1");
+        if let Some(kind) = kind {
+            passenger.metadata.insert("kind".into(), kind.into());
+        }
+        passenger
+    }
+
+    /// `Some(reason)` when filtered, `None` when it travels on.
+    fn run(processor: &dyn Processor, kind: Option<&str>) -> Option<String> {
+        match processor.process(passenger(kind)).unwrap() {
+            Outcome::Continue(_) => None,
+            Outcome::Filtered { reason } => Some(reason),
+        }
+    }
+
+    #[test]
+    fn keep_equals() {
+        let f = filter(json!({ "keep": { "metadata": "kind", "equals": "invoice" } })).unwrap();
+        assert_eq!(run(&*f, Some("invoice")), None);
+        assert_eq!(
+            run(&*f, Some("order")).unwrap(),
+            "keep condition not met: metadata `kind` equals `invoice`"
+        );
+        assert!(run(&*f, None).is_some());
+    }
+
+    #[test]
+    fn keep_matches() {
+        let f = filter(json!({ "keep": { "metadata": "kind", "matches": "^in" } })).unwrap();
+        assert_eq!(run(&*f, Some("invoice")), None);
+        assert!(run(&*f, Some("refund")).unwrap().contains("matches `^in`"));
+        assert!(run(&*f, None).is_some(), "a missing key never matches");
+    }
+
+    #[test]
+    fn keep_exists() {
+        let f = filter(json!({ "keep": { "metadata": "kind", "exists": true } })).unwrap();
+        assert_eq!(run(&*f, Some("anything")), None);
+        assert!(run(&*f, None).unwrap().contains("`kind` exists"));
+        let f = filter(json!({ "keep": { "metadata": "kind", "exists": false } })).unwrap();
+        assert_eq!(run(&*f, None), None);
+        assert!(run(&*f, Some("x")).unwrap().contains("does not exist"));
+    }
+
+    #[test]
+    fn drop_is_the_inverse() {
+        let f = filter(json!({ "drop": { "metadata": "kind", "equals": "refund" } })).unwrap();
+        assert_eq!(run(&*f, Some("order")), None);
+        assert_eq!(run(&*f, None), None);
+        assert_eq!(
+            run(&*f, Some("refund")).unwrap(),
+            "drop condition met: metadata `kind` equals `refund`"
+        );
+    }
+
+    #[test]
+    fn keep_and_drop_together() {
+        let f = filter(json!({
+            "keep": { "metadata": "kind", "exists": true },
+            "drop": { "metadata": "kind", "matches": "^ref" },
+        }))
+        .unwrap();
+        assert_eq!(run(&*f, Some("order")), None);
+        assert!(run(&*f, Some("refund")).unwrap().starts_with("drop"));
+        assert!(run(&*f, None).unwrap().starts_with("keep"));
+    }
+
+    #[test]
+    fn bad_regex_is_reported_at_its_key() {
+        let error = filter(json!({ "keep": { "metadata": "kind", "matches": "(" } }))
+            .err()
+            .unwrap();
+        assert_eq!(error.path, ["keep", "matches"]);
+        assert!(error.message.starts_with("invalid regex"), "{error}");
+    }
+
+    #[test]
+    fn exactly_one_check_is_required() {
+        let error = filter(json!({ "keep": { "metadata": "kind" } }))
+            .err()
+            .unwrap();
+        assert_eq!(error.path, ["keep"]);
+        assert!(error.message.contains("exactly one of"), "{error}");
+        let two = json!({ "drop": { "metadata": "kind", "equals": "a", "exists": true } });
+        assert_eq!(filter(two).err().unwrap().path, ["drop"]);
+    }
+
+    #[test]
+    fn refuses_empty_and_unknown_configuration() {
+        assert!(
+            filter(json!({}))
+                .err()
+                .unwrap()
+                .message
+                .contains("`keep`, `drop`")
+        );
+        let error = filter(json!({ "keep": { "metadata": "k", "equal": "a" } }))
+            .err()
+            .unwrap();
+        assert!(error.message.contains("unknown field `equal`"), "{error}");
+    }
+}
