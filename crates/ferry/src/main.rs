@@ -1,1 +1,318 @@
-fn main() {}
+//! The `ferry` binary: subcommands and wiring only.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use ferry_core::{PassengerId, Registry};
+use ferry_engine::{Engine, LoadError, Options};
+use ferry_store::{PassengerState, PipelineKey, QueueFilter, Store};
+
+mod demo;
+mod show;
+
+/// Pulls data from source systems, keeps every item in a durable queue until it is delivered,
+/// processes it and pushes it to target systems.
+#[derive(Parser)]
+#[command(name = "ferry", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the dispatcher for a project (the demo project when none is given or found).
+    Run {
+        /// Project directory (with ferry.yaml). Default: the current directory if it has a
+        /// ferry.yaml, else the demo project in the data directory.
+        dir: Option<PathBuf>,
+    },
+    /// Write a commented example project into DIR.
+    Init { dir: PathBuf },
+    /// Check every definition of a project; print every error as file:line:column: key: message.
+    Validate {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Pipelines, queue counts per state and last runs.
+    Status {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Inspect and repair the queue.
+    Queue {
+        /// Project directory.
+        #[arg(short = 'C', long = "project", default_value = ".", global = true)]
+        dir: PathBuf,
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// List passengers, newest first.
+    List {
+        /// Only this client.
+        #[arg(long)]
+        client: Option<String>,
+        /// Only this pipeline (CLIENT/PIPELINE or PIPELINE).
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Only this state: pending, in_flight, failed, complete, filtered, dead, discarded.
+        #[arg(long)]
+        state: Option<PassengerState>,
+        /// Text in external_id or source_system.
+        #[arg(long)]
+        text: Option<String>,
+        /// Show at most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Page: list passengers older than this id.
+        #[arg(long)]
+        before: Option<PassengerId>,
+    },
+    /// Everything about one passenger: metadata, body, steps, attempts.
+    Show { id: PassengerId },
+    /// Try the failed and dead steps of passengers again, with fresh attempts.
+    Retry {
+        #[arg(required = true)]
+        ids: Vec<PassengerId>,
+    },
+    /// Give up on passengers; the cleaner purges them after the retention period.
+    Discard {
+        #[arg(required = true)]
+        ids: Vec<PassengerId>,
+    },
+    /// Send passengers again from the start through the pipeline as defined now.
+    Replay {
+        #[arg(required = true)]
+        ids: Vec<PassengerId>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { dir } => run(dir).await,
+        Command::Init { dir } => {
+            demo::init(&dir)?;
+            println!("wrote an example project to {}", dir.display());
+            println!("next: ferry validate {0} && ferry run {0}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { dir } => validate(&dir),
+        Command::Status { dir } => {
+            let (project, store) = open(&dir).await?;
+            show::status(&project, store.as_ref()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Queue { dir, command } => queue(&dir, command).await,
+    }
+}
+
+fn registry() -> Arc<Registry> {
+    Arc::new(ferry_connectors::registry())
+}
+
+/// Loads and validates a project, printing every error.
+fn load(dir: &Path) -> anyhow::Result<ferry_core::config::Project> {
+    if !dir.join("ferry.yaml").is_file() {
+        bail!(
+            "{} has no ferry.yaml; create a project with `ferry init {}`",
+            dir.display(),
+            dir.display()
+        );
+    }
+    match ferry_engine::registrar::load(dir, &registry()) {
+        Ok(project) => Ok(project),
+        Err(LoadError::Invalid(errors)) => {
+            for error in &errors {
+                eprintln!("{error}");
+            }
+            bail!(
+                "{} error(s) in the definitions of {}",
+                errors.len(),
+                dir.display()
+            )
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn open(dir: &Path) -> anyhow::Result<(ferry_core::config::Project, Arc<dyn Store>)> {
+    let project = load(dir)?;
+    let store = ferry_store::open(&project.system.store, dir)
+        .await
+        .with_context(|| format!("cannot open store {}", project.system.store))?;
+    Ok((project, store))
+}
+
+fn validate(dir: &Path) -> anyhow::Result<ExitCode> {
+    let project = load(dir)?;
+    let pipelines = project.pipelines().count();
+    println!(
+        "{}: {} client(s), {pipelines} pipeline(s), all definitions valid",
+        dir.display(),
+        project.clients.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let dir = match dir {
+        Some(dir) => dir,
+        None if Path::new("ferry.yaml").is_file() => PathBuf::from("."),
+        None => {
+            let demo = demo::ensure_demo()?;
+            tracing::info!(dir = %demo.display(), "no project given or found here; running the demo project");
+            demo
+        }
+    };
+    let (project, store) = open(&dir).await?;
+    let _lock = lock_project(&dir)?;
+    let engine = Engine::start(project, store, registry(), Options::default()).await?;
+    shutdown_signal().await;
+    tracing::info!("stopping: no more pulling, finishing work in hand");
+    engine.shutdown();
+    engine.wait().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Holds an exclusive lock on the project for as long as the returned file lives: one
+/// dispatcher per project, so the leases a new process finds at start belong to a dead one.
+fn lock_project(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join(".ferry.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            bail!(
+                "another `ferry run` is already running for {}",
+                dir.display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
+/// Resolves at SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn queue(dir: &Path, command: QueueCommand) -> anyhow::Result<ExitCode> {
+    let (project, store) = open(dir).await?;
+    let now = chrono::Utc::now();
+    match command {
+        QueueCommand::List {
+            client,
+            pipeline,
+            state,
+            text,
+            limit,
+            before,
+        } => {
+            let (client, pipeline) = match pipeline {
+                Some(p) => match p.split_once('/') {
+                    Some((c, p)) => (Some(c.to_string()), Some(p.to_string())),
+                    None => (client, Some(p)),
+                },
+                None => (client, None),
+            };
+            let filter = QueueFilter {
+                client,
+                pipeline,
+                state,
+                text,
+                ..QueueFilter::default()
+            };
+            let entries = store.list(&filter, before, limit).await?;
+            show::entries(&entries);
+        }
+        QueueCommand::Show { id } => {
+            let detail = store.get(id).await?;
+            show::detail(&detail);
+        }
+        QueueCommand::Retry { ids } => {
+            for id in ids {
+                store.retry(id, now).await?;
+                println!("{id}: retrying");
+            }
+        }
+        QueueCommand::Discard { ids } => {
+            for id in ids {
+                store.discard(id, now).await?;
+                println!("{id}: discarded");
+            }
+        }
+        QueueCommand::Replay { ids } => {
+            for id in ids {
+                let entry = store.get(id).await?.entry;
+                let Some(pipeline) = project.pipeline(&entry.client, &entry.pipeline) else {
+                    bail!(
+                        "{id}: its pipeline {} is no longer defined; it can only be discarded",
+                        PipelineKey::new(&entry.client, &entry.pipeline)
+                    );
+                };
+                store.replay(id, &pipeline.steps(), now).await?;
+                println!("{id}: replaying through {}", pipeline.key());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# bench/queue.sh — generate → durable queue → file pusher, with 1 KB passengers.
+#
+# Measures how many passengers per second ferry seats and pushes with durable commits
+# (SQLite WAL, synchronous=FULL; one syncfs per pushed batch) and the peak RSS of the process.
+# Release build. Usage: bench/queue.sh [PASSENGERS]   (default 1000000)
+# Environment: WORKERS (2), BATCH (1000), LIMIT (queue_limit, 50000), BENCH_DIR (/tmp), KEEP=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${1:-1000000}
+WORKERS=${WORKERS:-2}
+BATCH=${BATCH:-1000}
+LIMIT=${LIMIT:-50000}
+
+cargo build --release -q -p ferry
+BIN=$PWD/target/release/ferry
+WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/ferry-bench.XXXXXX")
+trap '[ -n "${PID:-}" ] && kill -9 "$PID" 2>/dev/null; [ -z "${KEEP:-}" ] && rm -rf "$WORK"' EXIT
+
+mkdir -p "$WORK/clients/bench/pipelines"
+cat > "$WORK/ferry.yaml" <<YAML
+system_alias: ferry BENCH
+store: sqlite://data/ferry.db
+workers: $WORKERS
+YAML
+echo "queue_life_span: 1d" > "$WORK/clients/bench/client.yaml"
+cat > "$WORK/clients/bench/pipelines/queue.yaml" <<YAML
+schedule: continuous
+pullers:
+  - type: generate
+    count: $N
+    size: 1024
+pushers:
+  - type: file
+    path: outbox
+    name_template: "{external_id}.json"
+batch_size: $BATCH
+queue_limit: $LIMIT
+YAML
+
+complete() {
+  "$BIN" status "$WORK" 2>/dev/null | awk '$1 == "bench/queue" { print $7 }'
+}
+
+echo "ferry queue benchmark: $N passengers of 1 KB, $WORKERS workers, batches of $BATCH, queue limit $LIMIT"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
+start=$(date +%s.%N)
+RUST_LOG=warn "$BIN" run "$WORK" 2> "$WORK/ferry.log" &
+PID=$!
+done_count=0
+while [ "${done_count:-0}" -lt "$N" ]; do
+  sleep 1
+  kill -0 "$PID" 2>/dev/null || { echo "ferry exited early:"; cat "$WORK/ferry.log"; exit 1; }
+  done_count=$(complete)
+  printf '\r  %s / %s complete' "${done_count:-0}" "$N"
+done
+end=$(date +%s.%N)
+echo
+peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
+kill -TERM "$PID"; wait "$PID" || true; PID=
+
+files=$(find "$WORK/outbox" -maxdepth 1 -type f -name '*.json' | wc -l)
+awk -v n="$N" -v s="$start" -v e="$end" -v kb="$peak_kb" -v f="$files" 'BEGIN {
+  t = e - s
+  printf "passengers:        %d (files in outbox: %d)\n", n, f
+  printf "elapsed:           %.1f s (status polled once a second)\n", t
+  printf "throughput:        %.0f passengers/s seated and pushed\n", n / t
+  printf "peak RSS:          %.0f MB\n", kb / 1024
+}'
+[ "$files" -eq "$N" ] || { echo "MISMATCH: expected $N files"; exit 1; }

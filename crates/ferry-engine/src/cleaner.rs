@@ -1,0 +1,52 @@
+//! The cleaner: purges complete passengers after their client's `queue_life_span` and runs
+//! with their logs after `log_life_span`. Open and dead passengers are never purged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{Event, Shared};
+
+/// Cleans now and then at an interval derived from the shortest retention, so a short life span
+/// (in tests, say) is honoured closely and a long one costs one pass a minute.
+pub(crate) async fn clean(shared: Arc<Shared>) {
+    loop {
+        let project = shared.project.read().expect("project lock").clone();
+        for client in project.clients.values() {
+            let now = chrono::Utc::now();
+            let before = cutoff(now, client.queue_life_span);
+            match shared.store.purge_passengers(&client.name, before).await {
+                Ok(0) => {}
+                Ok(count) => shared.bus.publish(Event::PassengersPurged {
+                    client: client.name.clone(),
+                    count,
+                }),
+                Err(error) => {
+                    tracing::error!(client = %client.name, %error, "cannot purge passengers")
+                }
+            }
+            let before = cutoff(now, client.log_life_span);
+            if let Err(error) = shared.store.purge_runs(&client.name, before).await {
+                tracing::error!(client = %client.name, %error, "cannot purge runs");
+            }
+        }
+        let shortest = project
+            .clients
+            .values()
+            .flat_map(|c| [c.queue_life_span, c.log_life_span])
+            .min()
+            .unwrap_or(Duration::from_secs(60));
+        let every = (shortest / 4).clamp(Duration::from_millis(500), Duration::from_secs(60));
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// `now - span`, or the beginning of time for a span too long to subtract.
+fn cutoff(now: ferry_core::Timestamp, span: Duration) -> ferry_core::Timestamp {
+    chrono::Duration::from_std(span)
+        .ok()
+        .and_then(|span| now.checked_sub_signed(span))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+}

@@ -1,0 +1,99 @@
+//! The registrar: reads a project directory, validates it and records each file's version.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use ferry_core::Registry;
+use ferry_core::config::{self, ConfigError, Project, SourceFile};
+use ferry_store::Store;
+
+/// Why a project could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read project directory {}: {source}", dir.display())]
+    Io {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}", render(.0))]
+    Invalid(Vec<ConfigError>),
+}
+
+fn render(errors: &[ConfigError]) -> String {
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    lines.join("\n")
+}
+
+/// Reads every definition file of the project: `ferry.yaml`, `connections.yaml` and every YAML
+/// file under `clients/` (validation reports those in unexpected places).
+pub fn read_project(dir: &Path) -> io::Result<Vec<SourceFile>> {
+    let mut files = Vec::new();
+    for name in ["ferry.yaml", "connections.yaml"] {
+        match std::fs::read_to_string(dir.join(name)) {
+            Ok(content) => files.push(SourceFile {
+                path: name.to_string(),
+                content,
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let clients = dir.join("clients");
+    if clients.is_dir() {
+        collect_yaml(dir, &clients, &mut files)?;
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+fn collect_yaml(root: &Path, dir: &Path, files: &mut Vec<SourceFile>) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            collect_yaml(root, &path, files)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            let relative = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            files.push(SourceFile {
+                path: relative,
+                content: std::fs::read_to_string(&path)?,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Reads and validates the project in `dir`.
+pub fn load(dir: &Path, registry: &Registry) -> Result<Project, LoadError> {
+    let files = read_project(dir).map_err(|source| LoadError::Io {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let env = |name: &str| std::env::var(name).ok();
+    config::validate(dir, files, registry, &env).map_err(LoadError::Invalid)
+}
+
+/// Stores the version (content hash) of every file of the project not stored yet.
+pub async fn record_versions(store: &dyn Store, project: &Project) -> ferry_store::Result<()> {
+    let now = chrono::Utc::now();
+    for file in &project.files {
+        store
+            .record_definition(&file.path, &file.hash(), &file.content, now)
+            .await?;
+    }
+    Ok(())
+}

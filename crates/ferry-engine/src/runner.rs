@@ -1,0 +1,272 @@
+//! A pipeline's pull task: waits for its schedule (or "run now"), then runs: pulls batches,
+//! seats each in one transaction, acks the puller, until the sources are drained or the queue
+//! limit is reached.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_core::Seated;
+use ferry_core::config::Schedule;
+use ferry_store::{LogLevel, LogLine, RunCounts, RunId, RunStatus, SeatResult};
+
+use crate::{Active, Event, NamedPuller, Shared};
+
+/// Longest a single pull or ack may take before it counts as failed.
+const PULL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs the pipeline's schedule until it is stopped (reload or shutdown).
+pub(crate) async fn run(shared: Arc<Shared>, active: Arc<Active>, mut pullers: Vec<NamedPuller>) {
+    let mut first = true;
+    loop {
+        let wait = trigger(&active.def.schedule, first, &shared);
+        first = false;
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = active.stop.cancelled() => return,
+            _ = active.run_now.notified() => {}
+            _ = wait => {}
+        }
+        if shared.is_paused(&active.key) {
+            continue;
+        }
+        let record_empty = !matches!(active.def.schedule, Schedule::Continuous);
+        let mut run = Run::start(shared.clone(), active.clone(), record_empty).await;
+        let result = pull_until_drained(&shared, &active, &mut pullers, &mut run).await;
+        run.finish(result).await;
+    }
+}
+
+/// Resolves when the schedule says the next run is due.
+async fn trigger(schedule: &Schedule, first: bool, shared: &Shared) {
+    match schedule {
+        Schedule::Every(_) | Schedule::Continuous if first => {}
+        Schedule::Every(every) => tokio::time::sleep(*every).await,
+        Schedule::Continuous => tokio::time::sleep(shared.options.continuous_pause).await,
+        Schedule::Cron { cron, .. } => {
+            let now = chrono::Utc::now();
+            match cron.find_next_occurrence(&now, false) {
+                Ok(next) => {
+                    let wait = (next - now).to_std().unwrap_or(Duration::ZERO);
+                    tokio::time::sleep(wait).await
+                }
+                // A schedule without a next occurrence never fires again.
+                Err(_) => std::future::pending().await,
+            }
+        }
+        Schedule::Manual => std::future::pending().await,
+    }
+}
+
+/// Why a run stopped pulling early.
+type RunError = String;
+
+/// Pulls from every puller until none has more, the queue limit is reached or the pipeline is
+/// stopped. Passengers are acked only after their batch is committed.
+async fn pull_until_drained(
+    shared: &Shared,
+    active: &Active,
+    pullers: &mut [NamedPuller],
+    run: &mut Run,
+) -> Result<(), RunError> {
+    let def = &active.def;
+    let mut drained = vec![false; pullers.len()];
+    while drained.iter().any(|done| !done) {
+        if shared.shutdown.is_cancelled() || active.stop.is_cancelled() {
+            return Ok(());
+        }
+        for (index, (name, puller)) in pullers.iter_mut().enumerate() {
+            if drained[index] {
+                continue;
+            }
+            let open = shared
+                .store
+                .open_count(&active.key)
+                .await
+                .map_err(|e| format!("store: {e}"))?;
+            if open >= def.queue_limit {
+                shared.bus.publish(Event::QueueLimitReached {
+                    pipeline: active.key.clone(),
+                    open,
+                    limit: def.queue_limit,
+                });
+                run.log(LogLevel::Warn, format!("queue limit {} reached ({open} unfinished); pulling pauses until it drains", def.queue_limit)).await;
+                return Ok(());
+            }
+            let room = usize::try_from(def.queue_limit - open).unwrap_or(usize::MAX);
+            let max = def.batch_size.min(room);
+            let pulled = match tokio::time::timeout(PULL_TIMEOUT, puller.pull(max)).await {
+                Ok(Ok(pulled)) => pulled,
+                Ok(Err(error)) => return Err(format!("puller {name}: {error}")),
+                Err(_) => return Err(format!("puller {name}: pull timed out")),
+            };
+            drained[index] = !pulled.more;
+            if !pulled.failures.is_empty() {
+                run.ensure().await;
+            }
+            for failure in &pulled.failures {
+                run.counts.failed += 1;
+                run.log(
+                    LogLevel::Error,
+                    format!("{name}: {}: {}", failure.external_id, failure.error),
+                )
+                .await;
+            }
+            if pulled.passengers.is_empty() {
+                continue;
+            }
+            run.ensure().await;
+            run.counts.pulled += pulled.passengers.len() as u64;
+            let mut passengers = pulled.passengers;
+            for passenger in &mut passengers {
+                passenger.client.clone_from(&active.key.client);
+                passenger.pipeline.clone_from(&active.key.pipeline);
+            }
+            let results = shared
+                .store
+                .seat(
+                    &active.key,
+                    &def.version,
+                    &active.steps,
+                    &passengers,
+                    chrono::Utc::now(),
+                )
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot seat passengers (nothing was acked, they will be pulled again): {e}"
+                    )
+                })?;
+            let mut seated = Vec::with_capacity(passengers.len());
+            let mut new = 0;
+            for (passenger, result) in passengers.iter().zip(&results) {
+                let duplicate = *result == SeatResult::Duplicate;
+                new += u64::from(!duplicate);
+                seated.push(Seated {
+                    source_system: passenger.source_system.clone(),
+                    external_id: passenger.external_id.clone(),
+                    duplicate,
+                });
+            }
+            let duplicates = seated.len() as u64 - new;
+            run.counts.seated += new;
+            run.counts.duplicates += duplicates;
+            shared.bus.publish(Event::PassengersSeated {
+                pipeline: active.key.clone(),
+                seated: new,
+                duplicates,
+            });
+            shared.work.notify_waiters();
+            match tokio::time::timeout(PULL_TIMEOUT, puller.ack(&seated)).await {
+                Ok(Ok(())) => {}
+                // Seated is safe; the source will offer them again and de-duplication drops them.
+                Ok(Err(error)) => {
+                    run.log(
+                        LogLevel::Warn,
+                        format!("{name}: ack failed, items will be offered again: {error}"),
+                    )
+                    .await
+                }
+                Err(_) => {
+                    run.log(LogLevel::Warn, format!("{name}: ack timed out"))
+                        .await
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A run being recorded. Runs of continuous pipelines are recorded only once they find
+/// something, so an idle stream does not fill the run history.
+struct Run {
+    shared: Arc<Shared>,
+    active: Arc<Active>,
+    id: Option<RunId>,
+    counts: RunCounts,
+    /// Record the run even when it finds nothing (every schedule but `continuous`).
+    record_empty: bool,
+}
+
+impl Run {
+    async fn start(shared: Arc<Shared>, active: Arc<Active>, record_empty: bool) -> Run {
+        let mut run = Run {
+            shared,
+            active,
+            id: None,
+            counts: RunCounts::default(),
+            record_empty,
+        };
+        if record_empty {
+            run.ensure().await;
+        }
+        run
+    }
+
+    /// Makes sure the run is recorded in the store.
+    async fn ensure(&mut self) {
+        if self.id.is_some() {
+            return;
+        }
+        let now = chrono::Utc::now();
+        match self
+            .shared
+            .store
+            .start_run(&self.active.key, &self.active.def.version, now)
+            .await
+        {
+            Ok(id) => {
+                self.id = Some(id);
+                self.shared.bus.publish(Event::RunStarted {
+                    pipeline: self.active.key.clone(),
+                    run: id,
+                });
+            }
+            Err(error) => tracing::error!(pipeline = %self.active.key, %error, "cannot record run"),
+        }
+    }
+
+    async fn log(&mut self, level: LogLevel, message: String) {
+        self.ensure().await;
+        let Some(id) = self.id else { return };
+        let line = LogLine {
+            at: chrono::Utc::now(),
+            level,
+            message,
+        };
+        if let Err(error) = self.shared.store.log_run(id, &[line]).await {
+            tracing::error!(pipeline = %self.active.key, %error, "cannot write run log");
+        }
+    }
+
+    async fn finish(mut self, result: Result<(), RunError>) {
+        if self.record_empty || result.is_err() {
+            self.ensure().await;
+        }
+        let status = match &result {
+            Err(_) => RunStatus::Failed,
+            Ok(()) if self.counts.failed > 0 => RunStatus::Partial,
+            Ok(()) => RunStatus::Succeeded,
+        };
+        let error = result.err();
+        if let Some(message) = &error {
+            self.log(LogLevel::Error, message.clone()).await;
+        }
+        let Some(id) = self.id else { return };
+        let now = chrono::Utc::now();
+        if let Err(e) = self
+            .shared
+            .store
+            .finish_run(id, status, self.counts, error.as_deref(), now)
+            .await
+        {
+            tracing::error!(pipeline = %self.active.key, error = %e, "cannot record end of run");
+        }
+        self.shared.bus.publish(Event::RunFinished {
+            pipeline: self.active.key.clone(),
+            run: id,
+            status,
+            counts: self.counts,
+            error,
+        });
+    }
+}

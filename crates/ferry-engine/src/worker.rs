@@ -1,0 +1,322 @@
+//! Workers: lease due passengers, run their processors in order, then every due pusher, and
+//! record the outcome of the whole batch in one transaction.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use ferry_core::config::StepKind;
+use ferry_core::{Outcome, Passenger, StepError, Timestamp};
+use ferry_store::{Finished, Leased, StepChange, StepState};
+use futures::FutureExt;
+
+use crate::{Active, Event, Shared, policy};
+
+/// One worker: takes batches from the pipelines in turn until shutdown.
+pub(crate) async fn work(shared: Arc<Shared>, number: usize) {
+    // Workers start at different pipelines so that one busy pipeline does not get them all.
+    let mut turn = number;
+    loop {
+        if shared.shutdown.is_cancelled() {
+            return;
+        }
+        // Register interest before looking, so a wake-up between the look and the wait is kept.
+        let woken = shared.work.notified();
+        let active = shared.active();
+        let mut worked = false;
+        for offset in 0..active.len() {
+            let pipeline = &active[(turn + offset) % active.len()];
+            if shared.is_paused(&pipeline.key) {
+                continue;
+            }
+            let now = chrono::Utc::now();
+            let leased = match shared
+                .store
+                .lease(
+                    &pipeline.key,
+                    pipeline.def.batch_size,
+                    shared.options.lease,
+                    now,
+                )
+                .await
+            {
+                Ok(leased) => leased,
+                Err(error) => {
+                    tracing::error!(pipeline = %pipeline.key, %error, "cannot lease passengers");
+                    continue;
+                }
+            };
+            if leased.is_empty() {
+                continue;
+            }
+            process_batch(&shared, pipeline, leased).await;
+            worked = true;
+            turn = (turn + offset + 1) % active.len().max(1);
+            break;
+        }
+        if !worked {
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => return,
+                _ = woken => {}
+                _ = tokio::time::sleep(shared.options.idle_poll) => {}
+            }
+        }
+    }
+}
+
+/// A leased passenger on its way through one batch.
+struct Journey {
+    leased: Leased,
+    changes: Vec<(u32, StepChange)>,
+    /// Processors ran in this lease, so their output must be stored.
+    processed: bool,
+    /// A processor failed or filtered it: pushers do not run.
+    stopped: bool,
+}
+
+async fn process_batch(shared: &Shared, pipeline: &Active, leased: Vec<Leased>) {
+    {
+        let mut in_flight = shared.in_flight.lock().expect("in-flight lock");
+        for l in &leased {
+            in_flight.insert(l.token, l.passenger.id);
+        }
+    }
+    let now = chrono::Utc::now();
+    let mut journeys: Vec<Journey> = leased
+        .into_iter()
+        .map(|leased| Journey {
+            leased,
+            changes: Vec::new(),
+            processed: false,
+            stopped: false,
+        })
+        .collect();
+    for journey in &mut journeys {
+        run_processors(shared, pipeline, journey, now);
+    }
+    for (name, pusher) in &pipeline.pushers {
+        // The passengers whose step for this pusher is due now.
+        let mut due = Vec::new();
+        for (j, journey) in journeys.iter().enumerate() {
+            if journey.stopped {
+                continue;
+            }
+            if let Some(step) = journey
+                .leased
+                .steps
+                .iter()
+                .find(|s| s.kind == StepKind::Pusher && s.name == *name)
+            {
+                let waiting = step.next_try_at.is_some_and(|at| at > now);
+                if step.is_open() && !waiting {
+                    due.push((j, step.index, step.attempts));
+                }
+            }
+        }
+        if due.is_empty() {
+            continue;
+        }
+        let batch: Vec<Passenger> = due
+            .iter()
+            .map(|(j, _, _)| journeys[*j].leased.passenger.clone())
+            .collect();
+        let results = push(shared, pusher.as_ref(), &batch).await;
+        let mut pushed = 0;
+        for ((j, index, attempts), result) in due.into_iter().zip(results) {
+            let journey = &mut journeys[j];
+            let change = match result {
+                Ok(()) => {
+                    pushed += 1;
+                    StepChange::Done
+                }
+                Err(error) => failure(shared, pipeline, journey, name, attempts, &error, now),
+            };
+            journey.changes.push((index, change));
+        }
+        if pushed > 0 {
+            shared.bus.publish(Event::PassengersPushed {
+                pipeline: pipeline.key.clone(),
+                pusher: name.clone(),
+                count: pushed,
+            });
+        }
+    }
+    // Steps that name a pusher no longer in the pipeline cannot be delivered by anyone.
+    for journey in &mut journeys {
+        if journey.stopped {
+            continue;
+        }
+        for step in &journey.leased.steps {
+            let known = match step.kind {
+                StepKind::Pusher => pipeline.pushers.iter().any(|(n, _)| *n == step.name),
+                StepKind::Processor => true,
+            };
+            if step.is_open() && !known {
+                journey.changes.push((
+                    step.index,
+                    StepChange::Dead {
+                        error: format!("pusher `{}` is no longer in the pipeline; replay the passenger to use the current pushers", step.name),
+                    },
+                ));
+            }
+        }
+    }
+    let reports: Vec<Finished> = journeys
+        .iter()
+        .map(|journey| Finished {
+            id: journey.leased.passenger.id,
+            token: journey.leased.token,
+            processed: journey.processed.then(|| {
+                (
+                    journey.leased.passenger.metadata.clone(),
+                    journey.leased.passenger.body.clone(),
+                )
+            }),
+            steps: journey.changes.clone(),
+        })
+        .collect();
+    if let Err(error) = shared.store.finish(&reports, chrono::Utc::now()).await {
+        // Nothing is lost: the leases expire and the passengers are tried again.
+        tracing::error!(pipeline = %pipeline.key, %error, "cannot record results; the batch will be retried when its lease expires");
+    }
+    let mut in_flight = shared.in_flight.lock().expect("in-flight lock");
+    for journey in &journeys {
+        in_flight.remove(&journey.leased.token);
+    }
+}
+
+/// Runs the passenger's open processors in order; stops at the first failure or filter.
+fn run_processors(shared: &Shared, pipeline: &Active, journey: &mut Journey, now: Timestamp) {
+    let steps = journey.leased.steps.clone();
+    for step in steps.iter().filter(|s| s.kind == StepKind::Processor) {
+        if !step.is_open() {
+            if step.state == StepState::Filtered || step.state == StepState::Dead {
+                journey.stopped = true;
+                return;
+            }
+            continue;
+        }
+        let Some((_, processor)) = pipeline.processors.iter().find(|(n, _)| *n == step.name) else {
+            let error = StepError::permanent(format!(
+                "processor `{}` is no longer in the pipeline; replay the passenger to use the current processors",
+                step.name
+            ));
+            let change = failure(
+                shared,
+                pipeline,
+                journey,
+                &step.name,
+                step.attempts,
+                &error,
+                now,
+            );
+            journey.changes.push((step.index, change));
+            journey.stopped = true;
+            return;
+        };
+        let passenger = journey.leased.passenger.clone();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| processor.process(passenger)))
+            .unwrap_or_else(|panic| {
+                Err(StepError::retryable(format!(
+                    "processor panicked: {}",
+                    panic_message(&panic)
+                )))
+            });
+        match result {
+            Ok(Outcome::Continue(passenger)) => {
+                journey.leased.passenger = passenger;
+                journey.processed = true;
+                journey.changes.push((step.index, StepChange::Done));
+            }
+            Ok(Outcome::Filtered { reason }) => {
+                shared.bus.publish(Event::PassengerFiltered {
+                    pipeline: pipeline.key.clone(),
+                    id: journey.leased.passenger.id,
+                    reason: reason.clone(),
+                });
+                journey
+                    .changes
+                    .push((step.index, StepChange::Filtered { reason }));
+                for later in steps.iter().filter(|s| s.index > step.index && s.is_open()) {
+                    journey.changes.push((later.index, StepChange::Skipped));
+                }
+                journey.stopped = true;
+                return;
+            }
+            Err(error) => {
+                let change = failure(
+                    shared,
+                    pipeline,
+                    journey,
+                    &step.name,
+                    step.attempts,
+                    &error,
+                    now,
+                );
+                journey.changes.push((step.index, change));
+                journey.stopped = true;
+                return;
+            }
+        }
+    }
+}
+
+/// Calls a pusher, turning a panic or a timeout into a retryable failure of the whole batch.
+async fn push(
+    shared: &Shared,
+    pusher: &dyn ferry_core::Pusher,
+    batch: &[Passenger],
+) -> Vec<Result<(), StepError>> {
+    let call = AssertUnwindSafe(pusher.push(batch)).catch_unwind();
+    let error = match tokio::time::timeout(shared.options.push_timeout, call).await {
+        Ok(Ok(results)) if results.len() == batch.len() => return results,
+        Ok(Ok(results)) => StepError::retryable(format!(
+            "pusher returned {} results for {} passengers",
+            results.len(),
+            batch.len()
+        )),
+        Ok(Err(panic)) => {
+            StepError::retryable(format!("pusher panicked: {}", panic_message(&panic)))
+        }
+        Err(_) => StepError::retryable("push timed out"),
+    };
+    vec![Err(error); batch.len()]
+}
+
+/// The step change for a failure under the pipeline's policy, announced on the bus.
+fn failure(
+    shared: &Shared,
+    pipeline: &Active,
+    journey: &Journey,
+    step: &str,
+    attempts: u32,
+    error: &StepError,
+    now: Timestamp,
+) -> StepChange {
+    let change = policy::on_failure(&pipeline.def.retry, attempts, error, now);
+    let id = journey.leased.passenger.id;
+    let event = match &change {
+        StepChange::Dead { error } => Event::PassengerDead {
+            pipeline: pipeline.key.clone(),
+            id,
+            step: step.to_string(),
+            error: error.clone(),
+        },
+        _ => Event::PassengerFailed {
+            pipeline: pipeline.key.clone(),
+            id,
+            step: step.to_string(),
+            error: error.message.clone(),
+            attempt: attempts + 1,
+        },
+    };
+    shared.bus.publish(event);
+    change
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}

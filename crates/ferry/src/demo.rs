@@ -1,0 +1,105 @@
+//! The demo project (written to the data directory on first start) and `ferry init`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+/// Files of `ferry init`, relative to the project directory.
+const INIT: &[(&str, &str)] = &[
+    ("ferry.yaml", include_str!("templates/init/ferry.yaml")),
+    (
+        "clients/example/client.yaml",
+        include_str!("templates/init/client.yaml"),
+    ),
+    (
+        "clients/example/pipelines/invoices.yaml",
+        include_str!("templates/init/invoices.yaml"),
+    ),
+];
+
+/// Files of the demo project.
+const DEMO: &[(&str, &str)] = &[
+    ("ferry.yaml", include_str!("templates/demo/ferry.yaml")),
+    (
+        "clients/demo/client.yaml",
+        include_str!("templates/demo/client.yaml"),
+    ),
+    (
+        "clients/demo/pipelines/orders.yaml",
+        include_str!("templates/demo/orders.yaml"),
+    ),
+    (
+        "clients/demo/pipelines/invoices.yaml",
+        include_str!("templates/demo/invoices.yaml"),
+    ),
+];
+
+/// Writes the example project; refuses to touch an existing project.
+pub fn init(dir: &Path) -> anyhow::Result<()> {
+    if dir.join("ferry.yaml").exists() {
+        bail!(
+            "{} already holds a project (ferry.yaml exists)",
+            dir.display()
+        );
+    }
+    write_files(dir, INIT)?;
+    for sub in ["inbox", "archive", "outbox"] {
+        create_dir(&dir.join(sub))?;
+    }
+    std::fs::write(dir.join("inbox/example-invoice.xml"), sample_invoice(1))
+        .context("cannot write the sample invoice")?;
+    Ok(())
+}
+
+/// The demo project's directory, written on first use.
+pub fn ensure_demo() -> anyhow::Result<PathBuf> {
+    let dir = data_dir().join("demo");
+    if !dir.join("ferry.yaml").exists() {
+        write_files(&dir, DEMO)?;
+        create_dir(&dir.join("archive"))?;
+        create_dir(&dir.join("inbox"))?;
+        for n in 1..=3 {
+            let path = dir.join(format!("inbox/invoice-{n:04}.xml"));
+            std::fs::write(&path, sample_invoice(n))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    Ok(dir)
+}
+
+/// `$FERRY_DATA_DIR`, else `$XDG_DATA_HOME/ferry`, else `~/.local/share/ferry`.
+fn data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FERRY_DATA_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(dir).join("ferry");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/ferry"),
+        None => PathBuf::from("ferry-data"),
+    }
+}
+
+fn write_files(dir: &Path, files: &[(&str, &str)]) -> anyhow::Result<()> {
+    for (name, content) in files {
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            create_dir(parent)?;
+        }
+        std::fs::write(&path, content)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn create_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+}
+
+fn sample_invoice(number: u32) -> String {
+    format!(
+        "<?xml version=\"1.0\"?>\n<invoice number=\"INV-{number:04}\">\n  <customer>ACME Corp</customer>\n  <amount currency=\"EUR\">{}.00</amount>\n</invoice>\n",
+        100 * number
+    )
+}

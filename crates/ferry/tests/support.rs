@@ -1,0 +1,124 @@
+//! Helpers for tests that run the real `ferry` binary on a temporary project.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ferry");
+
+/// A temporary project directory.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    /// A project with one client `acme` and the given client.yaml and pipelines.
+    pub fn new(client_yaml: &str, pipelines: &[(&str, &str)]) -> Project {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let project = Project { dir };
+        project.write(
+            "ferry.yaml",
+            "system_alias: ferry TEST\nstore: sqlite://data/ferry.db\nworkers: 2\n",
+        );
+        project.write("clients/acme/client.yaml", client_yaml);
+        for (name, yaml) in pipelines {
+            project.write(&format!("clients/acme/pipelines/{name}.yaml"), yaml);
+        }
+        project
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn join(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    pub fn write(&self, relative: &str, content: &str) {
+        let path = self.join(relative);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, content).expect("write");
+    }
+
+    /// Starts `ferry run` on the project, logging to a file in the project.
+    pub fn spawn(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.join("ferry.log"))
+            .expect("log file");
+        Command::new(BIN)
+            .arg("run")
+            .arg(self.path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start ferry")
+    }
+
+    /// Runs a ferry subcommand to completion.
+    pub fn ferry(&self, args: &[&str]) -> Output {
+        Command::new(BIN).args(args).output().expect("run ferry")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.join("ferry.log")).unwrap_or_default()
+    }
+}
+
+/// Names of the regular, non-hidden files in `dir`.
+pub fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}
+
+/// Polls `check` until it is true or `timeout` passes.
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sends SIGTERM and waits for the process; returns whether it exited with 0.
+pub fn terminate(mut child: Child) -> bool {
+    let pid = child.id().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM");
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.success();
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("ferry did not stop within 30 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
