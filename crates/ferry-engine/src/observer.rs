@@ -27,7 +27,8 @@ pub enum Event {
     },
     RunFinished {
         pipeline: PipelineKey,
-        run: RunId,
+        /// `None` when the store could not record the run (the store itself failed).
+        run: Option<RunId>,
         status: RunStatus,
         counts: RunCounts,
         error: Option<String>,
@@ -141,13 +142,13 @@ pub async fn log_observer(mut events: broadcast::Receiver<Event>) {
                 error,
             } => match status {
                 RunStatus::Failed => {
-                    error!(%pipeline, run, error = error.as_deref().unwrap_or(""), "run failed")
+                    error!(%pipeline, ?run, error = error.as_deref().unwrap_or(""), "run failed")
                 }
                 RunStatus::Partial => {
-                    warn!(%pipeline, run, pulled = counts.pulled, seated = counts.seated, failed = counts.failed, "run finished with failures")
+                    warn!(%pipeline, ?run, pulled = counts.pulled, seated = counts.seated, failed = counts.failed, "run finished with failures")
                 }
                 _ => {
-                    info!(%pipeline, run, pulled = counts.pulled, seated = counts.seated, duplicates = counts.duplicates, "run finished")
+                    info!(%pipeline, ?run, pulled = counts.pulled, seated = counts.seated, duplicates = counts.duplicates, "run finished")
                 }
             },
             Event::PassengersSeated {

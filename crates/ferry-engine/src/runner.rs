@@ -185,6 +185,8 @@ struct Run {
     counts: RunCounts,
     /// Record the run even when it finds nothing (every schedule but `continuous`).
     record_empty: bool,
+    /// The store refused to record the run; do not wait for it again in this run.
+    unrecorded: bool,
 }
 
 impl Run {
@@ -195,6 +197,7 @@ impl Run {
             id: None,
             counts: RunCounts::default(),
             record_empty,
+            unrecorded: false,
         };
         if record_empty {
             run.ensure().await;
@@ -204,7 +207,7 @@ impl Run {
 
     /// Makes sure the run is recorded in the store.
     async fn ensure(&mut self) {
-        if self.id.is_some() {
+        if self.id.is_some() || self.unrecorded {
             return;
         }
         let now = chrono::Utc::now();
@@ -221,7 +224,10 @@ impl Run {
                     run: id,
                 });
             }
-            Err(error) => tracing::error!(pipeline = %self.active.key, %error, "cannot record run"),
+            Err(error) => {
+                self.unrecorded = true;
+                tracing::error!(pipeline = %self.active.key, %error, "cannot record run")
+            }
         }
     }
 
@@ -251,19 +257,23 @@ impl Run {
         if let Some(message) = &error {
             self.log(LogLevel::Error, message.clone()).await;
         }
-        let Some(id) = self.id else { return };
-        let now = chrono::Utc::now();
-        if let Err(e) = self
-            .shared
-            .store
-            .finish_run(id, status, self.counts, error.as_deref(), now)
-            .await
-        {
-            tracing::error!(pipeline = %self.active.key, error = %e, "cannot record end of run");
+        if let Some(id) = self.id {
+            let now = chrono::Utc::now();
+            if let Err(e) = self
+                .shared
+                .store
+                .finish_run(id, status, self.counts, error.as_deref(), now)
+                .await
+            {
+                tracing::error!(pipeline = %self.active.key, error = %e, "cannot record end of run");
+            }
+        } else if error.is_none() {
+            // An empty continuous cycle: nothing to tell.
+            return;
         }
         self.shared.bus.publish(Event::RunFinished {
             pipeline: self.active.key.clone(),
-            run: id,
+            run: self.id,
             status,
             counts: self.counts,
             error,

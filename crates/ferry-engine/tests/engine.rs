@@ -1,0 +1,304 @@
+//! The dispatcher on a real SQLite store with real and test components.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use ferry_core::config::{Project, SourceFile, validate};
+use ferry_core::{BuildContext, BuildError, Passenger, Pusher, PusherFactory, Registry, StepError};
+use ferry_engine::{Engine, Event, Options};
+use ferry_store::{PassengerState, PipelineKey, RunStatus, Store};
+
+/// A pusher that panics on every call: a broken component must not stop other pipelines.
+struct Panicking;
+
+#[async_trait]
+impl Pusher for Panicking {
+    async fn push(&self, _: &[Passenger]) -> Vec<Result<(), StepError>> {
+        panic!("this pusher is broken")
+    }
+}
+
+struct PanickingFactory;
+
+impl PusherFactory for PanickingFactory {
+    const TYPE: &'static str = "panic";
+    type Config = Empty;
+
+    fn build(&self, _: Empty, _: &BuildContext) -> Result<Box<dyn Pusher>, BuildError> {
+        Ok(Box::new(Panicking))
+    }
+}
+
+/// A pusher that always fails, retryably: passengers stay open.
+struct Refusing;
+
+#[async_trait]
+impl Pusher for Refusing {
+    async fn push(&self, batch: &[Passenger]) -> Vec<Result<(), StepError>> {
+        vec![Err(StepError::retryable("target unavailable")); batch.len()]
+    }
+}
+
+struct RefusingFactory;
+
+impl PusherFactory for RefusingFactory {
+    const TYPE: &'static str = "refuse";
+    type Config = Empty;
+
+    fn build(&self, _: Empty, _: &BuildContext) -> Result<Box<dyn Pusher>, BuildError> {
+        Ok(Box::new(Refusing))
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+fn registry() -> Arc<Registry> {
+    let mut registry = ferry_connectors::registry();
+    registry.pushers.push(Box::new(PanickingFactory));
+    registry.pushers.push(Box::new(RefusingFactory));
+    Arc::new(registry)
+}
+
+fn options() -> Options {
+    Options {
+        idle_poll: Duration::from_millis(50),
+        reload_every: Duration::from_millis(200),
+        continuous_pause: Duration::from_millis(50),
+        grace: Duration::from_secs(5),
+        ..Options::default()
+    }
+}
+
+/// A project in `dir` with client `acme` and the given pipelines.
+fn project(dir: &Path, pipelines: &[(&str, &str)]) -> Project {
+    let mut files = vec![
+        SourceFile {
+            path: "ferry.yaml".into(),
+            content: "store: sqlite://data/ferry.db\nworkers: 2\n".into(),
+        },
+        SourceFile {
+            path: "clients/acme/client.yaml".into(),
+            content: "queue_life_span: 1h\n".into(),
+        },
+    ];
+    for (name, yaml) in pipelines {
+        files.push(SourceFile {
+            path: format!("clients/acme/pipelines/{name}.yaml"),
+            content: yaml.to_string(),
+        });
+    }
+    let env = |_: &str| None;
+    validate(dir, files, &registry(), &env).unwrap_or_else(|errors| {
+        panic!("invalid test project: {errors:?}");
+    })
+}
+
+async fn start(dir: &Path, pipelines: &[(&str, &str)]) -> (Engine, Arc<dyn Store>) {
+    let project = project(dir, pipelines);
+    let store = ferry_store::open(&project.system.store, dir).await.unwrap();
+    let engine = Engine::start(project, store.clone(), registry(), options())
+        .await
+        .unwrap();
+    (engine, store)
+}
+
+async fn count(store: &dyn Store, pipeline: &str, state: PassengerState) -> u64 {
+    let counts = store.counts(Some("acme")).await.unwrap();
+    counts
+        .get(&PipelineKey::new("acme", pipeline))
+        .and_then(|c| c.get(&state))
+        .copied()
+        .unwrap_or(0)
+}
+
+async fn eventually(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn generate(count: u64, pusher: &str) -> String {
+    format!(
+        "schedule: continuous\npullers:\n  - type: generate\n    count: {count}\npushers:\n  - {pusher}\nretry: {{ max_attempts: 2, backoff: 100ms, max_backoff: 100ms }}\nbatch_size: 20\n"
+    )
+}
+
+#[tokio::test]
+async fn a_panicking_pipeline_never_stops_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = generate(100, "{ type: file, path: out }");
+    let bad = generate(100, "{ type: panic }");
+    let (engine, store) = start(dir.path(), &[("good", &good), ("bad", &bad)]).await;
+
+    eventually(
+        "the good pipeline complete",
+        Duration::from_secs(20),
+        async || count(store.as_ref(), "good", PassengerState::Complete).await == 100,
+    )
+    .await;
+    eventually(
+        "the bad pipeline's passengers dead",
+        Duration::from_secs(20),
+        async || count(store.as_ref(), "bad", PassengerState::Dead).await == 100,
+    )
+    .await;
+    let dead = store
+        .list(
+            &ferry_store::QueueFilter {
+                pipeline: Some("bad".into()),
+                ..Default::default()
+            },
+            None,
+            1,
+        )
+        .await
+        .unwrap();
+    let detail = store.get(dead[0].id).await.unwrap();
+    assert!(
+        detail.attempts[0]
+            .error
+            .contains("pusher panicked: this pusher is broken"),
+        "{:?}",
+        detail.attempts
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("out")).unwrap().count(),
+        100
+    );
+    engine.shutdown();
+    engine.wait().await;
+}
+
+#[tokio::test]
+async fn pulling_stops_at_the_queue_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = format!("{}queue_limit: 50\n", generate(1000, "{ type: refuse }"))
+        .replace("max_attempts: 2", "max_attempts: 100")
+        .replace(
+            "backoff: 100ms, max_backoff: 100ms",
+            "backoff: 1h, max_backoff: 1h",
+        );
+    let (engine, store) = start(dir.path(), &[("limited", &pipeline)]).await;
+    let key = PipelineKey::new("acme", "limited");
+
+    eventually(
+        "the queue filled to its limit",
+        Duration::from_secs(20),
+        async || store.open_count(&key).await.unwrap() >= 50,
+    )
+    .await;
+    // Several more continuous runs happen; none may pull past the limit.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(store.open_count(&key).await.unwrap(), 50);
+    let runs = store.runs(Some(&key), 10).await.unwrap();
+    let logs = store.run_logs(runs.last().unwrap().id).await.unwrap();
+    assert!(
+        logs.iter()
+            .any(|l| l.message.contains("queue limit 50 reached")),
+        "{logs:?}"
+    );
+    engine.shutdown();
+    engine.wait().await;
+}
+
+#[tokio::test]
+async fn paused_pipelines_do_nothing_until_resumed_and_manual_ones_run_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let manual = "schedule: manual\npullers:\n  - type: generate\n    per_pull: 5\npushers:\n  - { type: file, path: out }\n";
+    let (engine, store) = start(dir.path(), &[("manual", manual)]).await;
+    let key = PipelineKey::new("acme", "manual");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        store.runs(Some(&key), 10).await.unwrap().is_empty(),
+        "manual must not run on its own"
+    );
+
+    engine.pause(&key).await.unwrap();
+    engine.run_now(&key).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        store.runs(Some(&key), 10).await.unwrap().is_empty(),
+        "paused must not run"
+    );
+    assert_eq!(
+        store.paused().await.unwrap(),
+        vec![key.clone()],
+        "the flag is stored"
+    );
+
+    engine.resume(&key).await.unwrap();
+    engine.run_now(&key).unwrap();
+    eventually(
+        "five passengers complete",
+        Duration::from_secs(10),
+        async || count(store.as_ref(), "manual", PassengerState::Complete).await == 5,
+    )
+    .await;
+    let runs = store.runs(Some(&key), 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, RunStatus::Succeeded);
+    assert_eq!(runs[0].counts.seated, 5);
+
+    let unknown = PipelineKey::new("acme", "nope");
+    assert!(engine.run_now(&unknown).is_err());
+    engine.shutdown();
+    engine.wait().await;
+}
+
+#[tokio::test]
+async fn a_store_error_fails_the_run_visibly_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
+    let pipeline = "schedule: every 200ms\npullers:\n  - { type: file, path: inbox, settle: 0s, after_seat: delete }\npushers:\n  - { type: file, path: out, name_template: \"{metadata.file.name}\" }\n";
+    let (engine, store) = start(dir.path(), &[("files", pipeline)]).await;
+    let key = PipelineKey::new("acme", "files");
+
+    // Another connection holds SQLite's write lock longer than the store waits for it.
+    // The run cannot be recorded in a store that fails, so it is told on the event bus (and
+    // so in the log).
+    let mut events = engine.subscribe();
+    let blocker = rusqlite::Connection::open(dir.path().join("data/ferry.db")).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    std::fs::write(dir.path().join("inbox/a.txt"), "a").unwrap();
+    let failure = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let Ok(Event::RunFinished {
+                status: RunStatus::Failed,
+                error,
+                pipeline,
+                ..
+            }) = events.recv().await
+            {
+                assert_eq!(pipeline, key);
+                return error.unwrap_or_default();
+            }
+        }
+    })
+    .await
+    .expect("a failed run");
+    assert!(failure.contains("cannot seat passengers"), "{failure}");
+    assert!(
+        dir.path().join("inbox/a.txt").exists(),
+        "nothing is acked before it is seated"
+    );
+
+    blocker.execute_batch("ROLLBACK").unwrap();
+    eventually("the file delivered", Duration::from_secs(30), async || {
+        dir.path().join("out/a.txt").exists()
+    })
+    .await;
+    assert!(!dir.path().join("inbox/a.txt").exists());
+    assert_eq!(
+        count(store.as_ref(), "files", PassengerState::Complete).await,
+        1
+    );
+    engine.shutdown();
+    engine.wait().await;
+}
