@@ -231,6 +231,15 @@ pub enum Role {
 
 impl Role {
     /// The definition key that lists components of this role.
+    /// The role in a sentence: `puller`, `processor`, `pusher`.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Role::Puller => "puller",
+            Role::Processor => "processor",
+            Role::Pusher => "pusher",
+        }
+    }
+
     pub fn key(self) -> &'static str {
         match self {
             Role::Puller => "pullers",
@@ -320,17 +329,9 @@ impl Registry {
             "type",
             format!(
                 "unknown {} type `{type_name}`; valid types are: {}",
-                role_noun(role),
+                role.noun(),
                 self.type_names(role).join(", ")
             ),
         )
-    }
-}
-
-fn role_noun(role: Role) -> &'static str {
-    match role {
-        Role::Puller => "puller",
-        Role::Processor => "processor",
-        Role::Pusher => "pusher",
     }
 }

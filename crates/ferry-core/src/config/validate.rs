@@ -497,7 +497,7 @@ fn components(
     site: &Site,
 ) -> Option<Vec<ComponentDef>> {
     let list = KeyPath::root().key(role.key());
-    let noun = role_noun(role);
+    let noun = role.noun();
     let items = items.unwrap_or_default();
     if items.is_empty() && role != Role::Processor {
         doc.error(&list, format!("at least one {noun} is required"));
@@ -588,14 +588,6 @@ fn components(
         });
     }
     (!failed).then_some(components)
-}
-
-fn role_noun(role: Role) -> &'static str {
-    match role {
-        Role::Puller => "puller",
-        Role::Processor => "processor",
-        Role::Pusher => "pusher",
-    }
 }
 
 /// The key path of a [`crate::BuildError`]'s `path` inside the component at `base`: its
