@@ -232,12 +232,19 @@ pub struct Leased {
 pub enum StepChange {
     Done,
     /// The processor filtered the passenger; the steps after it are `Skipped`.
-    Filtered { reason: String },
+    Filtered {
+        reason: String,
+    },
     Skipped,
     /// Failed; try again at `at`.
-    Retry { error: String, at: Timestamp },
+    Retry {
+        error: String,
+        at: Timestamp,
+    },
     /// Failed for good.
-    Dead { error: String },
+    Dead {
+        error: String,
+    },
 }
 
 /// A worker's report on one leased passenger.
@@ -488,8 +495,12 @@ pub trait Store: Send + Sync {
 
     // ---- runs ----
 
-    async fn start_run(&self, pipeline: &PipelineKey, version: &str, now: Timestamp)
-    -> Result<RunId>;
+    async fn start_run(
+        &self,
+        pipeline: &PipelineKey,
+        version: &str,
+        now: Timestamp,
+    ) -> Result<RunId>;
 
     /// Appends lines to a run's log.
     async fn log_run(&self, run: RunId, lines: &[LogLine]) -> Result<()>;

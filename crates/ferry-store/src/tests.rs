@@ -1,1 +1,188 @@
-//! Shared store test suite (to be written).
+//! The store test suite: one set of tests every [`Store`] implementation must pass.
+//!
+//! The tests are generic over [`TestStore`]; [`store_test_suite!`] instantiates all of them for
+//! one implementation, so a second back end gets the whole suite with one line:
+//!
+//! ```ignore
+//! store_test_suite!(postgres, crate::postgres::PostgresStore);
+//! ```
+
+use async_trait::async_trait;
+
+use crate::Store;
+use crate::sqlite::SqliteStore;
+
+mod model;
+mod suite;
+
+/// A store that tests can create empty and open again, to see what survives a restart.
+#[async_trait]
+pub(crate) trait TestStore: Store + Sized + 'static {
+    /// What keeps the data alive while the store is closed (a temporary directory, a scratch
+    /// database), and deletes it when dropped.
+    type Place: Send + Sync + 'static;
+
+    /// A new, empty store.
+    async fn create() -> (Self::Place, Self);
+
+    /// The store at `place` opened again, after the previous instance was dropped.
+    async fn reopen(place: &Self::Place) -> Self;
+}
+
+#[async_trait]
+impl TestStore for SqliteStore {
+    type Place = tempfile::TempDir;
+
+    async fn create() -> (Self::Place, Self) {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let store = Self::reopen(&dir).await;
+        (dir, store)
+    }
+
+    async fn reopen(place: &Self::Place) -> Self {
+        // A subdirectory that does not exist yet: `open` must create it.
+        let path = place.path().join("data").join("ferry.db");
+        SqliteStore::open(&path)
+            .await
+            .expect("open the SQLite store")
+    }
+}
+
+/// Runs every test of [`suite`] and the model test of [`model`] against `$store`, in a module
+/// named `$name`.
+macro_rules! store_test_suite {
+    ($name:ident, $store:ty) => {
+        mod $name {
+            store_test_suite!(@async $store;
+                seat_stores_passengers_under_the_pipeline_key,
+                seat_skips_duplicates_within_and_across_batches,
+                seat_of_nothing_writes_nothing,
+                lease_takes_due_work_oldest_first,
+                lease_stays_within_its_pipeline_and_max,
+                expired_lease_comes_back_and_stale_reports_are_ignored,
+                concurrent_leases_never_share_a_passenger,
+                finish_done_completes_the_passenger,
+                processed_payload_is_kept_and_leased_again,
+                failed_step_waits_for_its_next_try_then_dies,
+                dead_processor_makes_the_passenger_dead,
+                dead_pusher_waits_for_the_other_pushers,
+                filtered_processor_skips_the_rest,
+                finish_ignores_unknown_passengers_and_steps,
+                release_gives_the_passenger_back_due_now,
+                retry_revives_failed_and_dead_steps,
+                retry_of_a_leased_passenger_keeps_the_lease,
+                discard_skips_what_is_left,
+                replay_starts_a_complete_passenger_again,
+                actions_on_unknown_passengers_are_not_found,
+                purge_never_deletes_open_or_dead_passengers,
+                purge_works_in_chunks,
+                open_count_and_next_due_follow_the_open_work,
+                counts_per_pipeline_of_one_client_or_all,
+                list_pages_newest_first,
+                list_applies_every_filter,
+                runs_and_their_logs,
+                purge_runs_keeps_running_and_recent_runs,
+                abandon_marks_running_runs_failed,
+                definitions_are_versioned_by_hash,
+                pipelines_pause_and_resume,
+                data_survives_a_reopen,
+            );
+
+            #[test]
+            fn queue_matches_model() {
+                $crate::tests::model::queue_matches_model::<$store>();
+            }
+        }
+    };
+    (@async $store:ty; $($test:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                $crate::tests::suite::$test::<$store>().await;
+            }
+        )*
+    };
+}
+
+store_test_suite!(sqlite, crate::sqlite::SqliteStore);
+
+/// What only the SQLite store has to show: the file it writes and sharing it between
+/// processes.
+mod sqlite_file {
+    use ferry_core::Passenger;
+    use ferry_core::config::{StepDef, StepKind};
+
+    use super::TestStore;
+    use crate::sqlite::SqliteStore;
+    use crate::{PassengerState, PipelineKey, SeatResult, Store, StoreError};
+
+    fn file(dir: &tempfile::TempDir) -> std::path::PathBuf {
+        dir.path().join("data").join("ferry.db")
+    }
+
+    #[tokio::test]
+    async fn creates_a_wal_database_with_large_pages() {
+        let (dir, _store) = SqliteStore::create().await;
+        let conn = rusqlite::Connection::open(file(&dir)).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .unwrap();
+        let page_size: i64 = conn
+            .query_row("PRAGMA page_size", [], |row| row.get(0))
+            .unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!((mode.as_str(), page_size, version), ("wal", 16_384, 1));
+    }
+
+    /// `ferry retry` opens the file while `ferry run` has it open.
+    #[tokio::test]
+    async fn two_stores_share_one_file() {
+        let (dir, running) = SqliteStore::create().await;
+        let cli = SqliteStore::reopen(&dir).await;
+        let key = PipelineKey::new("acme", "invoices");
+        let steps = [StepDef {
+            kind: StepKind::Pusher,
+            name: "file".into(),
+        }];
+        let passenger = Passenger::pulled("imap", "m-1");
+        let now = chrono::Utc::now();
+        let seated = running
+            .seat(&key, "v1", &steps, std::slice::from_ref(&passenger), now)
+            .await
+            .unwrap();
+        assert_eq!(seated, [SeatResult::Seated]);
+
+        cli.discard(passenger.id, now).await.unwrap();
+        let seen = running.get(passenger.id).await.unwrap();
+        assert_eq!(seen.entry.state, PassengerState::Discarded);
+        let counts = running.counts(None).await.unwrap();
+        assert_eq!(counts[&key].get(&PassengerState::Discarded), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn refuses_a_database_from_a_newer_ferry() {
+        let (dir, store) = SqliteStore::create().await;
+        drop(store);
+        let conn = rusqlite::Connection::open(file(&dir)).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        match SqliteStore::open(&file(&dir)).await {
+            Err(StoreError::Backend(error)) => {
+                assert!(error.to_string().contains("schema version 99"), "{error}");
+            }
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(_) => panic!("opened a database of a newer schema"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_path_that_cannot_be_a_directory_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"not a directory").unwrap();
+        let result = SqliteStore::open(&blocker.join("ferry.db")).await;
+        assert!(matches!(result, Err(StoreError::Backend(_))));
+    }
+}

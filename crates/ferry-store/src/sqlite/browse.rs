@@ -1,0 +1,211 @@
+//! Reading the queue: counts, the next due time, pages for the browser, one passenger.
+
+use std::collections::BTreeMap;
+
+use ferry_core::{Passenger, PassengerId, Timestamp};
+use rusqlite::types::Value;
+use rusqlite::{Connection, params, params_from_iter};
+
+use super::convert::{
+    id_bytes, id_from_bytes, millis, optional_time, passenger_state, small_count, text, time,
+};
+use super::rows;
+use crate::{
+    Attempt, PassengerDetail, PassengerState, PipelineKey, QueueEntry, QueueFilter, Result,
+    StateCounts, StoreError,
+};
+
+/// Passengers of the pipeline that still have work.
+pub(super) fn open_count(conn: &Connection, key: &PipelineKey) -> Result<u64> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT coalesce(sum(n), 0) FROM queue_counts
+             WHERE client = ?1 AND pipeline = ?2
+               AND (state = 'pending' OR state = 'in_flight' OR state = 'failed')",
+        )?
+        .query_row(params![key.client, key.pipeline], |row| row.get(0))?;
+    Ok(n.max(0) as u64)
+}
+
+/// The earliest due time of the pipeline's open work.
+pub(super) fn next_due(conn: &Connection, key: &PipelineKey) -> Result<Option<Timestamp>> {
+    // Repeats the `passengers_due` index's condition, so this is one seek in that index.
+    let due: Option<i64> = conn
+        .prepare_cached(
+            "SELECT min(due_at) FROM passengers
+             WHERE client = ?1 AND pipeline = ?2
+               AND (state = 'pending' OR state = 'failed' OR state = 'in_flight')",
+        )?
+        .query_row(params![key.client, key.pipeline], |row| row.get(0))?;
+    optional_time(due)
+}
+
+/// Passengers per pipeline and state, from the counts every write keeps up to date.
+pub(super) fn counts(
+    conn: &Connection,
+    client: Option<&str>,
+) -> Result<BTreeMap<PipelineKey, StateCounts>> {
+    let mut select = conn.prepare_cached(
+        "SELECT client, pipeline, state, n FROM queue_counts
+         WHERE n > 0 AND (?1 IS NULL OR client = ?1)",
+    )?;
+    let mut rows = select.query([client])?;
+    let mut counts: BTreeMap<PipelineKey, StateCounts> = BTreeMap::new();
+    while let Some(row) = rows.next()? {
+        let key = PipelineKey::new(row.get::<_, String>(0)?, row.get::<_, String>(1)?);
+        let state = passenger_state(text(row, 2)?)?;
+        let n: i64 = row.get(3)?;
+        counts.entry(key).or_default().insert(state, n as u64);
+    }
+    Ok(counts)
+}
+
+/// A page of the queue, newest first (ids are UUIDv7, so by id), after `before`.
+pub(super) fn list(
+    conn: &Connection,
+    filter: &QueueFilter,
+    before: Option<PassengerId>,
+    limit: usize,
+) -> Result<Vec<QueueEntry>> {
+    let mut sql = String::from(
+        "SELECT id, client, pipeline, source_system, external_id, state, created_at,
+                updated_at, last_error
+         FROM passengers WHERE 1 = 1",
+    );
+    let mut args: Vec<Value> = Vec::new();
+    if let Some(client) = &filter.client {
+        args.push(Value::Text(client.clone()));
+        sql.push_str(&format!(" AND client = ?{}", args.len()));
+    }
+    if let Some(pipeline) = &filter.pipeline {
+        args.push(Value::Text(pipeline.clone()));
+        sql.push_str(&format!(" AND pipeline = ?{}", args.len()));
+    }
+    if let Some(state) = filter.state {
+        // A literal, not a parameter: SQLite picks a partial index (`passengers_trouble_list`
+        // for failed and dead) only for conditions it can see when preparing.
+        sql.push_str(&format!(" AND state = '{}'", state.as_str()));
+    }
+    if let Some(needle) = &filter.text {
+        args.push(Value::Text(needle.clone()));
+        let n = args.len();
+        sql.push_str(&format!(
+            " AND (instr(external_id, ?{n}) > 0 OR instr(source_system, ?{n}) > 0)"
+        ));
+    }
+    if let Some(since) = filter.since {
+        args.push(Value::Integer(millis(since)));
+        sql.push_str(&format!(" AND created_at >= ?{}", args.len()));
+    }
+    if let Some(until) = filter.until {
+        args.push(Value::Integer(millis(until)));
+        sql.push_str(&format!(" AND created_at < ?{}", args.len()));
+    }
+    if let Some(before) = before {
+        args.push(Value::Blob(id_bytes(before).to_vec()));
+        sql.push_str(&format!(" AND id < ?{}", args.len()));
+    }
+    args.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
+
+    let mut select = conn.prepare_cached(&sql)?;
+    let mut rows = select.query(params_from_iter(args))?;
+    let mut entries = Vec::new();
+    while let Some(row) = rows.next()? {
+        entries.push(QueueEntry {
+            id: id_from_bytes(row.get(0)?),
+            client: row.get(1)?,
+            pipeline: row.get(2)?,
+            source_system: row.get(3)?,
+            external_id: row.get(4)?,
+            state: passenger_state(text(row, 5)?)?,
+            created_at: time(row.get(6)?)?,
+            updated_at: time(row.get(7)?)?,
+            last_error: row.get(8)?,
+        });
+    }
+    Ok(entries)
+}
+
+/// Everything about one passenger.
+pub(super) fn get(conn: &Connection, id: PassengerId) -> Result<PassengerDetail> {
+    let mut select = conn.prepare_cached(
+        "SELECT p.seq, p.client, p.pipeline, p.source_system, p.external_id, p.state,
+                p.created_at, p.updated_at, p.last_error,
+                d.metadata, d.media_type, d.body, d.attachments,
+                d.processed_metadata, d.processed_media_type, d.processed_body
+         FROM passengers p JOIN payloads d ON d.seq = p.seq
+         WHERE p.id = ?1",
+    )?;
+    let mut found = select.query([&id_bytes(id)])?;
+    let Some(row) = found.next()? else {
+        return Err(StoreError::NotFound(id));
+    };
+    let seq: i64 = row.get(0)?;
+    let entry = QueueEntry {
+        id,
+        client: row.get(1)?,
+        pipeline: row.get(2)?,
+        source_system: row.get(3)?,
+        external_id: row.get(4)?,
+        state: passenger_state(text(row, 5)?)?,
+        created_at: time(row.get(6)?)?,
+        updated_at: time(row.get(7)?)?,
+        last_error: row.get(8)?,
+    };
+    let (metadata, body) = rows::content(row, 9)?;
+    let attachment_count: i64 = row.get(12)?;
+    let processed = match row.get::<_, Option<String>>(14)? {
+        None => None,
+        Some(_) => Some(rows::content(row, 13)?),
+    };
+    drop(found);
+
+    let attachments = if attachment_count > 0 {
+        rows::load_attachments(conn, seq)?
+    } else {
+        Vec::new()
+    };
+    let leased = entry.state == PassengerState::InFlight;
+    let steps = rows::load_steps(conn, seq)?
+        .into_iter()
+        .map(|step| rows::step_status(step, leased))
+        .collect::<Result<Vec<_>>>()?;
+    let attempts = load_attempts(conn, seq)?;
+    let original = Passenger {
+        id,
+        client: entry.client.clone(),
+        pipeline: entry.pipeline.clone(),
+        source_system: entry.source_system.clone(),
+        external_id: entry.external_id.clone(),
+        metadata,
+        body,
+        attachments,
+        created_at: entry.created_at,
+    };
+    Ok(PassengerDetail {
+        entry,
+        original,
+        processed,
+        steps,
+        attempts,
+    })
+}
+
+/// The failed attempts of a passenger, in the order they happened.
+fn load_attempts(conn: &Connection, seq: i64) -> Result<Vec<Attempt>> {
+    let mut select = conn.prepare_cached(
+        "SELECT idx, attempt, at, error FROM attempts WHERE seq = ?1 ORDER BY rowid",
+    )?;
+    let mut rows = select.query([seq])?;
+    let mut attempts = Vec::new();
+    while let Some(row) = rows.next()? {
+        attempts.push(Attempt {
+            step: small_count(row.get(0)?)?,
+            attempt: small_count(row.get(1)?)?,
+            at: time(row.get(2)?)?,
+            error: row.get(3)?,
+        });
+    }
+    Ok(attempts)
+}

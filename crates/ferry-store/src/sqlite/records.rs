@@ -1,0 +1,243 @@
+//! Everything besides the queue: definition versions, runs and their logs, pause flags.
+
+use ferry_core::Timestamp;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::convert::{millis, optional_time, text, time};
+use crate::{
+    DefinitionVersion, LogLevel, LogLine, PipelineKey, Result, RunCounts, RunId, RunRecord,
+    RunStatus, StoreError,
+};
+
+/// The error a run gets when ferry died while it ran.
+const ABANDONED: &str = "abandoned: ferry stopped while the run was running";
+
+pub(super) fn record_definition(
+    conn: &Connection,
+    file: &str,
+    hash: &str,
+    content: &str,
+    now: Timestamp,
+) -> Result<bool> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO definitions (file, hash, content, loaded_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (file, hash) DO NOTHING",
+        )?
+        .execute(params![file, hash, content, millis(now)])?;
+    Ok(inserted == 1)
+}
+
+pub(super) fn definition_versions(conn: &Connection, file: &str) -> Result<Vec<DefinitionVersion>> {
+    let mut select = conn.prepare_cached(
+        "SELECT hash, content, loaded_at FROM definitions
+         WHERE file = ?1 ORDER BY loaded_at DESC, rowid DESC",
+    )?;
+    let mut rows = select.query([file])?;
+    let mut versions = Vec::new();
+    while let Some(row) = rows.next()? {
+        versions.push(DefinitionVersion {
+            file: file.to_owned(),
+            hash: row.get(0)?,
+            content: row.get(1)?,
+            loaded_at: time(row.get(2)?)?,
+        });
+    }
+    Ok(versions)
+}
+
+pub(super) fn start_run(
+    conn: &Connection,
+    key: &PipelineKey,
+    version: &str,
+    now: Timestamp,
+) -> Result<RunId> {
+    let id = conn
+        .prepare_cached(
+            "INSERT INTO runs (client, pipeline, version, started_at, status)
+             VALUES (?1, ?2, ?3, ?4, 'running')
+             RETURNING id",
+        )?
+        .query_row(
+            params![key.client, key.pipeline, version, millis(now)],
+            |row| row.get(0),
+        )?;
+    Ok(id)
+}
+
+pub(super) fn log_run(conn: &Connection, run: RunId, lines: &[LogLine]) -> Result<()> {
+    ensure_run_exists(conn, run)?;
+    let mut insert = conn
+        .prepare_cached("INSERT INTO run_logs (run, at, level, message) VALUES (?1, ?2, ?3, ?4)")?;
+    for line in lines {
+        insert.execute(params![
+            run,
+            millis(line.at),
+            line.level.as_str(),
+            line.message
+        ])?;
+    }
+    Ok(())
+}
+
+pub(super) fn finish_run(
+    conn: &Connection,
+    run: RunId,
+    status: RunStatus,
+    counts: RunCounts,
+    error: Option<&str>,
+    now: Timestamp,
+) -> Result<()> {
+    let updated = conn
+        .prepare_cached(
+            "UPDATE runs
+             SET finished_at = ?2, status = ?3, pulled = ?4, seated = ?5, duplicates = ?6,
+                 failed = ?7, error = ?8
+             WHERE id = ?1",
+        )?
+        .execute(params![
+            run,
+            millis(now),
+            status.as_str(),
+            count(counts.pulled),
+            count(counts.seated),
+            count(counts.duplicates),
+            count(counts.failed),
+            error,
+        ])?;
+    if updated == 0 {
+        return Err(run_not_found(run));
+    }
+    Ok(())
+}
+
+pub(super) fn runs(
+    conn: &Connection,
+    key: Option<&PipelineKey>,
+    limit: usize,
+) -> Result<Vec<RunRecord>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let (client, pipeline) = match key {
+        Some(key) => (Some(key.client.as_str()), Some(key.pipeline.as_str())),
+        None => (None, None),
+    };
+    let mut select = conn.prepare_cached(
+        "SELECT id, client, pipeline, version, started_at, finished_at, status, pulled, seated,
+                duplicates, failed, error
+         FROM runs
+         WHERE (?1 IS NULL OR (client = ?1 AND pipeline = ?2))
+         ORDER BY id DESC LIMIT ?3",
+    )?;
+    let mut rows = select.query(params![client, pipeline, limit])?;
+    let mut runs = Vec::new();
+    while let Some(row) = rows.next()? {
+        let status = text(row, 6)?;
+        let status = RunStatus::parse(status).ok_or_else(|| {
+            StoreError::Backend(format!("unexpected run status `{status}` in the store").into())
+        })?;
+        runs.push(RunRecord {
+            id: row.get(0)?,
+            client: row.get(1)?,
+            pipeline: row.get(2)?,
+            version: row.get(3)?,
+            started_at: time(row.get(4)?)?,
+            finished_at: optional_time(row.get(5)?)?,
+            status,
+            counts: RunCounts {
+                pulled: row.get::<_, i64>(7)? as u64,
+                seated: row.get::<_, i64>(8)? as u64,
+                duplicates: row.get::<_, i64>(9)? as u64,
+                failed: row.get::<_, i64>(10)? as u64,
+            },
+            error: row.get(11)?,
+        });
+    }
+    Ok(runs)
+}
+
+pub(super) fn run_logs(conn: &Connection, run: RunId) -> Result<Vec<LogLine>> {
+    let mut select = conn
+        .prepare_cached("SELECT at, level, message FROM run_logs WHERE run = ?1 ORDER BY rowid")?;
+    let mut rows = select.query([run])?;
+    let mut lines = Vec::new();
+    while let Some(row) = rows.next()? {
+        let level = text(row, 1)?;
+        let level = LogLevel::parse(level).ok_or_else(|| {
+            StoreError::Backend(format!("unexpected log level `{level}` in the store").into())
+        })?;
+        lines.push(LogLine {
+            at: time(row.get(0)?)?,
+            level,
+            message: row.get(2)?,
+        });
+    }
+    Ok(lines)
+}
+
+pub(super) fn purge_runs(conn: &Connection, client: &str, before: Timestamp) -> Result<u64> {
+    // The condition repeats the `runs_finished` index's: a running run is never purged.
+    let params = params![client, millis(before)];
+    conn.prepare_cached(
+        "DELETE FROM run_logs WHERE run IN (
+             SELECT id FROM runs
+             WHERE client = ?1 AND status <> 'running' AND finished_at < ?2)",
+    )?
+    .execute(params)?;
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM runs WHERE client = ?1 AND status <> 'running' AND finished_at < ?2",
+        )?
+        .execute(params)?;
+    Ok(deleted as u64)
+}
+
+pub(super) fn abandon_running_runs(conn: &Connection, now: Timestamp) -> Result<u64> {
+    let abandoned = conn
+        .prepare_cached(
+            "UPDATE runs SET status = 'failed', finished_at = ?1, error = coalesce(error, ?2)
+             WHERE status = 'running'",
+        )?
+        .execute(params![millis(now), ABANDONED])?;
+    Ok(abandoned as u64)
+}
+
+pub(super) fn set_paused(conn: &Connection, key: &PipelineKey, paused: bool) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO pipeline_flags (client, pipeline, paused) VALUES (?1, ?2, ?3)
+         ON CONFLICT (client, pipeline) DO UPDATE SET paused = excluded.paused",
+    )?
+    .execute(params![key.client, key.pipeline, paused])?;
+    Ok(())
+}
+
+pub(super) fn paused(conn: &Connection) -> Result<Vec<PipelineKey>> {
+    let mut select = conn.prepare_cached(
+        "SELECT client, pipeline FROM pipeline_flags WHERE paused = 1 ORDER BY client, pipeline",
+    )?;
+    let mut rows = select.query([])?;
+    let mut keys = Vec::new();
+    while let Some(row) = rows.next()? {
+        keys.push(PipelineKey::new(
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+        ));
+    }
+    Ok(keys)
+}
+
+fn ensure_run_exists(conn: &Connection, run: RunId) -> Result<()> {
+    let found = conn
+        .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")?
+        .query_row([run], |_| Ok(()))
+        .optional()?;
+    found.ok_or_else(|| run_not_found(run))
+}
+
+fn run_not_found(run: RunId) -> StoreError {
+    StoreError::Backend(format!("run {run} not found").into())
+}
+
+/// A run count as SQLite stores it; counts beyond `i64::MAX` do not happen.
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,1557 @@
+//! The behaviour every store must show, one test per rule, generic over [`TestStore`].
+//!
+//! Times are explicit (`at(ms)`), never the clock, so every test is deterministic.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_core::config::{StepDef, StepKind};
+use ferry_core::{Attachment, Body, Metadata, Passenger, PassengerId, Timestamp};
+use serde_json::json;
+
+use super::TestStore;
+use crate::{
+    Attempt, Finished, Leased, LogLevel, LogLine, PassengerState, PipelineKey, QueueFilter,
+    RunCounts, RunStatus, SeatResult, StepChange, StepState, Store, StoreError,
+};
+
+/// An arbitrary fixed origin, so timestamps in failures are readable offsets.
+const T0: i64 = 1_750_000_000_000;
+
+/// Long enough never to expire unless a test wants it to.
+const LEASE: Duration = Duration::from_secs(600);
+
+/// `ms` milliseconds after the tests' origin.
+pub(super) fn at(ms: i64) -> Timestamp {
+    chrono::DateTime::from_timestamp_millis(T0 + ms).expect("valid test time")
+}
+
+fn invoices() -> PipelineKey {
+    PipelineKey::new("acme", "invoices")
+}
+
+fn processor(name: &str) -> StepDef {
+    StepDef {
+        kind: StepKind::Processor,
+        name: name.into(),
+    }
+}
+
+fn pusher(name: &str) -> StepDef {
+    StepDef {
+        kind: StepKind::Pusher,
+        name: name.into(),
+    }
+}
+
+/// A processor and two pushers: the steps of most tests.
+fn three_steps() -> Vec<StepDef> {
+    vec![processor("map"), pusher("file"), pusher("http")]
+}
+
+/// A pulled passenger with a JSON body and some metadata.
+fn pulled(external_id: &str) -> Passenger {
+    let mut passenger = Passenger::pulled("imap", external_id)
+        .with_body(Body::json(&json!({ "invoice": external_id })));
+    passenger
+        .metadata
+        .insert("subject".into(), format!("invoice {external_id}"));
+    passenger
+}
+
+/// Seats one passenger and returns its id.
+async fn seat_one<S: Store>(
+    store: &S,
+    key: &PipelineKey,
+    steps: &[StepDef],
+    external_id: &str,
+    now: Timestamp,
+) -> PassengerId {
+    let passenger = pulled(external_id);
+    let results = store
+        .seat(key, "v1", steps, std::slice::from_ref(&passenger), now)
+        .await
+        .expect("seat");
+    assert_eq!(results, [SeatResult::Seated], "seating {external_id}");
+    passenger.id
+}
+
+/// Leases exactly one passenger of the pipeline.
+async fn lease_one<S: Store>(store: &S, key: &PipelineKey, now: Timestamp) -> Leased {
+    let mut leased = store.lease(key, 1, LEASE, now).await.expect("lease");
+    assert_eq!(leased.len(), 1, "one passenger of {key} is due at {now}");
+    leased.remove(0)
+}
+
+/// Seats a passenger alone in its pipeline and leases it.
+async fn seat_and_lease<S: Store>(
+    store: &S,
+    key: &PipelineKey,
+    steps: &[StepDef],
+    external_id: &str,
+    now: Timestamp,
+) -> Leased {
+    let id = seat_one(store, key, steps, external_id, now).await;
+    let leased = lease_one(store, key, now).await;
+    assert_eq!(leased.passenger.id, id);
+    leased
+}
+
+fn report(leased: &Leased, steps: Vec<(u32, StepChange)>) -> Finished {
+    Finished {
+        id: leased.passenger.id,
+        token: leased.token,
+        processed: None,
+        steps,
+    }
+}
+
+fn retry_at(error: &str, ms: i64) -> StepChange {
+    StepChange::Retry {
+        error: error.into(),
+        at: at(ms),
+    }
+}
+
+fn dead(error: &str) -> StepChange {
+    StepChange::Dead {
+        error: error.into(),
+    }
+}
+
+/// Finishes one report and checks it was applied.
+async fn finish_one<S: Store>(store: &S, report: Finished, now: Timestamp) {
+    let applied = store.finish(&[report], now).await.expect("finish");
+    assert_eq!(applied, 1, "the report holds the current lease");
+}
+
+async fn state_of<S: Store>(store: &S, id: PassengerId) -> PassengerState {
+    store.get(id).await.expect("get").entry.state
+}
+
+async fn step_states<S: Store>(store: &S, id: PassengerId) -> Vec<StepState> {
+    let detail = store.get(id).await.expect("get");
+    detail.steps.iter().map(|step| step.state).collect()
+}
+
+fn assert_not_found<T: std::fmt::Debug>(result: crate::Result<T>, id: PassengerId) {
+    match result {
+        Err(StoreError::NotFound(missing)) => assert_eq!(missing, id),
+        other => panic!("expected NotFound({id}), got {other:?}"),
+    }
+}
+
+// ---- seat ----
+
+pub(crate) async fn seat_stores_passengers_under_the_pipeline_key<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let mut passenger = pulled("m-1");
+    passenger.attachments.push(Attachment {
+        name: "invoice.pdf".into(),
+        media_type: "application/pdf".into(),
+        content: Bytes::from_static(b"%PDF-1.7 not really"),
+    });
+    passenger.attachments.push(Attachment {
+        name: "empty.txt".into(),
+        media_type: "text/plain".into(),
+        content: Bytes::new(),
+    });
+    assert!(passenger.client.is_empty() && passenger.pipeline.is_empty());
+
+    let results = store
+        .seat(
+            &invoices(),
+            "v1",
+            &three_steps(),
+            &[passenger.clone()],
+            at(0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(results, [SeatResult::Seated]);
+
+    let detail = store.get(passenger.id).await.unwrap();
+    assert_eq!(detail.entry.id, passenger.id);
+    assert_eq!(detail.entry.client, "acme");
+    assert_eq!(detail.entry.pipeline, "invoices");
+    assert_eq!(detail.entry.source_system, "imap");
+    assert_eq!(detail.entry.external_id, "m-1");
+    assert_eq!(detail.entry.state, PassengerState::Pending);
+    assert_eq!(detail.entry.created_at, at(0));
+    assert_eq!(detail.entry.updated_at, at(0));
+    assert_eq!(detail.entry.last_error, None);
+
+    let expected = Passenger {
+        client: "acme".into(),
+        pipeline: "invoices".into(),
+        created_at: at(0),
+        ..passenger
+    };
+    assert_eq!(detail.original, expected);
+    assert!(detail.processed.is_none());
+    assert!(detail.attempts.is_empty());
+
+    assert_eq!(detail.steps.len(), 3);
+    for (index, (step, def)) in detail.steps.iter().zip(three_steps()).enumerate() {
+        assert_eq!(step.index, index as u32);
+        assert_eq!(step.kind, def.kind);
+        assert_eq!(step.name, def.name);
+        assert_eq!(step.state, StepState::Pending);
+        assert_eq!(step.attempts, 0);
+        assert_eq!(step.next_try_at, None);
+        assert_eq!(step.last_error, None);
+        assert_eq!(step.done_at, None);
+    }
+}
+
+pub(crate) async fn seat_skips_duplicates_within_and_across_batches<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let steps = three_steps();
+    let a_again = pulled("a");
+    let first = [pulled("a"), pulled("b"), a_again.clone()];
+    let results = store.seat(&key, "v1", &steps, &first, at(0)).await.unwrap();
+    assert_eq!(
+        results,
+        [
+            SeatResult::Seated,
+            SeatResult::Seated,
+            SeatResult::Duplicate
+        ]
+    );
+    assert_not_found(store.get(a_again.id).await, a_again.id);
+
+    let second = [pulled("b"), pulled("c")];
+    let results = store
+        .seat(&key, "v1", &steps, &second, at(1))
+        .await
+        .unwrap();
+    assert_eq!(results, [SeatResult::Duplicate, SeatResult::Seated]);
+
+    // The key is source system and external id within one pipeline.
+    let other_source = Passenger::pulled("sftp", "a");
+    let results = store
+        .seat(&key, "v1", &steps, &[other_source], at(2))
+        .await
+        .unwrap();
+    assert_eq!(results, [SeatResult::Seated]);
+    let other = PipelineKey::new("acme", "mail");
+    let results = store
+        .seat(&other, "v1", &steps, &[pulled("a")], at(2))
+        .await
+        .unwrap();
+    assert_eq!(results, [SeatResult::Seated]);
+
+    // The very same passenger twice is one passenger.
+    let twice = pulled("d");
+    let results = store
+        .seat(&key, "v1", &steps, &[twice.clone(), twice], at(3))
+        .await
+        .unwrap();
+    assert_eq!(results, [SeatResult::Seated, SeatResult::Duplicate]);
+
+    let counts = store.counts(None).await.unwrap();
+    assert_eq!(counts[&key][&PassengerState::Pending], 5);
+    assert_eq!(counts[&other][&PassengerState::Pending], 1);
+}
+
+pub(crate) async fn seat_of_nothing_writes_nothing<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let results = store
+        .seat(&invoices(), "v1", &three_steps(), &[], at(0))
+        .await
+        .unwrap();
+    assert!(results.is_empty());
+    assert!(store.counts(None).await.unwrap().is_empty());
+}
+
+// ---- lease ----
+
+pub(crate) async fn lease_takes_due_work_oldest_first<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let steps = three_steps();
+    let old = seat_one(&store, &key, &steps, "old", at(0)).await;
+    let new = seat_one(&store, &key, &steps, "new", at(1_000)).await;
+    let later = seat_one(&store, &key, &steps, "later", at(5_000)).await;
+
+    let first = lease_one(&store, &key, at(2_000)).await;
+    assert_eq!(first.passenger.id, old);
+    assert_eq!(first.passenger.client, "acme");
+    assert_eq!(first.passenger.pipeline, "invoices");
+    assert_eq!(first.passenger.external_id, "old");
+    assert_eq!(first.passenger.body, pulled("old").body);
+    assert_eq!(first.passenger.metadata, pulled("old").metadata);
+    assert_eq!(first.passenger.created_at, at(0));
+    let states: Vec<_> = first.steps.iter().map(|step| step.state).collect();
+    assert_eq!(states, [StepState::InFlight; 3]);
+    assert_eq!(state_of(&store, old).await, PassengerState::InFlight);
+    assert_eq!(step_states(&store, old).await, [StepState::InFlight; 3]);
+
+    // `later` was seated after this moment, so it is not due yet.
+    let rest = store.lease(&key, 10, LEASE, at(2_000)).await.unwrap();
+    let ids: Vec<_> = rest.iter().map(|leased| leased.passenger.id).collect();
+    assert_eq!(ids, [new]);
+    assert!(
+        store
+            .lease(&key, 10, LEASE, at(2_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let last = lease_one(&store, &key, at(5_000)).await;
+    assert_eq!(last.passenger.id, later);
+}
+
+pub(crate) async fn lease_stays_within_its_pipeline_and_max<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let other = PipelineKey::new("globex", "invoices");
+    let steps = vec![pusher("file")];
+    for n in 0..5 {
+        seat_one(&store, &key, &steps, &format!("k{n}"), at(n)).await;
+    }
+    for n in 0..3 {
+        seat_one(&store, &other, &steps, &format!("o{n}"), at(n)).await;
+    }
+
+    assert!(
+        store
+            .lease(&key, 0, LEASE, at(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let two = store.lease(&key, 2, LEASE, at(10)).await.unwrap();
+    assert_eq!(two.len(), 2);
+    let three = store.lease(&key, 10, LEASE, at(10)).await.unwrap();
+    assert_eq!(three.len(), 3);
+    for leased in two.iter().chain(&three) {
+        assert_eq!(leased.passenger.pipeline, "invoices");
+        assert_eq!(leased.passenger.client, "acme");
+    }
+    let others = store.lease(&other, 10, LEASE, at(10)).await.unwrap();
+    assert_eq!(others.len(), 3);
+    assert!(
+        others
+            .iter()
+            .all(|leased| leased.passenger.client == "globex")
+    );
+}
+
+pub(crate) async fn expired_lease_comes_back_and_stale_reports_are_ignored<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let id = seat_one(&store, &key, &three_steps(), "x", at(0)).await;
+
+    let first = store
+        .lease(&key, 1, Duration::from_secs(10), at(0))
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(
+        store
+            .lease(&key, 1, LEASE, at(9_999))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let second = lease_one(&store, &key, at(10_000)).await;
+    assert_eq!(second.passenger.id, id);
+    assert_ne!(second.token, first.token);
+
+    // The first worker comes back late: its report and its release change nothing.
+    let all_done = vec![
+        (0, StepChange::Done),
+        (1, StepChange::Done),
+        (2, StepChange::Done),
+    ];
+    let stale = report(&first, all_done.clone());
+    assert_eq!(store.finish(&[stale], at(10_500)).await.unwrap(), 0);
+    store
+        .release(&[(id, first.token)], at(10_500))
+        .await
+        .unwrap();
+    assert_eq!(state_of(&store, id).await, PassengerState::InFlight);
+    assert_eq!(step_states(&store, id).await, [StepState::InFlight; 3]);
+
+    finish_one(&store, report(&second, all_done.clone()), at(11_000)).await;
+    assert_eq!(state_of(&store, id).await, PassengerState::Complete);
+    // A report for a lease already finished is stale too.
+    let again = report(&second, all_done);
+    assert_eq!(store.finish(&[again], at(12_000)).await.unwrap(), 0);
+}
+
+pub(crate) async fn concurrent_leases_never_share_a_passenger<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let store = Arc::new(store);
+    let key = invoices();
+    let passengers: Vec<_> = (0..200).map(|n| pulled(&format!("p{n}"))).collect();
+    store
+        .seat(&key, "v1", &[pusher("file")], &passengers, at(0))
+        .await
+        .unwrap();
+
+    let mut leasers = Vec::new();
+    for _ in 0..8 {
+        let (store, key) = (Arc::clone(&store), key.clone());
+        leasers.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            loop {
+                let leased = store.lease(&key, 7, LEASE, at(1)).await.unwrap();
+                if leased.is_empty() {
+                    return ids;
+                }
+                ids.extend(leased.into_iter().map(|leased| leased.passenger.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for leaser in leasers {
+        all.extend(leaser.await.unwrap());
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), 200);
+    assert_eq!(unique.len(), 200);
+}
+
+// ---- finish ----
+
+pub(crate) async fn finish_done_completes_the_passenger<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let leased = seat_and_lease(&store, &key, &three_steps(), "x", at(0)).await;
+    let id = leased.passenger.id;
+    let changes = vec![
+        (0, StepChange::Done),
+        (1, StepChange::Done),
+        (2, StepChange::Done),
+    ];
+    finish_one(&store, report(&leased, changes), at(5_000)).await;
+
+    let detail = store.get(id).await.unwrap();
+    assert_eq!(detail.entry.state, PassengerState::Complete);
+    assert_eq!(detail.entry.updated_at, at(5_000));
+    for step in &detail.steps {
+        assert_eq!(step.state, StepState::Done);
+        assert_eq!(step.done_at, Some(at(5_000)));
+        assert_eq!(step.attempts, 0);
+    }
+    assert!(detail.processed.is_none());
+    let counts = store.counts(None).await.unwrap();
+    assert_eq!(counts[&key].get(&PassengerState::Complete), Some(&1));
+    assert_eq!(
+        counts[&key].len(),
+        1,
+        "no other state is counted: {counts:?}"
+    );
+    assert_eq!(store.open_count(&key).await.unwrap(), 0);
+    assert_eq!(store.next_due(&key).await.unwrap(), None);
+}
+
+pub(crate) async fn processed_payload_is_kept_and_leased_again<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let leased = seat_and_lease(&store, &key, &three_steps(), "x", at(0)).await;
+    let id = leased.passenger.id;
+    let original = leased.passenger.clone();
+
+    let mut metadata = Metadata::new();
+    metadata.insert("stage".into(), "mapped".into());
+    let body = Body::json(&json!({ "mapped": true }));
+    let finished = Finished {
+        processed: Some((metadata.clone(), body.clone())),
+        ..report(
+            &leased,
+            vec![
+                (0, StepChange::Done),
+                (1, StepChange::Done),
+                (2, retry_at("503 service unavailable", 30_000)),
+            ],
+        )
+    };
+    finish_one(&store, finished, at(1_000)).await;
+
+    let detail = store.get(id).await.unwrap();
+    assert_eq!(detail.entry.state, PassengerState::Failed);
+    assert_eq!(
+        detail.entry.last_error.as_deref(),
+        Some("503 service unavailable")
+    );
+    assert_eq!(detail.original.body, original.body);
+    assert_eq!(detail.original.metadata, original.metadata);
+    assert_eq!(detail.processed, Some((metadata.clone(), body.clone())));
+    let http = &detail.steps[2];
+    assert_eq!(http.state, StepState::Failed);
+    assert_eq!(http.attempts, 1);
+    assert_eq!(http.next_try_at, Some(at(30_000)));
+    assert_eq!(http.last_error.as_deref(), Some("503 service unavailable"));
+    assert_eq!(
+        detail.attempts,
+        [Attempt {
+            step: 2,
+            attempt: 1,
+            at: at(1_000),
+            error: "503 service unavailable".into(),
+        }]
+    );
+
+    assert!(
+        store
+            .lease(&key, 1, LEASE, at(29_999))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = lease_one(&store, &key, at(30_000)).await;
+    assert_eq!(again.passenger.id, id);
+    assert_eq!(again.passenger.body, body);
+    assert_eq!(again.passenger.metadata, metadata);
+    let states: Vec<_> = again.steps.iter().map(|step| step.state).collect();
+    assert_eq!(
+        states,
+        [StepState::Done, StepState::Done, StepState::InFlight]
+    );
+    assert_eq!(again.steps[2].attempts, 1);
+}
+
+pub(crate) async fn failed_step_waits_for_its_next_try_then_dies<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let leased = seat_and_lease(&store, &key, &[pusher("http")], "x", at(0)).await;
+    let id = leased.passenger.id;
+
+    finish_one(
+        &store,
+        report(&leased, vec![(0, retry_at("timeout", 10_000))]),
+        at(1),
+    )
+    .await;
+    assert_eq!(state_of(&store, id).await, PassengerState::Failed);
+    assert_eq!(store.next_due(&key).await.unwrap(), Some(at(10_000)));
+    assert_eq!(store.open_count(&key).await.unwrap(), 1);
+
+    let leased = lease_one(&store, &key, at(10_000)).await;
+    finish_one(
+        &store,
+        report(&leased, vec![(0, retry_at("timeout", 30_000))]),
+        at(10_001),
+    )
+    .await;
+    let leased = lease_one(&store, &key, at(30_000)).await;
+    finish_one(
+        &store,
+        report(&leased, vec![(0, dead("410 gone"))]),
+        at(30_001),
+    )
+    .await;
+
+    let detail = store.get(id).await.unwrap();
+    assert_eq!(detail.entry.state, PassengerState::Dead);
+    assert_eq!(detail.entry.last_error.as_deref(), Some("410 gone"));
+    assert_eq!(detail.steps[0].state, StepState::Dead);
+    assert_eq!(detail.steps[0].attempts, 3);
+    let history: Vec<_> = detail
+        .attempts
+        .iter()
+        .map(|a| (a.step, a.attempt, a.at, a.error.as_str()))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (0, 1, at(1), "timeout"),
+            (0, 2, at(10_001), "timeout"),
+            (0, 3, at(30_001), "410 gone"),
+        ]
+    );
+    assert_eq!(store.open_count(&key).await.unwrap(), 0);
+    assert_eq!(store.next_due(&key).await.unwrap(), None);
+    let far = at(100_000_000);
+    assert!(store.lease(&key, 10, LEASE, far).await.unwrap().is_empty());
+    let counts = store.counts(Some("acme")).await.unwrap();
+    assert_eq!(counts[&key].get(&PassengerState::Dead), Some(&1));
+}
+
+pub(crate) async fn dead_processor_makes_the_passenger_dead<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let leased = seat_and_lease(&store, &key, &three_steps(), "x", at(0)).await;
+    let id = leased.passenger.id;
+    finish_one(
+        &store,
+        report(&leased, vec![(0, dead("not an invoice"))]),
+        at(1),
+    )
+    .await;
+
+    // The pushers never ran and cannot: they wait for a replay or a retry.
+    assert_eq!(state_of(&store, id).await, PassengerState::Dead);
+    assert_eq!(
+        step_states(&store, id).await,
+        [StepState::Dead, StepState::Pending, StepState::Pending]
+    );
+    assert_eq!(store.open_count(&key).await.unwrap(), 0);
+    let far = at(100_000_000);
+    assert!(store.lease(&key, 10, LEASE, far).await.unwrap().is_empty());
+}
+
+pub(crate) async fn dead_pusher_waits_for_the_other_pushers<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let leased = seat_and_lease(&store, &key, &three_steps(), "x", at(0)).await;
+    let id = leased.passenger.id;
+    let changes = vec![
+        (0, StepChange::Done),
+        (1, dead("permission denied")),
+        (2, retry_at("timeout", 5_000)),
+    ];
+    finish_one(&store, report(&leased, changes), at(1)).await;
+    assert_eq!(state_of(&store, id).await, PassengerState::Failed);
+
+    let leased = lease_one(&store, &key, at(5_000)).await;
+    let states: Vec<_> = leased.steps.iter().map(|step| step.state).collect();
+    assert_eq!(
+        states,
+        [StepState::Done, StepState::Dead, StepState::InFlight]
+    );
+    finish_one(
+        &store,
+        report(&leased, vec![(2, StepChange::Done)]),
+        at(5_001),
+    )
+    .await;
+    assert_eq!(state_of(&store, id).await, PassengerState::Dead);
+}
+
+pub(crate) async fn filtered_processor_skips_the_rest<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let leased = seat_and_lease(&store, &key, &three_steps(), "x", at(0)).await;
+    let id = leased.passenger.id;
+    let filtered = StepChange::Filtered {
+        reason: "not for this client".into(),
+    };
+    finish_one(&store, report(&leased, vec![(0, filtered)]), at(1)).await;
+
+    let detail = store.get(id).await.unwrap();
+    assert_eq!(detail.entry.state, PassengerState::Filtered);
+    let states: Vec<_> = detail.steps.iter().map(|step| step.state).collect();
+    assert_eq!(
+        states,
+        [StepState::Filtered, StepState::Skipped, StepState::Skipped]
+    );
+    // The reason is shown where errors are.
+    assert_eq!(
+        detail.steps[0].last_error.as_deref(),
+        Some("not for this client")
+    );
+    assert!(detail.attempts.is_empty());
+    assert_eq!(store.open_count(&key).await.unwrap(), 0);
+    // Filtered passengers are finished: the cleaner takes them.
+    assert_eq!(store.purge_passengers("acme", at(2)).await.unwrap(), 1);
+}
+
+pub(crate) async fn finish_ignores_unknown_passengers_and_steps<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let leased = seat_and_lease(&store, &key, &three_steps(), "x", at(0)).await;
+    let id = leased.passenger.id;
+
+    let unknown = Finished {
+        id: PassengerId::new(),
+        ..report(&leased, vec![(0, StepChange::Done)])
+    };
+    assert_eq!(store.finish(&[unknown], at(1)).await.unwrap(), 0);
+    assert_eq!(store.finish(&[], at(1)).await.unwrap(), 0);
+
+    // Step 9 does not exist; the rest of the report still counts.
+    let changes = vec![(9, StepChange::Done), (0, StepChange::Done)];
+    finish_one(&store, report(&leased, changes), at(2)).await;
+    assert_eq!(state_of(&store, id).await, PassengerState::Pending);
+    assert_eq!(
+        step_states(&store, id).await,
+        [StepState::Done, StepState::Pending, StepState::Pending]
+    );
+    assert_eq!(store.next_due(&key).await.unwrap(), Some(at(2)));
+}
+
+// ---- release, retry, discard, replay ----
+
+pub(crate) async fn release_gives_the_passenger_back_due_now<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let leased = seat_and_lease(&store, &key, &[pusher("http")], "x", at(0)).await;
+    let id = leased.passenger.id;
+
+    // A wrong token releases nothing.
+    store
+        .release(&[(id, leased.token ^ 1)], at(500))
+        .await
+        .unwrap();
+    assert_eq!(state_of(&store, id).await, PassengerState::InFlight);
+    store.release(&[], at(500)).await.unwrap();
+
+    store
+        .release(&[(id, leased.token)], at(1_000))
+        .await
+        .unwrap();
+    assert_eq!(state_of(&store, id).await, PassengerState::Pending);
+    assert_eq!(step_states(&store, id).await, [StepState::Pending]);
+    assert_eq!(store.next_due(&key).await.unwrap(), Some(at(1_000)));
+
+    // A failed passenger released mid-retry stays failed, and is due at once.
+    let leased = lease_one(&store, &key, at(1_000)).await;
+    finish_one(
+        &store,
+        report(&leased, vec![(0, retry_at("timeout", 100_000))]),
+        at(1_001),
+    )
+    .await;
+    let leased = lease_one(&store, &key, at(100_000)).await;
+    store
+        .release(&[(id, leased.token)], at(100_500))
+        .await
+        .unwrap();
+    assert_eq!(state_of(&store, id).await, PassengerState::Failed);
+    let again = lease_one(&store, &key, at(100_500)).await;
+    assert_eq!(again.passenger.id, id);
+    assert_eq!(again.steps[0].attempts, 1);
+}
+
+pub(crate) async fn retry_revives_failed_and_dead_steps<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let leased = seat_and_lease(&store, &key, &three_steps(), "x", at(0)).await;
+    let id = leased.passenger.id;
+    let changes = vec![
+        (0, StepChange::Done),
+        (1, dead("disk full")),
+        (2, retry_at("timeout", 50_000)),
+    ];
+    finish_one(&store, report(&leased, changes), at(1)).await;
+
+    store.retry(id, at(2_000)).await.unwrap();
+    let detail = store.get(id).await.unwrap();
+    assert_eq!(detail.entry.state, PassengerState::Pending);
+    assert_eq!(detail.entry.updated_at, at(2_000));
+    let states: Vec<_> = detail.steps.iter().map(|step| step.state).collect();
+    assert_eq!(
+        states,
+        [StepState::Done, StepState::Pending, StepState::Pending]
+    );
+    assert!(detail.steps.iter().all(|step| step.attempts == 0));
+    assert!(detail.steps.iter().all(|step| step.next_try_at.is_none()));
+    // The history of what happened stays.
+    assert_eq!(detail.attempts.len(), 2);
+
+    let leased = lease_one(&store, &key, at(2_000)).await;
+    let states: Vec<_> = leased.steps.iter().map(|step| step.state).collect();
+    assert_eq!(
+        states,
+        [StepState::Done, StepState::InFlight, StepState::InFlight]
+    );
+    let changes = vec![(1, StepChange::Done), (2, StepChange::Done)];
+    finish_one(&store, report(&leased, changes), at(2_001)).await;
+    assert_eq!(state_of(&store, id).await, PassengerState::Complete);
+
+    // Nothing to retry on a complete passenger.
+    store.retry(id, at(3_000)).await.unwrap();
+    assert_eq!(state_of(&store, id).await, PassengerState::Complete);
+    let counts = store.counts(None).await.unwrap();
+    assert_eq!(counts[&key].get(&PassengerState::Complete), Some(&1));
+    assert_eq!(counts[&key].len(), 1, "{counts:?}");
+}
+
+pub(crate) async fn retry_of_a_leased_passenger_keeps_the_lease<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let leased = seat_and_lease(&store, &key, &three_steps(), "x", at(0)).await;
+    let id = leased.passenger.id;
+    let changes = vec![
+        (0, StepChange::Done),
+        (1, dead("disk full")),
+        (2, retry_at("timeout", 5_000)),
+    ];
+    finish_one(&store, report(&leased, changes), at(1)).await;
+    let leased = lease_one(&store, &key, at(5_000)).await;
+
+    store.retry(id, at(6_000)).await.unwrap();
+    assert_eq!(state_of(&store, id).await, PassengerState::InFlight);
+    assert_eq!(
+        step_states(&store, id).await,
+        [StepState::Done, StepState::InFlight, StepState::InFlight]
+    );
+    assert!(
+        store
+            .lease(&key, 1, LEASE, at(6_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The worker did not run the revived step; it comes back for another lease.
+    finish_one(
+        &store,
+        report(&leased, vec![(2, StepChange::Done)]),
+        at(6_001),
+    )
+    .await;
+    assert_eq!(state_of(&store, id).await, PassengerState::Pending);
+    let again = lease_one(&store, &key, at(6_001)).await;
+    let states: Vec<_> = again.steps.iter().map(|step| step.state).collect();
+    assert_eq!(
+        states,
+        [StepState::Done, StepState::InFlight, StepState::Done]
+    );
+}
+
+pub(crate) async fn discard_skips_what_is_left<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let leased = seat_and_lease(&store, &key, &three_steps(), "x", at(0)).await;
+    let id = leased.passenger.id;
+    let changes = vec![
+        (0, StepChange::Done),
+        (1, dead("disk full")),
+        (2, retry_at("timeout", 50_000)),
+    ];
+    finish_one(&store, report(&leased, changes), at(1)).await;
+
+    store.discard(id, at(3_000)).await.unwrap();
+    let detail = store.get(id).await.unwrap();
+    assert_eq!(detail.entry.state, PassengerState::Discarded);
+    let states: Vec<_> = detail.steps.iter().map(|step| step.state).collect();
+    assert_eq!(
+        states,
+        [StepState::Done, StepState::Skipped, StepState::Skipped]
+    );
+    assert_eq!(store.open_count(&key).await.unwrap(), 0);
+    let far = at(100_000_000);
+    assert!(store.lease(&key, 10, LEASE, far).await.unwrap().is_empty());
+    // Discarding twice is harmless and does not restart the retention clock.
+    store.discard(id, at(9_000)).await.unwrap();
+    assert_eq!(store.purge_passengers("acme", at(3_001)).await.unwrap(), 1);
+
+    // A leased passenger can be discarded; its worker's report is then stale.
+    let leased = seat_and_lease(&store, &key, &three_steps(), "y", at(10_000)).await;
+    let id = leased.passenger.id;
+    store.discard(id, at(10_001)).await.unwrap();
+    let late = report(&leased, vec![(0, StepChange::Done)]);
+    assert_eq!(store.finish(&[late], at(10_002)).await.unwrap(), 0);
+    assert_eq!(state_of(&store, id).await, PassengerState::Discarded);
+    assert_eq!(step_states(&store, id).await, [StepState::Skipped; 3]);
+}
+
+pub(crate) async fn replay_starts_a_complete_passenger_again<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let leased = seat_and_lease(&store, &key, &three_steps(), "x", at(0)).await;
+    let id = leased.passenger.id;
+    let original_body = leased.passenger.body.clone();
+    let finished = Finished {
+        processed: Some((Metadata::new(), Body::json(&json!({ "mapped": 1 })))),
+        ..report(
+            &leased,
+            vec![
+                (0, StepChange::Done),
+                (1, retry_at("timeout", 10)),
+                (2, StepChange::Done),
+            ],
+        )
+    };
+    finish_one(&store, finished, at(1)).await;
+    let leased = lease_one(&store, &key, at(10)).await;
+    finish_one(&store, report(&leased, vec![(1, StepChange::Done)]), at(11)).await;
+    assert_eq!(state_of(&store, id).await, PassengerState::Complete);
+
+    let new_steps = vec![processor("map"), pusher("file"), pusher("s3")];
+    store.replay(id, &new_steps, at(5_000)).await.unwrap();
+    let detail = store.get(id).await.unwrap();
+    assert_eq!(detail.entry.state, PassengerState::Pending);
+    assert_eq!(detail.entry.last_error, None);
+    assert!(detail.processed.is_none());
+    let names: Vec<_> = detail.steps.iter().map(|step| step.name.as_str()).collect();
+    assert_eq!(names, ["map", "file", "s3"]);
+    assert!(
+        detail
+            .steps
+            .iter()
+            .all(|step| step.state == StepState::Pending
+                && step.attempts == 0
+                && step.done_at.is_none())
+    );
+    let counts = store.counts(None).await.unwrap();
+    assert_eq!(counts[&key].get(&PassengerState::Pending), Some(&1));
+    assert_eq!(counts[&key].get(&PassengerState::Complete), None);
+
+    // Processors run again on the original as pulled.
+    let again = lease_one(&store, &key, at(5_000)).await;
+    assert_eq!(again.passenger.id, id);
+    assert_eq!(again.passenger.body, original_body);
+    assert_eq!(again.steps.len(), 3);
+
+    // Replaying a leased passenger takes it from its worker.
+    store.replay(id, &new_steps, at(6_000)).await.unwrap();
+    let late = report(&again, vec![(0, StepChange::Done)]);
+    assert_eq!(store.finish(&[late], at(6_001)).await.unwrap(), 0);
+    assert_eq!(state_of(&store, id).await, PassengerState::Pending);
+}
+
+pub(crate) async fn actions_on_unknown_passengers_are_not_found<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let id = PassengerId::new();
+    assert_not_found(store.get(id).await, id);
+    assert_not_found(store.retry(id, at(0)).await, id);
+    assert_not_found(store.discard(id, at(0)).await, id);
+    assert_not_found(store.replay(id, &three_steps(), at(0)).await, id);
+}
+
+// ---- purge ----
+
+pub(crate) async fn purge_never_deletes_open_or_dead_passengers<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let steps = three_steps();
+    let all_done = || {
+        vec![
+            (0, StepChange::Done),
+            (1, StepChange::Done),
+            (2, StepChange::Done),
+        ]
+    };
+    // Each passenger alone in a pipeline, so leasing picks exactly it.
+    let key = |name: &str| PipelineKey::new("acme", name);
+
+    let leased = seat_and_lease(&store, &key("complete"), &steps, "c", at(0)).await;
+    finish_one(&store, report(&leased, all_done()), at(1_000)).await;
+    let complete_old = leased.passenger.id;
+
+    let leased = seat_and_lease(&store, &key("filtered"), &steps, "f", at(0)).await;
+    let filtered = StepChange::Filtered {
+        reason: "spam".into(),
+    };
+    finish_one(&store, report(&leased, vec![(0, filtered)]), at(1_000)).await;
+    let filtered_old = leased.passenger.id;
+
+    let discarded_old = seat_one(&store, &key("discarded"), &steps, "d", at(0)).await;
+    store.discard(discarded_old, at(1_000)).await.unwrap();
+
+    let leased = seat_and_lease(&store, &key("dead"), &steps, "x", at(0)).await;
+    finish_one(&store, report(&leased, vec![(0, dead("bad"))]), at(1_000)).await;
+    let dead_one = leased.passenger.id;
+
+    let leased = seat_and_lease(&store, &key("failed"), &steps, "r", at(0)).await;
+    let retry = retry_at("timeout", 1_000_000_000);
+    finish_one(&store, report(&leased, vec![(0, retry)]), at(1_000)).await;
+    let failed_one = leased.passenger.id;
+
+    let pending_one = seat_one(&store, &key("pending"), &steps, "p", at(0)).await;
+    let in_flight_one = seat_and_lease(&store, &key("leased"), &steps, "l", at(0))
+        .await
+        .passenger
+        .id;
+
+    let leased = seat_and_lease(&store, &key("recent"), &steps, "n", at(0)).await;
+    finish_one(&store, report(&leased, all_done()), at(5_000)).await;
+    let complete_recent = leased.passenger.id;
+
+    let other_client = PipelineKey::new("globex", "complete");
+    let leased = seat_and_lease(&store, &other_client, &steps, "c", at(0)).await;
+    finish_one(&store, report(&leased, all_done()), at(1_000)).await;
+    let other_complete = leased.passenger.id;
+
+    assert_eq!(store.purge_passengers("acme", at(2_000)).await.unwrap(), 3);
+    for id in [complete_old, filtered_old, discarded_old] {
+        assert_not_found(store.get(id).await, id);
+    }
+    let kept = [
+        (dead_one, PassengerState::Dead),
+        (failed_one, PassengerState::Failed),
+        (pending_one, PassengerState::Pending),
+        (in_flight_one, PassengerState::InFlight),
+        (complete_recent, PassengerState::Complete),
+        (other_complete, PassengerState::Complete),
+    ];
+    for (id, state) in kept {
+        assert_eq!(state_of(&store, id).await, state);
+    }
+    assert_eq!(store.purge_passengers("acme", at(2_000)).await.unwrap(), 0);
+
+    // However old, open and dead passengers stay.
+    let far = at(1_000_000_000_000);
+    assert_eq!(store.purge_passengers("acme", far).await.unwrap(), 1);
+    assert_not_found(store.get(complete_recent).await, complete_recent);
+    for (id, state) in &kept[..4] {
+        assert_eq!(state_of(&store, *id).await, *state);
+    }
+    let counts = store.counts(Some("acme")).await.unwrap();
+    let states: Vec<_> = counts
+        .values()
+        .flat_map(|states| states.iter().map(|(state, n)| (*state, *n)))
+        .collect();
+    assert_eq!(states.len(), 4, "{counts:?}");
+    assert!(
+        states
+            .iter()
+            .all(|(state, n)| !state.is_purgeable() && *n == 1)
+    );
+    assert_eq!(store.counts(Some("globex")).await.unwrap().len(), 1);
+    // A purged passenger's key is free again.
+    let again = seat_one(&store, &key("complete"), &steps, "c", at(3_000)).await;
+    assert_ne!(again, complete_old);
+}
+
+pub(crate) async fn purge_works_in_chunks<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let total = 5_200;
+    let passengers: Vec<_> = (0..total).map(|n| pulled(&format!("p{n}"))).collect();
+    for chunk in passengers.chunks(1_000) {
+        store
+            .seat(&key, "v1", &[pusher("file")], chunk, at(0))
+            .await
+            .unwrap();
+    }
+    loop {
+        let leased = store.lease(&key, 1_000, LEASE, at(1)).await.unwrap();
+        if leased.is_empty() {
+            break;
+        }
+        let reports: Vec<_> = leased
+            .iter()
+            .map(|leased| report(leased, vec![(0, StepChange::Done)]))
+            .collect();
+        store.finish(&reports, at(2)).await.unwrap();
+    }
+    let purged = store.purge_passengers("acme", at(3)).await.unwrap();
+    assert_eq!(purged, total as u64);
+    assert!(store.counts(None).await.unwrap().is_empty());
+    let page = store.list(&QueueFilter::default(), None, 10).await.unwrap();
+    assert!(page.is_empty());
+}
+
+// ---- counts and browsing ----
+
+pub(crate) async fn open_count_and_next_due_follow_the_open_work<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let steps = vec![pusher("file")];
+    assert_eq!(store.open_count(&key).await.unwrap(), 0);
+    assert_eq!(store.next_due(&key).await.unwrap(), None);
+
+    seat_one(&store, &key, &steps, "a", at(0)).await;
+    seat_one(&store, &key, &steps, "b", at(100)).await;
+    assert_eq!(store.open_count(&key).await.unwrap(), 2);
+    assert_eq!(store.next_due(&key).await.unwrap(), Some(at(0)));
+
+    let a = lease_one(&store, &key, at(200)).await;
+    assert_eq!(store.next_due(&key).await.unwrap(), Some(at(100)));
+    finish_one(
+        &store,
+        report(&a, vec![(0, retry_at("timeout", 30_000))]),
+        at(300),
+    )
+    .await;
+    let b = store
+        .lease(&key, 1, Duration::from_secs(60), at(400))
+        .await
+        .unwrap()
+        .remove(0);
+    // Failed `a` is due at 30 s; `b`'s lease runs until 60.4 s.
+    assert_eq!(store.open_count(&key).await.unwrap(), 2);
+    assert_eq!(store.next_due(&key).await.unwrap(), Some(at(30_000)));
+    finish_one(&store, report(&b, vec![(0, StepChange::Done)]), at(500)).await;
+    assert_eq!(store.open_count(&key).await.unwrap(), 1);
+    assert_eq!(store.next_due(&key).await.unwrap(), Some(at(30_000)));
+    let other = PipelineKey::new("acme", "other");
+    assert_eq!(store.open_count(&other).await.unwrap(), 0);
+}
+
+pub(crate) async fn counts_per_pipeline_of_one_client_or_all<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let invoices = invoices();
+    let mail = PipelineKey::new("acme", "mail");
+    let feed = PipelineKey::new("globex", "feed");
+    let steps = vec![pusher("file")];
+    seat_one(&store, &invoices, &steps, "a", at(0)).await;
+    seat_one(&store, &invoices, &steps, "b", at(0)).await;
+    let leased = seat_and_lease(&store, &mail, &steps, "m", at(0)).await;
+    finish_one(&store, report(&leased, vec![(0, StepChange::Done)]), at(1)).await;
+    seat_one(&store, &feed, &steps, "f", at(0)).await;
+    lease_one(&store, &feed, at(1)).await;
+
+    let all = store.counts(None).await.unwrap();
+    let keys: Vec<_> = all.keys().cloned().collect();
+    assert_eq!(keys, [invoices.clone(), mail.clone(), feed.clone()]);
+    assert_eq!(all[&invoices].len(), 1);
+    assert_eq!(all[&invoices][&PassengerState::Pending], 2);
+    assert_eq!(all[&mail].len(), 1);
+    assert_eq!(all[&mail][&PassengerState::Complete], 1);
+    assert_eq!(all[&feed].len(), 1);
+    assert_eq!(all[&feed][&PassengerState::InFlight], 1);
+
+    let acme = store.counts(Some("acme")).await.unwrap();
+    let keys: Vec<_> = acme.keys().cloned().collect();
+    assert_eq!(keys, [invoices, mail]);
+    assert!(store.counts(Some("nobody")).await.unwrap().is_empty());
+}
+
+pub(crate) async fn list_pages_newest_first<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let steps = vec![pusher("file")];
+    let mut ids = Vec::new();
+    for n in 0..7 {
+        ids.push(seat_one(&store, &key, &steps, &format!("p{n}"), at(n)).await);
+    }
+    ids.reverse();
+
+    let everything = QueueFilter::default();
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store.list(&everything, before, 3).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        before = page.last().map(|entry| entry.id);
+        pages.push(page.iter().map(|entry| entry.id).collect::<Vec<_>>());
+    }
+    assert_eq!(
+        pages,
+        [ids[0..3].to_vec(), ids[3..6].to_vec(), ids[6..].to_vec()]
+    );
+    assert!(store.list(&everything, None, 0).await.unwrap().is_empty());
+}
+
+pub(crate) async fn list_applies_every_filter<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let invoices = invoices();
+    let mail = PipelineKey::new("acme", "mail");
+    let feed = PipelineKey::new("globex", "feed");
+    let steps = vec![pusher("file")];
+    let inv1 = seat_one(&store, &invoices, &steps, "INV-1", at(0)).await;
+    let inv2 = seat_one(&store, &invoices, &steps, "INV-2", at(1_000)).await;
+    let message = Passenger::pulled("smtp-in", "MSG-1");
+    store
+        .seat(
+            &mail,
+            "v1",
+            &steps,
+            std::slice::from_ref(&message),
+            at(2_000),
+        )
+        .await
+        .unwrap();
+    let msg1 = message.id;
+    let inv3 = seat_one(&store, &feed, &steps, "INV-3", at(3_000)).await;
+    let leased = lease_one(&store, &invoices, at(4_000)).await;
+    assert_eq!(leased.passenger.id, inv1);
+    finish_one(
+        &store,
+        report(&leased, vec![(0, dead("schema mismatch"))]),
+        at(4_001),
+    )
+    .await;
+
+    let list = |filter: QueueFilter| {
+        let store = &store;
+        async move {
+            let page = store.list(&filter, None, 100).await.unwrap();
+            page.into_iter().map(|entry| entry.id).collect::<Vec<_>>()
+        }
+    };
+    let filter = QueueFilter::default;
+    assert_eq!(list(filter()).await, [inv3, msg1, inv2, inv1]);
+    let acme = || QueueFilter {
+        client: Some("acme".into()),
+        ..filter()
+    };
+    assert_eq!(list(acme()).await, [msg1, inv2, inv1]);
+    let mail_only = QueueFilter {
+        pipeline: Some("mail".into()),
+        ..acme()
+    };
+    assert_eq!(list(mail_only).await, [msg1]);
+    let pipeline_only = QueueFilter {
+        pipeline: Some("feed".into()),
+        ..filter()
+    };
+    assert_eq!(list(pipeline_only).await, [inv3]);
+    let dead_ones = QueueFilter {
+        state: Some(PassengerState::Dead),
+        ..filter()
+    };
+    assert_eq!(list(dead_ones).await, [inv1]);
+    let pending_acme = QueueFilter {
+        state: Some(PassengerState::Pending),
+        ..acme()
+    };
+    assert_eq!(list(pending_acme).await, [msg1, inv2]);
+    let text = |needle: &str| QueueFilter {
+        text: Some(needle.into()),
+        ..filter()
+    };
+    assert_eq!(list(text("INV")).await, [inv3, inv2, inv1]);
+    assert_eq!(list(text("smtp")).await, [msg1]);
+    assert_eq!(list(text("%")).await, Vec::<PassengerId>::new());
+    let acme_invoices = QueueFilter {
+        text: Some("INV".into()),
+        ..acme()
+    };
+    assert_eq!(list(acme_invoices).await, [inv2, inv1]);
+    // `since` is inclusive, `until` exclusive.
+    let since = QueueFilter {
+        since: Some(at(1_000)),
+        ..filter()
+    };
+    assert_eq!(list(since).await, [inv3, msg1, inv2]);
+    let until = QueueFilter {
+        until: Some(at(2_000)),
+        ..filter()
+    };
+    assert_eq!(list(until).await, [inv2, inv1]);
+
+    let entry = store
+        .list(&dead_ones_filter(), None, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(entry.client, "acme");
+    assert_eq!(entry.pipeline, "invoices");
+    assert_eq!(entry.source_system, "imap");
+    assert_eq!(entry.external_id, "INV-1");
+    assert_eq!(entry.state, PassengerState::Dead);
+    assert_eq!(entry.created_at, at(0));
+    assert_eq!(entry.updated_at, at(4_001));
+    assert_eq!(entry.last_error.as_deref(), Some("schema mismatch"));
+}
+
+fn dead_ones_filter() -> QueueFilter {
+    QueueFilter {
+        state: Some(PassengerState::Dead),
+        ..QueueFilter::default()
+    }
+}
+
+// ---- runs ----
+
+fn line(ms: i64, level: LogLevel, message: &str) -> LogLine {
+    LogLine {
+        at: at(ms),
+        level,
+        message: message.into(),
+    }
+}
+
+pub(crate) async fn runs_and_their_logs<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let other = PipelineKey::new("acme", "mail");
+    let first = store.start_run(&key, "v1", at(0)).await.unwrap();
+    let second = store.start_run(&other, "v2", at(10)).await.unwrap();
+    assert_ne!(first, second);
+
+    let lines = vec![
+        line(1, LogLevel::Info, "pulling"),
+        line(2, LogLevel::Warn, "slow server"),
+        line(3, LogLevel::Error, "one file unreadable"),
+    ];
+    store.log_run(first, &lines).await.unwrap();
+    store
+        .log_run(first, &[line(4, LogLevel::Info, "done")])
+        .await
+        .unwrap();
+    store.log_run(first, &[]).await.unwrap();
+    let logged = store.run_logs(first).await.unwrap();
+    assert_eq!(logged.len(), 4);
+    assert_eq!(logged[..3], lines[..]);
+    assert_eq!(logged[3].message, "done");
+    assert!(store.run_logs(second).await.unwrap().is_empty());
+
+    let counts = RunCounts {
+        pulled: 3,
+        seated: 2,
+        duplicates: 1,
+        failed: 0,
+    };
+    store
+        .finish_run(first, RunStatus::Succeeded, counts, None, at(100))
+        .await
+        .unwrap();
+    store
+        .finish_run(
+            second,
+            RunStatus::Failed,
+            RunCounts::default(),
+            Some("boom"),
+            at(200),
+        )
+        .await
+        .unwrap();
+
+    let runs = store.runs(None, 10).await.unwrap();
+    let ids: Vec<_> = runs.iter().map(|run| run.id).collect();
+    assert_eq!(ids, [second, first]);
+    let run = &runs[1];
+    assert_eq!(run.client, "acme");
+    assert_eq!(run.pipeline, "invoices");
+    assert_eq!(run.version, "v1");
+    assert_eq!(run.started_at, at(0));
+    assert_eq!(run.finished_at, Some(at(100)));
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(run.counts, counts);
+    assert_eq!(run.error, None);
+    assert_eq!(runs[0].status, RunStatus::Failed);
+    assert_eq!(runs[0].error.as_deref(), Some("boom"));
+
+    let of_key = store.runs(Some(&key), 10).await.unwrap();
+    assert_eq!(of_key.len(), 1);
+    assert_eq!(of_key[0].id, first);
+    let newest = store.runs(None, 1).await.unwrap();
+    assert_eq!(newest.len(), 1);
+    assert_eq!(newest[0].id, second);
+
+    let third = store.start_run(&key, "v1", at(300)).await.unwrap();
+    let running = &store.runs(Some(&key), 1).await.unwrap()[0];
+    assert_eq!(running.id, third);
+    assert_eq!(running.status, RunStatus::Running);
+    assert_eq!(running.finished_at, None);
+
+    let unknown = third + 1_000;
+    assert!(store.log_run(unknown, &lines).await.is_err());
+    let failed = RunStatus::Failed;
+    let result = store
+        .finish_run(unknown, failed, RunCounts::default(), None, at(1))
+        .await;
+    assert!(result.is_err());
+    assert!(store.run_logs(unknown).await.unwrap().is_empty());
+}
+
+pub(crate) async fn purge_runs_keeps_running_and_recent_runs<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let globex = PipelineKey::new("globex", "feed");
+    let done = RunStatus::Succeeded;
+    let counts = RunCounts::default();
+
+    let old = store.start_run(&key, "v1", at(0)).await.unwrap();
+    store
+        .log_run(old, &[line(1, LogLevel::Info, "x")])
+        .await
+        .unwrap();
+    store
+        .finish_run(old, done, counts, None, at(1_000))
+        .await
+        .unwrap();
+    let recent = store.start_run(&key, "v1", at(0)).await.unwrap();
+    store
+        .finish_run(recent, done, counts, None, at(5_000))
+        .await
+        .unwrap();
+    let running = store.start_run(&key, "v1", at(0)).await.unwrap();
+    let other_old = store.start_run(&globex, "v1", at(0)).await.unwrap();
+    store
+        .finish_run(other_old, done, counts, None, at(1_000))
+        .await
+        .unwrap();
+
+    assert_eq!(store.purge_runs("acme", at(2_000)).await.unwrap(), 1);
+    let ids: Vec<_> = store
+        .runs(None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|run| run.id)
+        .collect();
+    assert_eq!(ids, [other_old, running, recent]);
+    assert!(store.run_logs(old).await.unwrap().is_empty());
+    assert_eq!(store.purge_runs("acme", at(2_000)).await.unwrap(), 0);
+    assert_eq!(store.purge_runs("acme", at(1_000_000)).await.unwrap(), 1);
+    let ids: Vec<_> = store
+        .runs(Some(&key), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|run| run.id)
+        .collect();
+    assert_eq!(ids, [running]);
+}
+
+pub(crate) async fn abandon_marks_running_runs_failed<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let running = store.start_run(&key, "v1", at(0)).await.unwrap();
+    let finished = store.start_run(&key, "v1", at(0)).await.unwrap();
+    let counts = RunCounts::default();
+    store
+        .finish_run(finished, RunStatus::Partial, counts, None, at(10))
+        .await
+        .unwrap();
+
+    assert_eq!(store.abandon_running_runs(at(500)).await.unwrap(), 1);
+    let runs = store.runs(None, 10).await.unwrap();
+    let abandoned = runs.iter().find(|run| run.id == running).unwrap();
+    assert_eq!(abandoned.status, RunStatus::Failed);
+    assert_eq!(abandoned.finished_at, Some(at(500)));
+    assert!(abandoned.error.is_some());
+    let untouched = runs.iter().find(|run| run.id == finished).unwrap();
+    assert_eq!(untouched.status, RunStatus::Partial);
+    assert_eq!(untouched.finished_at, Some(at(10)));
+    assert_eq!(untouched.error, None);
+    assert_eq!(store.abandon_running_runs(at(600)).await.unwrap(), 0);
+}
+
+// ---- definitions and flags ----
+
+pub(crate) async fn definitions_are_versioned_by_hash<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let file = "clients/acme/pipelines/invoices.yaml";
+    assert!(
+        store
+            .record_definition(file, "h1", "a: 1", at(0))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_definition(file, "h1", "a: 1", at(5))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_definition(file, "h2", "a: 2", at(10))
+            .await
+            .unwrap()
+    );
+    let other = "clients/acme/client.yaml";
+    assert!(
+        store
+            .record_definition(other, "h1", "b", at(20))
+            .await
+            .unwrap()
+    );
+
+    let versions = store.definition_versions(file).await.unwrap();
+    let seen: Vec<_> = versions
+        .iter()
+        .map(|v| {
+            (
+                v.file.as_str(),
+                v.hash.as_str(),
+                v.content.as_str(),
+                v.loaded_at,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [(file, "h2", "a: 2", at(10)), (file, "h1", "a: 1", at(0))]
+    );
+    assert_eq!(store.definition_versions(other).await.unwrap().len(), 1);
+    assert!(
+        store
+            .definition_versions("nothing.yaml")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub(crate) async fn pipelines_pause_and_resume<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let invoices = invoices();
+    let feed = PipelineKey::new("globex", "feed");
+    let mail = PipelineKey::new("acme", "mail");
+    assert!(store.paused().await.unwrap().is_empty());
+    store.set_paused(&feed, true).await.unwrap();
+    store.set_paused(&invoices, true).await.unwrap();
+    store.set_paused(&mail, false).await.unwrap();
+    assert_eq!(
+        store.paused().await.unwrap(),
+        [invoices.clone(), feed.clone()]
+    );
+    store.set_paused(&invoices, false).await.unwrap();
+    store.set_paused(&feed, true).await.unwrap();
+    assert_eq!(store.paused().await.unwrap(), [feed]);
+}
+
+// ---- durability ----
+
+pub(crate) async fn data_survives_a_reopen<S: TestStore>() {
+    let (place, store) = S::create().await;
+    let key = invoices();
+    let steps = three_steps();
+    let all_done = vec![
+        (0, StepChange::Done),
+        (1, StepChange::Done),
+        (2, StepChange::Done),
+    ];
+    let leased = seat_and_lease(&store, &key, &steps, "complete", at(0)).await;
+    finish_one(&store, report(&leased, all_done), at(1)).await;
+    let complete = leased.passenger.id;
+    let leased = lease_one_after_seat(&store, &key, &steps, "failed").await;
+    let processed = (Metadata::new(), Body::json(&json!({ "mapped": true })));
+    let finished = Finished {
+        processed: Some(processed.clone()),
+        ..report(
+            &leased,
+            vec![(0, StepChange::Done), (1, retry_at("timeout", 50_000))],
+        )
+    };
+    finish_one(&store, finished, at(3)).await;
+    let failed = leased.passenger.id;
+    let in_flight = lease_one_after_seat(&store, &key, &steps, "leased").await;
+    let pending = seat_one(&store, &key, &steps, "pending", at(4)).await;
+
+    let run = store.start_run(&key, "v1", at(0)).await.unwrap();
+    store
+        .log_run(run, &[line(1, LogLevel::Info, "pulled 4")])
+        .await
+        .unwrap();
+    store
+        .record_definition("p.yaml", "h1", "x", at(0))
+        .await
+        .unwrap();
+    store.set_paused(&key, true).await.unwrap();
+
+    let counts = store.counts(None).await.unwrap();
+    let detail_before = store.get(failed).await.unwrap();
+    drop(store);
+    let store = S::reopen(&place).await;
+
+    assert_eq!(store.counts(None).await.unwrap(), counts);
+    assert_eq!(state_of(&store, complete).await, PassengerState::Complete);
+    assert_eq!(state_of(&store, pending).await, PassengerState::Pending);
+    let detail = store.get(failed).await.unwrap();
+    assert_eq!(detail.entry, detail_before.entry);
+    assert_eq!(detail.steps, detail_before.steps);
+    assert_eq!(detail.attempts, detail_before.attempts);
+    assert_eq!(detail.processed, Some(processed));
+    assert_eq!(detail.original, detail_before.original);
+    assert_eq!(store.runs(None, 10).await.unwrap()[0].id, run);
+    assert_eq!(store.run_logs(run).await.unwrap().len(), 1);
+    assert_eq!(store.definition_versions("p.yaml").await.unwrap().len(), 1);
+    assert_eq!(store.paused().await.unwrap(), std::slice::from_ref(&key));
+
+    // The lease taken before the restart still holds, and expires as usual.
+    let id = in_flight.passenger.id;
+    assert_eq!(state_of(&store, id).await, PassengerState::InFlight);
+    let after_expiry = at(LEASE.as_millis() as i64 + 10);
+    let leased = store.lease(&key, 10, LEASE, after_expiry).await.unwrap();
+    let ids: HashSet<_> = leased.iter().map(|leased| leased.passenger.id).collect();
+    assert_eq!(ids, HashSet::from([id, pending, failed]));
+}
+
+/// Seats a passenger at 2 ms and leases it (whatever else is due is already leased).
+async fn lease_one_after_seat<S: Store>(
+    store: &S,
+    key: &PipelineKey,
+    steps: &[StepDef],
+    external_id: &str,
+) -> Leased {
+    seat_and_lease(store, key, steps, external_id, at(2)).await
+}
