@@ -146,6 +146,13 @@ impl Engine {
                 "runs of an earlier process that stopped unexpectedly marked failed"
             );
         }
+        let recovered = store.recover_leases(chrono::Utc::now()).await?;
+        if recovered > 0 {
+            tracing::warn!(
+                recovered,
+                "passengers leased by an earlier process that stopped unexpectedly are due again"
+            );
+        }
         let paused = store.paused().await?.into_iter().collect();
         let workers = project.system.workers;
         let shared = Arc::new(Shared {

@@ -459,6 +459,11 @@ pub trait Store: Send + Sync {
     /// Gives leased passengers back unchanged, due now (used at shutdown).
     async fn release(&self, leases: &[(PassengerId, LeaseToken)], now: Timestamp) -> Result<()>;
 
+    /// Gives back every lease held by processes that no longer run, due now; returns how many
+    /// passengers it released. The SQLite store is worked by one process at a time (`ferry run`
+    /// holds a lock on the project), so at that process's start every lease is a dead one's.
+    async fn recover_leases(&self, now: Timestamp) -> Result<u64>;
+
     /// Passengers of the pipeline that still have work (pending, in flight or failed).
     async fn open_count(&self, pipeline: &PipelineKey) -> Result<u64>;
 

@@ -292,6 +292,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn recover_leases(&self, now: Timestamp) -> Result<u64> {
+        self.write(move |conn| queue::recover_leases(conn, now))
+            .await
+    }
+
     async fn open_count(&self, pipeline: &PipelineKey) -> Result<u64> {
         let key = pipeline.clone();
         self.read(move |conn| browse::open_count(conn, &key)).await

@@ -385,6 +385,19 @@ pub(super) fn release(
     updates.write(conn, now)
 }
 
+/// Releases every lease, as [`release`] would for its holder.
+pub(super) fn recover_leases(conn: &Connection, now: Timestamp) -> Result<u64> {
+    let mut statement =
+        conn.prepare_cached("SELECT id, lease_token FROM passengers WHERE state = 'in_flight'")?;
+    let leases = statement
+        .query_map([], |row| {
+            Ok((id_from_bytes(row.get(0)?), row.get::<_, LeaseToken>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    release(conn, &leases, now)?;
+    Ok(leases.len() as u64)
+}
+
 /// Makes the failed and dead steps of a passenger pending again, with fresh attempts.
 pub(super) fn retry(conn: &Connection, id: PassengerId, now: Timestamp) -> Result<()> {
     let now = millis(now);

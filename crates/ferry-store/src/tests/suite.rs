@@ -385,6 +385,25 @@ pub(crate) async fn expired_lease_comes_back_and_stale_reports_are_ignored<S: Te
     assert_eq!(store.finish(&[again], at(12_000)).await.unwrap(), 0);
 }
 
+pub(crate) async fn recovered_leases_are_due_at_once<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let id = seat_one(&store, &key, &three_steps(), "x", at(0)).await;
+    let held = lease_one(&store, &key, at(0)).await;
+    assert!(store.lease(&key, 1, LEASE, at(1)).await.unwrap().is_empty());
+
+    // The process that held the lease died; a new one recovers it long before it expires.
+    assert_eq!(store.recover_leases(at(1)).await.unwrap(), 1);
+    assert_eq!(state_of(&store, id).await, PassengerState::Pending);
+    let again = lease_one(&store, &key, at(2)).await;
+    assert_eq!(again.passenger.id, id);
+    assert_ne!(again.token, held.token);
+    let stale = report(&held, vec![(0, StepChange::Done)]);
+    assert_eq!(store.finish(&[stale], at(3)).await.unwrap(), 0);
+    assert_eq!(store.recover_leases(at(4)).await.unwrap(), 1);
+    assert_eq!(store.recover_leases(at(5)).await.unwrap(), 0);
+}
+
 pub(crate) async fn concurrent_leases_never_share_a_passenger<S: TestStore>() {
     let (_place, store) = S::create().await;
     let store = Arc::new(store);
