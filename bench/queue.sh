@@ -4,7 +4,10 @@
 # Measures how many passengers per second ferry seats and pushes with durable commits
 # (SQLite WAL, synchronous=FULL; one syncfs per pushed batch) and the peak RSS of the process.
 # Release build. Usage: bench/queue.sh [PASSENGERS]   (default 1000000)
-# Environment: WORKERS (2), BATCH (1000), LIMIT (queue_limit, 50000), BENCH_DIR (/tmp), KEEP=1.
+# Environment: WORKERS (2), BATCH (1000), LIMIT (queue_limit, 50000), BENCH_DIR (/tmp), KEEP=1,
+#   OUTBOX: where the pushed files go (default: in the bench directory, on the same disk as the
+#   queue). OUTBOX=/dev/shm/x puts them on tmpfs, to measure the queue without the disk's cost
+#   of creating one file per passenger (see bench/baseline_files.py for that cost alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +19,8 @@ LIMIT=${LIMIT:-50000}
 cargo build --release -q -p ferry
 BIN=$PWD/target/release/ferry
 WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/ferry-bench.XXXXXX")
-trap '[ -n "${PID:-}" ] && kill -9 "$PID" 2>/dev/null; [ -z "${KEEP:-}" ] && rm -rf "$WORK"' EXIT
+OUTBOX=${OUTBOX:-$WORK/outbox}
+trap '[ -n "${PID:-}" ] && kill -9 "$PID" 2>/dev/null; [ -z "${KEEP:-}" ] && rm -rf "$WORK" "$OUTBOX"' EXIT
 
 mkdir -p "$WORK/clients/bench/pipelines"
 cat > "$WORK/ferry.yaml" <<YAML
@@ -33,7 +37,7 @@ pullers:
     size: 1024
 pushers:
   - type: file
-    path: outbox
+    path: $OUTBOX
     name_template: "{external_id}.json"
 batch_size: $BATCH
 queue_limit: $LIMIT
@@ -44,6 +48,7 @@ complete() {
 }
 
 echo "ferry queue benchmark: $N passengers of 1 KB, $WORKERS workers, batches of $BATCH, queue limit $LIMIT"
+echo "queue: $WORK/data (disk, synchronous=FULL); outbox: $OUTBOX ($(stat -f -c %T "$(dirname "$OUTBOX")"))"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
 start=$(date +%s.%N)
 RUST_LOG=warn "$BIN" run "$WORK" 2> "$WORK/ferry.log" &
@@ -60,7 +65,7 @@ echo
 peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
 kill -TERM "$PID"; wait "$PID" || true; PID=
 
-files=$(find "$WORK/outbox" -maxdepth 1 -type f -name '*.json' | wc -l)
+files=$(find "$OUTBOX" -maxdepth 1 -type f -name '*.json' | wc -l)
 awk -v n="$N" -v s="$start" -v e="$end" -v kb="$peak_kb" -v f="$files" 'BEGIN {
   t = e - s
   printf "passengers:        %d (files in outbox: %d)\n", n, f

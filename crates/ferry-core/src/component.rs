@@ -91,7 +91,7 @@ pub trait Processor: Send + Sync {
 pub trait Pusher: Send + Sync {
     /// Delivers a batch; returns one result per passenger, in order. A pusher that can make the
     /// batch durable at once (one fsync, one transaction) should.
-    async fn push(&self, passengers: &[Passenger]) -> Vec<Result<(), StepError>>;
+    async fn push(&self, passengers: &[&Passenger]) -> Vec<Result<(), StepError>>;
 }
 
 /// Builds pullers of one type from their typed configuration.

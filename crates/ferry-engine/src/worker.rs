@@ -115,9 +115,9 @@ async fn process_batch(shared: &Shared, pipeline: &Active, leased: Vec<Leased>) 
         if due.is_empty() {
             continue;
         }
-        let batch: Vec<Passenger> = due
+        let batch: Vec<&Passenger> = due
             .iter()
-            .map(|(j, _, _)| journeys[*j].leased.passenger.clone())
+            .map(|(j, _, _)| &journeys[*j].leased.passenger)
             .collect();
         let results = push(shared, pusher.as_ref(), &batch).await;
         let mut pushed = 0;
@@ -264,7 +264,7 @@ fn run_processors(shared: &Shared, pipeline: &Active, journey: &mut Journey, now
 async fn push(
     shared: &Shared,
     pusher: &dyn ferry_core::Pusher,
-    batch: &[Passenger],
+    batch: &[&Passenger],
 ) -> Vec<Result<(), StepError>> {
     let call = AssertUnwindSafe(pusher.push(batch)).catch_unwind();
     let error = match tokio::time::timeout(shared.options.push_timeout, call).await {

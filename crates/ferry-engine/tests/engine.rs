@@ -15,7 +15,7 @@ struct Panicking;
 
 #[async_trait]
 impl Pusher for Panicking {
-    async fn push(&self, _: &[Passenger]) -> Vec<Result<(), StepError>> {
+    async fn push(&self, _: &[&Passenger]) -> Vec<Result<(), StepError>> {
         panic!("this pusher is broken")
     }
 }
@@ -36,7 +36,7 @@ struct Refusing;
 
 #[async_trait]
 impl Pusher for Refusing {
-    async fn push(&self, batch: &[Passenger]) -> Vec<Result<(), StepError>> {
+    async fn push(&self, batch: &[&Passenger]) -> Vec<Result<(), StepError>> {
         vec![Err(StepError::retryable("target unavailable")); batch.len()]
     }
 }

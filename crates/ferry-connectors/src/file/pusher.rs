@@ -83,7 +83,7 @@ struct PlannedFile {
 
 #[async_trait]
 impl Pusher for FilePusher {
-    async fn push(&self, passengers: &[Passenger]) -> Vec<Result<(), StepError>> {
+    async fn push(&self, passengers: &[&Passenger]) -> Vec<Result<(), StepError>> {
         let plans: Vec<_> = passengers.iter().map(|p| self.plan(p)).collect();
         let dir = self.dir.clone();
         // One blocking task for the whole batch, not one per file.

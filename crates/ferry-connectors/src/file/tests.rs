@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use ferry_core::{Attachment, Body, BuildContext, BuildError, Passenger, Puller, Pusher, Seated};
+use ferry_core::{
+    Attachment, Body, BuildContext, BuildError, Passenger, Puller, Pusher, Seated, StepError,
+};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -358,6 +360,18 @@ fn puller_configuration_errors_name_their_key() {
 
 // ---- pusher -------------------------------------------------------------------------------
 
+/// Pushes owned passengers through a pusher (which takes references).
+trait PushAll {
+    async fn push_all(&self, passengers: &[Passenger]) -> Vec<Result<(), StepError>>;
+}
+
+impl PushAll for Box<dyn Pusher> {
+    async fn push_all(&self, passengers: &[Passenger]) -> Vec<Result<(), StepError>> {
+        let refs: Vec<&Passenger> = passengers.iter().collect();
+        self.push(&refs).await
+    }
+}
+
 fn passenger(external_id: &str, body: &str) -> Passenger {
     Passenger::pulled("edi", external_id).with_body(Body {
         media_type: "text/plain".into(),
@@ -404,7 +418,7 @@ async fn writes_bodies_under_template_names_creating_directories() {
         json!({ "path": "out/deep", "name_template": "{source_system}/{external_id}.txt" });
     let pusher = build_pusher(project.path(), config).unwrap();
     let results = pusher
-        .push(&[passenger("1", "one"), passenger("2", "two")])
+        .push_all(&[passenger("1", "one"), passenger("2", "two")])
         .await;
     assert_eq!(results, [Ok(()), Ok(())]);
     let out = project.path().join("out/deep");
@@ -426,7 +440,9 @@ async fn writes_attachments_or_body_as_configured() {
     let three = passenger("three", "body 3");
 
     let auto = build_pusher(project.path(), json!({ "path": "out" })).unwrap();
-    let results = auto.push(&[one.clone(), two.clone(), three.clone()]).await;
+    let results = auto
+        .push_all(&[one.clone(), two.clone(), three.clone()])
+        .await;
     assert_eq!(results, [Ok(()), Ok(()), Ok(())]);
     assert_eq!(tree(&out), ["one", "three", "two-.._b.pdf", "two-a.pdf"]);
     assert_eq!(read(out.join("one")), "pdf");
@@ -435,12 +451,12 @@ async fn writes_attachments_or_body_as_configured() {
     assert_eq!(read(out.join("three")), "body 3");
 
     let body = build_pusher(project.path(), json!({ "path": "body", "content": "body" })).unwrap();
-    assert_eq!(body.push(std::slice::from_ref(&one)).await, [Ok(())]);
+    assert_eq!(body.push_all(std::slice::from_ref(&one)).await, [Ok(())]);
     assert_eq!(read(project.path().join("body/one")), "body 1");
 
     let config = json!({ "path": "att", "content": "attachments" });
     let attachments = build_pusher(project.path(), config).unwrap();
-    let results = attachments.push(&[one, three]).await;
+    let results = attachments.push_all(&[one, three]).await;
     assert_eq!(results[0], Ok(()));
     let error = results[1].clone().unwrap_err();
     assert!(error.message.contains("no attachments"), "{error}");
@@ -452,7 +468,7 @@ async fn attachments_with_the_same_name_do_not_overwrite_each_other() {
     let project = tempfile::tempdir().unwrap();
     let twins = attach(attach(passenger("p", ""), "x.txt", "1"), "x.txt", "2");
     let pusher = build_pusher(project.path(), json!({ "path": "out" })).unwrap();
-    assert_eq!(pusher.push(&[twins]).await, [Ok(())]);
+    assert_eq!(pusher.push_all(&[twins]).await, [Ok(())]);
     let out = project.path().join("out");
     assert_eq!(tree(&out), ["p-2-x.txt", "p-x.txt"]);
     assert_eq!(read(out.join("p-x.txt")), "1");
@@ -469,7 +485,7 @@ async fn unsafe_rendered_names_are_refused() {
     let mut fine = passenger("2", "x");
     fine.metadata.insert("dir".into(), "..".into());
     fine.metadata.insert("name".into(), "ok".into());
-    let results = pusher.push(&[absolute, fine]).await;
+    let results = pusher.push_all(&[absolute, fine]).await;
     let error = results[0].clone().unwrap_err();
     assert!(error.message.contains("is absolute"), "{error}");
     assert!(!error.retryable);
@@ -479,12 +495,12 @@ async fn unsafe_rendered_names_are_refused() {
 
     let config = json!({ "path": "out", "name_template": "..{metadata.name}" });
     let pusher = build_pusher(project.path(), config).unwrap();
-    let results = pusher.push(&[passenger("3", "x")]).await;
+    let results = pusher.push_all(&[passenger("3", "x")]).await;
     assert!(results[0].clone().unwrap_err().message.contains("`..`"));
 
     let config = json!({ "path": "out", "name_template": "{metadata.name}" });
     let pusher = build_pusher(project.path(), config).unwrap();
-    let results = pusher.push(&[passenger("4", "x")]).await;
+    let results = pusher.push_all(&[passenger("4", "x")]).await;
     assert!(results[0].clone().unwrap_err().message.contains("empty"));
 }
 
@@ -502,7 +518,7 @@ async fn one_failing_file_does_not_fail_the_others() {
         passenger
     };
     let results = pusher
-        .push(&[
+        .push_all(&[
             in_dir("ok", "a"),
             in_dir("blocker", "under-a-file"),
             in_dir("ok", "taken"),
@@ -526,8 +542,11 @@ async fn re_push_overwrites_and_leaves_no_temporary_files() {
     // What a crash between writing and renaming leaves behind.
     fs::write(out.join(".42.ferry-tmp"), "half").unwrap();
     let pusher = build_pusher(project.path(), json!({ "path": "out" })).unwrap();
-    assert_eq!(pusher.push(&[passenger("42", "first")]).await, [Ok(())]);
-    assert_eq!(pusher.push(&[passenger("42", "second")]).await, [Ok(())]);
+    assert_eq!(pusher.push_all(&[passenger("42", "first")]).await, [Ok(())]);
+    assert_eq!(
+        pusher.push_all(&[passenger("42", "second")]).await,
+        [Ok(())]
+    );
     assert_eq!(tree(&out), ["42"]);
     assert_eq!(read(out.join("42")), "second");
 }
@@ -538,7 +557,7 @@ async fn the_last_passenger_of_a_batch_wins_a_shared_name() {
     let config = json!({ "path": "out", "name_template": "{source_system}" });
     let pusher = build_pusher(project.path(), config).unwrap();
     let results = pusher
-        .push(&[passenger("1", "first"), passenger("2", "second")])
+        .push_all(&[passenger("1", "first"), passenger("2", "second")])
         .await;
     assert_eq!(results, [Ok(()), Ok(())]);
     let out = project.path().join("out");
@@ -554,7 +573,7 @@ async fn a_large_batch_is_written_completely() {
     let passengers: Vec<_> = (0..500)
         .map(|i| passenger(&format!("{i:04}"), &"x".repeat(1024)))
         .collect();
-    let results = pusher.push(&passengers).await;
+    let results = pusher.push_all(&passengers).await;
     assert!(results.iter().all(Result::is_ok));
     let written = tree(&project.path().join("out"));
     assert_eq!(written.len(), 500);
@@ -595,7 +614,7 @@ async fn file_round_trip_of_fifty_thousand() {
         let passengers: Vec<_> = (0..1000)
             .map(|i| passenger(&format!("{batch:02}-{i:04}"), &body))
             .collect();
-        assert!(pusher.push(&passengers).await.iter().all(Result::is_ok));
+        assert!(pusher.push_all(&passengers).await.iter().all(Result::is_ok));
     }
     println!("pushed 50,000 files of 1 KB in {:?}", start.elapsed());
 

@@ -33,7 +33,7 @@ impl Puller for Nothing {
 
 #[async_trait]
 impl Pusher for Nothing {
-    async fn push(&self, passengers: &[Passenger]) -> Vec<Result<(), StepError>> {
+    async fn push(&self, passengers: &[&Passenger]) -> Vec<Result<(), StepError>> {
         passengers.iter().map(|_| Ok(())).collect()
     }
 }
