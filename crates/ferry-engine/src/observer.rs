@@ -140,17 +140,20 @@ pub async fn log_observer(mut events: broadcast::Receiver<Event>) {
                 status,
                 counts,
                 error,
-            } => match status {
-                RunStatus::Failed => {
-                    error!(%pipeline, ?run, error = error.as_deref().unwrap_or(""), "run failed")
+            } => {
+                let run = run.map_or_else(|| "unrecorded".to_string(), |id| id.to_string());
+                match status {
+                    RunStatus::Failed => {
+                        error!(%pipeline, %run, error = error.as_deref().unwrap_or(""), "run failed")
+                    }
+                    RunStatus::Partial => {
+                        warn!(%pipeline, %run, pulled = counts.pulled, seated = counts.seated, failed = counts.failed, "run finished with failures")
+                    }
+                    _ => {
+                        info!(%pipeline, %run, pulled = counts.pulled, seated = counts.seated, duplicates = counts.duplicates, "run finished")
+                    }
                 }
-                RunStatus::Partial => {
-                    warn!(%pipeline, ?run, pulled = counts.pulled, seated = counts.seated, failed = counts.failed, "run finished with failures")
-                }
-                _ => {
-                    info!(%pipeline, ?run, pulled = counts.pulled, seated = counts.seated, duplicates = counts.duplicates, "run finished")
-                }
-            },
+            }
             Event::PassengersSeated {
                 pipeline,
                 seated,

@@ -18,7 +18,7 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(300);
 pub(crate) async fn run(shared: Arc<Shared>, active: Arc<Active>, mut pullers: Vec<NamedPuller>) {
     let mut first = true;
     loop {
-        let wait = trigger(&active.def.schedule, first, &shared);
+        let wait = next_run(&active.def.schedule, first, shared.options.continuous_pause);
         first = false;
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -36,12 +36,12 @@ pub(crate) async fn run(shared: Arc<Shared>, active: Arc<Active>, mut pullers: V
     }
 }
 
-/// Resolves when the schedule says the next run is due.
-async fn trigger(schedule: &Schedule, first: bool, shared: &Shared) {
+/// Resolves when the schedule says the next run is due; `first` is the run at start.
+async fn next_run(schedule: &Schedule, first: bool, continuous_pause: Duration) {
     match schedule {
         Schedule::Every(_) | Schedule::Continuous if first => {}
         Schedule::Every(every) => tokio::time::sleep(*every).await,
-        Schedule::Continuous => tokio::time::sleep(shared.options.continuous_pause).await,
+        Schedule::Continuous => tokio::time::sleep(continuous_pause).await,
         Schedule::Cron { cron, .. } => {
             let now = chrono::Utc::now();
             match cron.find_next_occurrence(&now, false) {
@@ -278,5 +278,56 @@ impl Run {
             counts: self.counts,
             error,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ferry_core::config::Schedule;
+    use tokio::time::{Instant, timeout};
+
+    use super::next_run;
+
+    #[tokio::test(start_paused = true)]
+    async fn intervals_run_at_once_then_every_period() {
+        let every = Schedule::Every(Duration::from_secs(30));
+        let pause = Duration::from_millis(250);
+        let start = Instant::now();
+        next_run(&every, true, pause).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        next_run(&every, false, pause).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
+
+        let start = Instant::now();
+        next_run(&Schedule::Continuous, false, pause).await;
+        assert_eq!(start.elapsed(), pause);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cron_waits_for_its_next_occurrence_and_manual_never_fires() {
+        // Every second: the next occurrence is at most a second away, never now.
+        let cron = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Required)
+            .build()
+            .parse("* * * * * *")
+            .unwrap();
+        let schedule = Schedule::Cron {
+            expression: "* * * * * *".into(),
+            cron: Box::new(cron),
+        };
+        let start = Instant::now();
+        next_run(&schedule, true, Duration::ZERO).await;
+        assert!(start.elapsed() <= Duration::from_secs(1));
+
+        let never = timeout(
+            Duration::from_secs(3600),
+            next_run(&Schedule::Manual, true, Duration::ZERO),
+        );
+        assert!(
+            never.await.is_err(),
+            "a manual pipeline runs only when asked"
+        );
     }
 }

@@ -302,3 +302,55 @@ async fn a_store_error_fails_the_run_visibly_and_loses_nothing() {
     engine.shutdown();
     engine.wait().await;
 }
+
+#[tokio::test]
+async fn an_unreadable_file_fails_alone_and_the_run_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(inbox.join("a.txt"), "a").unwrap();
+    std::fs::write(inbox.join("c.txt"), "c").unwrap();
+    // A FIFO matches the pattern but is not a file that can be read.
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(inbox.join("b.txt"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+    let pipeline = "schedule: manual\npullers:\n  - { type: file, path: inbox, settle: 0s, after_seat: delete }\npushers:\n  - { type: file, path: out, name_template: \"{metadata.file.name}\" }\n";
+    let (engine, store) = start(dir.path(), &[("files", pipeline)]).await;
+    let key = PipelineKey::new("acme", "files");
+
+    let versions = store
+        .definition_versions("clients/acme/pipelines/files.yaml")
+        .await
+        .unwrap();
+    assert_eq!(
+        versions.len(),
+        1,
+        "the loaded definition is stored with its hash"
+    );
+    assert_eq!(versions[0].content, pipeline);
+
+    engine.run_now(&key).unwrap();
+    eventually(
+        "the readable files delivered",
+        Duration::from_secs(10),
+        async || dir.path().join("out/a.txt").exists() && dir.path().join("out/c.txt").exists(),
+    )
+    .await;
+    let run = store.runs(Some(&key), 1).await.unwrap().remove(0);
+    assert_eq!(run.status, RunStatus::Partial);
+    assert_eq!((run.counts.seated, run.counts.failed), (2, 1));
+    let logs = store.run_logs(run.id).await.unwrap();
+    assert!(
+        logs.iter()
+            .any(|l| l.message.contains("b.txt") && l.message.contains("not a regular file")),
+        "{logs:?}"
+    );
+    assert!(
+        inbox.join("b.txt").exists(),
+        "what failed stays for the next run"
+    );
+    engine.shutdown();
+    engine.wait().await;
+}
