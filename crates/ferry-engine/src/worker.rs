@@ -195,32 +195,22 @@ fn run_processors(shared: &Shared, pipeline: &Active, journey: &mut Journey, now
             }
             continue;
         }
-        let Some((_, processor)) = pipeline.processors.iter().find(|(n, _)| *n == step.name) else {
-            let error = StepError::permanent(format!(
+        let result = match pipeline.processors.iter().find(|(n, _)| *n == step.name) {
+            Some((_, processor)) => {
+                let passenger = journey.leased.passenger.clone();
+                std::panic::catch_unwind(AssertUnwindSafe(|| processor.process(passenger)))
+                    .unwrap_or_else(|panic| {
+                        Err(StepError::retryable(format!(
+                            "processor panicked: {}",
+                            panic_message(&panic)
+                        )))
+                    })
+            }
+            None => Err(StepError::permanent(format!(
                 "processor `{}` is no longer in the pipeline; replay the passenger to use the current processors",
                 step.name
-            ));
-            let change = failure(
-                shared,
-                pipeline,
-                journey,
-                &step.name,
-                step.attempts,
-                &error,
-                now,
-            );
-            journey.changes.push((step.index, change));
-            journey.stopped = true;
-            return;
+            ))),
         };
-        let passenger = journey.leased.passenger.clone();
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| processor.process(passenger)))
-            .unwrap_or_else(|panic| {
-                Err(StepError::retryable(format!(
-                    "processor panicked: {}",
-                    panic_message(&panic)
-                )))
-            });
         match result {
             Ok(Outcome::Continue(passenger)) => {
                 journey.leased.passenger = passenger;

@@ -112,19 +112,25 @@ pub(super) fn list(
     let mut rows = select.query(params_from_iter(args))?;
     let mut entries = Vec::new();
     while let Some(row) = rows.next()? {
-        entries.push(QueueEntry {
-            id: id_from_bytes(row.get(0)?),
-            client: row.get(1)?,
-            pipeline: row.get(2)?,
-            source_system: row.get(3)?,
-            external_id: row.get(4)?,
-            state: passenger_state(text(row, 5)?)?,
-            created_at: time(row.get(6)?)?,
-            updated_at: time(row.get(7)?)?,
-            last_error: row.get(8)?,
-        });
+        entries.push(queue_entry(row, id_from_bytes(row.get(0)?))?);
     }
     Ok(entries)
+}
+
+/// A queue line from columns 1 to 8 of `row`: client, pipeline, source_system, external_id,
+/// state, created_at, updated_at, last_error (column 0 holds the id or seq).
+fn queue_entry(row: &rusqlite::Row<'_>, id: PassengerId) -> Result<QueueEntry> {
+    Ok(QueueEntry {
+        id,
+        client: row.get(1)?,
+        pipeline: row.get(2)?,
+        source_system: row.get(3)?,
+        external_id: row.get(4)?,
+        state: passenger_state(text(row, 5)?)?,
+        created_at: time(row.get(6)?)?,
+        updated_at: time(row.get(7)?)?,
+        last_error: row.get(8)?,
+    })
 }
 
 /// Everything about one passenger.
@@ -142,17 +148,7 @@ pub(super) fn get(conn: &Connection, id: PassengerId) -> Result<PassengerDetail>
         return Err(StoreError::NotFound(id));
     };
     let seq: i64 = row.get(0)?;
-    let entry = QueueEntry {
-        id,
-        client: row.get(1)?,
-        pipeline: row.get(2)?,
-        source_system: row.get(3)?,
-        external_id: row.get(4)?,
-        state: passenger_state(text(row, 5)?)?,
-        created_at: time(row.get(6)?)?,
-        updated_at: time(row.get(7)?)?,
-        last_error: row.get(8)?,
-    };
+    let entry = queue_entry(row, id)?;
     let (metadata, body) = rows::content(row, 9)?;
     let attachment_count: i64 = row.get(12)?;
     let processed = match row.get::<_, Option<String>>(14)? {
