@@ -125,6 +125,20 @@ retry: { max_attempts: 2, backoff: 1s, max_backoff: 1s }
     assert!(shown.contains("attempt 1"), "{shown}");
     assert!(shown.contains("gave up after 2 attempts"), "{shown}");
 
+    // retry gives the dead step fresh attempts: it fails twice more and is dead again.
+    let retry = project.ferry(&["queue", "-C", &dir, "retry", &id]);
+    assert!(retry.status.success(), "{}", stderr(&retry));
+    wait_for(
+        "the retried passenger dead again",
+        Duration::from_secs(30),
+        || {
+            let shown = stdout(&project.ferry(&["queue", "-C", &dir, "show", &id]));
+            // The history keeps both rounds; attempts count from 1 again after a retry.
+            shown.contains("state          dead")
+                && shown.matches("gave up after 2 attempts").count() == 2
+        },
+    );
+
     std::fs::remove_file(project.join("outbox")).unwrap();
     let replay = project.ferry(&["queue", "-C", &dir, "replay", &id]);
     assert!(replay.status.success(), "{}", stderr(&replay));
@@ -227,6 +241,62 @@ fn an_invalid_change_is_refused_and_the_old_version_keeps_running() {
         "the third file through the new version",
         Duration::from_secs(20),
         || project.join("outbox/v2-three.xml").exists(),
+    );
+    assert!(terminate(child));
+}
+
+#[test]
+fn discard_gives_up_and_unknown_ids_are_refused() {
+    let pipeline = r#"
+schedule: every 1s
+pullers:
+  - type: file
+    path: inbox
+    settle: 0s
+    after_seat: delete
+pushers:
+  - type: file
+    path: outbox
+retry: { max_attempts: 1, backoff: 1s, max_backoff: 1s }
+"#;
+    let project = Project::new("queue_life_span: 1h\n", &[("fragile", pipeline)]);
+    project.write("outbox", "in the way");
+    project.write("inbox/a.txt", "hello");
+    let dir = project.path().to_str().unwrap().to_string();
+    let child = project.spawn();
+
+    let mut id = String::new();
+    wait_for("a dead passenger", Duration::from_secs(30), || {
+        let listed = stdout(&project.ferry(&["queue", "-C", &dir, "list", "--state", "dead"]));
+        listed
+            .lines()
+            .find(|l| l.contains("acme/fragile"))
+            .is_some_and(|line| {
+                id = line.split_whitespace().next().unwrap().to_string();
+                true
+            })
+    });
+    let discard = project.ferry(&["queue", "-C", &dir, "discard", &id]);
+    assert!(discard.status.success(), "{}", stderr(&discard));
+    let listed = stdout(&project.ferry(&["queue", "-C", &dir, "list", "--state", "discarded"]));
+    assert!(listed.contains(&id), "{listed}");
+    let dead = stdout(&project.ferry(&["queue", "-C", &dir, "list", "--state", "dead"]));
+    assert!(dead.contains("no passengers"), "{dead}");
+
+    let unknown = "01a20000-0000-7000-8000-000000000000";
+    let show = project.ferry(&["queue", "-C", &dir, "show", unknown]);
+    assert!(!show.status.success());
+    assert!(
+        stderr(&show).contains(&format!("passenger {unknown} not found")),
+        "{}",
+        stderr(&show)
+    );
+    let bad = project.ferry(&["queue", "-C", &dir, "list", "--state", "lost"]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("unknown state `lost`"),
+        "{}",
+        stderr(&bad)
     );
     assert!(terminate(child));
 }
