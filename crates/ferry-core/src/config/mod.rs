@@ -178,8 +178,8 @@ impl StepKind {
 }
 
 /// A component of a pipeline as defined; built into a puller, processor or pusher by the
-/// registry.
-#[derive(Clone, Debug, PartialEq)]
+/// registry. Its `Debug` output leaves the configuration out: it holds resolved secrets.
+#[derive(Clone, PartialEq)]
 pub struct ComponentDef {
     /// Unique per role within the pipeline: the `name:` key, else the type (`file`, `file-2`…).
     pub name: String,
@@ -187,6 +187,16 @@ pub struct ComponentDef {
     pub type_name: String,
     /// Every other key, with `${ENV}` references already resolved.
     pub config: serde_json::Value,
+}
+
+impl fmt::Debug for ComponentDef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ComponentDef")
+            .field("name", &self.name)
+            .field("type_name", &self.type_name)
+            .field("config", &"<not shown: may hold secrets>")
+            .finish()
+    }
 }
 
 /// When a pipeline pulls.
@@ -267,6 +277,18 @@ mod tests {
         assert_eq!(policy.delay(3, 0.0), Duration::from_secs(20));
         assert_eq!(policy.delay(9, 1.0), Duration::from_secs(60));
         assert_eq!(policy.delay(40, 1.0), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_component_configuration() {
+        let component = ComponentDef {
+            name: "erp".into(),
+            type_name: "http".into(),
+            config: serde_json::json!({ "password": "hunter2" }),
+        };
+        let debug = format!("{component:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("erp"), "{debug}");
     }
 
     #[test]
