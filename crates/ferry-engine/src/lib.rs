@@ -103,7 +103,7 @@ pub(crate) struct Shared {
     /// Wakes idle workers when passengers were seated.
     pub work: Notify,
     /// Leases held by workers right now, so shutdown can give them back.
-    pub in_flight: Mutex<HashMap<LeaseToken, PassengerId>>,
+    pub in_flight: Mutex<HashMap<PassengerId, LeaseToken>>,
 }
 
 impl Shared {
@@ -291,7 +291,6 @@ impl Engine {
             .lock()
             .expect("in-flight lock")
             .drain()
-            .map(|(token, id)| (id, token))
             .collect();
         if !leases.is_empty()
             && let Err(error) = self.shared.store.release(&leases, chrono::Utc::now()).await

@@ -77,7 +77,7 @@ async fn process_batch(shared: &Shared, pipeline: &Active, leased: Vec<Leased>) 
     {
         let mut in_flight = shared.in_flight.lock().expect("in-flight lock");
         for l in &leased {
-            in_flight.insert(l.token, l.passenger.id);
+            in_flight.insert(l.passenger.id, l.token);
         }
     }
     let now = chrono::Utc::now();
@@ -161,17 +161,17 @@ async fn process_batch(shared: &Shared, pipeline: &Active, leased: Vec<Leased>) 
         }
     }
     let reports: Vec<Finished> = journeys
-        .iter()
-        .map(|journey| Finished {
-            id: journey.leased.passenger.id,
-            token: journey.leased.token,
-            processed: journey.processed.then(|| {
-                (
-                    journey.leased.passenger.metadata.clone(),
-                    journey.leased.passenger.body.clone(),
-                )
-            }),
-            steps: journey.changes.clone(),
+        .into_iter()
+        .map(|journey| {
+            let passenger = journey.leased.passenger;
+            Finished {
+                id: passenger.id,
+                token: journey.leased.token,
+                processed: journey
+                    .processed
+                    .then_some((passenger.metadata, passenger.body)),
+                steps: journey.changes,
+            }
         })
         .collect();
     if let Err(error) = shared.store.finish(&reports, chrono::Utc::now()).await {
@@ -179,8 +179,8 @@ async fn process_batch(shared: &Shared, pipeline: &Active, leased: Vec<Leased>) 
         tracing::error!(pipeline = %pipeline.key, %error, "cannot record results; the batch will be retried when its lease expires");
     }
     let mut in_flight = shared.in_flight.lock().expect("in-flight lock");
-    for journey in &journeys {
-        in_flight.remove(&journey.leased.token);
+    for report in &reports {
+        in_flight.remove(&report.id);
     }
 }
 

@@ -52,6 +52,28 @@ impl PusherFactory for RefusingFactory {
     }
 }
 
+/// A pusher that never finishes in time.
+struct Hanging;
+
+#[async_trait]
+impl Pusher for Hanging {
+    async fn push(&self, batch: &[&Passenger]) -> Vec<Result<(), StepError>> {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        vec![Ok(()); batch.len()]
+    }
+}
+
+struct HangingFactory;
+
+impl PusherFactory for HangingFactory {
+    const TYPE: &'static str = "hang";
+    type Config = Empty;
+
+    fn build(&self, _: Empty, _: &BuildContext) -> Result<Box<dyn Pusher>, BuildError> {
+        Ok(Box::new(Hanging))
+    }
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Empty {}
@@ -60,6 +82,7 @@ fn registry() -> Arc<Registry> {
     let mut registry = ferry_connectors::registry();
     registry.pushers.push(Box::new(PanickingFactory));
     registry.pushers.push(Box::new(RefusingFactory));
+    registry.pushers.push(Box::new(HangingFactory));
     Arc::new(registry)
 }
 
@@ -353,4 +376,36 @@ async fn an_unreadable_file_fails_alone_and_the_run_says_so() {
     );
     engine.shutdown();
     engine.wait().await;
+}
+
+#[tokio::test]
+async fn shutdown_gives_every_leased_passenger_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = project(dir.path(), &[("stuck", &generate(10, "{ type: hang }"))]);
+    let store = ferry_store::open(&project.system.store, dir.path())
+        .await
+        .unwrap();
+    let options = Options {
+        grace: Duration::from_millis(300),
+        ..options()
+    };
+    let engine = Engine::start(project, store.clone(), registry(), options)
+        .await
+        .unwrap();
+    eventually("the batch in flight", Duration::from_secs(10), async || {
+        count(store.as_ref(), "stuck", PassengerState::InFlight).await == 10
+    })
+    .await;
+
+    engine.shutdown();
+    engine.wait().await;
+    // Regression: one lease token covers a whole batch; every passenger of it must come back.
+    assert_eq!(
+        count(store.as_ref(), "stuck", PassengerState::InFlight).await,
+        0
+    );
+    assert_eq!(
+        count(store.as_ref(), "stuck", PassengerState::Pending).await,
+        10
+    );
 }
