@@ -99,7 +99,9 @@ async fn pull_until_drained(
                 Ok(Err(error)) => return Err(format!("puller {name}: {error}")),
                 Err(_) => return Err(format!("puller {name}: pull timed out")),
             };
-            drained[index] = !pulled.more;
+            // A puller that says "more" but returns nothing would make the run spin.
+            let empty = pulled.passengers.is_empty() && pulled.failures.is_empty();
+            drained[index] = !pulled.more || empty;
             if !pulled.failures.is_empty() {
                 run.ensure().await;
             }
