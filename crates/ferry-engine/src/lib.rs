@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use ferry_core::config::{Pipeline, Project, StepDef};
+use ferry_core::config::{ComponentDef, Pipeline, Project, StepDef};
 use ferry_core::{BuildContext, BuildError, PassengerId, Processor, Pusher, Registry};
 use ferry_store::{LeaseToken, PipelineKey, Store};
 use tokio::sync::Notify;
@@ -418,39 +418,39 @@ fn fingerprint(files: &[ferry_core::config::SourceFile]) -> Vec<(String, String)
     files.iter().map(|f| (f.path.clone(), f.hash())).collect()
 }
 
-fn context(dir: &Path, def: &Pipeline, component: &str) -> BuildContext {
-    BuildContext {
-        project_dir: dir.to_path_buf(),
-        client: def.client.clone(),
-        pipeline: def.name.clone(),
-        component: component.to_string(),
+/// Builds every component of one role of a pipeline, each with its name.
+fn build_each<T>(
+    dir: &Path,
+    def: &Pipeline,
+    components: &[ComponentDef],
+    build: impl Fn(&ComponentDef, &BuildContext) -> Result<T, BuildError>,
+) -> Result<Vec<(String, T)>, EngineError> {
+    let mut built = Vec::with_capacity(components.len());
+    for c in components {
+        let ctx = BuildContext {
+            project_dir: dir.to_path_buf(),
+            client: def.client.clone(),
+            pipeline: def.name.clone(),
+            component: c.name.clone(),
+        };
+        let component = build(c, &ctx).map_err(|error| EngineError::Build {
+            pipeline: def.key(),
+            component: c.name.clone(),
+            error,
+        })?;
+        built.push((c.name.clone(), component));
     }
-}
-
-fn build_error(def: &Pipeline, component: &str, error: BuildError) -> EngineError {
-    EngineError::Build {
-        pipeline: def.key(),
-        component: component.to_string(),
-        error,
-    }
+    Ok(built)
 }
 
 /// Builds a pipeline's processors and pushers.
 fn build(registry: &Registry, dir: &Path, def: &Pipeline) -> Result<Active, EngineError> {
-    let mut processors = Vec::new();
-    for c in &def.processors {
-        let built = registry
-            .processor(&c.type_name, &c.config, &context(dir, def, &c.name))
-            .map_err(|e| build_error(def, &c.name, e))?;
-        processors.push((c.name.clone(), built));
-    }
-    let mut pushers = Vec::new();
-    for c in &def.pushers {
-        let built = registry
-            .pusher(&c.type_name, &c.config, &context(dir, def, &c.name))
-            .map_err(|e| build_error(def, &c.name, e))?;
-        pushers.push((c.name.clone(), built));
-    }
+    let processors = build_each(dir, def, &def.processors, |c, ctx| {
+        registry.processor(&c.type_name, &c.config, ctx)
+    })?;
+    let pushers = build_each(dir, def, &def.pushers, |c, ctx| {
+        registry.pusher(&c.type_name, &c.config, ctx)
+    })?;
     Ok(Active {
         key: PipelineKey::new(&def.client, &def.name),
         def: def.clone(),
@@ -468,12 +468,7 @@ fn build_pullers(
     dir: &Path,
     def: &Pipeline,
 ) -> Result<Vec<NamedPuller>, EngineError> {
-    let mut pullers = Vec::new();
-    for c in &def.pullers {
-        let built = registry
-            .puller(&c.type_name, &c.config, &context(dir, def, &c.name))
-            .map_err(|e| build_error(def, &c.name, e))?;
-        pullers.push((c.name.clone(), built));
-    }
-    Ok(pullers)
+    build_each(dir, def, &def.pullers, |c, ctx| {
+        registry.puller(&c.type_name, &c.config, ctx)
+    })
 }

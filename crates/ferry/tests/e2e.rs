@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Project, files, stderr, stdout, terminate, wait_for};
+use support::{Project, files, stderr, stdout, terminate, wait_for, wait_for_dead};
 
 const FILE_PIPELINE: &str = r#"
 description: files in, files out
@@ -109,17 +109,7 @@ retry: { max_attempts: 2, backoff: 1s, max_backoff: 1s }
     let dir = project.path().to_str().unwrap().to_string();
     let child = project.spawn();
 
-    let mut id = String::new();
-    wait_for("a dead passenger", Duration::from_secs(30), || {
-        let listed = stdout(&project.ferry(&["queue", "-C", &dir, "list", "--state", "dead"]));
-        match listed.lines().find(|l| l.contains("acme/fragile")) {
-            Some(line) => {
-                id = line.split_whitespace().next().unwrap().to_string();
-                true
-            }
-            None => false,
-        }
-    });
+    let id = wait_for_dead(&project, "acme/fragile");
     let shown = stdout(&project.ferry(&["queue", "-C", &dir, "show", &id]));
     assert!(shown.contains("state          dead"), "{shown}");
     assert!(shown.contains("attempt 1"), "{shown}");
@@ -265,17 +255,7 @@ retry: { max_attempts: 1, backoff: 1s, max_backoff: 1s }
     let dir = project.path().to_str().unwrap().to_string();
     let child = project.spawn();
 
-    let mut id = String::new();
-    wait_for("a dead passenger", Duration::from_secs(30), || {
-        let listed = stdout(&project.ferry(&["queue", "-C", &dir, "list", "--state", "dead"]));
-        listed
-            .lines()
-            .find(|l| l.contains("acme/fragile"))
-            .is_some_and(|line| {
-                id = line.split_whitespace().next().unwrap().to_string();
-                true
-            })
-    });
+    let id = wait_for_dead(&project, "acme/fragile");
     let discard = project.ferry(&["queue", "-C", &dir, "discard", &id]);
     assert!(discard.status.success(), "{}", stderr(&discard));
     let listed = stdout(&project.ferry(&["queue", "-C", &dir, "list", "--state", "discarded"]));

@@ -122,3 +122,24 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// Waits until a passenger of `client/pipeline` is dead and returns its id.
+pub fn wait_for_dead(project: &Project, pipeline: &str) -> String {
+    let dir = project.path().to_str().unwrap().to_string();
+    let mut id = String::new();
+    wait_for("a dead passenger", Duration::from_secs(30), || {
+        let listed = stdout(&project.ferry(&["queue", "-C", &dir, "list", "--state", "dead"]));
+        match listed.lines().find(|l| l.contains(pipeline)) {
+            Some(line) => {
+                id = line
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                true
+            }
+            None => false,
+        }
+    });
+    id
+}
