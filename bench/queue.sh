@@ -4,7 +4,7 @@
 # Measures how many passengers per second ferry seats and pushes with durable commits
 # (SQLite WAL, synchronous=FULL; one syncfs per pushed batch) and the peak RSS of the process.
 # Release build. Usage: bench/queue.sh [PASSENGERS]   (default 1000000)
-# Environment: WORKERS (2), BATCH (1000), LIMIT (queue_limit, 50000), BENCH_DIR (/tmp), KEEP=1,
+# Environment: WORKERS (4, the default of ferry.yaml), BATCH (1000), LIMIT (queue_limit, 50000), BENCH_DIR (/tmp), KEEP=1,
 #   OUTBOX: where the pushed files go (default: in the bench directory, on the same disk as the
 #   queue). OUTBOX=/dev/shm/x puts them on tmpfs, to measure the queue without the disk's cost
 #   of creating one file per passenger (see bench/baseline_files.py for that cost alone).
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N=${1:-1000000}
-WORKERS=${WORKERS:-2}
+WORKERS=${WORKERS:-4}
 BATCH=${BATCH:-1000}
 LIMIT=${LIMIT:-50000}
 
