@@ -87,10 +87,11 @@ fn files_travel_then_complete_passengers_are_purged() {
     );
 }
 
-#[test]
-fn a_failing_push_is_retried_then_dead_and_can_be_replayed() {
-    // The outbox path is a file, so every push fails until it is removed.
-    let pipeline = r#"
+/// A pipeline from inbox/ to outbox/ giving up after `max_attempts`; tests put a file where
+/// the outbox should be, so every push fails until it is removed.
+fn fragile(max_attempts: u32) -> String {
+    format!(
+        r#"
 schedule: every 1s
 pullers:
   - type: file
@@ -100,10 +101,16 @@ pullers:
 pushers:
   - type: file
     path: outbox
-    name_template: "{metadata.file.name}"
-retry: { max_attempts: 2, backoff: 1s, max_backoff: 1s }
-"#;
-    let project = Project::new("queue_life_span: 1h\n", &[("fragile", pipeline)]);
+    name_template: "{{metadata.file.name}}"
+retry: {{ max_attempts: {max_attempts}, backoff: 1s, max_backoff: 1s }}
+"#
+    )
+}
+
+#[test]
+fn a_failing_push_is_retried_then_dead_and_can_be_replayed() {
+    let pipeline = fragile(2);
+    let project = Project::new("queue_life_span: 1h\n", &[("fragile", &pipeline)]);
     project.write("outbox", "in the way");
     project.write("inbox/a.txt", "hello");
     let dir = project.path().to_str().unwrap().to_string();
@@ -237,19 +244,8 @@ fn an_invalid_change_is_refused_and_the_old_version_keeps_running() {
 
 #[test]
 fn discard_gives_up_and_unknown_ids_are_refused() {
-    let pipeline = r#"
-schedule: every 1s
-pullers:
-  - type: file
-    path: inbox
-    settle: 0s
-    after_seat: delete
-pushers:
-  - type: file
-    path: outbox
-retry: { max_attempts: 1, backoff: 1s, max_backoff: 1s }
-"#;
-    let project = Project::new("queue_life_span: 1h\n", &[("fragile", pipeline)]);
+    let pipeline = fragile(1);
+    let project = Project::new("queue_life_span: 1h\n", &[("fragile", &pipeline)]);
     project.write("outbox", "in the way");
     project.write("inbox/a.txt", "hello");
     let dir = project.path().to_str().unwrap().to_string();
