@@ -20,6 +20,9 @@ pub struct BuildContext {
     pub pipeline: String,
     /// The component's name within its pipeline (unique per role).
     pub component: String,
+    /// The names of the pipeline's pushers, in order, so a processor that routes can check the
+    /// names it is given.
+    pub pushers: Vec<String>,
 }
 
 impl BuildContext {
@@ -79,6 +82,17 @@ pub enum Outcome {
     Continue(Passenger),
     /// Stops here, on purpose; recorded as filtered, never lost silently.
     Filtered { reason: String },
+    /// Travels on, possibly changed, to only these pushers (by name); the pipeline's other
+    /// pushers are skipped for it. Several routing processors narrow the set each time.
+    Route {
+        passenger: Passenger,
+        pushers: Vec<String>,
+    },
+    /// Replaced by these children, which travel on from the next processor as passengers of
+    /// their own (their `parent` set to this passenger's id); this passenger's journey ends
+    /// here. Each child needs an `external_id` unique within the parent, so that splitting the
+    /// same parent again after a crash seats no duplicates.
+    Split(Vec<Passenger>),
 }
 
 /// Transforms, filters or validates one passenger. Pure with respect to the outside world.
@@ -175,6 +189,7 @@ pub fn parse_config<C: DeserializeOwned>(config: &serde_json::Value) -> Result<C
         BuildError {
             path,
             message: error.into_inner().to_string(),
+            within: None,
         }
     })
 }

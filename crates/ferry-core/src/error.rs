@@ -46,6 +46,16 @@ pub struct BuildError {
     /// Key path inside the component's configuration, e.g. `["after_seat", "move_to"]`.
     pub path: Vec<String>,
     pub message: String,
+    /// Where in the text of the string value at `path` the problem is (a program's syntax
+    /// error, say), so that validation can point at the line of the definition file.
+    pub within: Option<TextPosition>,
+}
+
+/// A 1-based line and column inside a text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextPosition {
+    pub line: u64,
+    pub column: u64,
 }
 
 impl BuildError {
@@ -54,6 +64,15 @@ impl BuildError {
         BuildError {
             path: vec![key.to_string()],
             message: message.into(),
+            within: None,
+        }
+    }
+
+    /// An error at `position` inside the text of the string value at `key`.
+    pub fn within(key: &str, position: TextPosition, message: impl Into<String>) -> Self {
+        BuildError {
+            within: Some(position),
+            ..Self::at(key, message)
         }
     }
 
@@ -62,6 +81,7 @@ impl BuildError {
         BuildError {
             path: Vec::new(),
             message: message.into(),
+            within: None,
         }
     }
 }

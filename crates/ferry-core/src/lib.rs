@@ -14,7 +14,7 @@ pub use component::{
     ProcessorFactory, PullFailure, Pulled, Puller, PullerFactory, Pusher, PusherFactory, Registry,
     Role, Seated,
 };
-pub use error::{BuildError, StepError};
+pub use error::{BuildError, StepError, TextPosition};
 pub use passenger::{Attachment, Body, Metadata, Passenger, PassengerId};
 
 /// Time as ferry records it: UTC with millisecond precision in the store.

@@ -108,6 +108,8 @@ pub struct Passenger {
     pub attachments: Vec<Attachment>,
     /// When it was seated in the queue.
     pub created_at: Timestamp,
+    /// The passenger a `split` made this one from.
+    pub parent: Option<PassengerId>,
 }
 
 impl Passenger {
@@ -123,6 +125,25 @@ impl Passenger {
             body: Body::empty(),
             attachments: Vec::new(),
             created_at: chrono::Utc::now(),
+            parent: None,
+        }
+    }
+
+    /// A child of this passenger, as a processor that splits makes it: a fresh id, the same
+    /// client, pipeline and source system, the parent's metadata, the given external id and
+    /// body, no attachments.
+    pub fn child(&self, external_id: impl Into<String>, body: Body) -> Self {
+        Passenger {
+            id: PassengerId::new(),
+            client: self.client.clone(),
+            pipeline: self.pipeline.clone(),
+            source_system: self.source_system.clone(),
+            external_id: external_id.into(),
+            metadata: self.metadata.clone(),
+            body,
+            attachments: Vec::new(),
+            created_at: chrono::Utc::now(),
+            parent: Some(self.id),
         }
     }
 

@@ -432,6 +432,7 @@ fn build_each<T>(
             client: def.client.clone(),
             pipeline: def.name.clone(),
             component: c.name.clone(),
+            pushers: def.pushers.iter().map(|p| p.name.clone()).collect(),
         };
         let component = build(c, &ctx).map_err(|error| EngineError::Build {
             pipeline: def.key(),

@@ -54,6 +54,12 @@ pub enum Event {
         id: PassengerId,
         reason: String,
     },
+    /// A processor split a passenger into `children` new ones.
+    PassengerSplit {
+        pipeline: PipelineKey,
+        id: PassengerId,
+        children: usize,
+    },
     PassengerFailed {
         pipeline: PipelineKey,
         id: PassengerId,
@@ -106,7 +112,7 @@ impl Bus {
 
 /// Writes every event to the log with structured fields until the bus closes.
 pub async fn log_observer(mut events: broadcast::Receiver<Event>) {
-    use tracing::{error, info, warn};
+    use tracing::{debug, error, info, warn};
     loop {
         let event = match events.recv().await {
             Ok(event) => event,
@@ -181,6 +187,13 @@ pub async fn log_observer(mut events: broadcast::Receiver<Event>) {
                 reason,
             } => {
                 info!(%pipeline, %id, %reason, "passenger filtered")
+            }
+            Event::PassengerSplit {
+                pipeline,
+                id,
+                children,
+            } => {
+                debug!(%pipeline, %id, children, "passenger split")
             }
             Event::PassengerFailed {
                 pipeline,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ferry_core::config::StepKind;
 use ferry_core::{Outcome, Passenger, StepError, Timestamp};
-use ferry_store::{Finished, Leased, StepChange, StepState};
+use ferry_store::{Finished, Leased, Split, StepChange, StepState, StepStatus};
 use futures::FutureExt;
 
 use crate::{Active, Event, Shared, policy};
@@ -69,8 +69,12 @@ struct Journey {
     changes: Vec<(u32, StepChange)>,
     /// Processors ran in this lease, so their output must be stored.
     processed: bool,
-    /// A processor failed or filtered it: pushers do not run.
+    /// A processor failed, filtered or split it: pushers do not run.
     stopped: bool,
+    /// The children a processor split it into.
+    split: Option<Split>,
+    /// Pusher steps a routing processor skipped in this lease.
+    skipped: Vec<u32>,
 }
 
 async fn process_batch(shared: &Shared, pipeline: &Active, leased: Vec<Leased>) {
@@ -88,6 +92,8 @@ async fn process_batch(shared: &Shared, pipeline: &Active, leased: Vec<Leased>) 
             changes: Vec::new(),
             processed: false,
             stopped: false,
+            split: None,
+            skipped: Vec::new(),
         })
         .collect();
     for journey in &mut journeys {
@@ -107,7 +113,7 @@ async fn process_batch(shared: &Shared, pipeline: &Active, leased: Vec<Leased>) 
                 .find(|s| s.kind == StepKind::Pusher && s.name == *name)
             {
                 let waiting = step.next_try_at.is_some_and(|at| at > now);
-                if step.is_open() && !waiting {
+                if step.is_open() && !waiting && !journey.skipped.contains(&step.index) {
                     due.push((j, step.index, step.attempts));
                 }
             }
@@ -150,7 +156,7 @@ async fn process_batch(shared: &Shared, pipeline: &Active, leased: Vec<Leased>) 
                 StepKind::Pusher => pipeline.pushers.iter().any(|(n, _)| *n == step.name),
                 StepKind::Processor => true,
             };
-            if step.is_open() && !known {
+            if step.is_open() && !known && !journey.skipped.contains(&step.index) {
                 journey.changes.push((
                     step.index,
                     StepChange::Dead {
@@ -171,6 +177,7 @@ async fn process_batch(shared: &Shared, pipeline: &Active, leased: Vec<Leased>) 
                     .processed
                     .then_some((passenger.metadata, passenger.body)),
                 steps: journey.changes,
+                split: journey.split,
             }
         })
         .collect();
@@ -217,6 +224,19 @@ fn run_processors(shared: &Shared, pipeline: &Active, journey: &mut Journey, now
                 journey.processed = true;
                 journey.changes.push((step.index, StepChange::Done));
             }
+            Ok(Outcome::Route { passenger, pushers }) => {
+                journey.leased.passenger = passenger;
+                journey.processed = true;
+                journey.changes.push((step.index, StepChange::Done));
+                // Skipped now, not when the pushers run: a later processor may fail, and the
+                // retry resumes after this one without asking it again.
+                for other in steps.iter().filter(|s| {
+                    s.kind == StepKind::Pusher && s.is_open() && !pushers.contains(&s.name)
+                }) {
+                    journey.changes.push((other.index, StepChange::Skipped));
+                    journey.skipped.push(other.index);
+                }
+            }
             Ok(Outcome::Filtered { reason }) => {
                 shared.bus.publish(Event::PassengerFiltered {
                     pipeline: pipeline.key.clone(),
@@ -226,10 +246,27 @@ fn run_processors(shared: &Shared, pipeline: &Active, journey: &mut Journey, now
                 journey
                     .changes
                     .push((step.index, StepChange::Filtered { reason }));
-                for later in steps.iter().filter(|s| s.index > step.index && s.is_open()) {
-                    journey.changes.push((later.index, StepChange::Skipped));
+                skip_later(journey, &steps, step.index);
+                return;
+            }
+            Ok(Outcome::Split(mut children)) => {
+                let parent = &journey.leased.passenger;
+                for child in &mut children {
+                    child.client.clone_from(&parent.client);
+                    child.pipeline.clone_from(&parent.pipeline);
+                    child.parent = Some(parent.id);
                 }
-                journey.stopped = true;
+                shared.bus.publish(Event::PassengerSplit {
+                    pipeline: pipeline.key.clone(),
+                    id: parent.id,
+                    children: children.len(),
+                });
+                journey.changes.push((step.index, StepChange::Done));
+                journey.split = Some(Split {
+                    after: step.index,
+                    children,
+                });
+                skip_later(journey, &steps, step.index);
                 return;
             }
             Err(error) => {
@@ -248,6 +285,16 @@ fn run_processors(shared: &Shared, pipeline: &Active, journey: &mut Journey, now
             }
         }
     }
+}
+
+/// Ends a journey at step `index`: every open step after it is skipped.
+fn skip_later(journey: &mut Journey, steps: &[StepStatus], index: u32) {
+    for later in steps.iter().filter(|s| s.index > index && s.is_open()) {
+        if !journey.skipped.contains(&later.index) {
+            journey.changes.push((later.index, StepChange::Skipped));
+        }
+    }
+    journey.stopped = true;
 }
 
 /// Calls a pusher, turning a panic or a timeout into a retryable failure of the whole batch.

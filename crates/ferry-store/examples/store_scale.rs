@@ -97,6 +97,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         token: leased.token,
                         processed: None,
                         steps: vec![(0, change)],
+                        split: None,
                     }
                 })
                 .collect();

@@ -74,6 +74,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 token,
                 processed: None,
                 steps: vec![(0, StepChange::Done)],
+                split: None,
             })
             .collect();
         finished += store.finish(&reports, now).await?;
@@ -127,6 +128,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         token: l.token,
                         processed: None,
                         steps: vec![(0, StepChange::Done)],
+                        split: None,
                     })
                     .collect();
                 let n = store.finish(&reports, now).await?;

@@ -256,6 +256,15 @@ pub struct Finished {
     pub processed: Option<(Metadata, Body)>,
     /// Changed steps by index; steps not named keep their state.
     pub steps: Vec<(u32, StepChange)>,
+    /// The children a processor split the passenger into, seated in the same transaction.
+    pub split: Option<Split>,
+}
+
+/// Passengers a processor made of one: they travel on after the processor's step `after`.
+#[derive(Clone, Debug)]
+pub struct Split {
+    pub after: u32,
+    pub children: Vec<Passenger>,
 }
 
 /// Filters for browsing the queue. `None` means any.

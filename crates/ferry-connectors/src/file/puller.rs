@@ -89,6 +89,7 @@ impl Settings {
                 let move_to_error = |message: &str| BuildError {
                     path: vec!["after_seat".into(), "move_to".into()],
                     message: message.into(),
+                    within: None,
                 };
                 if move_to.is_empty() {
                     return Err(move_to_error("the archive directory is empty"));

@@ -17,6 +17,7 @@ fn ctx(project: &Path) -> BuildContext {
         client: "acme".into(),
         pipeline: "files".into(),
         component: "file".into(),
+        ..BuildContext::default()
     }
 }
 

@@ -116,6 +116,7 @@ impl Test {
         let error = |key: Option<&str>, message: String| BuildError {
             path: std::iter::once(at).chain(key).map(String::from).collect(),
             message,
+            within: None,
         };
         if config.metadata.is_empty() {
             return Err(error(Some("metadata"), "the metadata key is empty".into()));
@@ -187,6 +188,7 @@ mod tests {
         match processor.process(passenger(kind)).unwrap() {
             Outcome::Continue(_) => None,
             Outcome::Filtered { reason } => Some(reason),
+            other => panic!("unexpected outcome {other:?}"),
         }
     }
 

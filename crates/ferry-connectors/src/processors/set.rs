@@ -48,6 +48,7 @@ impl ProcessorFactory for SetFactory {
             let template = Template::parse(&text).map_err(|message| BuildError {
                 path: vec!["metadata".into(), key.clone()],
                 message,
+                within: None,
             })?;
             values.push((key, template));
         }
@@ -92,7 +93,7 @@ mod tests {
     fn processed(processor: &dyn Processor, passenger: Passenger) -> Passenger {
         match processor.process(passenger).unwrap() {
             Outcome::Continue(passenger) => passenger,
-            Outcome::Filtered { reason } => panic!("filtered: {reason}"),
+            other => panic!("unexpected outcome {other:?}"),
         }
     }
 

@@ -9,9 +9,10 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use serde_saphyr::granit_parser::{Event, Parser};
+use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle};
 
 use super::Position;
+use crate::TextPosition;
 
 /// One step of a key path: a mapping key or a sequence index.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -80,6 +81,18 @@ impl fmt::Display for KeyPath {
 #[derive(Debug, Default)]
 pub(crate) struct Positions {
     by_path: HashMap<KeyPath, Position>,
+    /// Where the text of each scalar value starts, for errors inside a value (a program).
+    texts: HashMap<KeyPath, TextStart>,
+}
+
+/// Where the text of a scalar value starts in the file.
+#[derive(Clone, Copy, Debug)]
+struct TextStart {
+    /// The first character of the text (for a block scalar, of its first content line).
+    at: Position,
+    /// A block scalar (`|` or `>`): each line of the text is a line of the file, indented by
+    /// `at.column - 1`.
+    block: bool,
 }
 
 /// A collection being walked, with the path of the node that opened it.
@@ -100,6 +113,7 @@ impl Positions {
     /// Records where each key of the first document of `text` is. Stops quietly at a syntax
     /// error: the parse that reports it runs separately.
     pub(crate) fn of(text: &str) -> Positions {
+        let lines: Vec<&str> = text.lines().collect();
         let mut positions = Positions::default();
         let mut open: Vec<Open> = Vec::new();
         let mut seen_root = false;
@@ -141,7 +155,14 @@ impl Positions {
                         *next_key = Some(key);
                         None
                     }
-                    Some(key) => path.as_ref().zip(key).map(|(path, key)| path.key(&key)),
+                    Some(key) => {
+                        let path = path.as_ref().zip(key).map(|(path, key)| path.key(&key));
+                        if let (Some(path), Event::Scalar(_, style, ..)) = (&path, &event) {
+                            let start = text_start(*style, position, &lines);
+                            positions.texts.insert(path.clone(), start);
+                        }
+                        path
+                    }
                 },
                 Some(Open::Sequence { path, next_index }) => {
                     let item = path.as_ref().map(|path| path.index(*next_index));
@@ -178,6 +199,59 @@ impl Positions {
             current = path.parent();
         }
         Position { line: 1, column: 1 }
+    }
+
+    /// The position in the file of `inner`, a position inside the text of the scalar value at
+    /// `path`; the value's own position when its text is not known.
+    pub(crate) fn within(&self, path: &KeyPath, inner: TextPosition) -> Position {
+        let Some(start) = self.texts.get(path) else {
+            return self.find(path);
+        };
+        let line = start.at.line + inner.line.saturating_sub(1);
+        let column = if inner.line <= 1 || start.block {
+            start.at.column + inner.column.saturating_sub(1)
+        } else {
+            inner.column
+        };
+        Position { line, column }
+    }
+}
+
+/// Where a scalar's text begins: after the opening quote, or on the first content line of a
+/// block scalar, which starts below its `|` or `>` indicator.
+fn text_start(style: ScalarStyle, at: Position, lines: &[&str]) -> TextStart {
+    match style {
+        ScalarStyle::Literal | ScalarStyle::Folded => {
+            // The span starts at the indicator or already on the content, by parser version.
+            let mut from = at.line.saturating_sub(1) as usize;
+            let rest = lines
+                .get(from)
+                .and_then(|line| line.get(at.column.saturating_sub(1) as usize..));
+            if rest.is_some_and(|rest| rest.starts_with(['|', '>'])) {
+                from += 1;
+            }
+            let first = lines
+                .iter()
+                .enumerate()
+                .skip(from)
+                .find(|(_, line)| !line.trim().is_empty());
+            let at = match first {
+                Some((index, line)) => Position {
+                    line: index as u64 + 1,
+                    column: (line.len() - line.trim_start().len()) as u64 + 1,
+                },
+                None => at,
+            };
+            TextStart { at, block: true }
+        }
+        ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => TextStart {
+            at: Position {
+                column: at.column + 1,
+                ..at
+            },
+            block: false,
+        },
+        _ => TextStart { at, block: false },
     }
 }
 
@@ -239,6 +313,18 @@ last: 1
         );
         assert_eq!(positions.find(&path(&["hidden"])), at(2, 1));
         assert_eq!(Positions::of("").find(&path(&["a"])), at(1, 1));
+    }
+
+    #[test]
+    fn finds_positions_inside_the_text_of_values() {
+        let text = "a: plain text\nb: \"quoted\"\nc: |\n  line one\n    line two\nd: x\n";
+        let positions = Positions::of(text);
+        let inner = |line, column| TextPosition { line, column };
+        assert_eq!(positions.within(&path(&["a"]), inner(1, 7)), at(1, 10));
+        assert_eq!(positions.within(&path(&["b"]), inner(1, 1)), at(2, 5));
+        assert_eq!(positions.within(&path(&["c"]), inner(1, 1)), at(4, 3));
+        assert_eq!(positions.within(&path(&["c"]), inner(2, 3)), at(5, 5));
+        assert_eq!(positions.within(&path(&["nope"]), inner(2, 3)), at(1, 1));
     }
 
     #[test]

@@ -103,6 +103,7 @@ pub fn validate(
                 client: client_name,
                 pipeline: pipeline_name,
                 file,
+                pushers: Vec::new(),
             };
             let pipeline = check_file(file, env, &mut errors, |doc, value| {
                 pipeline(doc, value, &site)
@@ -316,6 +317,8 @@ struct Site<'a> {
     client: &'a str,
     pipeline: &'a str,
     file: &'a SourceFile,
+    /// The names of the pipeline's pushers, for processors that route to them.
+    pushers: Vec<String>,
 }
 
 /// `clients/<client>/pipelines/<name>.yaml`.
@@ -331,6 +334,11 @@ fn pipeline(doc: &mut Document, value: Value, site: &Site) -> Option<Pipeline> {
     let raw: RawPipeline = doc.deserialize(value, &root)?;
 
     let schedule = schedule(doc, raw.schedule);
+    let pusher_names = raw.pushers.as_deref().map(names).unwrap_or_default();
+    let site = &Site {
+        pushers: pusher_names.into_iter().flatten().collect(),
+        ..*site
+    };
     let pullers = components(doc, Role::Puller, raw.pullers, site);
     let processors = components(doc, Role::Processor, raw.processors, site);
     let pushers = components(doc, Role::Pusher, raw.pushers, site);
@@ -508,8 +516,7 @@ fn components(
     let mut failed = false;
     // Name → index of the component that has it.
     let mut taken: HashMap<String, usize> = HashMap::new();
-    // Type → how many components of that type have no `name:` so far.
-    let mut unnamed: HashMap<String, usize> = HashMap::new();
+    let default_names = names(&items);
     for (index, item) in items.into_iter().enumerate() {
         let path = list.index(index);
         // A `type:` of the wrong type is reported by `deserialize`, and is then missing.
@@ -545,14 +552,9 @@ fn components(
                 continue;
             }
             Some(name) => name,
-            None => {
-                let count = unnamed.entry(type_name.clone()).or_default();
-                *count += 1;
-                match *count {
-                    1 => type_name.clone(),
-                    n => format!("{type_name}-{n}"),
-                }
-            }
+            None => default_names[index]
+                .clone()
+                .unwrap_or_else(|| type_name.clone()),
         };
         if let Some(first) = taken.get(&name) {
             doc.error(
@@ -574,10 +576,17 @@ fn components(
             client: site.client.to_string(),
             pipeline: site.pipeline.to_string(),
             component: name.clone(),
+            pushers: site.pushers.clone(),
         };
         if let Err(error) = site.registry.check(role, &type_name, &config, &ctx) {
             let at = path_in_value(&path, &config, &error.path);
-            doc.error(&at, tidy(&error.message));
+            match error.within {
+                Some(inner) => {
+                    let position = doc.positions.within(&at, inner);
+                    doc.push(at, position, tidy(&error.message));
+                }
+                None => doc.error(&at, tidy(&error.message)),
+            }
             failed = true;
             continue;
         }
@@ -588,6 +597,28 @@ fn components(
         });
     }
     (!failed).then_some(components)
+}
+
+/// The name each component of a list goes by: its `name`, else its type, numbered from the
+/// second unnamed one of that type on (`file`, `file-2`). `None` where neither is a string.
+fn names(items: &[Value]) -> Vec<Option<String>> {
+    // Type → how many components of that type have no `name:` so far.
+    let mut unnamed: HashMap<&str, usize> = HashMap::new();
+    items
+        .iter()
+        .map(|item| {
+            if let Some(name) = item.get("name").and_then(Value::as_str) {
+                return Some(name.to_string());
+            }
+            let type_name = item.get("type").and_then(Value::as_str)?;
+            let count = unnamed.entry(type_name).or_default();
+            *count += 1;
+            Some(match *count {
+                1 => type_name.to_string(),
+                n => format!("{type_name}-{n}"),
+            })
+        })
+        .collect()
 }
 
 /// The key path of a [`crate::BuildError`]'s `path` inside the component at `base`: its

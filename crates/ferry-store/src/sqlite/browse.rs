@@ -139,7 +139,7 @@ pub(super) fn get(conn: &Connection, id: PassengerId) -> Result<PassengerDetail>
         "SELECT p.seq, p.client, p.pipeline, p.source_system, p.external_id, p.state,
                 p.created_at, p.updated_at, p.last_error,
                 d.metadata, d.media_type, d.body, d.attachments,
-                d.processed_metadata, d.processed_media_type, d.processed_body
+                d.processed_metadata, d.processed_media_type, d.processed_body, p.parent
          FROM passengers p JOIN payloads d ON d.seq = p.seq
          WHERE p.id = ?1",
     )?;
@@ -155,6 +155,7 @@ pub(super) fn get(conn: &Connection, id: PassengerId) -> Result<PassengerDetail>
         None => None,
         Some(_) => Some(rows::content(row, 13)?),
     };
+    let parent = row.get::<_, Option<[u8; 16]>>(16)?.map(id_from_bytes);
     drop(found);
 
     let attachments = if attachment_count > 0 {
@@ -178,6 +179,7 @@ pub(super) fn get(conn: &Connection, id: PassengerId) -> Result<PassengerDetail>
         body,
         attachments,
         created_at: entry.created_at,
+        parent,
     };
     Ok(PassengerDetail {
         entry,

@@ -31,62 +31,16 @@ pub(super) fn seat(
     now: Timestamp,
 ) -> Result<Vec<SeatResult>> {
     let now = millis(now);
-    // ON CONFLICT without a target covers both the de-duplication key and the id: either way
-    // the passenger is already in the queue. A duplicate inside the batch conflicts with the
-    // row its twin inserted a moment earlier in this same transaction.
-    let mut insert_passenger = conn.prepare_cached(
-        "INSERT INTO passengers
-             (id, client, pipeline, source_system, external_id, state, due_at, created_at,
-              updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?6)
-         ON CONFLICT DO NOTHING",
-    )?;
-    let mut insert_payload = conn.prepare_cached(
-        "INSERT INTO payloads (seq, version, metadata, media_type, body, attachments)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
-    let mut insert_attachment = conn.prepare_cached(
-        "INSERT INTO attachments (seq, idx, name, media_type, content)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-
     let mut results = Vec::with_capacity(passengers.len());
     let mut seated = Vec::with_capacity(passengers.len());
     for passenger in passengers {
-        // No RETURNING: SQLite materialises returned rows in a temporary table, which costs
-        // more than asking for the rowid afterwards.
-        let inserted = insert_passenger.execute(params![
-            id_bytes(passenger.id),
-            key.client,
-            key.pipeline,
-            passenger.source_system,
-            passenger.external_id,
-            now,
-        ])?;
-        if inserted == 0 {
-            results.push(SeatResult::Duplicate);
-            continue;
+        match insert_passenger(conn, key, version, passenger, now)? {
+            Some(seq) => {
+                results.push(SeatResult::Seated);
+                seated.push(seq);
+            }
+            None => results.push(SeatResult::Duplicate),
         }
-        let seq = conn.last_insert_rowid();
-        insert_payload.execute(params![
-            seq,
-            version,
-            metadata_json(&passenger.metadata)?,
-            passenger.body.media_type,
-            &passenger.body.data[..],
-            passenger.attachments.len() as i64,
-        ])?;
-        for (idx, attachment) in passenger.attachments.iter().enumerate() {
-            insert_attachment.execute(params![
-                seq,
-                idx as i64,
-                attachment.name,
-                attachment.media_type,
-                &attachment.content[..],
-            ])?;
-        }
-        results.push(SeatResult::Seated);
-        seated.push(seq);
     }
     insert_steps(conn, &seated, steps)?;
 
@@ -99,6 +53,99 @@ pub(super) fn seat(
     );
     counts.write(conn)?;
     Ok(results)
+}
+
+/// Writes one passenger, its payload and its attachments, pending; `None` when the queue
+/// already holds its de-duplication key (or its id). Its steps are written by the caller.
+fn insert_passenger(
+    conn: &Connection,
+    key: &PipelineKey,
+    version: &str,
+    passenger: &Passenger,
+    now: i64,
+) -> Result<Option<i64>> {
+    // ON CONFLICT without a target covers both the de-duplication key and the id: either way
+    // the passenger is already in the queue. A duplicate inside the batch conflicts with the
+    // row its twin inserted a moment earlier in this same transaction.
+    let mut insert_passenger = conn.prepare_cached(
+        "INSERT INTO passengers
+             (id, client, pipeline, source_system, external_id, state, due_at, created_at,
+              updated_at, parent)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?6, ?7)
+         ON CONFLICT DO NOTHING",
+    )?;
+    // No RETURNING: SQLite materialises returned rows in a temporary table, which costs more
+    // than asking for the rowid afterwards.
+    let inserted = insert_passenger.execute(params![
+        id_bytes(passenger.id),
+        key.client,
+        key.pipeline,
+        passenger.source_system,
+        passenger.external_id,
+        now,
+        passenger.parent.map(id_bytes),
+    ])?;
+    if inserted == 0 {
+        return Ok(None);
+    }
+    let seq = conn.last_insert_rowid();
+    conn.prepare_cached(
+        "INSERT INTO payloads (seq, version, metadata, media_type, body, attachments)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        seq,
+        version,
+        metadata_json(&passenger.metadata)?,
+        passenger.body.media_type,
+        &passenger.body.data[..],
+        passenger.attachments.len() as i64,
+    ])?;
+    let mut insert_attachment = conn.prepare_cached(
+        "INSERT INTO attachments (seq, idx, name, media_type, content)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (idx, attachment) in passenger.attachments.iter().enumerate() {
+        insert_attachment.execute(params![
+            seq,
+            idx as i64,
+            attachment.name,
+            attachment.media_type,
+            &attachment.content[..],
+        ])?;
+    }
+    Ok(Some(seq))
+}
+
+/// Seats the children a processor split a passenger into: they carry on after step `after`
+/// with the parent's steps and definition version. Children already seated (a split repeated
+/// after a crash) are skipped by the de-duplication key. Returns how many were seated.
+fn seat_children(
+    conn: &Connection,
+    parent: &PassengerRow,
+    after: u32,
+    children: &[Passenger],
+    now: i64,
+) -> Result<i64> {
+    let version: String = conn
+        .prepare_cached("SELECT version FROM payloads WHERE seq = ?1")?
+        .query_row([parent.seq], |row| row.get(0))?;
+    let key = PipelineKey::new(&parent.client, &parent.pipeline);
+    let mut copy_steps = conn.prepare_cached(
+        "INSERT INTO steps (seq, idx, kind, name, state, done_at)
+         SELECT ?1, idx, kind, name,
+                CASE WHEN idx <= ?3 THEN 'done' ELSE 'pending' END,
+                CASE WHEN idx <= ?3 THEN ?4 END
+         FROM steps WHERE seq = ?2",
+    )?;
+    let mut seated = 0;
+    for child in children {
+        if let Some(seq) = insert_passenger(conn, &key, &version, child, now)? {
+            copy_steps.execute(params![seq, parent.seq, after, now])?;
+            seated += 1;
+        }
+    }
+    Ok(seated)
 }
 
 /// Gives every passenger in `seqs` the steps `steps`, all pending, in one statement for the
@@ -154,7 +201,7 @@ pub(super) fn claim(
     // partial index only when the query visibly implies its WHERE clause. An expired lease is
     // due like any other work: its `due_at` is the lease's end.
     let mut select_due = conn.prepare_cached(
-        "SELECT seq, state, id, source_system, external_id, created_at FROM passengers
+        "SELECT seq, state, id, source_system, external_id, created_at, parent FROM passengers
          WHERE client = ?1 AND pipeline = ?2
            AND (state = 'pending' OR state = 'failed' OR state = 'in_flight')
            AND due_at <= ?3
@@ -179,6 +226,7 @@ pub(super) fn claim(
             source_system: row.get(3)?,
             external_id: row.get(4)?,
             created_at: time(row.get(5)?)?,
+            parent: row.get::<_, Option<[u8; 16]>>(6)?.map(id_from_bytes),
         });
     }
     drop(rows);
@@ -283,6 +331,7 @@ pub(super) fn load_leased(
                 body,
                 attachments,
                 created_at: due.created_at,
+                parent: due.parent,
             },
             steps: steps.remove(&due.seq).unwrap_or_default(),
         });
@@ -297,6 +346,7 @@ pub(super) struct DuePassenger {
     source_system: String,
     external_id: String,
     created_at: Timestamp,
+    parent: Option<PassengerId>,
 }
 
 /// Applies the workers' reports whose lease is still theirs. Returns how many were applied.
@@ -353,6 +403,15 @@ pub(super) fn finish(conn: &Connection, reports: &[Finished], now: Timestamp) ->
                 body.media_type,
                 &body.data[..],
             ])?;
+        }
+        if let Some(split) = &report.split {
+            let seated = seat_children(conn, passenger, split.after, &split.children, now)?;
+            updates.counts.add(
+                &passenger.client,
+                &passenger.pipeline,
+                PassengerState::Pending,
+                seated,
+            );
         }
         updates.steps(passenger.seq, steps);
         let (state, due_at) = journey::derive(steps, now);

@@ -9,7 +9,10 @@ use crate::{Result, StoreError};
 
 /// The migrations, in order; migration `n` (1-based) brings `PRAGMA user_version` to `n`.
 /// Never edit one that was released: add a new file.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_split.sql"),
+];
 
 /// The CLI opens the file while `ferry run` writes to it; a write waits this long for the
 /// other process's transaction before giving up.

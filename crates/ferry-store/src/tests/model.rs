@@ -541,6 +541,7 @@ async fn run<S: TestStore>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         token,
                         processed: None,
                         steps: changes,
+                        split: None,
                     });
                 }
                 let result = store.finish(&finished, now).await.map_err(error)?;

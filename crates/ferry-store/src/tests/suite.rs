@@ -105,6 +105,7 @@ fn report(leased: &Leased, steps: Vec<(u32, StepChange)>) -> Finished {
         token: leased.token,
         processed: None,
         steps,
+        split: None,
     }
 }
 
