@@ -250,6 +250,23 @@ fn run_processors(shared: &Shared, pipeline: &Active, journey: &mut Journey, now
                 return;
             }
             Ok(Outcome::Split(mut children)) => {
+                if let Some(twin) = twins(&children) {
+                    let error = StepError::permanent(format!(
+                        "the split made two children with external id `{twin}`; each needs its own"
+                    ));
+                    let change = failure(
+                        shared,
+                        pipeline,
+                        journey,
+                        &step.name,
+                        step.attempts,
+                        &error,
+                        now,
+                    );
+                    journey.changes.push((step.index, change));
+                    journey.stopped = true;
+                    return;
+                }
                 let parent = &journey.leased.passenger;
                 for child in &mut children {
                     child.client.clone_from(&parent.client);
@@ -285,6 +302,15 @@ fn run_processors(shared: &Shared, pipeline: &Active, journey: &mut Journey, now
             }
         }
     }
+}
+
+/// An external id that two of a split's children share: the queue would keep only one.
+fn twins(children: &[Passenger]) -> Option<String> {
+    let mut seen = std::collections::HashSet::with_capacity(children.len());
+    children
+        .iter()
+        .find(|child| !seen.insert(child.external_id.as_str()))
+        .map(|child| child.external_id.clone())
 }
 
 /// Ends a journey at step `index`: every open step after it is skipped.

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use ferry_core::config::{Project, SourceFile, validate};
-use ferry_core::{BuildContext, BuildError, Passenger, Pusher, PusherFactory, Registry, StepError};
+use ferry_core::{
+    Body, BuildContext, BuildError, Outcome, Passenger, Processor, ProcessorFactory, Pusher,
+    PusherFactory, Registry, StepError,
+};
 use ferry_engine::{Engine, Event, Options};
 use ferry_store::{PassengerState, PipelineKey, RunStatus, Store};
 
@@ -78,11 +81,76 @@ impl PusherFactory for HangingFactory {
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
+/// A processor that splits every passenger into three children.
+struct SplitInThree;
+
+impl Processor for SplitInThree {
+    fn process(&self, passenger: Passenger) -> Result<Outcome, StepError> {
+        let children = (1..=3)
+            .map(|n| {
+                let body = Body {
+                    media_type: "application/json".into(),
+                    data: format!("{{\"part\":{n}}}").into(),
+                };
+                passenger.child(format!("{}#{n}", passenger.external_id), body)
+            })
+            .collect();
+        Ok(Outcome::Split(children))
+    }
+}
+
+struct SplitInThreeFactory;
+
+impl ProcessorFactory for SplitInThreeFactory {
+    const TYPE: &'static str = "split3";
+    type Config = Empty;
+
+    fn build(&self, _: Empty, _: &BuildContext) -> Result<Box<dyn Processor>, BuildError> {
+        Ok(Box::new(SplitInThree))
+    }
+}
+
+/// A processor that routes passengers whose external id ends in an even digit to the pusher
+/// `even`, the others to `odd`.
+struct RouteByParity;
+
+impl Processor for RouteByParity {
+    fn process(&self, passenger: Passenger) -> Result<Outcome, StepError> {
+        let last = passenger
+            .external_id
+            .chars()
+            .last()
+            .and_then(|c| c.to_digit(10));
+        let to = if last.unwrap_or(1) % 2 == 0 {
+            "even"
+        } else {
+            "odd"
+        };
+        Ok(Outcome::Route {
+            passenger,
+            pushers: vec![to.to_string()],
+        })
+    }
+}
+
+struct RouteByParityFactory;
+
+impl ProcessorFactory for RouteByParityFactory {
+    const TYPE: &'static str = "parity";
+    type Config = Empty;
+
+    fn build(&self, _: Empty, _: &BuildContext) -> Result<Box<dyn Processor>, BuildError> {
+        Ok(Box::new(RouteByParity))
+    }
+}
+
 fn registry() -> Arc<Registry> {
     let mut registry = ferry_connectors::registry();
     registry.pushers.push(Box::new(PanickingFactory));
     registry.pushers.push(Box::new(RefusingFactory));
     registry.pushers.push(Box::new(HangingFactory));
+    registry.processors.push(Box::new(SplitInThreeFactory));
+    registry.processors.push(Box::new(RouteByParityFactory));
     Arc::new(registry)
 }
 
@@ -408,4 +476,71 @@ async fn shutdown_gives_every_leased_passenger_back() {
         count(store.as_ref(), "stuck", PassengerState::Pending).await,
         10
     );
+}
+
+fn files_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| entries.count())
+}
+
+#[tokio::test]
+async fn split_children_travel_on_their_own_and_name_their_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = "schedule: continuous\npullers:\n  - { type: generate, count: 10 }\nprocessors:\n  - { type: split3 }\npushers:\n  - { type: file, path: out }\nbatch_size: 4\n";
+    let (engine, store) = start(dir.path(), &[("split", pipeline)]).await;
+    eventually(
+        "40 complete passengers",
+        Duration::from_secs(20),
+        async || count(store.as_ref(), "split", PassengerState::Complete).await == 40,
+    )
+    .await;
+    engine.shutdown();
+    engine.wait().await;
+
+    // Only the children reach the pusher; the parents end at the split.
+    assert_eq!(files_in(&dir.path().join("out")), 30);
+    let filter = ferry_store::QueueFilter {
+        client: Some("acme".into()),
+        ..Default::default()
+    };
+    let entries = store.list(&filter, None, 100).await.unwrap();
+    assert_eq!(entries.len(), 40);
+    let mut children = 0;
+    for entry in &entries {
+        let detail = store.get(entry.id).await.unwrap();
+        let pusher = detail.steps.last().unwrap();
+        match detail.original.parent {
+            Some(parent) => {
+                children += 1;
+                let parent = store.get(parent).await.unwrap();
+                assert!(
+                    detail
+                        .entry
+                        .external_id
+                        .starts_with(&format!("{}#", parent.entry.external_id))
+                );
+                assert_eq!(detail.steps[0].state, ferry_store::StepState::Done);
+                assert_eq!(pusher.state, ferry_store::StepState::Done);
+            }
+            None => assert_eq!(pusher.state, ferry_store::StepState::Skipped),
+        }
+    }
+    assert_eq!(children, 30);
+}
+
+#[tokio::test]
+async fn route_sends_each_passenger_only_to_its_pushers() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = "schedule: continuous\npullers:\n  - { type: generate, count: 10 }\nprocessors:\n  - { type: parity }\npushers:\n  - { type: file, name: even, path: even }\n  - { type: file, name: odd, path: odd }\n  - { type: refuse, name: never }\n";
+    let (engine, store) = start(dir.path(), &[("route", pipeline)]).await;
+    eventually(
+        "10 complete passengers",
+        Duration::from_secs(20),
+        async || count(store.as_ref(), "route", PassengerState::Complete).await == 10,
+    )
+    .await;
+    engine.shutdown();
+    engine.wait().await;
+    // The refusing pusher was never asked: every passenger went to exactly one file pusher.
+    assert_eq!(files_in(&dir.path().join("even")), 5);
+    assert_eq!(files_in(&dir.path().join("odd")), 5);
 }

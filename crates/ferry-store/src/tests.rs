@@ -68,6 +68,7 @@ macro_rules! store_test_suite {
                 dead_processor_makes_the_passenger_dead,
                 dead_pusher_waits_for_the_other_pushers,
                 filtered_processor_skips_the_rest,
+                split_seats_children_with_the_parents_finish,
                 finish_ignores_unknown_passengers_and_steps,
                 release_gives_the_passenger_back_due_now,
                 retry_revives_failed_and_dead_steps,

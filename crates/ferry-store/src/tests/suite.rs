@@ -674,6 +674,52 @@ pub(crate) async fn filtered_processor_skips_the_rest<S: TestStore>() {
     assert_eq!(store.purge_passengers("acme", at(2)).await.unwrap(), 1);
 }
 
+pub(crate) async fn split_seats_children_with_the_parents_finish<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let leased = seat_and_lease(&store, &key, &three_steps(), "x", at(0)).await;
+    let parent = leased.passenger.clone();
+    let children: Vec<Passenger> = (1..=2)
+        .map(|n| parent.child(format!("x#{n}"), Body::json(&json!({ "part": n }))))
+        .collect();
+    let mut split = report(
+        &leased,
+        vec![
+            (0, StepChange::Done),
+            (1, StepChange::Skipped),
+            (2, StepChange::Skipped),
+        ],
+    );
+    split.split = Some(crate::Split {
+        after: 0,
+        children: children.clone(),
+    });
+    // A stale copy of the same report (its lease gone) seats nothing a second time.
+    finish_one(&store, split.clone(), at(1)).await;
+    assert_eq!(store.finish(&[split], at(2)).await.unwrap(), 0);
+
+    assert_eq!(state_of(&store, parent.id).await, PassengerState::Complete);
+    let counts = store.counts(Some("acme")).await.unwrap();
+    assert_eq!(counts[&key][&PassengerState::Pending], 2);
+    assert_eq!(counts[&key][&PassengerState::Complete], 1);
+    // The children carry on after the split, in their own leases, with their own content.
+    let leased = store.lease(&key, 10, LEASE, at(3)).await.unwrap();
+    assert_eq!(leased.len(), 2);
+    for (child, expected) in leased.iter().zip(&children) {
+        assert_eq!(child.passenger.id, expected.id);
+        assert_eq!(child.passenger.parent, Some(parent.id));
+        assert_eq!(child.passenger.body, expected.body);
+        let states: Vec<_> = child.steps.iter().map(|step| step.state).collect();
+        assert_eq!(
+            states,
+            [StepState::Done, StepState::InFlight, StepState::InFlight]
+        );
+    }
+    let detail = store.get(children[0].id).await.unwrap();
+    assert_eq!(detail.original.parent, Some(parent.id));
+    assert_eq!(detail.entry.external_id, "x#1");
+}
+
 pub(crate) async fn finish_ignores_unknown_passengers_and_steps<S: TestStore>() {
     let (_place, store) = S::create().await;
     let key = invoices();
