@@ -22,6 +22,8 @@ pub mod observer;
 mod policy;
 pub mod registrar;
 mod runner;
+pub mod testing;
+pub mod trial;
 mod worker;
 
 pub use observer::{Bus, Event};
@@ -73,7 +75,7 @@ pub enum EngineError {
 }
 
 /// A puller with its component name; pullers belong to their pipeline's pull task alone.
-pub(crate) type NamedPuller = (String, Box<dyn ferry_core::Puller>);
+pub type NamedPuller = (String, Box<dyn ferry_core::Puller>);
 
 /// A running pipeline: its built processors and pushers (shared by the workers) and the task
 /// that pulls on its schedule.

@@ -56,6 +56,12 @@ fn collect_yaml(root: &Path, dir: &Path, files: &mut Vec<SourceFile>) -> io::Res
             continue;
         }
         if entry.file_type()?.is_dir() {
+            // clients/<client>/tests/ holds pipeline tests and their fixtures, not definitions.
+            if name == "tests"
+                && path.parent().and_then(Path::parent) == Some(&root.join("clients"))
+            {
+                continue;
+            }
             collect_yaml(root, &path, files)?;
         } else if matches!(
             path.extension().and_then(|e| e.to_str()),

@@ -5,7 +5,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use ferry_core::config::StepKind;
-use ferry_core::{Outcome, Passenger, StepError, Timestamp};
+use ferry_core::{Outcome, Passenger, Processor, StepError, Timestamp};
 use ferry_store::{Finished, Leased, Split, StepChange, StepState, StepStatus};
 use futures::FutureExt;
 
@@ -204,14 +204,7 @@ fn run_processors(shared: &Shared, pipeline: &Active, journey: &mut Journey, now
         }
         let result = match pipeline.processors.iter().find(|(n, _)| *n == step.name) {
             Some((_, processor)) => {
-                let passenger = journey.leased.passenger.clone();
-                std::panic::catch_unwind(AssertUnwindSafe(|| processor.process(passenger)))
-                    .unwrap_or_else(|panic| {
-                        Err(StepError::retryable(format!(
-                            "processor panicked: {}",
-                            panic_message(&panic)
-                        )))
-                    })
+                call_processor(processor.as_ref(), journey.leased.passenger.clone())
             }
             None => Err(StepError::permanent(format!(
                 "processor `{}` is no longer in the pipeline; replay the passenger to use the current processors",
@@ -321,6 +314,21 @@ fn skip_later(journey: &mut Journey, steps: &[StepStatus], index: u32) {
         }
     }
     journey.stopped = true;
+}
+
+/// Calls a processor, turning a panic into a retryable failure.
+pub(crate) fn call_processor(
+    processor: &dyn Processor,
+    passenger: Passenger,
+) -> Result<Outcome, StepError> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| processor.process(passenger))).unwrap_or_else(
+        |panic| {
+            Err(StepError::retryable(format!(
+                "processor panicked: {}",
+                panic_message(&panic)
+            )))
+        },
+    )
 }
 
 /// Calls a pusher, turning a panic or a timeout into a retryable failure of the whole batch.

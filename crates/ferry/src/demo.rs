@@ -15,6 +15,14 @@ const INIT: &[(&str, &str)] = &[
         "clients/example/pipelines/invoices.yaml",
         include_str!("templates/init/invoices.yaml"),
     ),
+    (
+        "clients/example/tests/invoices.yaml",
+        include_str!("templates/init/tests/invoices.yaml"),
+    ),
+    (
+        "clients/example/tests/expected/invoices-stamped.json",
+        include_str!("templates/init/tests/invoices-stamped.json"),
+    ),
 ];
 
 /// Files of the demo project.
@@ -32,6 +40,10 @@ const DEMO: &[(&str, &str)] = &[
         "clients/demo/pipelines/invoices.yaml",
         include_str!("templates/demo/invoices.yaml"),
     ),
+    (
+        "clients/demo/tests/orders.yaml",
+        include_str!("templates/demo/tests/orders.yaml"),
+    ),
 ];
 
 /// Writes the example project; refuses to touch an existing project.
@@ -48,6 +60,10 @@ pub fn init(dir: &Path) -> anyhow::Result<()> {
     }
     std::fs::write(dir.join("inbox/example-invoice.xml"), sample_invoice(1))
         .context("cannot write the sample invoice")?;
+    let fixtures = dir.join("clients/example/tests/fixtures");
+    create_dir(&fixtures)?;
+    std::fs::write(fixtures.join("INV-0001.xml"), sample_invoice(1))
+        .context("cannot write the test fixture")?;
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use ferry_store::{PassengerState, PipelineKey, QueueFilter, Store};
 
 mod demo;
 mod show;
+mod trials;
 
 /// Pulls data from source systems, keeps every item in a durable queue until it is delivered,
 /// processes it and pushes it to target systems.
@@ -41,6 +42,27 @@ enum Command {
     Status {
         #[arg(default_value = ".")]
         dir: PathBuf,
+    },
+    /// Run the pipeline tests of a project (clients/<client>/tests/*.yaml) on the real
+    /// processors; nothing is pulled, queued or pushed.
+    Test {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Write the golden files with what comes out now instead of comparing.
+        #[arg(long)]
+        update: bool,
+    },
+    /// Show what a pipeline's pullers would pull now and what its processors would make of it,
+    /// without seating, acking or pushing anything.
+    Peek {
+        /// CLIENT/PIPELINE, or PIPELINE when its name is unique.
+        pipeline: String,
+        /// Project directory.
+        #[arg(short = 'C', long = "project", default_value = ".")]
+        dir: PathBuf,
+        /// Pull at most this many passengers from each puller.
+        #[arg(long, default_value_t = 10)]
+        max: usize,
     },
     /// Inspect and repair the queue.
     Queue {
@@ -125,6 +147,16 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Status { dir } => {
             let (project, store) = open(&dir).await?;
             show::status(&project, store.as_ref()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test { dir, update } => {
+            let project = load(&dir)?;
+            Ok(trials::test(&dir, &project, &registry(), update))
+        }
+        Command::Peek { pipeline, dir, max } => {
+            let project = load(&dir)?;
+            let pipeline = trials::find_pipeline(&project, &pipeline)?;
+            trials::peek(&dir, &registry(), pipeline, max).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Queue { dir, command } => queue(&dir, command).await,

@@ -33,7 +33,8 @@ pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Where definitions may be, for the message about a file anywhere else.
 const LAYOUT: &str = "definitions are `ferry.yaml`, `connections.yaml`, \
-     `clients/<client>/client.yaml` and `clients/<client>/pipelines/<name>.yaml`";
+     `clients/<client>/client.yaml` and `clients/<client>/pipelines/<name>.yaml` \
+     (pipeline tests go in `clients/<client>/tests/`)";
 
 /// What a client or pipeline name may look like, for error messages.
 const NAME_RULE: &str =

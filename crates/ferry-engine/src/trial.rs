@@ -1,0 +1,121 @@
+//! Trials: a pipeline's processors run on passengers in memory, with no queue and no pusher
+//! called, to show what the pipeline would make of them. `ferry test` and `ferry peek` are
+//! built on this.
+
+use std::path::Path;
+
+use ferry_core::config::Pipeline;
+use ferry_core::{Outcome, Passenger, Processor, Registry, StepError};
+
+use crate::{EngineError, NamedPuller, build_each, worker};
+
+/// A pipeline's processors, built from its definition, and the names of its pushers.
+pub struct Trial {
+    processors: Vec<(String, Box<dyn Processor>)>,
+    pushers: Vec<String>,
+}
+
+/// Where one passenger's journey through the processors ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// It would be handed to these pushers (fewer than all when a processor routed it).
+    Pushed { pushers: Vec<String> },
+    /// A processor filtered it.
+    Filtered { processor: String, reason: String },
+    /// A processor split it into `children` passengers, whose arrivals follow.
+    Split { processor: String, children: usize },
+    /// A processor failed; the queue would retry a retryable error and make the passenger
+    /// dead after a permanent one.
+    Failed { processor: String, error: StepError },
+}
+
+/// A passenger as the processors left it, and its fate.
+#[derive(Clone, Debug)]
+pub struct Arrival {
+    pub passenger: Passenger,
+    pub fate: Fate,
+}
+
+impl Trial {
+    /// Builds the processors of `def`, as the engine would.
+    pub fn build(registry: &Registry, dir: &Path, def: &Pipeline) -> Result<Trial, EngineError> {
+        let processors = build_each(dir, def, &def.processors, |c, ctx| {
+            registry.processor(&c.type_name, &c.config, ctx)
+        })?;
+        Ok(Trial {
+            processors,
+            pushers: def.pushers.iter().map(|p| p.name.clone()).collect(),
+        })
+    }
+
+    /// Runs `passenger` through every processor in order; a split's children go on from the
+    /// next processor, and their arrivals follow their parent's.
+    pub fn run(&self, passenger: Passenger) -> Vec<Arrival> {
+        let mut arrivals = Vec::new();
+        self.run_from(0, passenger, &mut arrivals);
+        arrivals
+    }
+
+    fn run_from(&self, first: usize, mut passenger: Passenger, arrivals: &mut Vec<Arrival>) {
+        let mut pushers = self.pushers.clone();
+        for (index, (name, processor)) in self.processors.iter().enumerate().skip(first) {
+            let processor_name = name.clone();
+            let outcome = worker::call_processor(processor.as_ref(), passenger.clone());
+            let fate = match outcome {
+                Ok(Outcome::Continue(next)) => {
+                    passenger = next;
+                    continue;
+                }
+                Ok(Outcome::Route {
+                    passenger: next,
+                    pushers: to,
+                }) => {
+                    passenger = next;
+                    pushers.retain(|pusher| to.contains(pusher));
+                    continue;
+                }
+                Ok(Outcome::Filtered { reason }) => Fate::Filtered {
+                    processor: processor_name,
+                    reason,
+                },
+                Ok(Outcome::Split(children)) => {
+                    arrivals.push(Arrival {
+                        passenger: passenger.clone(),
+                        fate: Fate::Split {
+                            processor: processor_name,
+                            children: children.len(),
+                        },
+                    });
+                    for mut child in children {
+                        child.client.clone_from(&passenger.client);
+                        child.pipeline.clone_from(&passenger.pipeline);
+                        child.parent = Some(passenger.id);
+                        self.run_from(index + 1, child, arrivals);
+                    }
+                    return;
+                }
+                Err(error) => Fate::Failed {
+                    processor: processor_name,
+                    error,
+                },
+            };
+            arrivals.push(Arrival { passenger, fate });
+            return;
+        }
+        arrivals.push(Arrival {
+            passenger,
+            fate: Fate::Pushed { pushers },
+        });
+    }
+}
+
+/// Builds the pullers of `def`, as the engine would, for a look at what they would pull.
+pub fn pullers(
+    registry: &Registry,
+    dir: &Path,
+    def: &Pipeline,
+) -> Result<Vec<NamedPuller>, EngineError> {
+    build_each(dir, def, &def.pullers, |c, ctx| {
+        registry.puller(&c.type_name, &c.config, ctx)
+    })
+}
