@@ -22,6 +22,8 @@ pub fn registry() -> Registry {
             Box::new(generate::GeneratePullerFactory),
         ],
         processors: vec![
+            Box::new(processors::DecodeFactory),
+            Box::new(processors::EncodeFactory),
             Box::new(processors::FilterFactory),
             Box::new(processors::SetFactory),
         ],
@@ -40,7 +42,10 @@ mod tests {
     fn registry_lists_every_component() {
         let registry = registry();
         assert_eq!(registry.type_names(Role::Puller), ["file", "generate"]);
-        assert_eq!(registry.type_names(Role::Processor), ["filter", "set"]);
+        assert_eq!(
+            registry.type_names(Role::Processor),
+            ["decode", "encode", "filter", "set"]
+        );
         assert_eq!(registry.type_names(Role::Pusher), ["file"]);
     }
 

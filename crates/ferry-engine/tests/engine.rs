@@ -121,7 +121,7 @@ impl Processor for RouteByParity {
             .chars()
             .last()
             .and_then(|c| c.to_digit(10));
-        let to = if last.unwrap_or(1) % 2 == 0 {
+        let to = if last.unwrap_or(1).is_multiple_of(2) {
             "even"
         } else {
             "odd"

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use ferry_formats::CodecConfig;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Unexpected};
 
@@ -41,6 +42,13 @@ pub struct FilePullerConfig {
     /// be being written, e.g. `500ms`, `5s`. Default `1s`; `0s` pulls every file at once.
     #[serde(default = "default_settle")]
     pub settle: String,
+    /// Decode each file's content with this codec into the passenger's JSON body; the file
+    /// still travels as the attachment and its description stays in the metadata. A format
+    /// name (`csv`) or a mapping with options (`{ type: csv, delimiter: ";" }`), see
+    /// `docs/formats.md`. A file that does not decode fails alone, with the position of the
+    /// error, and stays where it is. Default: none (the body describes the file).
+    #[serde(default)]
+    pub codec: Option<CodecConfig>,
 }
 
 fn default_pattern() -> String {
@@ -128,9 +136,16 @@ pub struct FilePusherConfig {
     #[serde(default = "default_name_template")]
     pub name_template: String,
     /// What to write: `attachments`, `body`, or `auto` (the default): the attachments when the
-    /// passenger has any, else the body.
+    /// passenger has any, else the body. With `codec`, the encoded body (`auto` or `body`).
     #[serde(default)]
     pub content: Content,
+    /// Encode the passenger's JSON body with this codec and write that: a format name (`csv`)
+    /// or a mapping with options (`{ type: csv, columns: [id, name] }`), see
+    /// `docs/formats.md`. A body that is not JSON, or that the format cannot hold, fails that
+    /// passenger alone. Cannot go with `content: attachments`. Default: none (bytes are
+    /// written as they are).
+    #[serde(default)]
+    pub codec: Option<CodecConfig>,
 }
 
 fn default_name_template() -> String {

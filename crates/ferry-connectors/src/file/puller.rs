@@ -14,12 +14,14 @@ use ferry_core::{
     Attachment, Body, BuildContext, BuildError, Passenger, PullFailure, Pulled, Puller,
     PullerFactory, Seated, StepError,
 };
+use ferry_formats::Codec;
 use globset::{Glob, GlobMatcher};
 use serde_json::json;
 use tracing::{debug, warn};
 
 use super::config::AFTER_SEAT_FORMS;
 use super::{AfterSeat, FilePullerConfig, create_dirs, guess_media_type, sync_dir, temp_name};
+use crate::processors::build_codec;
 
 /// Builds `file` pullers.
 pub struct FilePullerFactory;
@@ -59,6 +61,8 @@ struct Settings {
     /// `None`: guessed per file from its extension.
     media_type: Option<String>,
     settle: Duration,
+    /// Decodes each file into the body, when configured.
+    codec: Option<Codec>,
 }
 
 impl Settings {
@@ -110,6 +114,10 @@ impl Settings {
         }
         let settle = ferry_core::duration::parse(&config.settle)
             .map_err(|message| BuildError::at("settle", message))?;
+        let codec = match &config.codec {
+            Some(codec) => Some(build_codec(codec, ctx)?),
+            None => None,
+        };
         Ok(Settings {
             dir,
             pattern,
@@ -117,6 +125,7 @@ impl Settings {
             source_system: config.source_system,
             media_type: config.media_type,
             settle,
+            codec,
         })
     }
 
@@ -295,15 +304,30 @@ fn read_file(settings: &Settings, name: &OsStr, now: SystemTime) -> Found {
     };
 
     let size = content.len();
+    // Decoded here, on the blocking thread of the pull, so that a malformed file fails alone.
+    let decoded = match &settings.codec {
+        Some(codec) => match codec.decode(&content) {
+            Ok(value) => Some(value),
+            Err(error) => {
+                return failure(StepError::permanent(format!(
+                    "cannot decode {}: {error}",
+                    path.display()
+                )));
+            }
+        },
+        None => None,
+    };
     let media_type = match &settings.media_type {
         Some(media_type) => media_type.clone(),
         None => guess_media_type(name).to_string(),
     };
     let id = external_id(name, modified_millis(modified));
     let modified = DateTime::<Utc>::from(modified).to_rfc3339_opts(SecondsFormat::Millis, true);
-    let mut passenger = Passenger::pulled(settings.source_system.clone(), id).with_body(
-        Body::json(&json!({ "file": name, "size": size, "modified": modified })),
-    );
+    let body = match decoded {
+        Some(value) => Body::json(&value),
+        None => Body::json(&json!({ "file": name, "size": size, "modified": modified })),
+    };
+    let mut passenger = Passenger::pulled(settings.source_system.clone(), id).with_body(body);
     passenger.metadata.insert("file.name".into(), name.into());
     passenger
         .metadata

@@ -10,14 +10,17 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use ferry_core::template::Template;
-use ferry_core::{BuildContext, BuildError, Passenger, Pusher, PusherFactory, StepError};
+use ferry_core::{Body, BuildContext, BuildError, Passenger, Pusher, PusherFactory, StepError};
+use ferry_formats::Codec;
 use tracing::debug;
 
 use super::{Content, FilePusherConfig, create_dirs, sync_dir, temp_name};
+use crate::processors::{build_codec, json_body};
 
 /// Builds `file` pushers.
 pub struct FilePusherFactory;
@@ -55,10 +58,28 @@ impl PusherFactory for FilePusherFactory {
                 "file names must not contain `..` segments",
             ));
         }
+        let codec = match &config.codec {
+            Some(_) if config.content == Content::Attachments => {
+                return Err(BuildError::at(
+                    "codec",
+                    "`codec` encodes the body, so it cannot go with `content: attachments`",
+                ));
+            }
+            Some(codec) => {
+                let codec = build_codec(codec, ctx)?;
+                codec.check_encode().map_err(|mut error| {
+                    error.path.insert(0, "codec".into());
+                    error
+                })?;
+                Some(Arc::new(codec))
+            }
+            None => None,
+        };
         Ok(Box::new(FilePusher {
             dir: ctx.resolve(&config.path),
             template,
             content: config.content,
+            codec,
             pipeline: format!("{}/{}", ctx.client, ctx.pipeline),
             component: ctx.component.clone(),
         }))
@@ -70,6 +91,8 @@ pub struct FilePusher {
     dir: PathBuf,
     template: Template,
     content: Content,
+    /// Encodes the JSON body into what is written, when configured.
+    codec: Option<Arc<Codec>>,
     /// `client/pipeline`, for logs.
     pipeline: String,
     component: String,
@@ -81,13 +104,48 @@ struct PlannedFile {
     data: Bytes,
 }
 
+/// What a passenger becomes: its files, or a body still to encode (on the blocking thread,
+/// since encoding a large body takes longer than the runtime should be held).
+enum Plan {
+    Files(Vec<PlannedFile>),
+    Encode { relative: PathBuf, body: Body },
+}
+
+impl Plan {
+    fn into_files(self, codec: Option<&Codec>) -> Result<Vec<PlannedFile>, StepError> {
+        let (relative, body, codec) = match (self, codec) {
+            (Plan::Files(files), _) => return Ok(files),
+            (Plan::Encode { relative, body }, Some(codec)) => (relative, body, codec),
+            (Plan::Encode { .. }, None) => {
+                return Err(StepError::permanent("no codec to encode the body with"));
+            }
+        };
+        let value = json_body(&body)?;
+        let encoded = codec
+            .encode(&value)
+            .map_err(|error| StepError::permanent(format!("cannot encode the body: {error}")))?;
+        Ok(vec![PlannedFile {
+            relative,
+            data: Bytes::from(encoded),
+        }])
+    }
+}
+
 #[async_trait]
 impl Pusher for FilePusher {
     async fn push(&self, passengers: &[&Passenger]) -> Vec<Result<(), StepError>> {
         let plans: Vec<_> = passengers.iter().map(|p| self.plan(p)).collect();
         let dir = self.dir.clone();
+        let codec = self.codec.clone();
         // One blocking task for the whole batch, not one per file.
-        let results = match tokio::task::spawn_blocking(move || write_batch(&dir, plans)).await {
+        let task = move || {
+            let plans = plans
+                .into_iter()
+                .map(|plan| plan.and_then(|plan| plan.into_files(codec.as_deref())))
+                .collect();
+            write_batch(&dir, plans)
+        };
+        let results = match tokio::task::spawn_blocking(task).await {
             Ok(results) => results,
             Err(error) => {
                 let error = StepError::retryable(format!("file push task failed: {error}"));
@@ -108,8 +166,12 @@ impl Pusher for FilePusher {
 
 impl FilePusher {
     /// The files `passenger` becomes, or why it cannot be written.
-    fn plan(&self, passenger: &Passenger) -> Result<Vec<PlannedFile>, StepError> {
+    fn plan(&self, passenger: &Passenger) -> Result<Plan, StepError> {
         let relative = relative_path(&self.template.render(passenger))?;
+        if self.codec.is_some() {
+            let body = passenger.body.clone();
+            return Ok(Plan::Encode { relative, body });
+        }
         let write_attachments = match self.content {
             Content::Body => false,
             Content::Attachments if passenger.attachments.is_empty() => {
@@ -122,11 +184,11 @@ impl FilePusher {
         };
         if !write_attachments {
             let data = passenger.body.data.clone();
-            return Ok(vec![PlannedFile { relative, data }]);
+            return Ok(Plan::Files(vec![PlannedFile { relative, data }]));
         }
         if let [attachment] = passenger.attachments.as_slice() {
             let data = attachment.content.clone();
-            return Ok(vec![PlannedFile { relative, data }]);
+            return Ok(Plan::Files(vec![PlannedFile { relative, data }]));
         }
         // Several attachments: `<name>-<attachment name>` each, next to each other.
         let base = relative
@@ -147,7 +209,7 @@ impl FilePusher {
                 data: attachment.content.clone(),
             });
         }
-        Ok(files)
+        Ok(Plan::Files(files))
     }
 }
 

@@ -670,3 +670,206 @@ async fn a_rewritten_file_with_a_seated_name_is_a_new_passenger() {
     puller.ack(&seated(&tuesday)).await.unwrap();
     assert!(names(&inbox).is_empty());
 }
+
+// ---- codec --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_codec_decodes_each_file_and_a_malformed_one_fails_alone() {
+    let (_project, inbox, mut puller) = setup(&[], json!({ "codec": "csv" }));
+    write_settled(&inbox.join("a.csv"), "id,name\n1,Ann\n2,Bob\n");
+    write_settled(&inbox.join("b.csv"), "id,name\n3,Cy\n4,Di,extra\n");
+    write_settled(&inbox.join("c.csv"), "id,name\n");
+
+    let pulled = puller.pull(10).await.unwrap();
+    assert_eq!(external_ids(&pulled), ["a.csv", "c.csv"]);
+    let a = &pulled.passengers[0];
+    assert_eq!(
+        a.body.as_json().unwrap(),
+        json!([{ "id": "1", "name": "Ann" }, { "id": "2", "name": "Bob" }])
+    );
+    // The file still travels as it was, and its description stays in the metadata.
+    assert_eq!(
+        a.attachments[0].content,
+        Bytes::from("id,name\n1,Ann\n2,Bob\n")
+    );
+    assert_eq!(a.attachments[0].media_type, "text/csv");
+    assert_eq!(a.metadata["file.name"], "a.csv");
+    assert_eq!(pulled.passengers[1].body.as_json().unwrap(), json!([]));
+
+    let [failure] = pulled.failures.as_slice() else {
+        panic!("{:?}", pulled.failures);
+    };
+    assert_eq!(failure.external_id, "b.csv");
+    assert!(!failure.error.retryable);
+    let expected = format!(
+        "cannot decode {}: CSV line 3: found 3 fields, expected 2",
+        inbox.join("b.csv").display()
+    );
+    assert_eq!(failure.error.message, expected);
+
+    // The good files go with the ack; the malformed one stays for a person to fix.
+    puller.ack(&seated(&pulled.passengers)).await.unwrap();
+    assert_eq!(names(&inbox), ["b.csv"]);
+}
+
+#[tokio::test]
+async fn a_compressed_file_is_decoded_within_its_limit() {
+    let codec = json!({ "type": "ndjson", "compression": "gzip", "max_decompressed": "1KiB" });
+    let (_project, inbox, mut puller) = setup(&[], json!({ "codec": codec }));
+    let gzip_ndjson = ferry_formats::Codec::build(
+        &serde_json::from_value(json!({ "type": "ndjson", "compression": "gzip" })).unwrap(),
+        Path::new("."),
+    )
+    .unwrap();
+    let gzip = |items: Vec<Value>| gzip_ndjson.encode(&Value::Array(items)).unwrap();
+    fs::write(
+        inbox.join("small.ndjson.gz"),
+        gzip(vec![json!({ "n": 1 }), json!({ "n": 2 })]),
+    )
+    .unwrap();
+    fs::write(
+        inbox.join("large.ndjson.gz"),
+        gzip(vec![json!({ "n": 1 }); 1000]),
+    )
+    .unwrap();
+    for name in ["small.ndjson.gz", "large.ndjson.gz"] {
+        set_modified(
+            &inbox.join(name),
+            SystemTime::now() - Duration::from_secs(60),
+        );
+    }
+    let pulled = puller.pull(10).await.unwrap();
+    assert_eq!(external_ids(&pulled), ["small.ndjson.gz"]);
+    assert_eq!(
+        pulled.passengers[0].body.as_json().unwrap(),
+        json!([{ "n": 1 }, { "n": 2 }])
+    );
+    assert_eq!(pulled.failures.len(), 1);
+    assert!(
+        pulled.failures[0]
+            .error
+            .message
+            .ends_with("gzip: the data decompresses to more than 1 KiB (`max_decompressed`); refusing to inflate it further"),
+        "{}",
+        pulled.failures[0].error
+    );
+}
+
+fn json_passenger(external_id: &str, value: Value) -> Passenger {
+    Passenger::pulled("edi", external_id).with_body(Body::json(&value))
+}
+
+#[tokio::test]
+async fn a_codec_encodes_the_json_body_and_bad_bodies_fail_alone() {
+    let project = tempfile::tempdir().unwrap();
+    let config = json!({
+        "path": "out",
+        "name_template": "{external_id}.csv",
+        "codec": { "type": "csv", "delimiter": ";" },
+    });
+    let pusher = build_pusher(project.path(), config).unwrap();
+    let with_attachment = attach(
+        json_passenger("two", json!([{ "id": 2, "name": "Bob; Jr." }])),
+        "original.xml",
+        "<x/>",
+    );
+    let results = pusher
+        .push_all(&[
+            json_passenger("one", json!([{ "id": "1", "name": "Ann" }])),
+            passenger("text", "not json"),
+            json_passenger("object", json!({ "id": 3 })),
+            with_attachment,
+        ])
+        .await;
+    assert_eq!(results[0], Ok(()));
+    let not_json = results[1].clone().unwrap_err();
+    assert_eq!(
+        not_json.message,
+        "the body is `text/plain`, not JSON: encoding needs a JSON body (use `decode` first)"
+    );
+    assert!(!not_json.retryable);
+    let not_rows = results[2].clone().unwrap_err();
+    assert_eq!(
+        not_rows.message,
+        "cannot encode the body: CSV at the top level: expected an array of rows, found an object"
+    );
+    // With a codec the encoded body is written, even when there are attachments.
+    assert_eq!(results[3], Ok(()));
+    let out = project.path().join("out");
+    assert_eq!(tree(&out), ["one.csv", "two.csv"]);
+    assert_eq!(read(out.join("one.csv")), "id;name\n1;Ann\n");
+    assert_eq!(read(out.join("two.csv")), "id;name\n2;\"Bob; Jr.\"\n");
+}
+
+#[tokio::test]
+async fn avro_files_written_by_the_pusher_are_read_back_by_the_puller() {
+    let project = tempfile::tempdir().unwrap();
+    let schema = r#"{ "type": "record", "name": "Reading", "namespace": "plant", "fields": [
+        { "name": "sensor", "type": "string" },
+        { "name": "value", "type": "double" },
+        { "name": "at", "type": { "type": "long", "logicalType": "timestamp-millis" } },
+        { "name": "note", "type": ["null", "string"], "default": null } ] }"#;
+    fs::create_dir(project.path().join("schemas")).unwrap();
+    fs::write(project.path().join("schemas/reading.avsc"), schema).unwrap();
+    let codec = json!({ "type": "avro", "schema": "schemas/reading.avsc", "compression": "zstd" });
+
+    let pusher = build_pusher(
+        project.path(),
+        json!({ "path": "in", "name_template": "{external_id}.avro.zst", "codec": codec }),
+    )
+    .unwrap();
+    let readings = json!([
+        { "sensor": "t1", "value": 21.5, "at": "2024-05-01T10:00:00.000Z", "note": null },
+        { "sensor": "t2", "value": -3.25, "at": "2024-05-01T10:00:01.500Z", "note": "cold" },
+    ]);
+    let results = pusher
+        .push_all(&[json_passenger("batch-1", readings.clone())])
+        .await;
+    assert_eq!(results, [Ok(())]);
+    let written = project.path().join("in/batch-1.avro.zst");
+    set_modified(&written, SystemTime::now() - Duration::from_secs(60));
+
+    let config = json!({ "path": "in", "after_seat": "delete", "codec": codec });
+    let mut puller = build_puller(project.path(), config).unwrap();
+    let pulled = puller.pull(10).await.unwrap();
+    assert!(pulled.failures.is_empty(), "{:?}", pulled.failures);
+    assert_eq!(pulled.passengers[0].body.as_json().unwrap(), readings);
+    // The file on disk is zstd around an Avro container.
+    let bytes = fs::read(&written).unwrap();
+    assert_eq!(&bytes[..4], [0x28, 0xB5, 0x2F, 0xFD]);
+}
+
+#[test]
+fn codec_configuration_errors_name_their_key() {
+    let project = Path::new("/nonexistent-project");
+    let puller_error = |codec: Value| {
+        let config = json!({ "path": "in", "after_seat": "delete", "codec": codec });
+        build_puller(project, config).err().unwrap()
+    };
+    let error = puller_error(json!({ "type": "csv", "quote": "ab" }));
+    assert_eq!(error.path, ["codec", "quote"]);
+    let error = puller_error(json!("parquet"));
+    assert_eq!(error.path, ["codec"]);
+    assert!(error.message.contains("valid types are"), "{error}");
+    let error = puller_error(json!({ "type": "avro", "schema": "schemas/x.avsc" }));
+    assert_eq!(error.path, ["codec", "schema"]);
+    assert!(
+        error
+            .message
+            .contains("/nonexistent-project/schemas/x.avsc"),
+        "{error}"
+    );
+
+    let pusher_error = |config: Value| build_pusher(project, config).err().unwrap();
+    let error = pusher_error(json!({ "path": "out", "codec": "csv", "content": "attachments" }));
+    assert_eq!(error.path, ["codec"]);
+    assert!(error.message.contains("`content: attachments`"), "{error}");
+    let error = pusher_error(json!({ "path": "out", "codec": "avro" }));
+    assert_eq!(error.path, ["codec", "schema"]);
+    // Building needs no files for formats without a schema.
+    build_pusher(
+        project,
+        json!({ "path": "out", "codec": "csv", "content": "body" }),
+    )
+    .unwrap();
+}

@@ -125,3 +125,35 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
 fn user_version(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row("PRAGMA user_version", [], |row| row.get(0))?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_of_an_older_version_is_migrated_and_keeps_its_passengers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.db");
+        {
+            // A database as ferry's first schema left it, with a passenger in it.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO passengers (id, client, pipeline, source_system, external_id, state,
+                     due_at, created_at, updated_at)
+                 VALUES (x'00', 'acme', 'p', 's', 'x', 'pending', 0, 0, 0)",
+                [],
+            )
+            .unwrap();
+        }
+        let conn = open_writer(&path).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), MIGRATIONS.len() as i64);
+        let (external_id, parent): (String, Option<Vec<u8>>) = conn
+            .query_row("SELECT external_id, parent FROM passengers", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((external_id.as_str(), parent), ("x", None));
+    }
+}

@@ -873,7 +873,8 @@ fn stray_yaml_files() {
         ("pipelines.yaml", ""),
     ];
     let layout = "definitions are `ferry.yaml`, `connections.yaml`, \
-                  `clients/<client>/client.yaml` and `clients/<client>/pipelines/<name>.yaml`";
+                  `clients/<client>/client.yaml` and `clients/<client>/pipelines/<name>.yaml` \
+                  (pipeline tests go in `clients/<client>/tests/`)";
     assert_eq!(
         errors_of(&list, &[]),
         [

@@ -1,0 +1,158 @@
+//! What went wrong reading or writing a format, and where.
+
+use std::fmt;
+
+/// Input that is not valid in its format, or a value that the format cannot hold.
+///
+/// Its text names the format and the position, e.g. `CSV line 3: found 4 fields, expected 3`,
+/// so that a failed passenger tells an operator where to look.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FormatError {
+    /// The format (or compression) that failed: `JSON`, `CSV`, `Avro`, `gzip`…
+    pub format: &'static str,
+    /// What is wrong, lowercase, without the position.
+    pub message: String,
+    /// Where, when the format or its library can tell.
+    pub position: Option<Position>,
+}
+
+/// Where in the input (or in the value being encoded) a [`FormatError`] is.
+///
+/// Positions in compressed input refer to the decompressed bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Position {
+    /// A 1-based line of a text format, with the 1-based column (in characters) when known.
+    Line { line: u64, column: Option<u64> },
+    /// A 0-based byte offset into a binary format.
+    Byte(u64),
+    /// The 1-based number of a record in a sequence (an Avro container file's records).
+    Record(u64),
+    /// A JSON pointer into the value being encoded, e.g. `/orders/3/amount` (`""` is the whole
+    /// value).
+    Path(String),
+}
+
+impl FormatError {
+    /// An error without a position.
+    pub(crate) fn new(format: &'static str, message: impl Into<String>) -> Self {
+        FormatError {
+            format,
+            message: message.into(),
+            position: None,
+        }
+    }
+
+    /// An error at `position`.
+    pub(crate) fn at(format: &'static str, position: Position, message: impl Into<String>) -> Self {
+        FormatError {
+            format,
+            message: message.into(),
+            position: Some(position),
+        }
+    }
+
+    /// An error at a line and column.
+    pub(crate) fn at_line(
+        format: &'static str,
+        line: u64,
+        column: Option<u64>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::at(format, Position::Line { line, column }, message)
+    }
+
+    /// An error about the part of an encoded value at `pointer` (a JSON pointer).
+    pub(crate) fn at_path(
+        format: &'static str,
+        pointer: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::at(format, Position::Path(pointer.into()), message)
+    }
+}
+
+impl fmt::Display for FormatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.position {
+            Some(position) => write!(f, "{} {position}: {}", self.format, self.message),
+            None => write!(f, "{}: {}", self.format, self.message),
+        }
+    }
+}
+
+impl std::error::Error for FormatError {}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Position::Line { line, column: None } => write!(f, "line {line}"),
+            Position::Line {
+                line,
+                column: Some(column),
+            } => write!(f, "line {line}, column {column}"),
+            Position::Byte(offset) => write!(f, "byte {offset}"),
+            Position::Record(number) => write!(f, "record {number}"),
+            Position::Path(pointer) if pointer.is_empty() => f.write_str("at the top level"),
+            Position::Path(pointer) => write!(f, "at {pointer}"),
+        }
+    }
+}
+
+/// The 1-based line and column (in characters) of byte `offset` in `text`.
+pub(crate) fn line_column(text: &[u8], offset: usize) -> (u64, u64) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.iter().filter(|&&byte| byte == b'\n').count() as u64 + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&byte| byte == b'\n')
+        .map_or(0, |newline| newline + 1);
+    // Characters, not bytes: count the bytes that start a UTF-8 sequence.
+    let column = before[line_start..]
+        .iter()
+        .filter(|&&byte| (byte & 0xC0) != 0x80)
+        .count() as u64
+        + 1;
+    (line, column)
+}
+
+/// Appends one segment to a JSON pointer (escaping `~` and `/` as RFC 6901 says).
+pub(crate) fn pointer_push(pointer: &str, segment: &str) -> String {
+    let escaped = segment.replace('~', "~0").replace('/', "~1");
+    format!("{pointer}/{escaped}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_format_and_position() {
+        let error = FormatError::at_line("CSV", 3, None, "found 4 fields, expected 3");
+        assert_eq!(error.to_string(), "CSV line 3: found 4 fields, expected 3");
+        let error = FormatError::at_line("JSON", 2, Some(7), "expected value");
+        assert_eq!(error.to_string(), "JSON line 2, column 7: expected value");
+        let error = FormatError::at("Avro", Position::Byte(17), "unexpected end");
+        assert_eq!(error.to_string(), "Avro byte 17: unexpected end");
+        let error = FormatError::at_path("CSV", "/2", "expected an object");
+        assert_eq!(error.to_string(), "CSV at /2: expected an object");
+        let error = FormatError::new("gzip", "corrupt deflate stream");
+        assert_eq!(error.to_string(), "gzip: corrupt deflate stream");
+    }
+
+    #[test]
+    fn line_column_counts_characters() {
+        let text = "ab\nçd\nxyz".as_bytes();
+        assert_eq!(line_column(text, 0), (1, 1));
+        assert_eq!(line_column(text, 3), (2, 1));
+        // `d` is the second character of line 2, after the two bytes of `ç`.
+        assert_eq!(line_column(text, 5), (2, 2));
+        assert_eq!(line_column(text, 100), (3, 4));
+    }
+
+    #[test]
+    fn pointers_escape_their_segments() {
+        assert_eq!(pointer_push("", "a/b~c"), "/a~1b~0c");
+        assert_eq!(pointer_push("/x", "3"), "/x/3");
+    }
+}
