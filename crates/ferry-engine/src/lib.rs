@@ -465,8 +465,8 @@ fn build(registry: &Registry, dir: &Path, def: &Pipeline) -> Result<Active, Engi
     })
 }
 
-/// Builds a pipeline's pullers; they belong to its pull task alone.
-fn build_pullers(
+/// Builds a pipeline's pullers; they belong to its pull task alone (or to `ferry peek`).
+pub fn build_pullers(
     registry: &Registry,
     dir: &Path,
     def: &Pipeline,

@@ -7,7 +7,7 @@ use std::path::Path;
 use ferry_core::config::Pipeline;
 use ferry_core::{Outcome, Passenger, Processor, Registry, StepError};
 
-use crate::{EngineError, NamedPuller, build_each, worker};
+use crate::{EngineError, build_each, worker};
 
 /// A pipeline's processors, built from its definition, and the names of its pushers.
 pub struct Trial {
@@ -86,10 +86,7 @@ impl Trial {
                             children: children.len(),
                         },
                     });
-                    for mut child in children {
-                        child.client.clone_from(&passenger.client);
-                        child.pipeline.clone_from(&passenger.pipeline);
-                        child.parent = Some(passenger.id);
+                    for child in children {
                         self.run_from(index + 1, child, arrivals);
                     }
                     return;
@@ -109,13 +106,71 @@ impl Trial {
     }
 }
 
-/// Builds the pullers of `def`, as the engine would, for a look at what they would pull.
-pub fn pullers(
-    registry: &Registry,
-    dir: &Path,
-    def: &Pipeline,
-) -> Result<Vec<NamedPuller>, EngineError> {
-    build_each(dir, def, &def.pullers, |c, ctx| {
-        registry.puller(&c.type_name, &c.config, ctx)
-    })
+#[cfg(test)]
+mod tests {
+    use ferry_core::{Body, StepError};
+
+    use super::*;
+
+    /// Splits into children named by `ids`.
+    struct SplitInto(Vec<&'static str>);
+
+    impl Processor for SplitInto {
+        fn process(&self, passenger: Passenger) -> Result<Outcome, StepError> {
+            let children = self
+                .0
+                .iter()
+                .map(|id| passenger.child(*id, Body::empty()))
+                .collect();
+            Ok(Outcome::Split(children))
+        }
+    }
+
+    fn trial(ids: Vec<&'static str>) -> Trial {
+        Trial {
+            processors: vec![("split".into(), Box::new(SplitInto(ids)))],
+            pushers: vec!["out".into()],
+        }
+    }
+
+    fn parent() -> Passenger {
+        let mut passenger = Passenger::pulled("test", "p");
+        passenger.client = "acme".into();
+        passenger.pipeline = "orders".into();
+        passenger
+    }
+
+    #[test]
+    fn children_follow_their_parent_and_name_it() {
+        let parent = parent();
+        let arrivals = trial(vec!["p#1", "p#2"]).run(parent.clone());
+        assert_eq!(arrivals.len(), 3);
+        assert!(matches!(arrivals[0].fate, Fate::Split { children: 2, .. }));
+        for child in &arrivals[1..] {
+            assert_eq!(child.passenger.parent, Some(parent.id));
+            assert_eq!(child.passenger.client, "acme");
+            assert_eq!(child.passenger.pipeline, "orders");
+            assert_eq!(
+                child.fate,
+                Fate::Pushed {
+                    pushers: vec!["out".into()]
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn children_sharing_an_external_id_fail_the_split_for_good() {
+        let arrivals = trial(vec!["p#1", "p#1"]).run(parent());
+        assert_eq!(arrivals.len(), 1);
+        let Fate::Failed { error, .. } = &arrivals[0].fate else {
+            panic!("expected a failure, got {:?}", arrivals[0].fate);
+        };
+        assert!(!error.retryable);
+        assert!(
+            error
+                .message
+                .contains("two children with external id `p#1`")
+        );
+    }
 }

@@ -242,33 +242,10 @@ fn run_processors(shared: &Shared, pipeline: &Active, journey: &mut Journey, now
                 skip_later(journey, &steps, step.index);
                 return;
             }
-            Ok(Outcome::Split(mut children)) => {
-                if let Some(twin) = twins(&children) {
-                    let error = StepError::permanent(format!(
-                        "the split made two children with external id `{twin}`; each needs its own"
-                    ));
-                    let change = failure(
-                        shared,
-                        pipeline,
-                        journey,
-                        &step.name,
-                        step.attempts,
-                        &error,
-                        now,
-                    );
-                    journey.changes.push((step.index, change));
-                    journey.stopped = true;
-                    return;
-                }
-                let parent = &journey.leased.passenger;
-                for child in &mut children {
-                    child.client.clone_from(&parent.client);
-                    child.pipeline.clone_from(&parent.pipeline);
-                    child.parent = Some(parent.id);
-                }
+            Ok(Outcome::Split(children)) => {
                 shared.bus.publish(Event::PassengerSplit {
                     pipeline: pipeline.key.clone(),
-                    id: parent.id,
+                    id: journey.leased.passenger.id,
                     children: children.len(),
                 });
                 journey.changes.push((step.index, StepChange::Done));
@@ -297,6 +274,41 @@ fn run_processors(shared: &Shared, pipeline: &Active, journey: &mut Journey, now
     }
 }
 
+/// Calls a processor, turning a panic into a retryable failure. A split's children get their
+/// parent's client, pipeline and id; children sharing an external id fail the split for good.
+pub(crate) fn call_processor(
+    processor: &dyn Processor,
+    passenger: Passenger,
+) -> Result<Outcome, StepError> {
+    let parent = (
+        passenger.id,
+        passenger.client.clone(),
+        passenger.pipeline.clone(),
+    );
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| processor.process(passenger)))
+        .unwrap_or_else(|panic| {
+            Err(StepError::retryable(format!(
+                "processor panicked: {}",
+                panic_message(&panic)
+            )))
+        })?;
+    let Outcome::Split(mut children) = outcome else {
+        return Ok(outcome);
+    };
+    if let Some(twin) = twins(&children) {
+        return Err(StepError::permanent(format!(
+            "the split made two children with external id `{twin}`; each needs its own"
+        )));
+    }
+    let (id, client, pipeline) = parent;
+    for child in &mut children {
+        child.client.clone_from(&client);
+        child.pipeline.clone_from(&pipeline);
+        child.parent = Some(id);
+    }
+    Ok(Outcome::Split(children))
+}
+
 /// An external id that two of a split's children share: the queue would keep only one.
 fn twins(children: &[Passenger]) -> Option<String> {
     let mut seen = std::collections::HashSet::with_capacity(children.len());
@@ -314,21 +326,6 @@ fn skip_later(journey: &mut Journey, steps: &[StepStatus], index: u32) {
         }
     }
     journey.stopped = true;
-}
-
-/// Calls a processor, turning a panic into a retryable failure.
-pub(crate) fn call_processor(
-    processor: &dyn Processor,
-    passenger: Passenger,
-) -> Result<Outcome, StepError> {
-    std::panic::catch_unwind(AssertUnwindSafe(|| processor.process(passenger))).unwrap_or_else(
-        |panic| {
-            Err(StepError::retryable(format!(
-                "processor panicked: {}",
-                panic_message(&panic)
-            )))
-        },
-    )
 }
 
 /// Calls a pusher, turning a panic or a timeout into a retryable failure of the whole batch.

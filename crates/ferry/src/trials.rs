@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use ferry_core::config::{Pipeline, Project};
 use ferry_core::{Passenger, Registry};
 use ferry_engine::testing;
-use ferry_engine::trial::{self, Arrival, Fate, Trial};
+use ferry_engine::trial::{Arrival, Fate, Trial};
 
 /// Runs every test file of the project; exit code 1 when a case fails.
 pub fn test(dir: &Path, project: &Project, registry: &Registry, update: bool) -> ExitCode {
@@ -102,7 +102,7 @@ pub async fn peek(
     max: usize,
 ) -> anyhow::Result<()> {
     let trial = Trial::build(registry, dir, pipeline)?;
-    let pullers = trial::pullers(registry, dir, pipeline)?;
+    let pullers = ferry_engine::build_pullers(registry, dir, pipeline)?;
     println!(
         "peek at {} — nothing is seated or acked; the source is left as it is",
         pipeline.key()
