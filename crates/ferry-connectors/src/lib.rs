@@ -25,6 +25,7 @@ pub fn registry() -> Registry {
             Box::new(processors::DecodeFactory),
             Box::new(processors::EncodeFactory),
             Box::new(processors::FilterFactory),
+            Box::new(processors::RemapFactory),
             Box::new(processors::SetFactory),
         ],
         pushers: vec![Box::new(file::FilePusherFactory)],
@@ -44,7 +45,7 @@ mod tests {
         assert_eq!(registry.type_names(Role::Puller), ["file", "generate"]);
         assert_eq!(
             registry.type_names(Role::Processor),
-            ["decode", "encode", "filter", "set"]
+            ["decode", "encode", "filter", "remap", "set"]
         );
         assert_eq!(registry.type_names(Role::Pusher), ["file"]);
     }

@@ -3,6 +3,7 @@
 mod decode;
 mod encode;
 mod filter;
+mod remap;
 mod set;
 
 pub(crate) use decode::build_codec;
@@ -10,4 +11,5 @@ pub use decode::{DecodeConfig, DecodeFactory, DecodeSource};
 pub(crate) use encode::json_body;
 pub use encode::{EncodeConfig, EncodeFactory, EncodeTarget};
 pub use filter::{Condition, FilterConfig, FilterFactory};
+pub use remap::{RemapConfig, RemapFactory};
 pub use set::{SetConfig, SetFactory};
