@@ -19,7 +19,7 @@ use ferry_core::{
 };
 use serde::Deserialize;
 
-use super::program::VrlProgram;
+use super::program::{Mode, VrlProgram};
 
 /// Configuration of the `remap` processor: the program inline or in a file, not both.
 #[derive(Clone, Debug, Deserialize)]
@@ -52,6 +52,7 @@ impl ProcessorFactory for RemapFactory {
             "file",
             config.file.as_deref(),
             ctx,
+            Mode::Remap,
         )?;
         Ok(Box::new(Remap { program }))
     }
@@ -165,7 +166,10 @@ mod tests {
             .process(passenger(json!({ "amount": -1 })))
             .unwrap_err();
         assert!(!error.retryable);
-        assert_eq!(error.message, "aborted at line 1, column 27: negative amount");
+        assert_eq!(
+            error.message,
+            "aborted at line 1, column 27: negative amount"
+        );
         assert!(processor.process(passenger(json!({ "amount": 1 }))).is_ok());
     }
 
@@ -210,8 +214,10 @@ mod tests {
         let errors = validation_errors(std::path::Path::new("/tmp"), pipeline);
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(
-            errors[0].starts_with("clients/acme/pipelines/p.yaml:3:34: processors[0].source: unhandled \
-                 fallible assignment (E103)"),
+            errors[0].starts_with(
+                "clients/acme/pipelines/p.yaml:3:34: processors[0].source: unhandled \
+                 fallible assignment (E103)"
+            ),
             "{errors:?}"
         );
     }
@@ -251,8 +257,20 @@ mod tests {
         let both = remap(json!({ "source": ".a = 1", "file": "x.vrl" }));
         assert!(both.err().unwrap().message.contains("not both"));
         let neither = remap(json!({}));
-        assert!(neither.err().unwrap().message.contains("inline as `source`"));
+        assert!(
+            neither
+                .err()
+                .unwrap()
+                .message
+                .contains("inline as `source`")
+        );
         let unknown = remap(json!({ "program": ".a = 1" }));
-        assert!(unknown.err().unwrap().message.contains("unknown field `program`"));
+        assert!(
+            unknown
+                .err()
+                .unwrap()
+                .message
+                .contains("unknown field `program`")
+        );
     }
 }
