@@ -19,7 +19,7 @@ use ferry_core::{
 };
 use serde::Deserialize;
 
-use super::program::{Mode, VrlProgram};
+use super::program::VrlProgram;
 
 /// Configuration of the `remap` processor: the program inline or in a file, not both.
 #[derive(Clone, Debug, Deserialize)]
@@ -52,7 +52,6 @@ impl ProcessorFactory for RemapFactory {
             "file",
             config.file.as_deref(),
             ctx,
-            Mode::Remap,
         )?;
         Ok(Box::new(Remap { program }))
     }
