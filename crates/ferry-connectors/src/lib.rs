@@ -63,9 +63,9 @@ mod tests {
             "{error}"
         );
         let error = registry
-            .check(Role::Processor, "remap", &json!({}), &ctx)
+            .check(Role::Processor, "transmogrify", &json!({}), &ctx)
             .unwrap_err();
-        assert!(error.message.contains("filter, set"), "{error}");
+        assert!(error.message.contains("filter, remap, set"), "{error}");
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl ProcessorFactory for RemapFactory {
             }
             _ => {
                 return Err(BuildError::new(
-                    "give the program as `source` or as `file`, not both",
+                    "give the program in exactly one of `source` and `file`",
                 ));
             }
         };
