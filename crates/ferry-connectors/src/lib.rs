@@ -23,10 +23,14 @@ pub fn registry() -> Registry {
         ],
         processors: vec![
             Box::new(processors::DecodeFactory),
+            Box::new(processors::DedupeFactory),
             Box::new(processors::EncodeFactory),
             Box::new(processors::FilterFactory),
             Box::new(processors::RemapFactory),
+            Box::new(processors::RouteFactory),
             Box::new(processors::SetFactory),
+            Box::new(processors::SplitFactory),
+            Box::new(processors::ValidateFactory),
         ],
         pushers: vec![Box::new(file::FilePusherFactory)],
     }
@@ -45,7 +49,10 @@ mod tests {
         assert_eq!(registry.type_names(Role::Puller), ["file", "generate"]);
         assert_eq!(
             registry.type_names(Role::Processor),
-            ["decode", "encode", "filter", "remap", "set"]
+            [
+                "decode", "dedupe", "encode", "filter", "remap", "route", "set", "split",
+                "validate"
+            ]
         );
         assert_eq!(registry.type_names(Role::Pusher), ["file"]);
     }
@@ -65,7 +72,7 @@ mod tests {
         let error = registry
             .check(Role::Processor, "transmogrify", &json!({}), &ctx)
             .unwrap_err();
-        assert!(error.message.contains("filter, remap, set"), "{error}");
+        assert!(error.message.contains("filter, remap, route"), "{error}");
     }
 
     #[test]
@@ -85,6 +92,25 @@ mod tests {
             .unwrap();
         let set = json!({ "metadata": { "origin": "{source_system}" } });
         registry.check(Role::Processor, "set", &set, &ctx).unwrap();
+        let with_pusher = BuildContext {
+            pushers: vec!["erp".into()],
+            ..ctx.clone()
+        };
+        for (type_name, config) in [
+            ("remap", json!({ "source": ".a = 1" })),
+            ("filter", json!({ "condition": ".a == 1" })),
+            (
+                "route",
+                json!({ "routes": [{ "when": ".a == 1", "to": ["erp"] }] }),
+            ),
+            ("split", json!({ "items": ".lines" })),
+            ("dedupe", json!({ "key": ".id", "window": "10m" })),
+            ("validate", json!({ "schema": { "type": "object" } })),
+        ] {
+            registry
+                .check(Role::Processor, type_name, &config, &with_pusher)
+                .unwrap();
+        }
         registry
             .check(Role::Pusher, "file", &json!({ "path": "out" }), &ctx)
             .unwrap();

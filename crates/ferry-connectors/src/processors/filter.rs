@@ -1,10 +1,12 @@
-//! `filter`: lets passengers through by their metadata, or stops them with a recorded reason.
+//! `filter`: lets passengers through by their metadata or by a VRL condition, or stops them
+//! with a recorded reason.
 //!
 //! ```yaml
 //! processors:
 //!   - type: filter
 //!     keep: { metadata: kind, equals: invoice }
 //!     drop: { metadata: customer, matches: "^test-" }
+//!     condition: .amount > 100 && %country == "DE"
 //! ```
 
 use std::fmt;
@@ -14,9 +16,14 @@ use ferry_core::{
 };
 use regex::Regex;
 use serde::Deserialize;
+use vrl::value::Kind;
 
-/// Configuration of the `filter` processor. At least one of `keep` and `drop` is required; with
-/// both, a passenger travels on when it meets `keep` and does not meet `drop`.
+use super::program::{Input, Mode, VrlProgram};
+
+/// Configuration of the `filter` processor. At least one of `keep`, `drop` and `condition` is
+/// required; with several, a passenger travels on only when it meets `keep`, does not meet
+/// `drop` and the condition is true. They are checked in that order, and the first that stops
+/// the passenger is named in the reason.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
@@ -26,6 +33,11 @@ pub struct FilterConfig {
     /// Passengers that meet this condition stop here.
     #[serde(default)]
     pub drop: Option<Condition>,
+    /// A VRL boolean expression over the body (`.`) and the metadata (`%`), e.g.
+    /// `.amount > 100`; only passengers for which it is true travel on. A result that is not a
+    /// boolean fails the passenger permanently. Changes the expression makes are discarded.
+    #[serde(default)]
+    pub condition: Option<String>,
 }
 
 /// A test of one metadata value: exactly one of `equals`, `matches` and `exists`.
@@ -58,14 +70,23 @@ impl ProcessorFactory for FilterFactory {
         config: FilterConfig,
         _ctx: &BuildContext,
     ) -> Result<Box<dyn Processor>, BuildError> {
-        if config.keep.is_none() && config.drop.is_none() {
+        if config.keep.is_none() && config.drop.is_none() && config.condition.is_none() {
             return Err(BuildError::new(
-                "give `keep`, `drop` or both, e.g. `keep: { metadata: kind, equals: invoice }`",
+                "give `keep`, `drop`, `condition` or several of them, e.g. \
+                 `keep: { metadata: kind, equals: invoice }` or `condition: .amount > 100`",
             ));
         }
         let keep = config.keep.map(|c| Test::validate(c, "keep")).transpose()?;
         let drop = config.drop.map(|c| Test::validate(c, "drop")).transpose()?;
-        Ok(Box::new(Filter { keep, drop }))
+        let condition = match config.condition {
+            Some(source) => Some(boolean_program("condition", &source)?),
+            None => None,
+        };
+        Ok(Box::new(Filter {
+            keep,
+            drop,
+            condition,
+        }))
     }
 }
 
@@ -74,6 +95,19 @@ impl ProcessorFactory for FilterFactory {
 pub struct Filter {
     keep: Option<Test>,
     drop: Option<Test>,
+    condition: Option<VrlProgram>,
+}
+
+/// Compiles the VRL condition at `key`, refusing one that can never give a boolean.
+pub(crate) fn boolean_program(key: &str, source: &str) -> Result<VrlProgram, BuildError> {
+    let program = VrlProgram::inline(&[key], source, Mode::Expression)?;
+    if let Some(kind) = program.cannot_give(Kind::contains_boolean) {
+        return Err(BuildError::at(
+            key,
+            format!("the condition must give a boolean (`true` or `false`) but gives {kind}"),
+        ));
+    }
+    Ok(program)
 }
 
 impl Processor for Filter {
@@ -90,6 +124,13 @@ impl Processor for Filter {
         {
             return Ok(Outcome::Filtered {
                 reason: format!("drop condition met: {drop}"),
+            });
+        }
+        if let Some(condition) = &self.condition
+            && !condition.condition(&mut Input::new(&passenger))?
+        {
+            return Ok(Outcome::Filtered {
+                reason: format!("condition is false: `{}`", condition.summary()),
             });
         }
         Ok(Outcome::Continue(passenger))
@@ -264,6 +305,100 @@ mod tests {
         assert_eq!(filter(two).err().unwrap().path, ["drop"]);
     }
 
+    fn json_passenger(body: serde_json::Value) -> Passenger {
+        let mut passenger = Passenger::pulled("test", "1").with_body(ferry_core::Body::json(&body));
+        passenger.metadata.insert("country".into(), "DE".into());
+        passenger
+    }
+
+    fn outcome(processor: &dyn Processor, body: serde_json::Value) -> Option<String> {
+        match processor.process(json_passenger(body)).unwrap() {
+            Outcome::Continue(_) => None,
+            Outcome::Filtered { reason } => Some(reason),
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+
+    #[test]
+    fn condition_keeps_passengers_for_which_it_is_true() {
+        let f =
+            filter(json!({ "condition": "(to_int(.amount) ?? 0) > 100 && %country == \"DE\"" }))
+                .unwrap();
+        assert_eq!(outcome(&*f, json!({ "amount": 150 })), None);
+        assert_eq!(
+            outcome(&*f, json!({ "amount": 50 })).unwrap(),
+            "condition is false: `(to_int(.amount) ?? 0) > 100 && %country == \"DE\"`"
+        );
+        assert!(outcome(&*f, json!({})).is_some(), "a missing amount is 0");
+    }
+
+    #[test]
+    fn condition_combines_with_keep_and_drop() {
+        let f = filter(json!({
+            "keep": { "metadata": "country", "exists": true },
+            "drop": { "metadata": "country", "equals": "FR" },
+            "condition": ".ok == true",
+        }))
+        .unwrap();
+        assert_eq!(outcome(&*f, json!({ "ok": true })), None);
+        assert!(
+            outcome(&*f, json!({ "ok": false }))
+                .unwrap()
+                .starts_with("condition is false")
+        );
+        let mut french = json_passenger(json!({ "ok": true }));
+        french.metadata.insert("country".into(), "FR".into());
+        match f.process(french).unwrap() {
+            Outcome::Filtered { reason } => assert!(reason.starts_with("drop"), "{reason}"),
+            other => panic!("unexpected outcome {other:?}"),
+        }
+        // keep is checked first: the condition is not even run.
+        let mut nowhere = json_passenger(json!({ "ok": true }));
+        nowhere.metadata.clear();
+        match f.process(nowhere).unwrap() {
+            Outcome::Filtered { reason } => assert!(reason.starts_with("keep"), "{reason}"),
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_condition_that_is_not_boolean_fails_permanently() {
+        let f = filter(json!({ "condition": ".amount" })).unwrap();
+        let error = f
+            .process(json_passenger(json!({ "amount": 3 })))
+            .unwrap_err();
+        assert!(!error.retryable);
+        assert_eq!(
+            error.message,
+            "the condition `.amount` gave an integer `3`, not a boolean"
+        );
+    }
+
+    #[test]
+    fn a_condition_that_can_never_be_boolean_is_refused() {
+        let error = filter(json!({ "condition": "upcase(\"x\")" }))
+            .err()
+            .unwrap();
+        assert_eq!(error.path, ["condition"]);
+        assert_eq!(
+            error.message,
+            "the condition must give a boolean (`true` or `false`) but gives string"
+        );
+    }
+
+    #[test]
+    fn a_condition_that_does_not_compile_is_reported_at_its_position() {
+        let error = filter(json!({ "condition": ".a ==\n  nope(.b)" }))
+            .err()
+            .unwrap();
+        assert_eq!(error.path, ["condition"]);
+        assert_eq!(
+            error.within,
+            Some(ferry_core::TextPosition { line: 2, column: 3 })
+        );
+        assert!(error.message.contains("undefined function"), "{error}");
+    }
+
     #[test]
     fn refuses_empty_and_unknown_configuration() {
         assert!(
@@ -271,7 +406,7 @@ mod tests {
                 .err()
                 .unwrap()
                 .message
-                .contains("`keep`, `drop`")
+                .contains("`keep`, `drop`, `condition`")
         );
         let error = filter(json!({ "keep": { "metadata": "k", "equal": "a" } }))
             .err()
