@@ -58,6 +58,26 @@ pub struct TextPosition {
     pub column: u64,
 }
 
+impl TextPosition {
+    /// The line and column (in characters, not bytes) of byte `offset` in UTF-8 `text`; an
+    /// offset past the end is the end.
+    pub fn of_offset(text: &[u8], offset: usize) -> TextPosition {
+        let before = &text[..offset.min(text.len())];
+        let line = before.iter().filter(|&&byte| byte == b'\n').count() as u64 + 1;
+        let line_start = before
+            .iter()
+            .rposition(|&byte| byte == b'\n')
+            .map_or(0, |newline| newline + 1);
+        // Characters, not bytes: count the bytes that start a UTF-8 sequence.
+        let column = before[line_start..]
+            .iter()
+            .filter(|&&byte| (byte & 0xC0) != 0x80)
+            .count() as u64
+            + 1;
+        TextPosition { line, column }
+    }
+}
+
 impl BuildError {
     /// An error about one key of the component's configuration.
     pub fn at(key: &str, message: impl Into<String>) -> Self {
@@ -83,5 +103,27 @@ impl BuildError {
             message: message.into(),
             within: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(line: u64, column: u64) -> TextPosition {
+        TextPosition { line, column }
+    }
+
+    #[test]
+    fn positions_are_lines_and_character_columns() {
+        let text = "ab\nçd\nxyz".as_bytes();
+        assert_eq!(TextPosition::of_offset(text, 0), at(1, 1));
+        assert_eq!(TextPosition::of_offset(text, 3), at(2, 1));
+        // `d` is the second character of line 2, after the two bytes of `ç`.
+        assert_eq!(TextPosition::of_offset(text, 5), at(2, 2));
+        assert_eq!(TextPosition::of_offset(text, 100), at(3, 4));
+        let text = "ab\nçd\n\nx".as_bytes();
+        assert_eq!(TextPosition::of_offset(text, 8), at(4, 1));
+        assert_eq!(TextPosition::of_offset(text, 99), at(4, 2));
     }
 }

@@ -15,7 +15,7 @@ pub use component::{
     Role, Seated,
 };
 pub use error::{BuildError, StepError, TextPosition};
-pub use passenger::{Attachment, Body, Metadata, Passenger, PassengerId};
+pub use passenger::{Attachment, Body, Metadata, Passenger, PassengerId, media_type_of};
 
 /// Time as ferry records it: UTC with millisecond precision in the store.
 pub type Timestamp = chrono::DateTime<chrono::Utc>;

@@ -80,6 +80,25 @@ impl Body {
     }
 }
 
+/// The media type a file name's extension suggests; `application/octet-stream` when it
+/// suggests none.
+pub fn media_type_of(name: &str) -> &'static str {
+    let extension = match name.rsplit_once('.') {
+        Some((_, extension)) => extension.to_ascii_lowercase(),
+        None => return "application/octet-stream",
+    };
+    match extension.as_str() {
+        "json" => "application/json",
+        "ndjson" | "jsonl" => "application/x-ndjson",
+        "xml" => "application/xml",
+        "csv" => "text/csv",
+        "txt" => "text/plain",
+        "zip" => "application/zip",
+        "pdf" => "application/pdf",
+        _ => "application/octet-stream",
+    }
+}
+
 /// A named file travelling with a passenger.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {

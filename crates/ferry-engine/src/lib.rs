@@ -77,13 +77,16 @@ pub enum EngineError {
 /// A puller with its component name; pullers belong to their pipeline's pull task alone.
 pub type NamedPuller = (String, Box<dyn ferry_core::Puller>);
 
+/// A processor with its component name.
+pub(crate) type NamedProcessor = (String, Box<dyn Processor>);
+
 /// A running pipeline: its built processors and pushers (shared by the workers) and the task
 /// that pulls on its schedule.
 pub(crate) struct Active {
     pub key: PipelineKey,
     pub def: Pipeline,
     pub steps: Vec<StepDef>,
-    pub processors: Vec<(String, Box<dyn Processor>)>,
+    pub processors: Vec<NamedProcessor>,
     pub pushers: Vec<(String, Box<dyn Pusher>)>,
     pub run_now: Notify,
     /// Stops this pipeline's pull task (on reload or shutdown).
@@ -448,9 +451,7 @@ fn build_each<T>(
 
 /// Builds a pipeline's processors and pushers.
 fn build(registry: &Registry, dir: &Path, def: &Pipeline) -> Result<Active, EngineError> {
-    let processors = build_each(dir, def, &def.processors, |c, ctx| {
-        registry.processor(&c.type_name, &c.config, ctx)
-    })?;
+    let processors = build_processors(registry, dir, def)?;
     let pushers = build_each(dir, def, &def.pushers, |c, ctx| {
         registry.pusher(&c.type_name, &c.config, ctx)
     })?;
@@ -462,6 +463,17 @@ fn build(registry: &Registry, dir: &Path, def: &Pipeline) -> Result<Active, Engi
         pushers,
         run_now: Notify::new(),
         stop: CancellationToken::new(),
+    })
+}
+
+/// Builds a pipeline's processors (for the workers, or for a trial).
+fn build_processors(
+    registry: &Registry,
+    dir: &Path,
+    def: &Pipeline,
+) -> Result<Vec<NamedProcessor>, EngineError> {
+    build_each(dir, def, &def.processors, |c, ctx| {
+        registry.processor(&c.type_name, &c.config, ctx)
     })
 }
 

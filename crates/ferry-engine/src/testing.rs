@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use ferry_core::config::Project;
-use ferry_core::{Attachment, Body, Metadata, Passenger, Registry};
+use ferry_core::{Attachment, Body, Metadata, Passenger, Registry, media_type_of};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -278,7 +278,7 @@ fn passenger(
             media_type: input
                 .media_type
                 .clone()
-                .unwrap_or_else(|| media_type_of(file)),
+                .unwrap_or_else(|| media_type_of(file).to_string()),
             data: read(file)?,
         }
     } else {
@@ -296,7 +296,7 @@ fn passenger(
             media_type: attachment
                 .media_type
                 .clone()
-                .unwrap_or_else(|| media_type_of(&attachment.file)),
+                .unwrap_or_else(|| media_type_of(&attachment.file).to_string()),
             name,
             content: read(&attachment.file)?,
         });
@@ -315,22 +315,6 @@ fn passenger(
     passenger.metadata = input.metadata.clone();
     passenger.attachments = attachments;
     Ok(passenger)
-}
-
-/// A media type by file extension, for fixture files.
-fn media_type_of(file: &str) -> String {
-    let extension = Path::new(file).extension().and_then(|e| e.to_str());
-    match extension.map(str::to_ascii_lowercase).as_deref() {
-        Some("json") => "application/json",
-        Some("ndjson" | "jsonl") => "application/x-ndjson",
-        Some("xml") => "application/xml",
-        Some("csv") => "text/csv",
-        Some("txt") => "text/plain",
-        Some("zip") => "application/zip",
-        Some("pdf") => "application/pdf",
-        _ => "application/octet-stream",
-    }
-    .to_string()
 }
 
 /// What does not match the expectations. Counts not given must be zero, unless a golden file

@@ -5,13 +5,13 @@
 use std::path::Path;
 
 use ferry_core::config::Pipeline;
-use ferry_core::{Outcome, Passenger, Processor, Registry, StepError};
+use ferry_core::{Outcome, Passenger, Registry, StepError};
 
-use crate::{EngineError, build_each, worker};
+use crate::{EngineError, NamedProcessor, build_processors, worker};
 
 /// A pipeline's processors, built from its definition, and the names of its pushers.
 pub struct Trial {
-    processors: Vec<(String, Box<dyn Processor>)>,
+    processors: Vec<NamedProcessor>,
     pushers: Vec<String>,
 }
 
@@ -39,11 +39,8 @@ pub struct Arrival {
 impl Trial {
     /// Builds the processors of `def`, as the engine would.
     pub fn build(registry: &Registry, dir: &Path, def: &Pipeline) -> Result<Trial, EngineError> {
-        let processors = build_each(dir, def, &def.processors, |c, ctx| {
-            registry.processor(&c.type_name, &c.config, ctx)
-        })?;
         Ok(Trial {
-            processors,
+            processors: build_processors(registry, dir, def)?,
             pushers: def.pushers.iter().map(|p| p.name.clone()).collect(),
         })
     }
@@ -108,7 +105,7 @@ impl Trial {
 
 #[cfg(test)]
 mod tests {
-    use ferry_core::{Body, StepError};
+    use ferry_core::{Body, Processor, StepError};
 
     use super::*;
 

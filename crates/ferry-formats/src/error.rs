@@ -98,24 +98,6 @@ impl fmt::Display for Position {
     }
 }
 
-/// The 1-based line and column (in characters) of byte `offset` in `text`.
-pub(crate) fn line_column(text: &[u8], offset: usize) -> (u64, u64) {
-    let offset = offset.min(text.len());
-    let before = &text[..offset];
-    let line = before.iter().filter(|&&byte| byte == b'\n').count() as u64 + 1;
-    let line_start = before
-        .iter()
-        .rposition(|&byte| byte == b'\n')
-        .map_or(0, |newline| newline + 1);
-    // Characters, not bytes: count the bytes that start a UTF-8 sequence.
-    let column = before[line_start..]
-        .iter()
-        .filter(|&&byte| (byte & 0xC0) != 0x80)
-        .count() as u64
-        + 1;
-    (line, column)
-}
-
 /// Appends one segment to a JSON pointer (escaping `~` and `/` as RFC 6901 says).
 pub(crate) fn pointer_push(pointer: &str, segment: &str) -> String {
     let escaped = segment.replace('~', "~0").replace('/', "~1");
@@ -138,16 +120,6 @@ mod tests {
         assert_eq!(error.to_string(), "CSV at /2: expected an object");
         let error = FormatError::new("gzip", "corrupt deflate stream");
         assert_eq!(error.to_string(), "gzip: corrupt deflate stream");
-    }
-
-    #[test]
-    fn line_column_counts_characters() {
-        let text = "ab\nçd\nxyz".as_bytes();
-        assert_eq!(line_column(text, 0), (1, 1));
-        assert_eq!(line_column(text, 3), (2, 1));
-        // `d` is the second character of line 2, after the two bytes of `ç`.
-        assert_eq!(line_column(text, 5), (2, 2));
-        assert_eq!(line_column(text, 100), (3, 4));
     }
 
     #[test]

@@ -16,7 +16,9 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::{Reader, XmlVersion};
 use serde_json::{Map, Value};
 
-use crate::error::{FormatError, Position, line_column, pointer_push};
+use ferry_core::TextPosition;
+
+use crate::error::{FormatError, Position, pointer_push};
 use crate::json::{kind, strip_bom};
 
 const XML: &str = "XML";
@@ -267,7 +269,7 @@ fn predefined_entity(name: &str) -> Option<char> {
 }
 
 fn error_at(bytes: &[u8], offset: u64, message: impl Into<String>) -> FormatError {
-    let (line, column) = line_column(bytes, offset as usize);
+    let TextPosition { line, column } = TextPosition::of_offset(bytes, offset as usize);
     FormatError::at(
         XML,
         Position::Line {

@@ -70,18 +70,3 @@ fn create_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
     }
     Ok(changed)
 }
-
-/// The media type of a file, guessed from its extension.
-fn guess_media_type(name: &str) -> &'static str {
-    let extension = match name.rsplit_once('.') {
-        Some((_, extension)) => extension.to_ascii_lowercase(),
-        None => return "application/octet-stream",
-    };
-    match extension.as_str() {
-        "json" => "application/json",
-        "xml" => "application/xml",
-        "csv" => "text/csv",
-        "txt" => "text/plain",
-        _ => "application/octet-stream",
-    }
-}

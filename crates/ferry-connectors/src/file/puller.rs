@@ -20,7 +20,7 @@ use serde_json::json;
 use tracing::{debug, warn};
 
 use super::config::AFTER_SEAT_FORMS;
-use super::{AfterSeat, FilePullerConfig, create_dirs, guess_media_type, sync_dir, temp_name};
+use super::{AfterSeat, FilePullerConfig, create_dirs, sync_dir, temp_name};
 use crate::processors::build_codec;
 
 /// Builds `file` pullers.
@@ -319,7 +319,7 @@ fn read_file(settings: &Settings, name: &OsStr, now: SystemTime) -> Found {
     };
     let media_type = match &settings.media_type {
         Some(media_type) => media_type.clone(),
-        None => guess_media_type(name).to_string(),
+        None => ferry_core::media_type_of(name).to_string(),
     };
     let id = external_id(name, modified_millis(modified));
     let modified = DateTime::<Utc>::from(modified).to_rfc3339_opts(SecondsFormat::Millis, true);

@@ -241,7 +241,7 @@ impl VrlProgram {
 
     /// `line 2, column 5` for an inline program, `check.vrl:2:5` for one in a file.
     fn at(&self, offset: usize) -> String {
-        let TextPosition { line, column } = position(&self.source, offset);
+        let TextPosition { line, column } = TextPosition::of_offset(self.source.as_bytes(), offset);
         match &self.origin {
             Origin::Inline => format!("line {line}, column {column}"),
             Origin::File(file) => format!("{file}:{line}:{column}"),
@@ -339,7 +339,10 @@ fn first_error(source: &str, diagnostics: &DiagnosticList) -> (TextPosition, Str
         .find(|label| label.primary)
         .or(first.labels.first());
     let offset = primary.map_or(0, |label| label.span.start());
-    (position(source, offset), describe(source, first))
+    (
+        TextPosition::of_offset(source.as_bytes(), offset),
+        describe(source, first),
+    )
 }
 
 /// `unhandled fallible assignment (E103); this expression is fallible because … (at
@@ -373,19 +376,6 @@ fn describe(source: &str, diagnostic: &Diagnostic) -> String {
         }
     }
     message.replace('\n', " ")
-}
-
-/// The 1-based line and column (in characters) of byte `offset` in `text`.
-pub(crate) fn position(text: &str, offset: usize) -> TextPosition {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line = before.matches('\n').count() as u64 + 1;
-    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
-    let column = before[line_start..].chars().count() as u64 + 1;
-    TextPosition { line, column }
 }
 
 /// `text` on one line, at most `max` characters.
@@ -640,17 +630,6 @@ mod tests {
 
     fn json_passenger(body: serde_json::Value) -> Passenger {
         Passenger::pulled("test", "1").with_body(Body::json(&body))
-    }
-
-    #[test]
-    fn positions_are_lines_and_character_columns() {
-        let text = "ab\nçd\n\nx";
-        assert_eq!(position(text, 0), TextPosition { line: 1, column: 1 });
-        assert_eq!(position(text, 3), TextPosition { line: 2, column: 1 });
-        // `ç` is two bytes but one column.
-        assert_eq!(position(text, 5), TextPosition { line: 2, column: 2 });
-        assert_eq!(position(text, 8), TextPosition { line: 4, column: 1 });
-        assert_eq!(position(text, 99), TextPosition { line: 4, column: 2 });
     }
 
     #[test]

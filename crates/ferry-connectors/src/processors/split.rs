@@ -342,7 +342,7 @@ impl Split {
             *budget -= content.len() as u64;
             pieces.push(Piece {
                 body: Body {
-                    media_type: guess_media_type(&name).into(),
+                    media_type: ferry_core::media_type_of(&name).into(),
                     data: Bytes::from(content),
                 },
                 name: Some(name),
@@ -417,23 +417,6 @@ fn unsafe_name(name: &str) -> Option<&'static str> {
         return Some("it climbs out with `..`");
     }
     None
-}
-
-/// The media type of a zip member, guessed from its extension.
-fn guess_media_type(name: &str) -> &'static str {
-    let extension = match name.rsplit_once('.') {
-        Some((_, extension)) => extension.to_ascii_lowercase(),
-        None => return "application/octet-stream",
-    };
-    match extension.as_str() {
-        "json" => "application/json",
-        "xml" => "application/xml",
-        "csv" => "text/csv",
-        "txt" => "text/plain",
-        "pdf" => "application/pdf",
-        "zip" => "application/zip",
-        _ => "application/octet-stream",
-    }
 }
 
 #[cfg(test)]
