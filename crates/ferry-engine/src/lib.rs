@@ -261,9 +261,24 @@ impl Engine {
         Ok(())
     }
 
+    /// Tells idle workers that work may be due (after a person retried or replayed something).
+    pub fn wake(&self) {
+        self.shared.work.notify_waiters();
+    }
+
+    /// Whether the pipeline is paused.
+    pub fn is_paused(&self, key: &PipelineKey) -> bool {
+        self.shared.is_paused(key)
+    }
+
     /// Asks every task to stop: pulling stops at once, workers finish the batch in hand.
     pub fn shutdown(&self) {
         self.shared.shutdown.cancel();
+    }
+
+    /// Resolves once shutdown was asked for (by [`Engine::shutdown`], from anywhere).
+    pub async fn stopping(&self) {
+        self.shared.shutdown.cancelled().await;
     }
 
     /// Waits until every task stopped, at most the grace period after [`Engine::shutdown`];

@@ -93,6 +93,28 @@ pub fn load(dir: &Path, registry: &Registry) -> Result<Project, LoadError> {
     config::validate(dir, files, registry, &env).map_err(LoadError::Invalid)
 }
 
+/// Validates the project as it would be if the file at `path` (relative to `dir`, with `/`
+/// separators) held `content`: the check before a definition is saved.
+pub fn check_change(
+    dir: &Path,
+    registry: &Registry,
+    path: &str,
+    content: &str,
+) -> Result<Project, LoadError> {
+    let mut files = read_project(dir).map_err(|source| LoadError::Io {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    files.retain(|file| file.path != path);
+    files.push(SourceFile {
+        path: path.to_string(),
+        content: content.to_string(),
+    });
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let env = |name: &str| std::env::var(name).ok();
+    config::validate(dir, files, registry, &env).map_err(LoadError::Invalid)
+}
+
 /// Stores the version (content hash) of every file of the project not stored yet.
 pub async fn record_versions(store: &dyn Store, project: &Project) -> ferry_store::Result<()> {
     let now = chrono::Utc::now();

@@ -19,13 +19,17 @@ pub mod sqlite;
 #[cfg(test)]
 mod tests;
 
-/// Errors of the store. Every one of them is worth retrying later: the data is still safe.
+/// Errors of the store. Besides `NotFound` and `Refused`, every one is worth retrying later: the
+/// data is still safe.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("unsupported store URL `{0}`; use sqlite://PATH (relative to the project directory)")]
     UnsupportedUrl(String),
     #[error("passenger {0} not found")]
     NotFound(PassengerId),
+    /// The action does not apply to the passenger as it is now (e.g. skipping a done step).
+    #[error("{0}")]
+    Refused(String),
     #[error("store error: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -419,6 +423,79 @@ pub struct DefinitionVersion {
     pub loaded_at: Timestamp,
 }
 
+/// Filters for browsing runs. `None` means any.
+#[derive(Clone, Debug, Default)]
+pub struct RunFilter {
+    pub client: Option<String>,
+    pub pipeline: Option<String>,
+    pub status: Option<RunStatus>,
+    /// Runs started at or after this time.
+    pub since: Option<Timestamp>,
+    /// Runs started before this time.
+    pub until: Option<Timestamp>,
+}
+
+/// Dead passengers of one pipeline that died of the same error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadGroup {
+    pub client: String,
+    pub pipeline: String,
+    /// The passengers' `last_error`, word for word.
+    pub error: String,
+    pub count: u64,
+    /// When the most recent of them changed.
+    pub newest: Timestamp,
+}
+
+/// Passengers seated per pipeline in one time bucket, for the dashboard's throughput chart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Throughput {
+    pub pipeline: PipelineKey,
+    /// Start of the bucket.
+    pub at: Timestamp,
+    pub seated: u64,
+}
+
+/// A console login. The store keeps only the SHA-256 of the cookie value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub client: String,
+    pub user: String,
+    /// The token every state-changing request of this session must carry.
+    pub csrf: String,
+    pub expires_at: Timestamp,
+}
+
+/// An API token. The store keeps only the SHA-256 of the token itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiToken {
+    pub id: i64,
+    pub client: String,
+    /// What the token is for, chosen by its creator.
+    pub name: String,
+    /// `operator` or `administrator`.
+    pub role: String,
+    pub created_by: String,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+}
+
+/// One action a person took, for the audit log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at: Timestamp,
+    /// The client the action concerned.
+    pub client: String,
+    /// Who: `client/user`, or `token:NAME` for API tokens.
+    pub actor: String,
+    /// What, e.g. `passenger.replay`, `pipeline.pause`, `definition.save`.
+    pub action: String,
+    /// On what, e.g. a passenger id, `client/pipeline`, a file path.
+    pub target: String,
+    /// Anything else worth keeping, e.g. the step that was skipped.
+    pub detail: String,
+}
+
 /// The durable store. Implementations must pass the shared test suite in `tests`.
 #[async_trait]
 pub trait Store: Send + Sync {
@@ -503,6 +580,32 @@ pub trait Store: Send + Sync {
     /// run again on the original as pulled, then every pusher.
     async fn replay(&self, id: PassengerId, steps: &[StepDef], now: Timestamp) -> Result<()>;
 
+    /// Marks one step of a passenger skipped (it is not run); only a pending, failed or dead
+    /// step can be skipped, and never while the passenger is leased. Errors with
+    /// `StoreError::Refused` otherwise.
+    async fn skip_step(&self, id: PassengerId, step: u32, now: Timestamp) -> Result<()>;
+
+    /// The client and pipeline a passenger belongs to, if it exists (cheap: for access checks).
+    async fn owner(&self, id: PassengerId) -> Result<Option<PipelineKey>>;
+
+    /// Passengers a `split` processor made of `parent`, in the order they were made.
+    async fn children(&self, parent: PassengerId) -> Result<Vec<QueueEntry>>;
+
+    /// Dead passengers grouped by pipeline and error (of one client, or of all), largest group
+    /// first.
+    async fn dead_groups(&self, client: Option<&str>) -> Result<Vec<DeadGroup>>;
+
+    /// Ids of the dead passengers of one group, oldest first, at most `limit`.
+    async fn dead_ids(
+        &self,
+        pipeline: &PipelineKey,
+        error: &str,
+        limit: usize,
+    ) -> Result<Vec<PassengerId>>;
+
+    /// The creation time of the oldest passenger with open work, per pipeline.
+    async fn oldest_open(&self) -> Result<BTreeMap<PipelineKey, Timestamp>>;
+
     /// Deletes the client's complete, filtered and discarded passengers finished before
     /// `before`; never an open or dead one. Returns how many were deleted.
     async fn purge_passengers(&self, client: &str, before: Timestamp) -> Result<u64>;
@@ -533,11 +636,67 @@ pub trait Store: Send + Sync {
 
     async fn run_logs(&self, run: RunId) -> Result<Vec<LogLine>>;
 
+    /// A page of runs, newest first; `before` is the last id of the previous page.
+    async fn runs_page(
+        &self,
+        filter: &RunFilter,
+        before: Option<RunId>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>>;
+
+    /// One run.
+    async fn run(&self, id: RunId) -> Result<Option<RunRecord>>;
+
+    /// Passengers seated per pipeline (of one client, or of all) per `bucket` since `since`,
+    /// summed from the runs' counts; empty buckets are left out.
+    async fn throughput(
+        &self,
+        client: Option<&str>,
+        since: Timestamp,
+        bucket: std::time::Duration,
+    ) -> Result<Vec<Throughput>>;
+
     /// Deletes the client's finished runs (and their logs) that finished before `before`.
     async fn purge_runs(&self, client: &str, before: Timestamp) -> Result<u64>;
 
     /// Marks runs left `running` by a process that died as failed.
     async fn abandon_running_runs(&self, now: Timestamp) -> Result<u64>;
+
+    // ---- the console: sessions, API tokens, audit log ----
+
+    async fn create_session(&self, id_hash: &str, session: &Session) -> Result<()>;
+
+    /// The session with this hash, unless it expired by `now`.
+    async fn session(&self, id_hash: &str, now: Timestamp) -> Result<Option<Session>>;
+
+    /// Ends a session (logout); expired sessions are deleted by `purge_sessions`.
+    async fn delete_session(&self, id_hash: &str) -> Result<()>;
+
+    /// Deletes the sessions that expired before `now`; returns how many.
+    async fn purge_sessions(&self, now: Timestamp) -> Result<u64>;
+
+    /// Stores a new token under the SHA-256 of its secret; returns its id. `token.id` and
+    /// `token.last_used_at` are ignored.
+    async fn create_token(&self, hash: &str, token: &ApiToken) -> Result<i64>;
+
+    /// The token with this hash, and records that it was used at `now`.
+    async fn use_token(&self, hash: &str, now: Timestamp) -> Result<Option<ApiToken>>;
+
+    /// Tokens of one client, or of all, newest first.
+    async fn tokens(&self, client: Option<&str>) -> Result<Vec<ApiToken>>;
+
+    /// Deletes a token of the client; `false` when the client has no token with this id.
+    async fn revoke_token(&self, client: &str, id: i64) -> Result<bool>;
+
+    async fn audit(&self, entry: &AuditEntry) -> Result<()>;
+
+    /// Audit entries newest first, of one client or all, about one target or all.
+    async fn audit_log(
+        &self,
+        client: Option<&str>,
+        target: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>>;
 
     // ---- pipeline flags ----
 

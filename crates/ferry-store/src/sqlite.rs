@@ -22,12 +22,13 @@ use rusqlite::{Connection, TransactionBehavior};
 use tracing::warn;
 
 use crate::{
-    DefinitionVersion, Finished, LeaseToken, Leased, LogLine, PassengerDetail, PipelineKey,
-    QueueEntry, QueueFilter, Result, RunCounts, RunId, RunRecord, RunStatus, SeatResult,
-    StateCounts, Store, StoreError,
+    ApiToken, AuditEntry, DeadGroup, DefinitionVersion, Finished, LeaseToken, Leased, LogLine,
+    PassengerDetail, PipelineKey, QueueEntry, QueueFilter, Result, RunCounts, RunFilter, RunId,
+    RunRecord, RunStatus, SeatResult, Session, StateCounts, Store, StoreError, Throughput,
 };
 
 mod browse;
+mod console;
 mod convert;
 mod journey;
 mod queue;
@@ -345,6 +346,43 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn skip_step(&self, id: PassengerId, step: u32, now: Timestamp) -> Result<()> {
+        self.write(move |conn| queue::skip_step(conn, id, step, now))
+            .await
+    }
+
+    async fn owner(&self, id: PassengerId) -> Result<Option<PipelineKey>> {
+        self.read(move |conn| browse::owner(conn, id)).await
+    }
+
+    async fn children(&self, parent: PassengerId) -> Result<Vec<QueueEntry>> {
+        self.read(move |conn| browse::children(conn, parent)).await
+    }
+
+    async fn dead_groups(&self, client: Option<&str>) -> Result<Vec<DeadGroup>> {
+        let client = client.map(str::to_owned);
+        self.read(move |conn| browse::dead_groups(conn, client.as_deref()))
+            .await
+    }
+
+    async fn dead_ids(
+        &self,
+        pipeline: &PipelineKey,
+        error: &str,
+        limit: usize,
+    ) -> Result<Vec<PassengerId>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (key, error) = (pipeline.clone(), error.to_owned());
+        self.read(move |conn| browse::dead_ids(conn, &key, &error, limit))
+            .await
+    }
+
+    async fn oldest_open(&self) -> Result<BTreeMap<PipelineKey, Timestamp>> {
+        self.read(browse::oldest_open).await
+    }
+
     async fn purge_passengers(&self, client: &str, before: Timestamp) -> Result<u64> {
         // Several short transactions instead of one: a purge of a million passengers must not
         // stop the workers for its whole duration. Each chunk is complete on its own.
@@ -406,6 +444,35 @@ impl Store for SqliteStore {
         self.read(move |conn| records::run_logs(conn, run)).await
     }
 
+    async fn runs_page(
+        &self,
+        filter: &RunFilter,
+        before: Option<RunId>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let filter = filter.clone();
+        self.read(move |conn| records::runs_page(conn, &filter, before, limit))
+            .await
+    }
+
+    async fn run(&self, id: RunId) -> Result<Option<RunRecord>> {
+        self.read(move |conn| records::run(conn, id)).await
+    }
+
+    async fn throughput(
+        &self,
+        client: Option<&str>,
+        since: Timestamp,
+        bucket: Duration,
+    ) -> Result<Vec<Throughput>> {
+        let client = client.map(str::to_owned);
+        self.read(move |conn| records::throughput(conn, client.as_deref(), since, bucket))
+            .await
+    }
+
     async fn purge_runs(&self, client: &str, before: Timestamp) -> Result<u64> {
         let client = client.to_owned();
         self.write(move |conn| records::purge_runs(conn, &client, before))
@@ -414,6 +481,72 @@ impl Store for SqliteStore {
 
     async fn abandon_running_runs(&self, now: Timestamp) -> Result<u64> {
         self.write(move |conn| records::abandon_running_runs(conn, now))
+            .await
+    }
+
+    async fn create_session(&self, id_hash: &str, session: &Session) -> Result<()> {
+        let (id_hash, session) = (id_hash.to_owned(), session.clone());
+        self.write(move |conn| console::create_session(conn, &id_hash, &session))
+            .await
+    }
+
+    async fn session(&self, id_hash: &str, now: Timestamp) -> Result<Option<Session>> {
+        let id_hash = id_hash.to_owned();
+        self.read(move |conn| console::session(conn, &id_hash, now))
+            .await
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> Result<()> {
+        let id_hash = id_hash.to_owned();
+        self.write(move |conn| console::delete_session(conn, &id_hash))
+            .await
+    }
+
+    async fn purge_sessions(&self, now: Timestamp) -> Result<u64> {
+        self.write(move |conn| console::purge_sessions(conn, now))
+            .await
+    }
+
+    async fn create_token(&self, hash: &str, token: &ApiToken) -> Result<i64> {
+        let (hash, token) = (hash.to_owned(), token.clone());
+        self.write(move |conn| console::create_token(conn, &hash, &token))
+            .await
+    }
+
+    async fn use_token(&self, hash: &str, now: Timestamp) -> Result<Option<ApiToken>> {
+        let hash = hash.to_owned();
+        self.write(move |conn| console::use_token(conn, &hash, now))
+            .await
+    }
+
+    async fn tokens(&self, client: Option<&str>) -> Result<Vec<ApiToken>> {
+        let client = client.map(str::to_owned);
+        self.read(move |conn| console::tokens(conn, client.as_deref()))
+            .await
+    }
+
+    async fn revoke_token(&self, client: &str, id: i64) -> Result<bool> {
+        let client = client.to_owned();
+        self.write(move |conn| console::revoke_token(conn, &client, id))
+            .await
+    }
+
+    async fn audit(&self, entry: &AuditEntry) -> Result<()> {
+        let entry = entry.clone();
+        self.write(move |conn| console::audit(conn, &entry)).await
+    }
+
+    async fn audit_log(
+        &self,
+        client: Option<&str>,
+        target: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (client, target) = (client.map(str::to_owned), target.map(str::to_owned));
+        self.read(move |conn| console::audit_log(conn, client.as_deref(), target.as_deref(), limit))
             .await
     }
 

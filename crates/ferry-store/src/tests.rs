@@ -76,6 +76,14 @@ macro_rules! store_test_suite {
                 discard_skips_what_is_left,
                 replay_starts_a_complete_passenger_again,
                 actions_on_unknown_passengers_are_not_found,
+                skip_step_refuses_finished_steps_leases_and_unknowns,
+                skip_step_ends_an_expired_lease,
+                skipping_the_only_failing_pusher_completes_the_passenger,
+                skipping_a_dead_step_lets_the_rest_run,
+                owner_and_children_of_a_passenger,
+                dead_groups_by_pipeline_and_error_largest_first,
+                dead_ids_oldest_first_up_to_the_limit,
+                oldest_open_per_pipeline,
                 purge_never_deletes_open_or_dead_passengers,
                 purge_works_in_chunks,
                 open_count_and_next_due_follow_the_open_work,
@@ -85,8 +93,13 @@ macro_rules! store_test_suite {
                 runs_and_their_logs,
                 purge_runs_keeps_running_and_recent_runs,
                 abandon_marks_running_runs_failed,
+                runs_page_filters_and_pages_newest_first,
+                throughput_sums_seated_per_bucket,
                 definitions_are_versioned_by_hash,
                 pipelines_pause_and_resume,
+                sessions_expire_and_end,
+                tokens_are_used_listed_and_revoked_per_client,
+                audit_log_filters_newest_first,
                 data_survives_a_reopen,
             );
 
@@ -135,7 +148,7 @@ mod sqlite_file {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .unwrap();
-        assert_eq!((mode.as_str(), page_size, version), ("wal", 16_384, 2));
+        assert_eq!((mode.as_str(), page_size, version), ("wal", 16_384, 3));
     }
 
     /// `ferry retry` opens the file while `ferry run` has it open.

@@ -33,6 +33,10 @@ const DEMO: &[(&str, &str)] = &[
         include_str!("templates/demo/client.yaml"),
     ),
     (
+        "clients/root/client.yaml",
+        include_str!("templates/demo/root/client.yaml"),
+    ),
+    (
         "clients/demo/pipelines/orders.yaml",
         include_str!("templates/demo/orders.yaml"),
     ),

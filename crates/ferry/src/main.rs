@@ -1,5 +1,6 @@
 //! The `ferry` binary: subcommands and wiring only.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use ferry_store::{PassengerState, PipelineKey, QueueFilter, Store};
 mod demo;
 mod show;
 mod trials;
+mod users;
 
 /// Pulls data from source systems, keeps every item in a durable queue until it is delivered,
 /// processes it and pushes it to target systems.
@@ -30,6 +32,9 @@ enum Command {
         /// Project directory (with ferry.yaml). Default: the current directory if it has a
         /// ferry.yaml, else the demo project in the data directory.
         dir: Option<PathBuf>,
+        /// Where the console listens, e.g. 127.0.0.1:5000 (default: `web.listen` in ferry.yaml).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Write a commented example project into DIR.
     Init { dir: PathBuf },
@@ -64,6 +69,14 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         max: usize,
     },
+    /// Manage console users (in clients/<client>/client.yaml).
+    User {
+        /// Project directory.
+        #[arg(short = 'C', long = "project", default_value = ".", global = true)]
+        dir: PathBuf,
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Inspect and repair the queue.
     Queue {
         /// Project directory.
@@ -71,6 +84,19 @@ enum Command {
         dir: PathBuf,
         #[command(subcommand)]
         command: QueueCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user, or set the role and password of an existing one. The password is asked for
+    /// (or read from the first line of stdin when it is not a terminal); only its argon2 hash
+    /// is written.
+    Add {
+        client: String,
+        user: String,
+        #[arg(long)]
+        role: ferry_core::config::UserRole,
     },
 }
 
@@ -136,7 +162,7 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { dir } => run(dir).await,
+        Command::Run { dir, listen } => run(dir, listen).await,
         Command::Init { dir } => {
             demo::init(&dir)?;
             println!("wrote an example project to {}", dir.display());
@@ -160,6 +186,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Queue { dir, command } => queue(&dir, command).await,
+        Command::User {
+            dir,
+            command: UserCommand::Add { client, user, role },
+        } => {
+            users::add(&dir, &client, &user, role)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -211,7 +244,7 @@ fn validate(dir: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+async fn run(dir: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
     init_logging();
     let dir = match dir {
         Some(dir) => dir,
@@ -224,11 +257,26 @@ async fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     };
     let (project, store) = open(&dir).await?;
     let _lock = lock_project(&dir)?;
+    let listen = listen.unwrap_or(project.system.listen);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} for the console; choose another address with --listen or web.listen in ferry.yaml"))?;
     let engine = Engine::start(project, store, registry(), Options::default()).await?;
-    shutdown_signal().await;
+    tracing::info!("console on http://{listen}");
+    let console = tokio::spawn(ferry_console::serve(listener, engine.clone(), {
+        let engine = engine.clone();
+        async move { engine.stopping().await }
+    }));
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = engine.stopping() => {}
+    }
     tracing::info!("stopping: no more pulling, finishing work in hand");
     engine.shutdown();
     engine.wait().await;
+    if let Ok(Err(error)) = console.await {
+        tracing::error!(%error, "the console stopped with an error");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

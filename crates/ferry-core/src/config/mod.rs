@@ -108,8 +108,65 @@ pub struct Client {
     pub queue_life_span: Duration,
     /// How long runs and their logs are kept.
     pub log_life_span: Duration,
+    /// Console users by name.
+    pub users: BTreeMap<String, User>,
     /// Pipelines by name (the file name without `.yaml`).
     pub pipelines: BTreeMap<String, Pipeline>,
+}
+
+/// A console user of a client.
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub role: UserRole,
+    /// The argon2 hash of the password, as a PHC string.
+    pub password_hash: String,
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a user may do. Operators browse, retry, replay, discard and run now; administrators
+/// also configure, manage tokens and export.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum UserRole {
+    Operator,
+    Administrator,
+}
+
+impl UserRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserRole::Operator => "operator",
+            UserRole::Administrator => "administrator",
+        }
+    }
+}
+
+impl fmt::Display for UserRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for UserRole {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "operator" => Ok(UserRole::Operator),
+            "administrator" => Ok(UserRole::Administrator),
+            other => Err(format!(
+                "unknown role `{other}`; roles are operator and administrator"
+            )),
+        }
+    }
 }
 
 /// `clients/<client>/pipelines/<name>.yaml`.

@@ -38,6 +38,18 @@ pub(crate) struct RawClient {
     pub queue_life_span: Option<String>,
     /// How long runs and their logs are kept, e.g. `30d` (the default).
     pub log_life_span: Option<String>,
+    /// Console users by name, each a [`RawUser`].
+    pub users: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// One user in `client.yaml`, written by `ferry user add`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUser {
+    /// `operator` or `administrator`; required.
+    pub role: Option<String>,
+    /// The argon2 hash of the password (a PHC string); required.
+    pub password_hash: Option<String>,
 }
 
 /// `clients/<client>/pipelines/<name>.yaml`.

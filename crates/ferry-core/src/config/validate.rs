@@ -18,10 +18,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::positions::{KeyPath, Positions, Segment};
-use super::raw::{RawClient, RawComponent, RawPipeline, RawRetry, RawSystem, RawWeb};
+use super::raw::{RawClient, RawComponent, RawPipeline, RawRetry, RawSystem, RawUser, RawWeb};
 use super::{
     Client, ComponentDef, ConfigError, Pipeline, Position, Project, RetryPolicy, Schedule,
-    SourceFile, System,
+    SourceFile, System, User, UserRole,
 };
 use crate::{BuildContext, Registry, Role};
 
@@ -119,6 +119,7 @@ pub fn validate(
                 name: client_name.to_string(),
                 queue_life_span: settings.queue_life_span,
                 log_life_span: settings.log_life_span,
+                users: settings.users,
                 pipelines,
             };
             clients.insert(client_name.to_string(), client);
@@ -281,6 +282,7 @@ fn system(doc: &mut Document, value: Value) -> Option<System> {
 struct ClientSettings {
     queue_life_span: Duration,
     log_life_span: Duration,
+    users: BTreeMap<String, User>,
 }
 
 /// `clients/<client>/client.yaml`.
@@ -297,10 +299,85 @@ fn client_settings(doc: &mut Document, value: Value) -> Option<ClientSettings> {
         raw.log_life_span,
         Duration::from_secs(30 * 86_400),
     );
+    let users = users(doc, raw.users.unwrap_or_default(), &root.key("users"));
     Some(ClientSettings {
         queue_life_span: queue_life_span?,
         log_life_span: log_life_span?,
+        users: users?,
     })
+}
+
+/// `users:` in `client.yaml`.
+fn users(
+    doc: &mut Document,
+    raw: serde_json::Map<String, Value>,
+    path: &KeyPath,
+) -> Option<BTreeMap<String, User>> {
+    let mut users = BTreeMap::new();
+    let mut valid = true;
+    for (name, value) in raw {
+        let path = path.key(&name);
+        if !is_valid_name(&name) {
+            doc.error(&path, format!("invalid user name `{name}`; {NAME_RULE}"));
+            valid = false;
+            continue;
+        }
+        if value.get("password").is_some() {
+            doc.error(
+                &path.key("password"),
+                "passwords are never stored in plain text; \
+                 set one with `ferry user add CLIENT USER --role ROLE`",
+            );
+            valid = false;
+            continue;
+        }
+        let Some(raw) = doc.deserialize::<RawUser>(value, &path) else {
+            valid = false;
+            continue;
+        };
+        let role = match raw.role.as_deref().map(str::parse::<UserRole>) {
+            Some(Ok(role)) => Some(role),
+            Some(Err(message)) => {
+                doc.error(&path.key("role"), message);
+                None
+            }
+            None => {
+                doc.error(&path, "missing key `role`: operator or administrator");
+                None
+            }
+        };
+        let hash = match raw.password_hash {
+            Some(hash) if hash.starts_with("$argon2") => Some(hash),
+            Some(_) => {
+                doc.error(
+                    &path.key("password_hash"),
+                    "not an argon2 hash; set the password with \
+                     `ferry user add CLIENT USER --role ROLE`",
+                );
+                None
+            }
+            None => {
+                doc.error(
+                    &path,
+                    "missing key `password_hash`; set the password with \
+                     `ferry user add CLIENT USER --role ROLE`",
+                );
+                None
+            }
+        };
+        match (role, hash) {
+            (Some(role), Some(password_hash)) => {
+                let user = User {
+                    name: name.clone(),
+                    role,
+                    password_hash,
+                };
+                users.insert(name, user);
+            }
+            _ => valid = false,
+        }
+    }
+    valid.then_some(users)
 }
 
 /// An empty file (or one with only comments) as an empty mapping: every key has a default.

@@ -1,18 +1,19 @@
-//! Reading the queue: counts, the next due time, pages for the browser, one passenger.
+//! Reading the queue: counts, the next due time, pages for the browser, one passenger, and the
+//! console's views of it (dead passengers by error, the oldest open work).
 
 use std::collections::BTreeMap;
 
 use ferry_core::{Passenger, PassengerId, Timestamp};
 use rusqlite::types::Value;
-use rusqlite::{Connection, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::convert::{
     id_bytes, id_from_bytes, millis, optional_time, passenger_state, small_count, text, time,
 };
 use super::rows;
 use crate::{
-    Attempt, PassengerDetail, PassengerState, PipelineKey, QueueEntry, QueueFilter, Result,
-    StateCounts, StoreError,
+    Attempt, DeadGroup, PassengerDetail, PassengerState, PipelineKey, QueueEntry, QueueFilter,
+    Result, StateCounts, StoreError,
 };
 
 /// Passengers of the pipeline that still have work.
@@ -206,4 +207,125 @@ fn load_attempts(conn: &Connection, seq: i64) -> Result<Vec<Attempt>> {
         });
     }
     Ok(attempts)
+}
+
+/// The client and pipeline of a passenger, if it exists.
+pub(super) fn owner(conn: &Connection, id: PassengerId) -> Result<Option<PipelineKey>> {
+    let owner = conn
+        .prepare_cached("SELECT client, pipeline FROM passengers WHERE id = ?1")?
+        .query_row([&id_bytes(id)], |row| {
+            Ok(PipelineKey::new(
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+            ))
+        })
+        .optional()?;
+    Ok(owner)
+}
+
+/// The passengers split from `parent`, in the order they were seated.
+pub(super) fn children(conn: &Connection, parent: PassengerId) -> Result<Vec<QueueEntry>> {
+    // `parent = ?1` implies the `passengers_parent` index's `parent IS NOT NULL`, and the
+    // index holds the seq, so the order comes from the index too.
+    let mut select = conn.prepare_cached(
+        "SELECT id, client, pipeline, source_system, external_id, state, created_at,
+                updated_at, last_error
+         FROM passengers WHERE parent = ?1
+         ORDER BY seq",
+    )?;
+    let mut rows = select.query([&id_bytes(parent)])?;
+    let mut children = Vec::new();
+    while let Some(row) = rows.next()? {
+        children.push(queue_entry(row, id_from_bytes(row.get(0)?))?);
+    }
+    Ok(children)
+}
+
+/// Dead passengers grouped by pipeline and error, largest group first.
+pub(super) fn dead_groups(conn: &Connection, client: Option<&str>) -> Result<Vec<DeadGroup>> {
+    // The state condition repeats the `passengers_trouble_list` index's word for word before
+    // narrowing it to `dead`, so only that small index is read, never the whole queue. For one
+    // client the planner would rather walk `passengers_pipeline_list`, whose order suits the
+    // GROUP BY, through every passenger of the client; INDEXED BY keeps it on the small index
+    // (and fails loudly should that index ever go). Two statements rather than
+    // `?1 IS NULL OR client = ?1`, which would hide the client from the planner. A dead
+    // passenger always has an error; `coalesce` keeps the type honest.
+    const ALL: &str = "SELECT client, pipeline, coalesce(last_error, ''), count(*), max(updated_at)
+         FROM passengers INDEXED BY passengers_trouble_list
+         WHERE (state = 'failed' OR state = 'dead') AND state = 'dead'
+         GROUP BY client, pipeline, coalesce(last_error, '')";
+    const ONE_CLIENT: &str =
+        "SELECT client, pipeline, coalesce(last_error, ''), count(*), max(updated_at)
+         FROM passengers INDEXED BY passengers_trouble_list
+         WHERE client = ?1 AND (state = 'failed' OR state = 'dead') AND state = 'dead'
+         GROUP BY client, pipeline, coalesce(last_error, '')";
+    let mut select = conn.prepare_cached(if client.is_some() { ONE_CLIENT } else { ALL })?;
+    let mut rows = match client {
+        Some(client) => select.query([client])?,
+        None => select.query([])?,
+    };
+    let mut groups = Vec::new();
+    while let Some(row) = rows.next()? {
+        groups.push(DeadGroup {
+            client: row.get(0)?,
+            pipeline: row.get(1)?,
+            error: row.get(2)?,
+            count: row.get::<_, i64>(3)?.max(0) as u64,
+            newest: time(row.get(4)?)?,
+        });
+    }
+    // Sorted here, where the order is easy to read: the groups are few.
+    groups.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(b.newest.cmp(&a.newest))
+            .then_with(|| {
+                (&a.client, &a.pipeline, &a.error).cmp(&(&b.client, &b.pipeline, &b.error))
+            })
+    });
+    Ok(groups)
+}
+
+/// Ids of the pipeline's dead passengers whose error is `error`, oldest first.
+pub(super) fn dead_ids(
+    conn: &Connection,
+    key: &PipelineKey,
+    error: &str,
+    limit: usize,
+) -> Result<Vec<PassengerId>> {
+    // `passengers_trouble_list` again, held to it as in `dead_groups` (`passengers_pipeline_list`
+    // would give the same order through every passenger of the pipeline). It is ordered by id
+    // within the client's dead passengers, and UUIDv7 ids sort by creation time.
+    let mut select = conn.prepare_cached(
+        "SELECT id FROM passengers INDEXED BY passengers_trouble_list
+         WHERE client = ?1 AND (state = 'failed' OR state = 'dead') AND state = 'dead'
+           AND pipeline = ?2 AND coalesce(last_error, '') = ?3
+         ORDER BY id
+         LIMIT ?4",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut rows = select.query(params![key.client, key.pipeline, error, limit])?;
+    let mut ids = Vec::new();
+    while let Some(row) = rows.next()? {
+        ids.push(id_from_bytes(row.get(0)?));
+    }
+    Ok(ids)
+}
+
+/// The creation time of the oldest passenger with open work, per pipeline.
+pub(super) fn oldest_open(conn: &Connection) -> Result<BTreeMap<PipelineKey, Timestamp>> {
+    // Repeats the `passengers_due` index's condition: only the open backlog is read, grouped
+    // in the index's (client, pipeline) order.
+    let mut select = conn.prepare_cached(
+        "SELECT client, pipeline, min(created_at) FROM passengers
+         WHERE (state = 'pending' OR state = 'failed' OR state = 'in_flight')
+         GROUP BY client, pipeline",
+    )?;
+    let mut rows = select.query([])?;
+    let mut oldest = BTreeMap::new();
+    while let Some(row) = rows.next()? {
+        let key = PipelineKey::new(row.get::<_, String>(0)?, row.get::<_, String>(1)?);
+        oldest.insert(key, time(row.get(2)?)?);
+    }
+    Ok(oldest)
 }

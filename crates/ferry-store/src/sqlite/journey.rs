@@ -177,6 +177,30 @@ pub(super) fn skip_unfinished(steps: &mut [StoredStep]) {
     }
 }
 
+/// Skips one step that has not run to an end: a pending, failed or dead one. The steps after
+/// it keep their state: the processors behind a skipped processor still run.
+pub(super) fn skip_step(steps: &mut [StoredStep], idx: u32) -> Result<(), NotSkippable> {
+    let Some(step) = steps.iter_mut().find(|step| step.idx == idx) else {
+        return Err(NotSkippable::Unknown);
+    };
+    if !step.is_open() && step.state != StepState::Dead {
+        return Err(NotSkippable::Finished(step.state));
+    }
+    step.state = StepState::Skipped;
+    step.next_try_at = None;
+    step.changed = true;
+    Ok(())
+}
+
+/// Why a step cannot be skipped.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum NotSkippable {
+    /// The passenger has no such step.
+    Unknown,
+    /// The step already ended in this state (done, skipped or filtered).
+    Finished(StepState),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,5 +300,52 @@ mod tests {
         let second = apply_change(&mut steps, 0, &dead, 2).unwrap().unwrap();
         assert_eq!((second.attempt, steps[0].state), (2, Dead));
         assert_eq!(apply_change(&mut steps, 9, &dead, 2), Err(UnknownStep(9)));
+    }
+
+    #[test]
+    fn skipping_a_dead_processor_lets_the_later_steps_run() {
+        let mut steps = [
+            step(0, Processor, Dead, None),
+            step(1, Processor, Pending, None),
+            step(2, Pusher, Pending, None),
+        ];
+        assert_eq!(derive(&steps, 100).0, PassengerState::Dead);
+        assert_eq!(skip_step(&mut steps, 0), Ok(()));
+        let states: Vec<_> = steps.iter().map(|s| s.state).collect();
+        assert_eq!(states, [Skipped, Pending, Pending]);
+        assert!(steps[0].changed && !steps[1].changed);
+        assert_eq!(derive(&steps, 100), (PassengerState::Pending, 100));
+    }
+
+    #[test]
+    fn skipping_the_last_failed_pusher_completes() {
+        let mut steps = [
+            step(0, Processor, Done, None),
+            step(1, Pusher, Done, None),
+            step(2, Pusher, Failed, Some(500)),
+        ];
+        assert_eq!(skip_step(&mut steps, 2), Ok(()));
+        assert_eq!(steps[2].next_try_at, None);
+        assert_eq!(derive(&steps, 100).0, PassengerState::Complete);
+    }
+
+    #[test]
+    fn only_unfinished_steps_can_be_skipped() {
+        let mut steps = [
+            step(0, Processor, Filtered, None),
+            step(1, Pusher, Skipped, None),
+            step(2, Pusher, Done, None),
+        ];
+        assert_eq!(
+            skip_step(&mut steps, 0),
+            Err(NotSkippable::Finished(Filtered))
+        );
+        assert_eq!(
+            skip_step(&mut steps, 1),
+            Err(NotSkippable::Finished(Skipped))
+        );
+        assert_eq!(skip_step(&mut steps, 2), Err(NotSkippable::Finished(Done)));
+        assert_eq!(skip_step(&mut steps, 3), Err(NotSkippable::Unknown));
+        assert!(steps.iter().all(|s| !s.changed));
     }
 }

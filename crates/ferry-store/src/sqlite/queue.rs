@@ -1,4 +1,4 @@
-//! Writing the queue: seat, lease, finish, release, retry, discard, replay, purge.
+//! Writing the queue: seat, lease, finish, release, retry, discard, skip a step, replay, purge.
 //!
 //! Each function runs inside the one transaction its trait call opened, and keeps the
 //! `queue_counts` table in step with every state it changes.
@@ -14,7 +14,7 @@ use tracing::warn;
 use super::convert::{
     duration_millis, id_bytes, id_from_bytes, metadata_json, millis, passenger_state, text, time,
 };
-use super::journey::{self, StoredStep, UnknownStep};
+use super::journey::{self, NotSkippable, StoredStep, UnknownStep};
 use super::rows::{self, PassengerRow};
 use crate::{
     Finished, LeaseToken, Leased, PassengerState, PipelineKey, Result, SeatResult, StepState,
@@ -489,6 +489,46 @@ pub(super) fn discard(conn: &Connection, id: PassengerId, now: Timestamp) -> Res
     let mut updates = Updates::default();
     updates.steps(passenger.seq, &mut steps);
     updates.settle(&mut passenger, PassengerState::Discarded, now, None);
+    updates.write(conn, now)
+}
+
+/// Marks one pending, failed or dead step of a passenger skipped, and settles the passenger
+/// in the state its steps then add up to.
+pub(super) fn skip_step(
+    conn: &Connection,
+    id: PassengerId,
+    idx: u32,
+    now: Timestamp,
+) -> Result<()> {
+    let now = millis(now);
+    let (mut passenger, mut steps) =
+        rows::find_one_with_steps(conn, id)?.ok_or(StoreError::NotFound(id))?;
+    // A worker may be running the step right now: its report and the skip would overwrite
+    // each other. A lease that expired is held by nobody: the skip ends it as a report would,
+    // and a late report from its worker is then stale.
+    if passenger.state == PassengerState::InFlight && passenger.due_at > now {
+        return Err(StoreError::Refused(format!(
+            "passenger {id} is leased by a worker; step {idx} can be skipped once the lease ends"
+        )));
+    }
+    match journey::skip_step(&mut steps, idx) {
+        Ok(()) => {}
+        Err(NotSkippable::Unknown) => {
+            return Err(StoreError::Refused(format!(
+                "passenger {id} has no step {idx}"
+            )));
+        }
+        Err(NotSkippable::Finished(state)) => {
+            return Err(StoreError::Refused(format!(
+                "step {idx} of passenger {id} is {state}; only pending, failed or dead steps \
+                 can be skipped"
+            )));
+        }
+    }
+    let mut updates = Updates::default();
+    updates.steps(passenger.seq, &mut steps);
+    let (state, due_at) = journey::derive(&steps, now);
+    updates.settle(&mut passenger, state, due_at, None);
     updates.write(conn, now)
 }
 

@@ -1,12 +1,16 @@
-//! Everything besides the queue: definition versions, runs and their logs, pause flags.
+//! Everything besides the queue: definition versions, runs and their logs and throughput,
+//! pause flags.
+
+use std::time::Duration;
 
 use ferry_core::Timestamp;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
-use super::convert::{millis, optional_time, text, time};
+use super::convert::{duration_millis, millis, optional_time, text, time};
 use crate::{
-    DefinitionVersion, LogLevel, LogLine, PipelineKey, Result, RunCounts, RunId, RunRecord,
-    RunStatus, StoreError,
+    DefinitionVersion, LogLevel, LogLine, PipelineKey, Result, RunCounts, RunFilter, RunId,
+    RunRecord, RunStatus, StoreError, Throughput,
 };
 
 /// The error a run gets when ferry died while it ran.
@@ -121,38 +125,133 @@ pub(super) fn runs(
         Some(key) => (Some(key.client.as_str()), Some(key.pipeline.as_str())),
         None => (None, None),
     };
-    let mut select = conn.prepare_cached(
-        "SELECT id, client, pipeline, version, started_at, finished_at, status, pulled, seated,
-                duplicates, failed, error
-         FROM runs
+    let mut select = conn.prepare_cached(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs
          WHERE (?1 IS NULL OR (client = ?1 AND pipeline = ?2))
-         ORDER BY id DESC LIMIT ?3",
-    )?;
+         ORDER BY id DESC LIMIT ?3"
+    ))?;
     let mut rows = select.query(params![client, pipeline, limit])?;
     let mut runs = Vec::new();
     while let Some(row) = rows.next()? {
-        let status = text(row, 6)?;
-        let status = RunStatus::parse(status).ok_or_else(|| {
-            StoreError::Backend(format!("unexpected run status `{status}` in the store").into())
-        })?;
-        runs.push(RunRecord {
-            id: row.get(0)?,
-            client: row.get(1)?,
-            pipeline: row.get(2)?,
-            version: row.get(3)?,
-            started_at: time(row.get(4)?)?,
-            finished_at: optional_time(row.get(5)?)?,
-            status,
-            counts: RunCounts {
-                pulled: row.get::<_, i64>(7)? as u64,
-                seated: row.get::<_, i64>(8)? as u64,
-                duplicates: row.get::<_, i64>(9)? as u64,
-                failed: row.get::<_, i64>(10)? as u64,
-            },
-            error: row.get(11)?,
-        });
+        runs.push(run_record(row)?);
     }
     Ok(runs)
+}
+
+/// The columns of a run, in the order [`run_record`] reads them.
+const RUN_COLUMNS: &str = "id, client, pipeline, version, started_at, finished_at, status, \
+                           pulled, seated, duplicates, failed, error";
+
+/// A run from the columns of [`RUN_COLUMNS`].
+fn run_record(row: &rusqlite::Row<'_>) -> Result<RunRecord> {
+    let status = text(row, 6)?;
+    let status = RunStatus::parse(status).ok_or_else(|| {
+        StoreError::Backend(format!("unexpected run status `{status}` in the store").into())
+    })?;
+    Ok(RunRecord {
+        id: row.get(0)?,
+        client: row.get(1)?,
+        pipeline: row.get(2)?,
+        version: row.get(3)?,
+        started_at: time(row.get(4)?)?,
+        finished_at: optional_time(row.get(5)?)?,
+        status,
+        counts: RunCounts {
+            pulled: row.get::<_, i64>(7)? as u64,
+            seated: row.get::<_, i64>(8)? as u64,
+            duplicates: row.get::<_, i64>(9)? as u64,
+            failed: row.get::<_, i64>(10)? as u64,
+        },
+        error: row.get(11)?,
+    })
+}
+
+/// A page of runs, newest first (by id), after `before`.
+pub(super) fn runs_page(
+    conn: &Connection,
+    filter: &RunFilter,
+    before: Option<RunId>,
+    limit: usize,
+) -> Result<Vec<RunRecord>> {
+    // Built from the filters that are set, like the queue browser's page: a condition the
+    // planner can see picks `runs_client` or `runs_pipeline`, which hold the ids in order.
+    let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
+    let mut args: Vec<Value> = Vec::new();
+    if let Some(client) = &filter.client {
+        args.push(Value::Text(client.clone()));
+        sql.push_str(&format!(" AND client = ?{}", args.len()));
+    }
+    if let Some(pipeline) = &filter.pipeline {
+        args.push(Value::Text(pipeline.clone()));
+        sql.push_str(&format!(" AND pipeline = ?{}", args.len()));
+    }
+    if let Some(status) = filter.status {
+        // One of four fixed words, so a literal is safe; it keeps the statement's text, and
+        // so its cached plan, the same for every page.
+        sql.push_str(&format!(" AND status = '{}'", status.as_str()));
+    }
+    if let Some(since) = filter.since {
+        args.push(Value::Integer(millis(since)));
+        sql.push_str(&format!(" AND started_at >= ?{}", args.len()));
+    }
+    if let Some(until) = filter.until {
+        args.push(Value::Integer(millis(until)));
+        sql.push_str(&format!(" AND started_at < ?{}", args.len()));
+    }
+    if let Some(before) = before {
+        args.push(Value::Integer(before));
+        sql.push_str(&format!(" AND id < ?{}", args.len()));
+    }
+    args.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
+
+    let mut select = conn.prepare_cached(&sql)?;
+    let mut rows = select.query(params_from_iter(args))?;
+    let mut runs = Vec::new();
+    while let Some(row) = rows.next()? {
+        runs.push(run_record(row)?);
+    }
+    Ok(runs)
+}
+
+/// One run.
+pub(super) fn run(conn: &Connection, id: RunId) -> Result<Option<RunRecord>> {
+    let mut select =
+        conn.prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))?;
+    let mut rows = select.query([id])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(run_record(row)?)),
+        None => Ok(None),
+    }
+}
+
+/// Passengers seated per pipeline and bucket by the runs started since `since`.
+pub(super) fn throughput(
+    conn: &Connection,
+    client: Option<&str>,
+    since: Timestamp,
+    bucket: Duration,
+) -> Result<Vec<Throughput>> {
+    // A run counts in the bucket it started in. A bucket under a millisecond would divide by
+    // zero (NULL in SQLite); it is one millisecond instead. `seated > 0` repeats the
+    // `runs_throughput` index's condition, so the sums are read from that index alone.
+    let bucket = duration_millis(bucket).max(1);
+    let mut select = conn.prepare_cached(
+        "SELECT client, pipeline, started_at / ?3 * ?3 AS bucket, sum(seated) FROM runs
+         WHERE started_at >= ?2 AND (?1 IS NULL OR client = ?1) AND seated > 0
+         GROUP BY client, pipeline, bucket
+         ORDER BY client, pipeline, bucket",
+    )?;
+    let mut rows = select.query(params![client, millis(since), bucket])?;
+    let mut points = Vec::new();
+    while let Some(row) = rows.next()? {
+        points.push(Throughput {
+            pipeline: PipelineKey::new(row.get::<_, String>(0)?, row.get::<_, String>(1)?),
+            at: time(row.get(2)?)?,
+            seated: row.get::<_, i64>(3)?.max(0) as u64,
+        });
+    }
+    Ok(points)
 }
 
 pub(super) fn run_logs(conn: &Connection, run: RunId) -> Result<Vec<LogLine>> {

@@ -21,6 +21,8 @@ pub(super) struct PassengerRow {
     pub client: String,
     pub pipeline: String,
     pub state: PassengerState,
+    /// When the open work is due; for `in_flight`, when the lease expires.
+    pub due_at: i64,
     pub lease_token: Option<i64>,
 }
 
@@ -72,7 +74,7 @@ pub(super) fn find_with_steps(
     }
     list.push(']');
     let mut select = conn.prepare_cached(
-        "SELECT p.id, p.seq, p.client, p.pipeline, p.state, p.lease_token,
+        "SELECT p.id, p.seq, p.client, p.pipeline, p.state, p.due_at, p.lease_token,
                 s.idx, s.kind, s.name, s.state, s.attempts, s.next_try_at, s.last_error,
                 s.done_at
          FROM passengers p LEFT JOIN steps s ON s.seq = p.seq
@@ -91,14 +93,15 @@ pub(super) fn find_with_steps(
                     client: row.get(2)?,
                     pipeline: row.get(3)?,
                     state: passenger_state(text(row, 4)?)?,
-                    lease_token: row.get(5)?,
+                    due_at: row.get(5)?,
+                    lease_token: row.get(6)?,
                 },
                 Vec::new(),
             )),
         };
         // A passenger without steps comes back as one row of NULL step columns.
-        if row.get_ref(6)? != ValueRef::Null {
-            steps.push(stored_step(row, 6)?);
+        if row.get_ref(7)? != ValueRef::Null {
+            steps.push(stored_step(row, 7)?);
         }
     }
     Ok(found)

@@ -12,6 +12,7 @@ use crate::{Result, StoreError};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_split.sql"),
+    include_str!("../../migrations/sqlite/0003_console.sql"),
 ];
 
 /// The CLI opens the file while `ferry run` writes to it; a write waits this long for the
@@ -155,5 +156,73 @@ mod tests {
             })
             .unwrap();
         assert_eq!((external_id.as_str(), parent), ("x", None));
+    }
+
+    #[test]
+    fn a_version_2_database_gets_the_console_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.db");
+        {
+            // A database as version 2 left it, with a split passenger and a run in it.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[1]).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute(
+                "INSERT INTO passengers (id, client, pipeline, source_system, external_id, state,
+                     due_at, created_at, updated_at, parent)
+                 VALUES (x'01', 'acme', 'p', 's', 'x#1', 'pending', 0, 0, 0, x'00')",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO runs (client, pipeline, version, started_at, status, seated)
+                 VALUES ('acme', 'p', 'v1', 0, 'succeeded', 3)",
+                [],
+            )
+            .unwrap();
+        }
+        let conn = open_writer(&path).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), 3);
+
+        let external_id: String = conn
+            .query_row(
+                "SELECT external_id FROM passengers WHERE parent = x'00'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(external_id, "x#1");
+        let mut indexes = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name = ?1")
+            .unwrap();
+        for index in ["passengers_parent", "runs_client", "runs_throughput"] {
+            assert!(indexes.exists([index]).unwrap(), "index {index} is missing");
+        }
+        // Existing runs are in the new index: it was built from them.
+        let seated: i64 = conn
+            .query_row(
+                "SELECT sum(seated) FROM runs INDEXED BY runs_throughput
+                 WHERE started_at >= 0 AND seated > 0",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(seated, 3);
+        for insert in [
+            "INSERT INTO sessions (id_hash, client, user, csrf, expires_at)
+             VALUES ('h', 'acme', 'ann', 'c', 1)",
+            "INSERT INTO api_tokens (hash, client, name, role, created_by, created_at)
+             VALUES ('h', 'acme', 'deploy', 'operator', 'acme/ann', 0)",
+            "INSERT INTO audit (at, client, actor, action, target, detail)
+             VALUES (0, 'acme', 'acme/ann', 'pipeline.pause', 'acme/p', '')",
+        ] {
+            conn.execute(insert, []).unwrap();
+        }
+        // Opening again migrates nothing more.
+        drop(indexes);
+        drop(conn);
+        let conn = open_writer(&path).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), 3);
     }
 }

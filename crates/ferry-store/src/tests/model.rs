@@ -83,6 +83,8 @@ enum Op {
     Retry(usize),
     Discard(usize),
     Replay(usize),
+    /// A passenger as for `Retry`, and a step index (beyond its steps now and then).
+    SkipStep(usize, u32),
     Purge {
         client: usize,
         age: i64,
@@ -113,6 +115,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Retry),
         1 => any::<usize>().prop_map(Op::Discard),
         1 => any::<usize>().prop_map(Op::Replay),
+        2 => (any::<usize>(), 0..4u32).prop_map(|(pick, step)| Op::SkipStep(pick, step)),
         1 => (0..CLIENTS.len(), prop_oneof![Just(0i64), Just(10_000), Just(100_000)])
             .prop_map(|(client, age)| Op::Purge { client, age }),
         2 => prop_oneof![Just(500i64), Just(5_000), Just(70_000)].prop_map(Op::Advance),
@@ -335,6 +338,27 @@ impl Model {
             }
         }
         settle(passenger, PassengerState::Discarded, now, now);
+    }
+
+    /// Skips a step; `Err` when the store must refuse: the passenger is leased, has no such
+    /// step, or the step already ended.
+    fn skip_step(&mut self, id: PassengerId, idx: u32) -> Result<(), ()> {
+        let now = self.now;
+        let passenger = self.find(id).expect("checked by the caller");
+        if passenger.state == PassengerState::InFlight && passenger.due_at > now {
+            return Err(());
+        }
+        let Some(step) = passenger.steps.get_mut(idx as usize) else {
+            return Err(());
+        };
+        if !step.open() && step.state != StepState::Dead {
+            return Err(());
+        }
+        step.state = StepState::Skipped;
+        step.next_try_at = None;
+        let (state, due_at) = derive(&passenger.steps, now);
+        settle(passenger, state, due_at, now);
+        Ok(())
     }
 
     fn replay(&mut self, id: PassengerId) {
@@ -585,6 +609,31 @@ async fn run<S: TestStore>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     Op::Retry(_) => model.retry(id),
                     Op::Discard(_) => model.discard(id),
                     _ => model.replay(id),
+                }
+            }
+            Op::SkipStep(pick, idx) => {
+                let id = pick_passenger(&model, *pick);
+                let result = store.skip_step(id, *idx, now).await;
+                if model.find(id).is_none() {
+                    prop_assert!(
+                        matches!(result, Err(StoreError::NotFound(missing)) if missing == id),
+                        "op {}: {:?} of an unknown passenger gave {:?}",
+                        step,
+                        op,
+                        result
+                    );
+                    continue;
+                }
+                match (model.skip_step(id, *idx), result) {
+                    (Ok(()), Ok(())) | (Err(()), Err(StoreError::Refused(_))) => {}
+                    (expected, result) => prop_assert!(
+                        false,
+                        "op {}: {:?}: the model says {:?}, the store {:?}",
+                        step,
+                        op,
+                        expected,
+                        result
+                    ),
                 }
             }
             Op::Purge { client, age } => {

@@ -2,7 +2,7 @@
 //!
 //! Times are explicit (`at(ms)`), never the clock, so every test is deterministic.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +13,9 @@ use serde_json::json;
 
 use super::TestStore;
 use crate::{
-    Attempt, Finished, Leased, LogLevel, LogLine, PassengerState, PipelineKey, QueueFilter,
-    RunCounts, RunStatus, SeatResult, StepChange, StepState, Store, StoreError,
+    ApiToken, Attempt, AuditEntry, DeadGroup, Finished, Leased, LogLevel, LogLine, PassengerState,
+    PipelineKey, QueueFilter, RunCounts, RunFilter, RunId, RunStatus, SeatResult, Session,
+    StepChange, StepState, Store, StoreError, Throughput,
 };
 
 /// An arbitrary fixed origin, so timestamps in failures are readable offsets.
@@ -973,6 +974,8 @@ pub(crate) async fn actions_on_unknown_passengers_are_not_found<S: TestStore>() 
     assert_not_found(store.retry(id, at(0)).await, id);
     assert_not_found(store.discard(id, at(0)).await, id);
     assert_not_found(store.replay(id, &three_steps(), at(0)).await, id);
+    assert_not_found(store.skip_step(id, 0, at(0)).await, id);
+    assert_eq!(store.owner(id).await.unwrap(), None);
 }
 
 // ---- purge ----
@@ -1620,4 +1623,673 @@ async fn lease_one_after_seat<S: Store>(
     external_id: &str,
 ) -> Leased {
     seat_and_lease(store, key, steps, external_id, at(2)).await
+}
+
+// ---- skip a step ----
+
+pub(crate) async fn skip_step_refuses_finished_steps_leases_and_unknowns<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let leased = seat_and_lease(&store, &key, &three_steps(), "x", at(0)).await;
+    let id = leased.passenger.id;
+
+    // Leased: a worker may be running the step right now.
+    let refused = store.skip_step(id, 2, at(1)).await;
+    assert_refused(refused, &["leased"]);
+    assert_eq!(step_states(&store, id).await, [StepState::InFlight; 3]);
+
+    let changes = vec![
+        (0, StepChange::Done),
+        (1, StepChange::Done),
+        (2, retry_at("timeout", 50_000)),
+    ];
+    finish_one(&store, report(&leased, changes), at(2)).await;
+    let refused = store.skip_step(id, 1, at(3)).await;
+    assert_refused(refused, &["step 1", &id.to_string(), "done"]);
+    let refused = store.skip_step(id, 3, at(3)).await;
+    assert_refused(refused, &["no step 3"]);
+    assert_eq!(
+        step_states(&store, id).await,
+        [StepState::Done, StepState::Done, StepState::Failed]
+    );
+    assert_eq!(state_of(&store, id).await, PassengerState::Failed);
+
+    let unknown = PassengerId::new();
+    assert_not_found(store.skip_step(unknown, 0, at(3)).await, unknown);
+
+    // Skipped steps are finished too: a second skip is refused.
+    store.skip_step(id, 2, at(4)).await.unwrap();
+    assert_refused(store.skip_step(id, 2, at(5)).await, &["skipped"]);
+}
+
+pub(crate) async fn skip_step_ends_an_expired_lease<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let id = seat_one(&store, &key, &[pusher("http")], "x", at(0)).await;
+    let leased = store
+        .lease(&key, 1, Duration::from_secs(10), at(0))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_refused(store.skip_step(id, 0, at(9_999)).await, &["leased"]);
+
+    // The lease ran out: nobody holds the passenger, and the skip settles it.
+    store.skip_step(id, 0, at(10_000)).await.unwrap();
+    let detail = store.get(id).await.unwrap();
+    assert_eq!(detail.entry.state, PassengerState::Complete);
+    assert_eq!(detail.steps[0].state, StepState::Skipped);
+    let late = report(&leased, vec![(0, StepChange::Done)]);
+    assert_eq!(store.finish(&[late], at(10_001)).await.unwrap(), 0);
+    let counts = store.counts(None).await.unwrap();
+    assert_eq!(counts[&key].get(&PassengerState::Complete), Some(&1));
+    assert_eq!(counts[&key].len(), 1, "{counts:?}");
+}
+
+pub(crate) async fn skipping_the_only_failing_pusher_completes_the_passenger<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let leased = seat_and_lease(&store, &key, &three_steps(), "x", at(0)).await;
+    let id = leased.passenger.id;
+    let changes = vec![
+        (0, StepChange::Done),
+        (1, StepChange::Done),
+        (2, retry_at("503 service unavailable", 50_000)),
+    ];
+    finish_one(&store, report(&leased, changes), at(1)).await;
+    assert_eq!(store.open_count(&key).await.unwrap(), 1);
+
+    store.skip_step(id, 2, at(2_000)).await.unwrap();
+    let detail = store.get(id).await.unwrap();
+    assert_eq!(detail.entry.state, PassengerState::Complete);
+    assert_eq!(detail.entry.updated_at, at(2_000));
+    let http = &detail.steps[2];
+    assert_eq!(http.state, StepState::Skipped);
+    assert_eq!(http.next_try_at, None);
+    // What happened stays visible.
+    assert_eq!(http.attempts, 1);
+    assert_eq!(http.last_error.as_deref(), Some("503 service unavailable"));
+    assert_eq!(detail.attempts.len(), 1);
+
+    let counts = store.counts(None).await.unwrap();
+    assert_eq!(counts[&key].get(&PassengerState::Complete), Some(&1));
+    assert_eq!(counts[&key].len(), 1, "{counts:?}");
+    assert_eq!(store.open_count(&key).await.unwrap(), 0);
+    assert_eq!(store.next_due(&key).await.unwrap(), None);
+    // Finished when skipped: the retention clock starts then.
+    assert_eq!(store.purge_passengers("acme", at(2_000)).await.unwrap(), 0);
+    assert_eq!(store.purge_passengers("acme", at(2_001)).await.unwrap(), 1);
+}
+
+pub(crate) async fn skipping_a_dead_step_lets_the_rest_run<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let steps = vec![processor("map"), processor("check"), pusher("file")];
+    let leased = seat_and_lease(&store, &key, &steps, "x", at(0)).await;
+    let id = leased.passenger.id;
+    finish_one(&store, report(&leased, vec![(0, dead("bad map"))]), at(1)).await;
+    assert_eq!(state_of(&store, id).await, PassengerState::Dead);
+
+    // The processors after a skipped processor still run.
+    store.skip_step(id, 0, at(2)).await.unwrap();
+    assert_eq!(state_of(&store, id).await, PassengerState::Pending);
+    let counts = store.counts(None).await.unwrap();
+    assert_eq!(counts[&key].get(&PassengerState::Pending), Some(&1));
+    assert_eq!(counts[&key].get(&PassengerState::Dead), None);
+    let again = lease_one(&store, &key, at(2)).await;
+    let states: Vec<_> = again.steps.iter().map(|step| step.state).collect();
+    assert_eq!(
+        states,
+        [StepState::Skipped, StepState::InFlight, StepState::InFlight]
+    );
+
+    // A pending step can be skipped too, once its lease is over.
+    store.release(&[(id, again.token)], at(3)).await.unwrap();
+    store.skip_step(id, 1, at(4)).await.unwrap();
+    assert_eq!(
+        step_states(&store, id).await,
+        [StepState::Skipped, StepState::Skipped, StepState::Pending]
+    );
+    assert_eq!(state_of(&store, id).await, PassengerState::Pending);
+}
+
+fn assert_refused<T: std::fmt::Debug>(result: crate::Result<T>, words: &[&str]) {
+    match result {
+        Err(StoreError::Refused(message)) => {
+            for word in words {
+                assert!(message.contains(word), "`{message}` lacks `{word}`");
+            }
+        }
+        other => panic!("expected Refused, got {other:?}"),
+    }
+}
+
+// ---- the console's views of the queue ----
+
+pub(crate) async fn owner_and_children_of_a_passenger<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let leased = seat_and_lease(&store, &key, &three_steps(), "x", at(0)).await;
+    let parent = leased.passenger.clone();
+    let children: Vec<Passenger> = (1..=3)
+        .map(|n| parent.child(format!("x#{n}"), Body::json(&json!({ "part": n }))))
+        .collect();
+    let mut split = report(&leased, vec![(0, StepChange::Done)]);
+    split.split = Some(crate::Split {
+        after: 0,
+        children: children.clone(),
+    });
+    finish_one(&store, split, at(1)).await;
+
+    assert_eq!(store.owner(parent.id).await.unwrap(), Some(key.clone()));
+    assert_eq!(
+        store.owner(children[1].id).await.unwrap(),
+        Some(key.clone())
+    );
+    assert_eq!(store.owner(PassengerId::new()).await.unwrap(), None);
+
+    let found = store.children(parent.id).await.unwrap();
+    let ids: Vec<_> = found.iter().map(|entry| entry.id).collect();
+    let expected: Vec<_> = children.iter().map(|child| child.id).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(found[0].external_id, "x#1");
+    assert_eq!(found[0].state, PassengerState::Pending);
+    assert_eq!(found[0].created_at, at(1));
+    assert_eq!(
+        (found[0].client.as_str(), found[0].pipeline.as_str()),
+        ("acme", "invoices")
+    );
+    assert!(store.children(children[0].id).await.unwrap().is_empty());
+    assert!(store.children(PassengerId::new()).await.unwrap().is_empty());
+}
+
+/// Seats passengers with one `http` pusher in `key` at `now`, leases them all and reports each
+/// dead of `error`. Returns their ids in seat order.
+async fn seat_dead<S: Store>(
+    store: &S,
+    key: &PipelineKey,
+    external_ids: &[&str],
+    error: &str,
+    now: Timestamp,
+) -> Vec<PassengerId> {
+    let passengers: Vec<_> = external_ids.iter().map(|id| pulled(id)).collect();
+    store
+        .seat(key, "v1", &[pusher("http")], &passengers, now)
+        .await
+        .unwrap();
+    let leased = store.lease(key, 100, LEASE, now).await.unwrap();
+    assert_eq!(
+        leased.len(),
+        passengers.len(),
+        "nothing else is due in {key}"
+    );
+    let reports: Vec<_> = leased
+        .iter()
+        .map(|leased| report(leased, vec![(0, dead(error))]))
+        .collect();
+    assert_eq!(store.finish(&reports, now).await.unwrap(), reports.len());
+    passengers.iter().map(|p| p.id).collect()
+}
+
+pub(crate) async fn dead_groups_by_pipeline_and_error_largest_first<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let invoices = invoices();
+    let mail = PipelineKey::new("acme", "mail");
+    let feed = PipelineKey::new("globex", "feed");
+    seat_dead(&store, &invoices, &["i1", "i2"], "410 gone", at(100)).await;
+    seat_dead(&store, &invoices, &["i3"], "410 gone", at(300)).await;
+    seat_dead(&store, &invoices, &["i4"], "timeout", at(500)).await;
+    seat_dead(&store, &mail, &["m1", "m2"], "410 gone", at(600)).await;
+    seat_dead(&store, &feed, &["f1"], "boom", at(700)).await;
+    // Failed is not dead, whatever its error.
+    let leased = seat_and_lease(&store, &invoices, &[pusher("http")], "i5", at(800)).await;
+    let retry = retry_at("410 gone", 1_000_000);
+    finish_one(&store, report(&leased, vec![(0, retry)]), at(800)).await;
+
+    let group = |key: &PipelineKey, error: &str, count: u64, newest: i64| DeadGroup {
+        client: key.client.clone(),
+        pipeline: key.pipeline.clone(),
+        error: error.into(),
+        count,
+        newest: at(newest),
+    };
+    // Equal counts: the group that changed last first.
+    assert_eq!(
+        store.dead_groups(None).await.unwrap(),
+        [
+            group(&invoices, "410 gone", 3, 300),
+            group(&mail, "410 gone", 2, 600),
+            group(&feed, "boom", 1, 700),
+            group(&invoices, "timeout", 1, 500),
+        ]
+    );
+    assert_eq!(
+        store.dead_groups(Some("acme")).await.unwrap(),
+        [
+            group(&invoices, "410 gone", 3, 300),
+            group(&mail, "410 gone", 2, 600),
+            group(&invoices, "timeout", 1, 500),
+        ]
+    );
+    assert!(store.dead_groups(Some("initech")).await.unwrap().is_empty());
+}
+
+pub(crate) async fn dead_ids_oldest_first_up_to_the_limit<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let invoices = invoices();
+    let mail = PipelineKey::new("acme", "mail");
+    let mut gone = seat_dead(&store, &invoices, &["i1", "i2"], "410 gone", at(100)).await;
+    gone.extend(seat_dead(&store, &invoices, &["i3"], "410 gone", at(300)).await);
+    let timeout = seat_dead(&store, &invoices, &["i4"], "timeout", at(500)).await;
+    seat_dead(&store, &mail, &["m1"], "410 gone", at(600)).await;
+
+    assert_eq!(
+        store.dead_ids(&invoices, "410 gone", 10).await.unwrap(),
+        gone
+    );
+    assert_eq!(
+        store.dead_ids(&invoices, "410 gone", 2).await.unwrap(),
+        gone[..2]
+    );
+    assert!(
+        store
+            .dead_ids(&invoices, "410 gone", 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.dead_ids(&invoices, "timeout", 10).await.unwrap(),
+        timeout
+    );
+    assert!(
+        store
+            .dead_ids(&mail, "timeout", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The error matches word for word, not as a substring.
+    assert!(
+        store
+            .dead_ids(&invoices, "410", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Revived ones leave the group.
+    store.retry(gone[0], at(1_000)).await.unwrap();
+    assert_eq!(
+        store.dead_ids(&invoices, "410 gone", 10).await.unwrap(),
+        gone[1..]
+    );
+}
+
+pub(crate) async fn oldest_open_per_pipeline<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let invoices = invoices();
+    let mail = PipelineKey::new("acme", "mail");
+    let feed = PipelineKey::new("globex", "feed");
+    let steps = vec![pusher("file")];
+    assert!(store.oldest_open().await.unwrap().is_empty());
+
+    let first = seat_one(&store, &invoices, &steps, "a", at(100)).await;
+    seat_one(&store, &invoices, &steps, "b", at(200)).await;
+    seat_one(&store, &mail, &steps, "c", at(50)).await;
+    let leased = seat_and_lease(&store, &feed, &steps, "d", at(300)).await;
+    finish_one(
+        &store,
+        report(&leased, vec![(0, StepChange::Done)]),
+        at(301),
+    )
+    .await;
+
+    let expected = BTreeMap::from([(invoices.clone(), at(100)), (mail.clone(), at(50))]);
+    assert_eq!(store.oldest_open().await.unwrap(), expected);
+
+    // In flight and failed passengers still have work.
+    let leased = lease_one(&store, &invoices, at(400)).await;
+    assert_eq!(leased.passenger.id, first);
+    let leased_mail = lease_one(&store, &mail, at(400)).await;
+    let retry = retry_at("timeout", 100_000);
+    finish_one(&store, report(&leased_mail, vec![(0, retry)]), at(401)).await;
+    assert_eq!(store.oldest_open().await.unwrap(), expected);
+
+    // Done and dead passengers have none.
+    finish_one(
+        &store,
+        report(&leased, vec![(0, StepChange::Done)]),
+        at(500),
+    )
+    .await;
+    let leased_mail = lease_one(&store, &mail, at(100_000)).await;
+    finish_one(
+        &store,
+        report(&leased_mail, vec![(0, dead("gone"))]),
+        at(100_001),
+    )
+    .await;
+    let expected = BTreeMap::from([(invoices, at(200))]);
+    assert_eq!(store.oldest_open().await.unwrap(), expected);
+}
+
+// ---- the console's views of runs ----
+
+/// Starts a run of `key` at `started` and, unless `status` is running, finishes it having
+/// seated `seated`.
+async fn run_of<S: Store>(
+    store: &S,
+    key: &PipelineKey,
+    started: i64,
+    status: RunStatus,
+    seated: u64,
+) -> RunId {
+    let run = store.start_run(key, "v1", at(started)).await.unwrap();
+    if status != RunStatus::Running {
+        let counts = RunCounts {
+            pulled: seated,
+            seated,
+            ..RunCounts::default()
+        };
+        store
+            .finish_run(run, status, counts, None, at(started + 1))
+            .await
+            .unwrap();
+    }
+    run
+}
+
+pub(crate) async fn runs_page_filters_and_pages_newest_first<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let invoices = invoices();
+    let mail = PipelineKey::new("acme", "mail");
+    let feed = PipelineKey::new("globex", "feed");
+    let r1 = run_of(&store, &invoices, 0, RunStatus::Succeeded, 5).await;
+    let r2 = run_of(&store, &mail, 10, RunStatus::Failed, 0).await;
+    let r3 = run_of(&store, &feed, 20, RunStatus::Succeeded, 1).await;
+    let r4 = run_of(&store, &invoices, 30, RunStatus::Running, 0).await;
+    let r5 = run_of(&store, &invoices, 40, RunStatus::Succeeded, 2).await;
+
+    let page = |filter: RunFilter, before: Option<RunId>, limit: usize| {
+        let store = &store;
+        async move {
+            let runs = store.runs_page(&filter, before, limit).await.unwrap();
+            runs.into_iter().map(|run| run.id).collect::<Vec<_>>()
+        }
+    };
+    let all = RunFilter::default;
+    assert_eq!(page(all(), None, 2).await, [r5, r4]);
+    assert_eq!(page(all(), Some(r4), 2).await, [r3, r2]);
+    assert_eq!(page(all(), Some(r2), 2).await, [r1]);
+    assert!(page(all(), Some(r1), 2).await.is_empty());
+    assert!(page(all(), None, 0).await.is_empty());
+
+    let acme = || RunFilter {
+        client: Some("acme".into()),
+        ..all()
+    };
+    assert_eq!(page(acme(), None, 10).await, [r5, r4, r2, r1]);
+    assert_eq!(page(acme(), Some(r4), 10).await, [r2, r1]);
+    let acme_invoices = RunFilter {
+        pipeline: Some("invoices".into()),
+        ..acme()
+    };
+    assert_eq!(page(acme_invoices, None, 10).await, [r5, r4, r1]);
+    let feed_only = RunFilter {
+        pipeline: Some("feed".into()),
+        ..all()
+    };
+    assert_eq!(page(feed_only, None, 10).await, [r3]);
+    let succeeded = || RunFilter {
+        status: Some(RunStatus::Succeeded),
+        ..all()
+    };
+    assert_eq!(page(succeeded(), None, 10).await, [r5, r3, r1]);
+    let acme_succeeded = RunFilter {
+        client: Some("acme".into()),
+        ..succeeded()
+    };
+    assert_eq!(page(acme_succeeded, Some(r5), 10).await, [r1]);
+    let running = RunFilter {
+        status: Some(RunStatus::Running),
+        ..all()
+    };
+    assert_eq!(page(running, None, 10).await, [r4]);
+    // `since` is inclusive, `until` exclusive.
+    let window = RunFilter {
+        since: Some(at(10)),
+        until: Some(at(40)),
+        ..all()
+    };
+    assert_eq!(page(window, None, 10).await, [r4, r3, r2]);
+
+    let listed = store.runs_page(&all(), None, 10).await.unwrap();
+    let second = store.run(r2).await.unwrap().unwrap();
+    assert_eq!(listed[3], second);
+    assert_eq!(second.pipeline, "mail");
+    assert_eq!(second.status, RunStatus::Failed);
+    assert_eq!(second.finished_at, Some(at(11)));
+    assert_eq!(store.run(r5 + 1_000).await.unwrap(), None);
+}
+
+pub(crate) async fn throughput_sums_seated_per_bucket<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let invoices = invoices();
+    let mail = PipelineKey::new("acme", "mail");
+    let feed = PipelineKey::new("globex", "feed");
+    let done = RunStatus::Succeeded;
+    // The origin is a multiple of ten seconds, so buckets start at at(0), at(10_000), ...
+    assert_eq!(T0 % 10_000, 0);
+    run_of(&store, &invoices, -10_000, done, 9).await;
+    run_of(&store, &invoices, 0, done, 3).await;
+    run_of(&store, &invoices, 3_000, RunStatus::Partial, 4).await;
+    run_of(&store, &invoices, 10_000, done, 5).await;
+    run_of(&store, &invoices, 15_000, RunStatus::Running, 0).await;
+    run_of(&store, &mail, 5_000, done, 0).await;
+    run_of(&store, &feed, 12_000, done, 2).await;
+
+    let bucket = Duration::from_secs(10);
+    let point = |key: &PipelineKey, ms: i64, seated: u64| Throughput {
+        pipeline: key.clone(),
+        at: at(ms),
+        seated,
+    };
+    assert_eq!(
+        store.throughput(None, at(0), bucket).await.unwrap(),
+        [
+            point(&invoices, 0, 7),
+            point(&invoices, 10_000, 5),
+            point(&feed, 10_000, 2),
+        ]
+    );
+    assert_eq!(
+        store
+            .throughput(Some("globex"), at(0), bucket)
+            .await
+            .unwrap(),
+        [point(&feed, 10_000, 2)]
+    );
+    // A run counts in the bucket it started in, even if `since` cuts that bucket.
+    assert_eq!(
+        store
+            .throughput(Some("acme"), at(2_000), bucket)
+            .await
+            .unwrap(),
+        [point(&invoices, 0, 4), point(&invoices, 10_000, 5)]
+    );
+    let minute = Duration::from_secs(60);
+    let whole = store
+        .throughput(Some("acme"), at(-10_000), minute)
+        .await
+        .unwrap();
+    let total: u64 = whole.iter().map(|point| point.seated).sum();
+    assert_eq!(total, 21);
+    assert!(
+        store
+            .throughput(None, at(100_000), bucket)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+// ---- sessions, tokens, audit ----
+
+fn session(client: &str, user: &str, expires: i64) -> Session {
+    Session {
+        client: client.into(),
+        user: user.into(),
+        csrf: format!("csrf-of-{user}"),
+        expires_at: at(expires),
+    }
+}
+
+pub(crate) async fn sessions_expire_and_end<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let ann = session("acme", "ann", 1_000);
+    let bob = session("globex", "bob", 5_000);
+    store.create_session("hash-ann", &ann).await.unwrap();
+    store.create_session("hash-bob", &bob).await.unwrap();
+
+    assert_eq!(store.session("hash-ann", at(999)).await.unwrap(), Some(ann));
+    assert_eq!(store.session("hash-ann", at(1_000)).await.unwrap(), None);
+    assert_eq!(store.session("nobody", at(0)).await.unwrap(), None);
+
+    assert_eq!(store.purge_sessions(at(1_000)).await.unwrap(), 1);
+    assert_eq!(store.purge_sessions(at(1_000)).await.unwrap(), 0);
+    assert_eq!(
+        store.session("hash-bob", at(1_000)).await.unwrap(),
+        Some(bob)
+    );
+
+    store.delete_session("hash-bob").await.unwrap();
+    assert_eq!(store.session("hash-bob", at(1_000)).await.unwrap(), None);
+    store.delete_session("hash-bob").await.unwrap();
+    assert_eq!(store.purge_sessions(at(1_000_000)).await.unwrap(), 0);
+}
+
+fn token(client: &str, name: &str, created: i64) -> ApiToken {
+    ApiToken {
+        // Ignored by `create_token`.
+        id: 999,
+        client: client.into(),
+        name: name.into(),
+        role: "operator".into(),
+        created_by: format!("{client}/ann"),
+        created_at: at(created),
+        last_used_at: Some(at(1)),
+    }
+}
+
+pub(crate) async fn tokens_are_used_listed_and_revoked_per_client<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let deploy = store
+        .create_token("hash-deploy", &token("acme", "deploy", 0))
+        .await
+        .unwrap();
+    let feed = store
+        .create_token("hash-feed", &token("globex", "feed", 10))
+        .await
+        .unwrap();
+    let backup = store
+        .create_token("hash-backup", &token("acme", "backup", 20))
+        .await
+        .unwrap();
+    assert_eq!(HashSet::from([deploy, feed, backup]).len(), 3);
+
+    let ids = |tokens: Vec<ApiToken>| tokens.iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.tokens(None).await.unwrap()),
+        [backup, feed, deploy]
+    );
+    let acme = store.tokens(Some("acme")).await.unwrap();
+    assert_eq!(ids(acme.clone()), [backup, deploy]);
+    let expected = ApiToken {
+        id: deploy,
+        last_used_at: None,
+        ..token("acme", "deploy", 0)
+    };
+    assert_eq!(acme[1], expected);
+
+    let used = store.use_token("hash-deploy", at(100)).await.unwrap();
+    let used_expected = ApiToken {
+        last_used_at: Some(at(100)),
+        ..expected
+    };
+    assert_eq!(used, Some(used_expected.clone()));
+    assert_eq!(store.tokens(Some("acme")).await.unwrap()[1], used_expected);
+    assert_eq!(
+        store.use_token("hash-unknown", at(100)).await.unwrap(),
+        None
+    );
+
+    // Another client's token is out of reach: nothing happens.
+    assert!(!store.revoke_token("globex", deploy).await.unwrap());
+    assert_eq!(
+        ids(store.tokens(Some("acme")).await.unwrap()),
+        [backup, deploy]
+    );
+    assert!(
+        store
+            .use_token("hash-deploy", at(200))
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    assert!(store.revoke_token("acme", deploy).await.unwrap());
+    assert!(!store.revoke_token("acme", deploy).await.unwrap());
+    assert_eq!(store.use_token("hash-deploy", at(300)).await.unwrap(), None);
+    assert_eq!(ids(store.tokens(None).await.unwrap()), [backup, feed]);
+}
+
+fn entry(ms: i64, client: &str, action: &str, target: &str) -> AuditEntry {
+    AuditEntry {
+        at: at(ms),
+        client: client.into(),
+        actor: format!("{client}/ann"),
+        action: action.into(),
+        target: target.into(),
+        detail: format!("{action} of {target}"),
+    }
+}
+
+pub(crate) async fn audit_log_filters_newest_first<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let e1 = entry(0, "acme", "passenger.retry", "p-1");
+    let e2 = entry(10, "globex", "passenger.discard", "p-1");
+    let e3 = entry(20, "acme", "pipeline.pause", "acme/invoices");
+    let e4 = entry(30, "acme", "passenger.skip_step", "p-1");
+    // Same millisecond: the one recorded later comes first.
+    let e5 = entry(30, "acme", "passenger.replay", "p-1");
+    // Recorded out of order: the log goes by the time of the action.
+    for entry in [&e1, &e3, &e2, &e4, &e5] {
+        store.audit(entry).await.unwrap();
+    }
+
+    let log = |client: Option<&'static str>, target: Option<&'static str>, limit: usize| {
+        let store = &store;
+        async move { store.audit_log(client, target, limit).await.unwrap() }
+    };
+    assert_eq!(
+        log(None, None, 10).await,
+        [e5.clone(), e4.clone(), e3.clone(), e2.clone(), e1.clone()]
+    );
+    assert_eq!(log(None, None, 2).await, [e5.clone(), e4.clone()]);
+    assert!(log(None, None, 0).await.is_empty());
+    assert_eq!(
+        log(Some("acme"), None, 10).await,
+        [e5.clone(), e4.clone(), e3.clone(), e1.clone()]
+    );
+    assert_eq!(
+        log(None, Some("p-1"), 10).await,
+        [e5.clone(), e4.clone(), e2.clone(), e1.clone()]
+    );
+    assert_eq!(
+        log(Some("acme"), Some("p-1"), 10).await,
+        [e5.clone(), e4.clone(), e1.clone()]
+    );
+    assert_eq!(log(Some("globex"), None, 10).await, [e2]);
+    assert_eq!(log(Some("acme"), Some("acme/invoices"), 10).await, [e3]);
+    assert!(log(Some("initech"), None, 10).await.is_empty());
 }

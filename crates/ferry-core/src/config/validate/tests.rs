@@ -517,16 +517,68 @@ pushers: [{type: file, path: /out, name_template: x}]
 fn unknown_key_in_ferry_yaml_and_client_yaml() {
     let list = [
         ("ferry.yaml", "workers: 2\nweb:\n  port: 80\n"),
-        ("clients/acme/client.yaml", "users: []\n"),
+        ("clients/acme/client.yaml", "people: []\n"),
     ];
     assert_eq!(
         errors_of(&list, &[]),
         [
-            "clients/acme/client.yaml:1:1: users: unknown key `users`; expected \
-             `queue_life_span` or `log_life_span`",
+            "clients/acme/client.yaml:1:1: people: unknown key `people`; expected \
+             one of `queue_life_span`, `log_life_span`, `users`",
             "ferry.yaml:3:3: web.port: unknown key `port`; expected `listen`",
         ]
     );
+}
+
+const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNo";
+
+#[test]
+fn users_with_roles_and_hashes() {
+    let client = format!(
+        "users:\n  ada:\n    role: administrator\n    password_hash: \"{HASH}\"\n  \
+         bob: {{role: operator, password_hash: \"{HASH}\"}}\n"
+    );
+    let project = run(
+        &[("ferry.yaml", ""), ("clients/acme/client.yaml", &client)],
+        &[],
+    )
+    .unwrap();
+    let users = &project.clients["acme"].users;
+    assert_eq!(users["ada"].role, UserRole::Administrator);
+    assert_eq!(users["bob"].role, UserRole::Operator);
+    assert_eq!(users["bob"].password_hash, HASH);
+    assert!(
+        !format!("{:?}", users["bob"]).contains("argon2"),
+        "Debug hides the hash"
+    );
+}
+
+#[test]
+fn users_without_hash_or_with_plain_passwords_are_refused() {
+    let client = format!(
+        "users:\n  ada: {{role: boss, password_hash: \"{HASH}\"}}\n  \
+         bob: {{role: operator, password: secret}}\n  \
+         cy: {{role: operator, password_hash: secret}}\n  \
+         dan: {{role: operator}}\n"
+    );
+    let errors = errors_of(
+        &[("ferry.yaml", ""), ("clients/acme/client.yaml", &client)],
+        &[],
+    );
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("clients/acme/client.yaml:2:"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[0].contains("users.ada.role: unknown role `boss`"),
+        "{}",
+        errors[0]
+    );
+    assert!(errors[1].contains("users.bob.password: passwords are never stored in plain text"));
+    assert!(errors[2].contains("users.cy.password_hash: not an argon2 hash"));
+    assert!(errors[3].contains("users.dan: missing key `password_hash`"));
+    assert!(errors.iter().all(|e| !e.contains("secret")), "{errors:#?}");
 }
 
 #[test]

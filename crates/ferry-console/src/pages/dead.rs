@@ -1,0 +1,170 @@
+//! Dead letters: dead passengers grouped by pipeline and error, replayed or discarded a group
+//! at a time.
+
+use axum::extract::{Extension, State};
+use axum::response::Redirect;
+use ferry_core::Timestamp;
+use ferry_store::PipelineKey;
+use maud::{Markup, html};
+use serde::{Deserialize, Serialize};
+
+use super::{Done, Page, done, json_done, record};
+use crate::AppState;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Form, Json, Path};
+use crate::layout::{link, when};
+
+/// Most passengers one bulk action touches; the rest stay for the next click.
+const MAX_BULK: usize = 10_000;
+
+#[derive(Serialize)]
+pub struct GroupView {
+    pub client: String,
+    pub pipeline: String,
+    pub error: String,
+    pub count: u64,
+    pub newest: Timestamp,
+}
+
+async fn groups(state: &AppState, principal: &Principal) -> ApiResult<Vec<GroupView>> {
+    Ok(state
+        .store
+        .dead_groups(principal.scope())
+        .await?
+        .into_iter()
+        .map(|g| GroupView {
+            client: g.client,
+            pipeline: g.pipeline,
+            error: g.error,
+            count: g.count,
+            newest: g.newest,
+        })
+        .collect())
+}
+
+pub async fn api(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> ApiResult<Json<Vec<GroupView>>> {
+    Ok(Json(groups(&state, &principal).await?))
+}
+
+pub async fn page(State(state): State<AppState>, page: Page) -> ApiResult<Markup> {
+    let groups = groups(&state, &page.principal).await?;
+    let csrf = page.chrome.csrf();
+    let body = html! {
+        table #dead data-live {
+            thead { tr { th { "Pipeline" } th { "Error" } th.num { "Passengers" } th { "Newest" } th {} } }
+            tbody {
+                @for g in &groups {
+                    tr {
+                        td { (g.client) "/" (g.pipeline) }
+                        td.error { (g.error) }
+                        td.num { a href=(link("/queue", &[("client", g.client.clone()), ("pipeline", g.pipeline.clone()), ("state", "dead".to_string())])) { (g.count) } }
+                        td { (when(g.newest)) }
+                        td {
+                            @for (action, label, question) in [
+                                ("replay", "Replay all", "Replay every passenger of this group from the start?"),
+                                ("discard", "Discard all", "Discard every passenger of this group?"),
+                            ] {
+                                form.inline method="post" action={ "/dead/" (action) } data-confirm=(question) {
+                                    (csrf)
+                                    input type="hidden" name="client" value=(g.client);
+                                    input type="hidden" name="pipeline" value=(g.pipeline);
+                                    input type="hidden" name="error" value=(g.error);
+                                    button type="submit" { (label) }
+                                }
+                            }
+                        }
+                    }
+                }
+                @if groups.is_empty() { tr { td colspan="5" .muted { "No dead passengers. " } } }
+            }
+        }
+    };
+    Ok(page.render("Dead letters", body))
+}
+
+/// One group of dead passengers.
+#[derive(Deserialize)]
+pub struct Group {
+    client: String,
+    pipeline: String,
+    error: String,
+}
+
+async fn act(
+    state: &AppState,
+    principal: &Principal,
+    action: &str,
+    group: &Group,
+) -> ApiResult<String> {
+    let key = PipelineKey::new(&group.client, &group.pipeline);
+    if !principal.sees(&key.client) {
+        return Err(ApiError::not_found(format!("no pipeline {key}")));
+    }
+    let steps = match action {
+        "replay" => {
+            let project = state.engine.project();
+            let pipeline = project
+                .pipeline(&key.client, &key.pipeline)
+                .ok_or_else(|| {
+                    ApiError::conflict(format!(
+                        "{key} is no longer defined; its passengers can only be discarded"
+                    ))
+                })?;
+            Some(pipeline.steps())
+        }
+        "discard" => None,
+        other => {
+            return Err(ApiError::not_found(format!(
+                "no action `{other}`; actions are replay and discard"
+            )));
+        }
+    };
+    let ids = state.store.dead_ids(&key, &group.error, MAX_BULK).await?;
+    let now = chrono::Utc::now();
+    for id in &ids {
+        match &steps {
+            Some(steps) => state.store.replay(*id, steps, now).await?,
+            None => state.store.discard(*id, now).await?,
+        }
+        let detail = format!("bulk, dead of: {}", group.error);
+        record(
+            state,
+            principal,
+            &key.client,
+            &format!("passenger.{action}"),
+            &id.to_string(),
+            &detail,
+        )
+        .await?;
+    }
+    state.engine.wake();
+    let verb = if steps.is_some() {
+        "replaying"
+    } else {
+        "discarded"
+    };
+    Ok(format!("{key}: {verb} {} passenger(s)", ids.len()))
+}
+
+pub async fn action_form(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(action): Path<String>,
+    Form(group): Form<Group>,
+) -> ApiResult<Redirect> {
+    let message = act(&state, &principal, &action, &group).await?;
+    Ok(done("/dead", &message))
+}
+
+pub async fn action_api(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(action): Path<String>,
+    Json(group): Json<Group>,
+) -> ApiResult<Json<Done>> {
+    Ok(json_done(act(&state, &principal, &action, &group).await?))
+}

@@ -1,0 +1,229 @@
+//! One pipeline: its definition at a glance, queue counts, recent runs; run now, pause, resume.
+
+use axum::extract::{Extension, State};
+use axum::response::Redirect;
+use ferry_core::config::{ComponentDef, Pipeline};
+use ferry_store::{PipelineKey, RunFilter};
+use maud::{Markup, html};
+use serde::{Deserialize, Serialize};
+
+use super::dashboard::{RunSummary, queue_counts};
+use super::{Done, Page, done, json_done, record};
+use crate::AppState;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Path};
+use crate::layout::{badge, link, maybe_when, when};
+
+#[derive(Deserialize)]
+pub struct PipelinePath {
+    client: String,
+    pipeline: String,
+}
+
+impl PipelinePath {
+    fn key(&self) -> PipelineKey {
+        PipelineKey::new(&self.client, &self.pipeline)
+    }
+}
+
+/// The pipeline's definition, if the principal may see it.
+pub fn find(state: &AppState, principal: &Principal, key: &PipelineKey) -> ApiResult<Pipeline> {
+    let missing = || ApiError::not_found(format!("no pipeline {key}"));
+    if !principal.sees(&key.client) {
+        return Err(missing());
+    }
+    state
+        .engine
+        .project()
+        .pipeline(&key.client, &key.pipeline)
+        .cloned()
+        .ok_or_else(missing)
+}
+
+#[derive(Serialize)]
+pub struct PipelineView {
+    pub client: String,
+    pub pipeline: String,
+    pub description: String,
+    pub schedule: String,
+    pub state: &'static str,
+    pub file: String,
+    pub version: String,
+    pub pullers: Vec<Component>,
+    pub processors: Vec<Component>,
+    pub pushers: Vec<Component>,
+    pub queue: std::collections::BTreeMap<&'static str, u64>,
+    pub runs: Vec<RunSummary>,
+}
+
+/// A component by name and type; its settings may hold secrets and are not shown.
+#[derive(Serialize)]
+pub struct Component {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+}
+
+fn components(defs: &[ComponentDef]) -> Vec<Component> {
+    defs.iter()
+        .map(|c| Component {
+            name: c.name.clone(),
+            type_name: c.type_name.clone(),
+        })
+        .collect()
+}
+
+async fn load(
+    state: &AppState,
+    principal: &Principal,
+    key: &PipelineKey,
+) -> ApiResult<PipelineView> {
+    let def = find(state, principal, key)?;
+    let counts = state.store.counts(Some(&key.client)).await?;
+    let filter = RunFilter {
+        client: Some(key.client.clone()),
+        pipeline: Some(key.pipeline.clone()),
+        ..RunFilter::default()
+    };
+    let runs = state.store.runs_page(&filter, None, 20).await?;
+    Ok(PipelineView {
+        client: def.client.clone(),
+        pipeline: def.name.clone(),
+        description: def.description.clone(),
+        schedule: def.schedule.to_string(),
+        state: if state.engine.is_paused(key) {
+            "paused"
+        } else {
+            "running"
+        },
+        file: def.file.clone(),
+        version: def.version.clone(),
+        pullers: components(&def.pullers),
+        processors: components(&def.processors),
+        pushers: components(&def.pushers),
+        queue: queue_counts(counts.get(key)),
+        runs: runs.iter().map(RunSummary::from).collect(),
+    })
+}
+
+pub async fn api(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(path): Path<PipelinePath>,
+) -> ApiResult<Json<PipelineView>> {
+    Ok(Json(load(&state, &principal, &path.key()).await?))
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    page: Page,
+    Path(path): Path<PipelinePath>,
+) -> ApiResult<Markup> {
+    let view = load(&state, &page.principal, &path.key()).await?;
+    let base = format!("/pipelines/{}/{}", view.client, view.pipeline);
+    let list = |components: &[Component]| {
+        html! {
+            @for c in components { code { (c.name) } " (" (c.type_name) ") " }
+            @if components.is_empty() { span.muted { "none" } }
+        }
+    };
+    let body = html! {
+        p {
+            (badge(view.state)) " "
+            (page.chrome.button(&format!("{base}/run"), "Run now", None))
+            @if view.state == "paused" {
+                (page.chrome.button(&format!("{base}/resume"), "Resume", None))
+            } @else {
+                (page.chrome.button(&format!("{base}/pause"), "Pause", Some("Pause this pipeline? Nothing is pulled, processed or pushed until it is resumed.")))
+            }
+        }
+        dl.grid {
+            dt { "Description" } dd { (view.description) }
+            dt { "Schedule" } dd { (view.schedule) }
+            dt { "Definition" } dd { a href={ "/definitions/" (view.file) } { (view.file) } " " span.muted { (&view.version[..12.min(view.version.len())]) } }
+            dt { "Pullers" } dd { (list(&view.pullers)) }
+            dt { "Processors" } dd { (list(&view.processors)) }
+            dt { "Pushers" } dd { (list(&view.pushers)) }
+            dt { "Queue" } dd {
+                @for (state, n) in &view.queue {
+                    a href=(link("/queue", &[("client", view.client.clone()), ("pipeline", view.pipeline.clone()), ("state", state.to_string())])) { (badge(state)) " " (n) } " "
+                }
+                @if view.queue.is_empty() { span.muted { "empty" } }
+            }
+        }
+        h2 { "Recent runs" }
+        table #runs data-live {
+            thead { tr { th { "Run" } th { "Status" } th { "Started" } th { "Finished" } th.num { "Pulled" } th.num { "Seated" } } }
+            tbody {
+                @for run in &view.runs {
+                    tr {
+                        td { a href={ "/runs/" (run.id) } { "#" (run.id) } }
+                        td { (badge(run.status)) }
+                        td { (when(run.started_at)) }
+                        td { (maybe_when(run.finished_at)) }
+                        td.num { (run.pulled) }
+                        td.num { (run.seated) }
+                    }
+                }
+                @if view.runs.is_empty() { tr { td colspan="6" .muted { "No runs yet." } } }
+            }
+        }
+    };
+    Ok(page.render(&format!("{}/{}", view.client, view.pipeline), body))
+}
+
+/// `run`, `pause` or `resume` a pipeline.
+#[derive(Deserialize)]
+pub struct ActionPath {
+    client: String,
+    pipeline: String,
+    action: String,
+}
+
+async fn act(state: &AppState, principal: &Principal, path: &ActionPath) -> ApiResult<String> {
+    let key = PipelineKey::new(&path.client, &path.pipeline);
+    find(state, principal, &key)?;
+    let message = match path.action.as_str() {
+        "run" => {
+            state.engine.run_now(&key)?;
+            format!("{key}: run started")
+        }
+        "pause" => {
+            state.engine.pause(&key).await?;
+            format!("{key}: paused")
+        }
+        "resume" => {
+            state.engine.resume(&key).await?;
+            format!("{key}: resumed")
+        }
+        other => {
+            return Err(ApiError::not_found(format!(
+                "no action `{other}`; actions are run, pause and resume"
+            )));
+        }
+    };
+    let action = format!("pipeline.{}", path.action);
+    record(state, principal, &key.client, &action, &key.to_string(), "").await?;
+    Ok(message)
+}
+
+pub async fn action_form(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(path): Path<ActionPath>,
+) -> ApiResult<Redirect> {
+    let message = act(&state, &principal, &path).await?;
+    Ok(done(
+        &format!("/pipelines/{}/{}", path.client, path.pipeline),
+        &message,
+    ))
+}
+
+pub async fn action_api(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(path): Path<ActionPath>,
+) -> ApiResult<Json<Done>> {
+    Ok(json_done(act(&state, &principal, &path).await?))
+}
