@@ -204,6 +204,11 @@ impl Engine {
         self.shared.project.read().expect("project lock").clone()
     }
 
+    /// The component registry the engine builds pipelines with.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.shared.registry.clone()
+    }
+
     /// The store the engine works on.
     pub fn store(&self) -> Arc<dyn Store> {
         self.shared.store.clone()
