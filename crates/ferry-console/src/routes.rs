@@ -62,6 +62,12 @@ pub fn table() -> Vec<Route> {
             get(pipelines::page),
         ),
         route(
+            g.clone(),
+            "/pipelines/{client}/{pipeline}/peek",
+            Op,
+            get(pipelines::peek_page),
+        ),
+        route(
             p.clone(),
             "/pipelines/{client}/{pipeline}/{action}",
             Op,
@@ -131,6 +137,12 @@ pub fn table() -> Vec<Route> {
             "/api/v1/pipelines/{client}/{pipeline}",
             Op,
             get(pipelines::api),
+        ),
+        route(
+            g.clone(),
+            "/api/v1/pipelines/{client}/{pipeline}/peek",
+            Op,
+            get(pipelines::peek_api),
         ),
         route(
             p.clone(),

@@ -5,9 +5,9 @@
 use std::path::Path;
 
 use ferry_core::config::Pipeline;
-use ferry_core::{Outcome, Passenger, Registry, StepError};
+use ferry_core::{Outcome, Passenger, PullFailure, Registry, StepError};
 
-use crate::{EngineError, NamedProcessor, build_processors, worker};
+use crate::{EngineError, NamedProcessor, build_processors, build_pullers, worker};
 
 /// A pipeline's processors, built from its definition, and the names of its pushers.
 pub struct Trial {
@@ -34,6 +34,56 @@ pub enum Fate {
 pub struct Arrival {
     pub passenger: Passenger,
     pub fate: Fate,
+}
+
+/// What one puller would bring now, and what the processors would make of each passenger.
+#[derive(Debug)]
+pub struct Peeked {
+    pub puller: String,
+    /// The pull itself failed: nothing to show from this puller.
+    pub error: Option<StepError>,
+    /// Items that could not be read on their own.
+    pub failures: Vec<PullFailure>,
+    /// The source holds more than was pulled.
+    pub more: bool,
+    /// Each passenger as pulled, with the arrivals of its trial.
+    pub passengers: Vec<(Passenger, Vec<Arrival>)>,
+}
+
+/// Pulls at most `max` passengers from each puller of `def` and runs the processors on them.
+/// Nothing is seated and nothing is acked, so the source is left as it was.
+pub async fn peek(
+    registry: &Registry,
+    dir: &Path,
+    def: &Pipeline,
+    max: usize,
+) -> Result<Vec<Peeked>, EngineError> {
+    let trial = Trial::build(registry, dir, def)?;
+    let mut peeked = Vec::new();
+    for (name, mut puller) in build_pullers(registry, dir, def)? {
+        let mut view = Peeked {
+            puller: name,
+            error: None,
+            failures: Vec::new(),
+            more: false,
+            passengers: Vec::new(),
+        };
+        match puller.pull(max).await {
+            Err(error) => view.error = Some(error),
+            Ok(pulled) => {
+                view.failures = pulled.failures;
+                view.more = pulled.more;
+                for mut passenger in pulled.passengers {
+                    passenger.client.clone_from(&def.client);
+                    passenger.pipeline.clone_from(&def.name);
+                    let arrivals = trial.run(passenger.clone());
+                    view.passengers.push((passenger, arrivals));
+                }
+            }
+        }
+        peeked.push(view);
+    }
+    Ok(peeked)
 }
 
 impl Trial {

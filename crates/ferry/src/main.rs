@@ -262,7 +262,8 @@ async fn run(dir: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result
         .await
         .with_context(|| format!("cannot listen on {listen} for the console; choose another address with --listen or web.listen in ferry.yaml"))?;
     let engine = Engine::start(project, store, registry(), Options::default()).await?;
-    tracing::info!("console on http://{listen}");
+    let address = listener.local_addr().unwrap_or(listen);
+    tracing::info!("console on http://{address}");
     let console = tokio::spawn(ferry_console::serve(listener, engine.clone(), {
         let engine = engine.clone();
         async move { engine.stopping().await }

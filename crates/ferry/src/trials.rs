@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use ferry_core::config::{Pipeline, Project};
 use ferry_core::{Passenger, Registry};
 use ferry_engine::testing;
-use ferry_engine::trial::{Arrival, Fate, Trial};
+use ferry_engine::trial::{Arrival, Fate};
 
 /// Runs every test file of the project; exit code 1 when a case fails.
 pub fn test(dir: &Path, project: &Project, registry: &Registry, update: bool) -> ExitCode {
@@ -101,43 +101,39 @@ pub async fn peek(
     pipeline: &Pipeline,
     max: usize,
 ) -> anyhow::Result<()> {
-    let trial = Trial::build(registry, dir, pipeline)?;
-    let pullers = ferry_engine::build_pullers(registry, dir, pipeline)?;
     println!(
         "peek at {} — nothing is seated or acked; the source is left as it is",
         pipeline.key()
     );
-    for (name, mut puller) in pullers {
-        let pulled = puller
-            .pull(max)
-            .await
-            .with_context(|| format!("puller `{name}` failed"))?;
+    for peeked in ferry_engine::trial::peek(registry, dir, pipeline, max).await? {
+        let name = &peeked.puller;
+        if let Some(error) = peeked.error {
+            bail!("puller `{name}` failed: {error}");
+        }
         println!(
             "\npuller `{name}`: {} passenger(s){}{}",
-            pulled.passengers.len(),
-            if pulled.failures.is_empty() {
+            peeked.passengers.len(),
+            if peeked.failures.is_empty() {
                 String::new()
             } else {
-                format!(", {} unreadable", pulled.failures.len())
+                format!(", {} unreadable", peeked.failures.len())
             },
-            if pulled.more { ", more waiting" } else { "" }
+            if peeked.more { ", more waiting" } else { "" }
         );
-        for failure in &pulled.failures {
+        for failure in &peeked.failures {
             println!("  ! {}: {}", failure.external_id, failure.error);
         }
-        for mut passenger in pulled.passengers {
-            passenger.client.clone_from(&pipeline.client);
-            passenger.pipeline.clone_from(&pipeline.name);
+        for (passenger, arrivals) in &peeked.passengers {
             println!(
                 "\n  {} {}  ({}, {} bytes{})",
                 passenger.source_system,
                 passenger.external_id,
                 passenger.body.media_type,
                 passenger.body.data.len(),
-                attachments(&passenger)
+                attachments(passenger)
             );
-            for arrival in trial.run(passenger) {
-                print_arrival(&arrival);
+            for arrival in arrivals {
+                print_arrival(arrival);
             }
         }
     }

@@ -20,7 +20,8 @@ impl Project {
         let project = Project { dir };
         project.write(
             "ferry.yaml",
-            "system_alias: ferry TEST\nstore: sqlite://data/ferry.db\nworkers: 2\n",
+            "system_alias: ferry TEST\nstore: sqlite://data/ferry.db\nworkers: 2\n\
+             web: { listen: \"127.0.0.1:0\" }\n",
         );
         project.write("clients/acme/client.yaml", client_yaml);
         for (name, yaml) in pipelines {

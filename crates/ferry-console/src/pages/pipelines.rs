@@ -132,6 +132,7 @@ pub async fn page(
         p {
             (badge(view.state)) " "
             (page.chrome.button(&format!("{base}/run"), "Run now", None))
+            a href={ (base) "/peek" } { "Peek" } " "
             @if view.state == "paused" {
                 (page.chrome.button(&format!("{base}/resume"), "Resume", None))
             } @else {
@@ -171,6 +172,129 @@ pub async fn page(
         }
     };
     Ok(page.render(&format!("{}/{}", view.client, view.pipeline), body))
+}
+
+/// At most this many passengers per puller in a peek.
+const PEEK_MAX: usize = 10;
+
+#[derive(Serialize)]
+pub struct PeekView {
+    pub puller: String,
+    pub error: Option<String>,
+    pub unreadable: Vec<String>,
+    pub more: bool,
+    pub passengers: Vec<PeekedPassenger>,
+}
+
+#[derive(Serialize)]
+pub struct PeekedPassenger {
+    pub source_system: String,
+    pub external_id: String,
+    pub media_type: String,
+    pub size: usize,
+    /// Where it and its split children would end: pushers, filtered, failed.
+    pub fates: Vec<String>,
+}
+
+/// What the pipeline's pullers would pull now and where it would go; nothing is seated,
+/// acked or pushed.
+async fn peek(
+    state: &AppState,
+    principal: &Principal,
+    key: &PipelineKey,
+) -> ApiResult<Vec<PeekView>> {
+    let def = find(state, principal, key)?;
+    let project = state.engine.project();
+    let peeked = ferry_engine::trial::peek(&state.engine.registry(), &project.dir, &def, PEEK_MAX)
+        .await
+        .map_err(|error| ApiError::conflict(format!("cannot peek at {key}: {error}")))?;
+    Ok(peeked
+        .into_iter()
+        .map(|p| PeekView {
+            puller: p.puller,
+            error: p.error.map(|e| e.to_string()),
+            unreadable: p
+                .failures
+                .iter()
+                .map(|f| format!("{}: {}", f.external_id, f.error))
+                .collect(),
+            more: p.more,
+            passengers: p
+                .passengers
+                .into_iter()
+                .map(|(passenger, arrivals)| PeekedPassenger {
+                    source_system: passenger.source_system,
+                    external_id: passenger.external_id,
+                    media_type: passenger.body.media_type,
+                    size: passenger.body.data.len(),
+                    fates: arrivals.iter().map(fate).collect(),
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+fn fate(arrival: &ferry_engine::trial::Arrival) -> String {
+    use ferry_engine::trial::Fate;
+    let id = &arrival.passenger.external_id;
+    match &arrival.fate {
+        Fate::Pushed { pushers } if pushers.is_empty() => {
+            format!("{id}: to no pusher (all skipped)")
+        }
+        Fate::Pushed { pushers } => format!("{id}: to {}", pushers.join(", ")),
+        Fate::Filtered { processor, reason } => format!("{id}: filtered by {processor}: {reason}"),
+        Fate::Split {
+            processor,
+            children,
+        } => format!("{id}: split by {processor} into {children}"),
+        Fate::Failed { processor, error } => format!(
+            "{id}: fails in {processor} ({}): {error}",
+            if error.retryable {
+                "would be retried"
+            } else {
+                "would be dead"
+            }
+        ),
+    }
+}
+
+pub async fn peek_api(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(path): Path<PipelinePath>,
+) -> ApiResult<Json<Vec<PeekView>>> {
+    Ok(Json(peek(&state, &principal, &path.key()).await?))
+}
+
+pub async fn peek_page(
+    State(state): State<AppState>,
+    page: Page,
+    Path(path): Path<PipelinePath>,
+) -> ApiResult<Markup> {
+    let key = path.key();
+    let views = peek(&state, &page.principal, &key).await?;
+    let body = html! {
+        p.muted { "What the pullers would pull now (at most " (PEEK_MAX) " each) and what the processors would make of it. Nothing was seated, acknowledged or pushed." }
+        @for view in &views {
+            h2 { "Puller " code { (view.puller) } @if view.more { " " span.muted { "(more waiting)" } } }
+            @if let Some(error) = &view.error { p.error { (error) } }
+            @for line in &view.unreadable { p.error { "Unreadable: " (line) } }
+            table {
+                thead { tr { th { "Source" } th { "External id" } th { "Body" } th { "Would go" } } }
+                tbody {
+                    @for p in &view.passengers {
+                        tr {
+                            td { (p.source_system) } td { (p.external_id) }
+                            td { (p.media_type) ", " (p.size) " bytes" }
+                            td { @for fate in &p.fates { div { (fate) } } }
+                        }
+                    }
+                    @if view.passengers.is_empty() && view.error.is_none() { tr { td colspan="4" .muted { "Nothing to pull right now." } } }
+                }
+            }
+        }
+    };
+    Ok(page.render(&format!("Peek at {key}"), body))
 }
 
 /// `run`, `pause` or `resume` a pipeline.
