@@ -270,7 +270,7 @@ async fn from_session(state: &AppState, headers: &HeaderMap) -> ApiResult<Option
     }))
 }
 
-/// The principal of an API request, from its bearer token.
+/// The principal of a request with a bearer token.
 async fn from_token(state: &AppState, headers: &HeaderMap) -> ApiResult<Option<Principal>> {
     let Some(value) = headers
         .get(header::AUTHORIZATION)
@@ -325,8 +325,13 @@ async fn admit(
     mut request: Request,
 ) -> Result<Request, Response> {
     let api = is_api(request.uri().path());
-    let found = if api {
+    // A bearer token works everywhere (e.g. a Prometheus scraper on /metrics); the session
+    // cookie only on console pages, so the JSON API never acts on a cookie alone.
+    let bearer = request.headers().contains_key(header::AUTHORIZATION);
+    let found = if bearer {
         from_token(state, request.headers()).await
+    } else if api {
+        Ok(None)
     } else {
         from_session(state, request.headers()).await
     };
@@ -338,7 +343,7 @@ async fn admit(
         return Ok(request);
     }
     let Some(principal) = principal else {
-        if api {
+        if api || bearer {
             return Err(ApiError::unauthorized().into_response());
         }
         return Err(Redirect::to("/login").into_response());
@@ -350,7 +355,8 @@ async fn admit(
         };
         return Err(ApiError::forbidden(format!("only {needed} may do this")).into_response());
     }
-    if !api && request.method() != Method::GET && request.method() != Method::HEAD {
+    let session = matches!(principal.credential, Credential::Session { .. });
+    if session && request.method() != Method::GET && request.method() != Method::HEAD {
         request = check_csrf(request, principal.csrf()).await?;
     }
     request.extensions_mut().insert(principal);

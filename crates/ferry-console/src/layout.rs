@@ -132,7 +132,12 @@ pub fn page(chrome: &Chrome, title: &str, body: Markup) -> Markup {
 
 /// Turns API errors of console routes into error pages.
 pub async fn error_pages(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if auth::is_api(request.uri().path()) {
+    // API calls and bearer-token calls (scrapers) get the JSON error.
+    if auth::is_api(request.uri().path())
+        || request
+            .headers()
+            .contains_key(axum::http::header::AUTHORIZATION)
+    {
         return next.run(request).await;
     }
     let principal = request.extensions().get::<Principal>().cloned();
@@ -143,24 +148,35 @@ pub async fn error_pages(State(state): State<AppState>, request: Request, next: 
     let chrome = Chrome::of(&state, principal.as_ref());
     let body = html! {
         p.error { (error.message) }
-        p { a href="javascript:history.back()" { "Back" } " · " a href="/" { "Dashboard" } }
+        p { a href="/" { "Dashboard" } }
     };
-    (error.status, page(&chrome, "Something went wrong", body)).into_response()
+    // Keep what the answer said besides its body (Retry-After, cookies).
+    let (mut parts, _) = response.into_parts();
+    let mut page = (error.status, page(&chrome, "Something went wrong", body)).into_response();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
+    for (name, value) in parts.headers.drain().filter_map(|(n, v)| Some((n?, v))) {
+        page.headers_mut().entry(name).or_insert(value);
+    }
+    page
 }
 
-/// A time as the console shows it: UTC, to the second.
-pub fn when(at: Timestamp) -> String {
-    at.format("%Y-%m-%d %H:%M:%S").to_string()
+/// A time as the console shows it: UTC, to the second, never broken across lines.
+pub fn when(at: Timestamp) -> Markup {
+    html! { time datetime=(at.to_rfc3339()) { (at.format("%Y-%m-%d %H:%M:%S")) } }
 }
 
 /// An optional time, or a dash.
-pub fn maybe_when(at: Option<Timestamp>) -> String {
-    at.map_or_else(|| "–".to_string(), when)
+pub fn maybe_when(at: Option<Timestamp>) -> Markup {
+    match at {
+        Some(at) => when(at),
+        None => html! { "–" },
+    }
 }
 
 /// A coloured label for a state.
 pub fn badge(state: &str) -> Markup {
-    html! { span class={ "badge " (state) } { (state) } }
+    html! { span class={ "badge " (state) } { (state.replace('_', " ")) } }
 }
 
 /// `href` with `key=value` pairs appended as a query string (empty values left out).

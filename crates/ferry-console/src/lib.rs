@@ -28,12 +28,15 @@ pub struct AppState {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) limiter: Arc<auth::Limiter>,
     pub(crate) demo: Arc<layout::DemoCheck>,
+    /// Counters for `/metrics`, fed by an observer of the engine's events.
+    pub(crate) metrics: Arc<pages::metrics::Metrics>,
 }
 
 /// The console and API of a running engine.
 pub fn router(engine: Engine) -> Router {
     let state = AppState {
         store: engine.store(),
+        metrics: pages::metrics::Metrics::start(&engine),
         engine,
         limiter: Arc::default(),
         demo: Arc::default(),

@@ -32,6 +32,8 @@ pub enum Event {
         status: RunStatus,
         counts: RunCounts,
         error: Option<String>,
+        /// How long the run took, from its start to its end.
+        seconds: f64,
     },
     PassengersSeated {
         pipeline: PipelineKey,
@@ -146,6 +148,7 @@ pub async fn log_observer(mut events: broadcast::Receiver<Event>) {
                 status,
                 counts,
                 error,
+                ..
             } => {
                 let run = run.map_or_else(|| "unrecorded".to_string(), |id| id.to_string());
                 match status {

@@ -21,7 +21,10 @@ pub fn on_failure(
     }
     if attempt >= policy.max_attempts {
         return StepChange::Dead {
-            error: format!("gave up after {attempt} attempts: {}", error.message),
+            error: match attempt {
+                1 => format!("gave up after 1 attempt: {}", error.message),
+                n => format!("gave up after {n} attempts: {}", error.message),
+            },
         };
     }
     let delay = policy.delay(attempt, rand::random::<f64>());

@@ -189,6 +189,8 @@ struct Run {
     record_empty: bool,
     /// The store refused to record the run; do not wait for it again in this run.
     unrecorded: bool,
+    /// When the run began, for its duration in [`Event::RunFinished`].
+    started: std::time::Instant,
 }
 
 impl Run {
@@ -200,6 +202,7 @@ impl Run {
             counts: RunCounts::default(),
             record_empty,
             unrecorded: false,
+            started: std::time::Instant::now(),
         };
         if record_empty {
             run.ensure().await;
@@ -279,6 +282,7 @@ impl Run {
             status,
             counts: self.counts,
             error,
+            seconds: self.started.elapsed().as_secs_f64(),
         });
     }
 }

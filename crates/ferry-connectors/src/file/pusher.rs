@@ -378,10 +378,10 @@ fn write_batch(
     for index in batch.live() {
         let write = &batch.writes[index];
         if let Err(error) = write_temp(&write.temp_path, &write.data) {
-            let error = StepError::io(
-                &format!("cannot write {}", write.temp_path.display()),
-                &error,
-            );
+            // Names the directory, not the temporary file: the cause is the same for every
+            // passenger of the batch, so the console groups their dead letters together.
+            let dir = write.temp_path.parent().unwrap_or(Path::new("."));
+            let error = StepError::io(&format!("cannot write into {}", dir.display()), &error);
             let _ = fs::remove_file(&write.temp_path);
             batch.fail(index, &error);
         }

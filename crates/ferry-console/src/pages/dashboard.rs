@@ -29,7 +29,7 @@ pub struct PipelineSummary {
     pub pipeline: String,
     pub description: String,
     pub schedule: String,
-    /// `running` or `paused`.
+    /// `active` or `paused`.
     pub state: &'static str,
     /// Passengers per state (states with none left out).
     pub queue: BTreeMap<&'static str, u64>,
@@ -100,7 +100,7 @@ pub async fn summaries(state: &AppState, principal: &Principal) -> ApiResult<Vec
             state: if state.engine.is_paused(&key) {
                 "paused"
             } else {
-                "running"
+                "active"
             },
             queue: queue_counts(counts.get(&key)),
             last_run: last_run.first().map(RunSummary::from),
@@ -124,7 +124,7 @@ pub async fn page(State(state): State<AppState>, page: Page) -> ApiResult<Markup
         table #pipelines data-live {
             thead { tr {
                 th { "Pipeline" } th { "State" } th { "Schedule" } th { "Last run" }
-                @for state in PassengerState::ALL { th.num { (state.as_str()) } }
+                @for state in PassengerState::ALL { th.num { (state.as_str().replace('_', " ")) } }
                 th { "Seated, last 2 h" } th { "Oldest open" } th {}
             } }
             tbody {

@@ -123,6 +123,7 @@ pub async fn submit(
         csrf: random_token(),
         expires_at: chrono::Utc::now() + SESSION_LIFETIME,
     };
+    state.store.purge_sessions(chrono::Utc::now()).await?;
     state.store.create_session(&digest(&id), &session).await?;
     tracing::info!(client = %form.client, user = %form.user, "logged in");
     let mut response = Redirect::to("/").into_response();

@@ -206,8 +206,8 @@ pub async fn page(
     let base = format!("/passengers/{id}");
     let chrome = &page.chrome;
     let body = html! {
-        p {
-            (badge(e.state)) " "
+        div.actions {
+            (badge(e.state))
             (chrome.button(&format!("{base}/retry"), "Retry", None))
             (chrome.button(&format!("{base}/replay"), "Replay", Some("Send this passenger again from the start, through the pipeline as defined now?")))
             (chrome.button(&format!("{base}/discard"), "Discard", Some("Discard this passenger? Its open steps are skipped and it is purged later.")))
@@ -235,6 +235,9 @@ pub async fn page(
                         td { (maybe_when(step.next_try_at)) }
                         td { (maybe_when(step.done_at)) }
                         td.error {
+                            @if !step.history.is_empty() && !matches!(step.state, "failed" | "dead") {
+                                div.muted { "earlier attempts:" }
+                            }
                             @for a in &step.history { div { "#" (a.attempt) " " (when(a.at)) ": " (a.error) } }
                         }
                         td {

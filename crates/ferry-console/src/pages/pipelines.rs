@@ -95,7 +95,7 @@ async fn load(
         state: if state.engine.is_paused(key) {
             "paused"
         } else {
-            "running"
+            "active"
         },
         file: def.file.clone(),
         version: def.version.clone(),

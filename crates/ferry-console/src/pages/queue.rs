@@ -207,7 +207,7 @@ pub fn table(entries: &[EntryView]) -> Markup {
             tbody {
                 @for e in entries {
                     tr {
-                        td { a href={ "/passengers/" (e.id) } { code { (e.id.to_string()[..8]) "…" } } }
+                        td { a href={ "/passengers/" (e.id) } { code { "…" (e.id.to_string()[24..]) } } }
                         td { (e.client) "/" (e.pipeline) }
                         td { (e.source_system) }
                         td { a href={ "/passengers/" (e.id) } { (e.external_id) } }
