@@ -21,7 +21,7 @@ use ferry_store::{
     StepStatus,
 };
 use serde_json::{Value, json};
-use support::{Answer, Console, Who, eventually};
+use support::{Answer, Console, User, Who, eventually};
 
 // ---- filling the table's parameters ----
 
@@ -178,32 +178,6 @@ fn has_parameters(route: &Route) -> bool {
 
 // ---- who calls ----
 
-/// A user with a console session and an API token of the same role.
-struct User {
-    label: String,
-    session: Who,
-    token: Who,
-}
-
-impl User {
-    async fn new(console: &Console, client: &str, user: &str, role: &str) -> User {
-        User {
-            label: format!("{client}/{user}"),
-            session: console.login(client, user).await,
-            token: console.token(client, role).await,
-        }
-    }
-
-    /// The credential a route takes: the token under `/api/`, the session elsewhere.
-    fn who(&self, path: &str) -> &Who {
-        if is_api(path) {
-            &self.token
-        } else {
-            &self.session
-        }
-    }
-}
-
 /// Calls `path` of `route` as `who`: console state changes as a form with the session's CSRF
 /// token, API state changes with a JSON body.
 async fn call(console: &Console, who: &Who, route: &Route, path: &str, o: &Objects) -> Answer {
@@ -297,30 +271,15 @@ async fn seed(console: &Console, client: &str) {
             .wait_for(client, "broken", PassengerState::Dead, 2)
             .await;
     }
-    let project = console.engine.project();
-    let pipeline = project.pipeline(client, "broken").unwrap();
     let before = dead_count(console, &key).await;
     let mut passenger = Passenger::pulled("access-test", format!("{client}-with-attachment"));
-    passenger.client = client.into();
-    passenger.pipeline = "broken".into();
     passenger.body = Body::json(&json!({ "order": 1 }));
     passenger.attachments.push(Attachment {
         name: "invoice.pdf".into(),
         media_type: "application/pdf".into(),
         content: Bytes::from_static(b"%PDF-1.4 not really"),
     });
-    console
-        .store
-        .seat(
-            &key,
-            &pipeline.version,
-            &pipeline.steps(),
-            &[passenger],
-            chrono::Utc::now(),
-        )
-        .await
-        .unwrap();
-    console.engine.wake();
+    console.seat(client, "broken", passenger).await;
     console
         .wait_for(client, "broken", PassengerState::Dead, before + 1)
         .await;

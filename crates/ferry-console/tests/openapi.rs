@@ -12,9 +12,12 @@ use bytes::Bytes;
 use ferry_console::auth::{Access, is_api};
 use ferry_console::routes::table;
 use ferry_core::{Attachment, Body, Passenger, PassengerId};
-use ferry_store::{PassengerState, PipelineKey, QueueFilter, RunFilter};
+use ferry_store::{PassengerState, QueueFilter, RunFilter};
 use serde_json::{Value, json};
 use support::{Answer, Console, Who};
+
+/// The definition file of acme/orders.
+const ORDERS_FILE: &str = "clients/acme/pipelines/orders.yaml";
 
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "patch", "head", "options", "trace",
@@ -580,15 +583,7 @@ async fn real_answers_match_the_documented_schemas() {
     let console = Console::start().await;
     let root = console.token("root", "administrator").await;
     // A passenger with an attachment, and something in the audit log.
-    let orders = console
-        .engine
-        .project()
-        .pipeline("acme", "orders")
-        .unwrap()
-        .clone();
     let mut passenger = Passenger::pulled("openapi", "with-attachment");
-    passenger.client = "acme".into();
-    passenger.pipeline = "orders".into();
     passenger
         .metadata
         .insert("subject".into(), "an order".into());
@@ -599,18 +594,7 @@ async fn real_answers_match_the_documented_schemas() {
         content: Bytes::from_static(b"%PDF-1.4"),
     });
     let id = passenger.id;
-    console
-        .store
-        .seat(
-            &PipelineKey::new("acme", "orders"),
-            &orders.version,
-            &orders.steps(),
-            &[passenger],
-            chrono::Utc::now(),
-        )
-        .await
-        .unwrap();
-    console.engine.wake();
+    console.seat("acme", "orders", passenger).await;
     console
         .wait_for("acme", "orders", PassengerState::Complete, 6)
         .await;
@@ -630,13 +614,13 @@ async fn real_answers_match_the_documented_schemas() {
     };
     console.token("acme", "operator").await;
     let group = console.store.dead_groups(Some("acme")).await.unwrap()[0].clone();
-    let content = std::fs::read_to_string(console.dir.path().join(&orders.file)).unwrap();
+    let content = std::fs::read_to_string(console.dir.path().join(ORDERS_FILE)).unwrap();
     let things = Things {
         passenger: id,
         dead: console.store.list(&dead_filter, None, 1).await.unwrap()[0].id,
         run: console.store.runs_page(&runs, None, 1).await.unwrap()[0].id,
         token: console.store.tokens(Some("acme")).await.unwrap()[0].id,
-        file: orders.file.clone(),
+        file: ORDERS_FILE.into(),
         content,
         group: (group.client, group.pipeline, group.error),
     };

@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use axum::body::Body as HttpBody;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use bytes::Bytes;
-use ferry_console::auth::{csrf_refused, digest, is_api};
+use ferry_console::auth::{csrf_refused, digest};
 use ferry_console::routes::{Route, table};
 use ferry_core::{Attachment, Body, Passenger, PassengerId};
 use ferry_store::{PassengerState, PipelineKey, QueueFilter, RunFilter, StateCounts};
 use serde_json::{Value, json};
-use support::{Answer, Console, SECRET, Who, hidden_csrf, set_cookie};
+use support::{Answer, Console, SECRET, User, Who, hidden_csrf, set_cookie};
 
 const XSS: &str = "<script>alert(1)</script>";
 const ESCAPED: &str = "&lt;script&gt;alert(1)&lt;/script&gt;";
@@ -95,31 +95,6 @@ fn fill(route: &Route, t: &Things) -> Vec<String> {
             .collect();
     }
     paths
-}
-
-/// A user with a console session and an API token of the same role.
-struct User {
-    label: String,
-    session: Who,
-    token: Who,
-}
-
-impl User {
-    async fn new(console: &Console, client: &str, user: &str, role: &str) -> User {
-        User {
-            label: format!("{client}/{user}"),
-            session: console.login(client, user).await,
-            token: console.token(client, role).await,
-        }
-    }
-
-    fn who(&self, path: &str) -> &Who {
-        if is_api(path) {
-            &self.token
-        } else {
-            &self.session
-        }
-    }
 }
 
 fn form(fields: &[(&str, &str)]) -> Option<(&'static str, String)> {
@@ -286,11 +261,7 @@ type Change<'a> = (&'a Who, String, Vec<(&'a str, &'a str)>);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pulled_strings_are_escaped_and_attachments_are_downloads() {
     let console = Console::start().await;
-    let project = console.engine.project();
-    let orders = project.pipeline("acme", "orders").unwrap();
     let mut passenger = Passenger::pulled(format!("source{XSS}"), format!("order{XSS}"));
-    passenger.client = "acme".into();
-    passenger.pipeline = "orders".into();
     passenger
         .metadata
         .insert(format!("key{XSS}"), format!("value{XSS}"));
@@ -302,18 +273,7 @@ async fn pulled_strings_are_escaped_and_attachments_are_downloads() {
         content: Bytes::from(content.clone()),
     });
     let id = passenger.id;
-    console
-        .store
-        .seat(
-            &PipelineKey::new("acme", "orders"),
-            &orders.version,
-            &orders.steps(),
-            &[passenger],
-            chrono::Utc::now(),
-        )
-        .await
-        .unwrap();
-    console.engine.wake();
+    console.seat("acme", "orders", passenger).await;
     let ada = console.login("acme", "ada").await;
     let pages = [
         format!("/passengers/{id}"),

@@ -175,6 +175,27 @@ impl Console {
         console
     }
 
+    /// Seats `passenger` into `client/pipeline` as pulled now, and wakes the workers.
+    pub async fn seat(&self, client: &str, pipeline: &str, mut passenger: ferry_core::Passenger) {
+        let project = self.engine.project();
+        let def = project
+            .pipeline(client, pipeline)
+            .expect("a pipeline of the test project");
+        passenger.client = client.into();
+        passenger.pipeline = pipeline.into();
+        self.store
+            .seat(
+                &PipelineKey::new(client, pipeline),
+                &def.version,
+                &def.steps(),
+                &[passenger],
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap();
+        self.engine.wake();
+    }
+
     /// Waits until the pipeline has `n` passengers in `state`.
     pub async fn wait_for(&self, client: &str, pipeline: &str, state: PassengerState, n: u64) {
         let key = PipelineKey::new(client, pipeline);
@@ -332,6 +353,32 @@ impl Console {
             status,
             headers,
             body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+}
+
+/// A user with a console session and an API token of the same role.
+pub struct User {
+    pub label: String,
+    pub session: Who,
+    pub token: Who,
+}
+
+impl User {
+    pub async fn new(console: &Console, client: &str, user: &str, role: &str) -> User {
+        User {
+            label: format!("{client}/{user}"),
+            session: console.login(client, user).await,
+            token: console.token(client, role).await,
+        }
+    }
+
+    /// The credential a route takes: the token under `/api/`, the session elsewhere.
+    pub fn who(&self, path: &str) -> &Who {
+        if ferry_console::auth::is_api(path) {
+            &self.token
+        } else {
+            &self.session
         }
     }
 }
