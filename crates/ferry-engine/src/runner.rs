@@ -262,6 +262,20 @@ impl Run {
         if let Some(message) = &error {
             self.log(LogLevel::Error, message.clone()).await;
         }
+        if self.id.is_some() {
+            let RunCounts {
+                pulled,
+                seated,
+                duplicates,
+                failed,
+            } = self.counts;
+            let summary = format!(
+                "{pulled} pulled, {seated} seated, {duplicates} duplicate(s), {failed} unreadable \
+                 in {:.1} s",
+                self.started.elapsed().as_secs_f64()
+            );
+            self.log(LogLevel::Info, summary).await;
+        }
         if let Some(id) = self.id {
             let now = chrono::Utc::now();
             if let Err(e) = self
