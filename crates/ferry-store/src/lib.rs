@@ -679,7 +679,8 @@ pub trait Store: Send + Sync {
     /// `token.last_used_at` are ignored.
     async fn create_token(&self, hash: &str, token: &ApiToken) -> Result<i64>;
 
-    /// The token with this hash, and records that it was used at `now`.
+    /// The token with this hash, and records that it was used at `now` (at most once a minute,
+    /// so API calls do not each cost a write).
     async fn use_token(&self, hash: &str, now: Timestamp) -> Result<Option<ApiToken>>;
 
     /// Tokens of one client, or of all, newest first.

@@ -514,9 +514,26 @@ impl Store for SqliteStore {
     }
 
     async fn use_token(&self, hash: &str, now: Timestamp) -> Result<Option<ApiToken>> {
-        let hash = hash.to_owned();
-        self.write(move |conn| console::use_token(conn, &hash, now))
-            .await
+        let owned = hash.to_owned();
+        let found = self
+            .read(move |conn| console::find_token(conn, &owned))
+            .await?;
+        match found {
+            // Recently recorded: no write transaction on every API call.
+            Some(token)
+                if token
+                    .last_used_at
+                    .is_some_and(|at| now - at < chrono::Duration::seconds(60)) =>
+            {
+                Ok(Some(token))
+            }
+            Some(_) => {
+                let hash = hash.to_owned();
+                self.write(move |conn| console::use_token(conn, &hash, now))
+                    .await
+            }
+            None => Ok(None),
+        }
     }
 
     async fn tokens(&self, client: Option<&str>) -> Result<Vec<ApiToken>> {

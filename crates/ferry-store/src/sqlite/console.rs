@@ -100,6 +100,18 @@ fn api_token(row: &Row<'_>) -> Result<ApiToken> {
 }
 
 /// The token with this hash, marked used at `now`.
+/// The token with this hash, read only.
+pub(super) fn find_token(conn: &Connection, hash: &str) -> Result<Option<ApiToken>> {
+    let mut select = conn.prepare_cached(&format!(
+        "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE hash = ?1"
+    ))?;
+    let mut rows = select.query([hash])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(api_token(row)?)),
+        None => Ok(None),
+    }
+}
+
 pub(super) fn use_token(conn: &Connection, hash: &str, now: Timestamp) -> Result<Option<ApiToken>> {
     let mut update = conn.prepare_cached(&format!(
         "UPDATE api_tokens SET last_used_at = ?2 WHERE hash = ?1 RETURNING {TOKEN_COLUMNS}"

@@ -2236,6 +2236,18 @@ pub(crate) async fn tokens_are_used_listed_and_revoked_per_client<S: TestStore>(
             .unwrap()
             .is_some()
     );
+    // Within a minute of the last record, a use is not written again; after it, it is.
+    let last_used =
+        |tokens: Vec<ApiToken>| tokens.iter().find(|t| t.id == deploy).unwrap().last_used_at;
+    assert_eq!(
+        last_used(store.tokens(Some("acme")).await.unwrap()),
+        Some(at(100))
+    );
+    store.use_token("hash-deploy", at(61_000)).await.unwrap();
+    assert_eq!(
+        last_used(store.tokens(Some("acme")).await.unwrap()),
+        Some(at(61_000))
+    );
 
     assert!(store.revoke_token("acme", deploy).await.unwrap());
     assert!(!store.revoke_token("acme", deploy).await.unwrap());
