@@ -559,7 +559,9 @@ pub trait Store: Send + Sync {
     /// Passenger counts per state for each pipeline (of one client, or of all).
     async fn counts(&self, client: Option<&str>) -> Result<BTreeMap<PipelineKey, StateCounts>>;
 
-    /// A page of the queue, newest first; `before` is the last id of the previous page.
+    /// A page of the queue, newest first — by creation time when the filter names a client and
+    /// a time range, by id (which follows creation) otherwise; `before` is the last id of the
+    /// previous page, and must still be in the queue when the list has a time range.
     async fn list(
         &self,
         filter: &QueueFilter,

@@ -148,7 +148,7 @@ mod sqlite_file {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .unwrap();
-        assert_eq!((mode.as_str(), page_size, version), ("wal", 16_384, 3));
+        assert_eq!((mode.as_str(), page_size, version), ("wal", 16_384, 4));
     }
 
     /// `ferry retry` opens the file while `ferry run` has it open.

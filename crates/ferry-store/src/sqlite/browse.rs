@@ -61,7 +61,8 @@ pub(super) fn counts(
     Ok(counts)
 }
 
-/// A page of the queue, newest first (ids are UUIDv7, so by id), after `before`.
+/// A page of the queue, newest first (ids are UUIDv7, so by id; by creation time within a
+/// time range), after `before`.
 pub(super) fn list(
     conn: &Connection,
     filter: &QueueFilter,
@@ -94,20 +95,51 @@ pub(super) fn list(
             " AND (instr(external_id, ?{n}) > 0 OR instr(source_system, ?{n}) > 0)"
         ));
     }
+    // A time range pages by creation time through `passengers_created`, from the end of the
+    // range backwards: ordered by id, a range far back would first walk past every newer
+    // passenger. Ids are made at pull and `created_at` at seat, so the two orders agree but
+    // for passengers pulled within the same moments.
+    let by_time = filter.client.is_some() && (filter.since.is_some() || filter.until.is_some());
+    if by_time {
+        sql = sql.replacen(
+            "FROM passengers",
+            "FROM passengers INDEXED BY passengers_created",
+            1,
+        );
+    }
     if let Some(since) = filter.since {
         args.push(Value::Integer(millis(since)));
         sql.push_str(&format!(" AND created_at >= ?{}", args.len()));
     }
-    if let Some(until) = filter.until {
-        args.push(Value::Integer(millis(until)));
-        sql.push_str(&format!(" AND created_at < ?{}", args.len()));
-    }
-    if let Some(before) = before {
-        args.push(Value::Blob(id_bytes(before).to_vec()));
-        sql.push_str(&format!(" AND id < ?{}", args.len()));
+    match before {
+        // The cursor, a row inside the range, is the upper bound: one seek however deep.
+        Some(before) if by_time => {
+            let Some(created_at) = created_at_of(conn, before)? else {
+                return Ok(Vec::new());
+            };
+            args.push(Value::Integer(created_at));
+            args.push(Value::Blob(id_bytes(before).to_vec()));
+            let n = args.len();
+            sql.push_str(&format!(" AND (created_at, id) < (?{}, ?{n})", n - 1));
+        }
+        _ => {
+            if let Some(until) = filter.until {
+                args.push(Value::Integer(millis(until)));
+                sql.push_str(&format!(" AND created_at < ?{}", args.len()));
+            }
+            if let Some(before) = before {
+                args.push(Value::Blob(id_bytes(before).to_vec()));
+                sql.push_str(&format!(" AND id < ?{}", args.len()));
+            }
+        }
     }
     args.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
+    let order = if by_time {
+        "created_at DESC, id DESC"
+    } else {
+        "id DESC"
+    };
+    sql.push_str(&format!(" ORDER BY {order} LIMIT ?{}", args.len()));
 
     let mut select = conn.prepare_cached(&sql)?;
     let mut rows = select.query(params_from_iter(args))?;
@@ -116,6 +148,16 @@ pub(super) fn list(
         entries.push(queue_entry(row, id_from_bytes(row.get(0)?))?);
     }
     Ok(entries)
+}
+
+/// When the passenger was seated, if it is still in the queue.
+fn created_at_of(conn: &Connection, id: PassengerId) -> Result<Option<i64>> {
+    let mut select = conn.prepare_cached("SELECT created_at FROM passengers WHERE id = ?1")?;
+    let mut rows = select.query([&id_bytes(id)])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(row.get(0)?)),
+        None => Ok(None),
+    }
 }
 
 /// A queue line from columns 1 to 8 of `row`: client, pipeline, source_system, external_id,

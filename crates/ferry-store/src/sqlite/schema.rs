@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_split.sql"),
     include_str!("../../migrations/sqlite/0003_console.sql"),
+    include_str!("../../migrations/sqlite/0004_created.sql"),
 ];
 
 /// The CLI opens the file while `ferry run` writes to it; a write waits this long for the
@@ -183,7 +184,7 @@ mod tests {
             .unwrap();
         }
         let conn = open_writer(&path).unwrap();
-        assert_eq!(user_version(&conn).unwrap(), 3);
+        assert_eq!(user_version(&conn).unwrap(), MIGRATIONS.len() as i64);
 
         let external_id: String = conn
             .query_row(
@@ -196,7 +197,12 @@ mod tests {
         let mut indexes = conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name = ?1")
             .unwrap();
-        for index in ["passengers_parent", "runs_client", "runs_throughput"] {
+        for index in [
+            "passengers_parent",
+            "runs_client",
+            "runs_throughput",
+            "passengers_created",
+        ] {
             assert!(indexes.exists([index]).unwrap(), "index {index} is missing");
         }
         // Existing runs are in the new index: it was built from them.
@@ -223,6 +229,6 @@ mod tests {
         drop(indexes);
         drop(conn);
         let conn = open_writer(&path).unwrap();
-        assert_eq!(user_version(&conn).unwrap(), 3);
+        assert_eq!(user_version(&conn).unwrap(), MIGRATIONS.len() as i64);
     }
 }

@@ -1282,6 +1282,21 @@ pub(crate) async fn list_applies_every_filter<S: TestStore>() {
         ..filter()
     };
     assert_eq!(list(until).await, [inv2, inv1]);
+    // Within a client, a time range pages by creation time, one page after the other.
+    let acme_window = QueueFilter {
+        since: Some(at(0)),
+        until: Some(at(3_000)),
+        ..acme()
+    };
+    let mut paged = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store.list(&acme_window, before, 1).await.unwrap();
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        paged.extend(page.iter().map(|entry| entry.id));
+    }
+    assert_eq!(paged, [msg1, inv2, inv1]);
 
     let entry = store
         .list(&dead_ones_filter(), None, 1)
