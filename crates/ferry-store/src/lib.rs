@@ -71,7 +71,8 @@ impl fmt::Display for PipelineKey {
 }
 
 /// Where a passenger is on its journey, derived from the states of its steps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PassengerState {
     /// Has steps to run, now or at `due_at`.
     Pending,
@@ -284,7 +285,7 @@ pub struct QueueFilter {
 }
 
 /// A line of the queue browser.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct QueueEntry {
     pub id: PassengerId,
     pub client: String,
@@ -326,7 +327,8 @@ pub type StateCounts = BTreeMap<PassengerState, u64>;
 pub type RunId = i64;
 
 /// How a run ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Running,
     /// Everything pulled was seated.
@@ -359,7 +361,7 @@ impl RunStatus {
 }
 
 /// Counts of a run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RunCounts {
     pub pulled: u64,
     pub seated: u64,
@@ -368,7 +370,7 @@ pub struct RunCounts {
 }
 
 /// One run of a pipeline.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct RunRecord {
     pub id: RunId,
     pub client: String,
@@ -378,6 +380,7 @@ pub struct RunRecord {
     pub started_at: Timestamp,
     pub finished_at: Option<Timestamp>,
     pub status: RunStatus,
+    #[serde(flatten)]
     pub counts: RunCounts,
     pub error: Option<String>,
 }
@@ -436,7 +439,7 @@ pub struct RunFilter {
 }
 
 /// Dead passengers of one pipeline that died of the same error.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct DeadGroup {
     pub client: String,
     pub pipeline: String,
@@ -467,7 +470,7 @@ pub struct Session {
 }
 
 /// An API token. The store keeps only the SHA-256 of the token itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ApiToken {
     pub id: i64,
     pub client: String,
@@ -481,7 +484,7 @@ pub struct ApiToken {
 }
 
 /// One action a person took, for the audit log.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct AuditEntry {
     pub at: Timestamp,
     /// The client the action concerned.

@@ -1,9 +1,9 @@
 //! The audit log: who did what, when.
 
 use axum::extract::{Extension, State};
-use ferry_core::Timestamp;
+use ferry_store::AuditEntry;
 use maud::{Markup, html};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::Page;
 use crate::AppState;
@@ -19,43 +19,23 @@ pub struct AuditQuery {
     target: String,
 }
 
-#[derive(Serialize)]
-pub struct EntryView {
-    pub at: Timestamp,
-    pub client: String,
-    pub actor: String,
-    pub action: String,
-    pub target: String,
-    pub detail: String,
-}
-
 async fn load(
     state: &AppState,
     principal: &Principal,
     query: &AuditQuery,
-) -> ApiResult<Vec<EntryView>> {
+) -> ApiResult<Vec<AuditEntry>> {
     let target = super::runs::non_empty(&query.target);
     Ok(state
         .store
         .audit_log(principal.scope(), target.as_deref(), 500)
-        .await?
-        .into_iter()
-        .map(|e| EntryView {
-            at: e.at,
-            client: e.client,
-            actor: e.actor,
-            action: e.action,
-            target: e.target,
-            detail: e.detail,
-        })
-        .collect())
+        .await?)
 }
 
 pub async fn api(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Query(query): Query<AuditQuery>,
-) -> ApiResult<Json<Vec<EntryView>>> {
+) -> ApiResult<Json<Vec<AuditEntry>>> {
     Ok(Json(load(&state, &principal, &query).await?))
 }
 

@@ -3,10 +3,9 @@
 
 use axum::extract::{Extension, State};
 use axum::response::Redirect;
-use ferry_core::Timestamp;
-use ferry_store::PipelineKey;
+use ferry_store::{DeadGroup, PipelineKey};
 use maud::{Markup, html};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::{Done, Page, done, json_done, record};
 use crate::AppState;
@@ -18,35 +17,14 @@ use crate::layout::{link, when};
 /// Most passengers one bulk action touches; the rest stay for the next click.
 const MAX_BULK: usize = 10_000;
 
-#[derive(Serialize)]
-pub struct GroupView {
-    pub client: String,
-    pub pipeline: String,
-    pub error: String,
-    pub count: u64,
-    pub newest: Timestamp,
-}
-
-async fn groups(state: &AppState, principal: &Principal) -> ApiResult<Vec<GroupView>> {
-    Ok(state
-        .store
-        .dead_groups(principal.scope())
-        .await?
-        .into_iter()
-        .map(|g| GroupView {
-            client: g.client,
-            pipeline: g.pipeline,
-            error: g.error,
-            count: g.count,
-            newest: g.newest,
-        })
-        .collect())
+async fn groups(state: &AppState, principal: &Principal) -> ApiResult<Vec<DeadGroup>> {
+    Ok(state.store.dead_groups(principal.scope()).await?)
 }
 
 pub async fn api(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-) -> ApiResult<Json<Vec<GroupView>>> {
+) -> ApiResult<Json<Vec<DeadGroup>>> {
     Ok(Json(groups(&state, &principal).await?))
 }
 

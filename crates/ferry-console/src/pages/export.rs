@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::SecondsFormat;
 use ferry_core::{PassengerId, Timestamp};
-use ferry_store::{PassengerState, QueueFilter, RunFilter, RunId, Store};
+use ferry_store::{PassengerState, QueueEntry, QueueFilter, RunFilter, RunId, RunRecord, Store};
 use futures::{Stream, StreamExt, stream};
 use maud::{Markup, html};
 use rust_xlsxwriter::{Format as CellFormat, Workbook, XlsxError};
@@ -24,8 +24,8 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use super::Page;
-use super::queue::{EntryView, QueueQuery};
-use super::runs::{RunQuery, RunView};
+use super::queue::QueueQuery;
+use super::runs::RunQuery;
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
@@ -236,12 +236,12 @@ impl Pager {
             List::Queue { filter, before } => {
                 let entries = self.store.list(filter, *before, PAGE).await?;
                 *before = entries.last().map(|e| e.id);
-                entries.into_iter().map(|e| Row::Queue(e.into())).collect()
+                entries.into_iter().map(Row::Queue).collect()
             }
             List::Runs { filter, before } => {
                 let runs = self.store.runs_page(filter, *before, PAGE).await?;
                 *before = runs.last().map(|r| r.id);
-                runs.into_iter().map(|r| Row::Run(r.into())).collect()
+                runs.into_iter().map(Row::Run).collect()
             }
         };
         self.finished = rows.len() < PAGE;
@@ -251,8 +251,8 @@ impl Pager {
 
 /// One exported row.
 enum Row {
-    Queue(EntryView),
-    Run(RunView),
+    Queue(QueueEntry),
+    Run(RunRecord),
 }
 
 /// A value as the formats write it.
@@ -278,7 +278,7 @@ impl Row {
                 Cell::Text(&e.pipeline),
                 Cell::Text(&e.source_system),
                 Cell::Text(&e.external_id),
-                Cell::Text(e.state),
+                Cell::Text(e.state.as_str()),
                 Cell::Time(e.created_at),
                 Cell::Time(e.updated_at),
                 optional(&e.last_error),
@@ -288,13 +288,13 @@ impl Row {
                 Cell::Text(&r.client),
                 Cell::Text(&r.pipeline),
                 Cell::Text(&r.version),
-                Cell::Text(r.status),
+                Cell::Text(r.status.as_str()),
                 Cell::Time(r.started_at),
                 r.finished_at.map_or(Cell::Empty, Cell::Time),
-                count(r.pulled),
-                count(r.seated),
-                count(r.duplicates),
-                count(r.failed),
+                count(r.counts.pulled),
+                count(r.counts.seated),
+                count(r.counts.duplicates),
+                count(r.counts.failed),
                 optional(&r.error),
             ],
         }

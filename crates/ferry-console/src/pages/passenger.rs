@@ -5,11 +5,10 @@ use axum::extract::{Extension, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use ferry_core::{Body, Metadata, PassengerId, Timestamp};
-use ferry_store::PassengerDetail;
+use ferry_store::{PassengerDetail, QueueEntry};
 use maud::{Markup, html};
 use serde::{Deserialize, Serialize};
 
-use super::queue::EntryView;
 use super::{Done, Page, done, json_done, record};
 use crate::AppState;
 use crate::auth::Principal;
@@ -97,7 +96,7 @@ pub struct AuditView {
 #[derive(Serialize)]
 pub struct PassengerView {
     #[serde(flatten)]
-    pub entry: EntryView,
+    pub entry: QueueEntry,
     pub parent: Option<PassengerId>,
     pub metadata: Metadata,
     pub body: BodyView,
@@ -105,7 +104,7 @@ pub struct PassengerView {
     pub processed: Option<ProcessedView>,
     pub attachments: Vec<AttachmentView>,
     pub steps: Vec<StepView>,
-    pub children: Vec<EntryView>,
+    pub children: Vec<QueueEntry>,
     pub audit: Vec<AuditView>,
 }
 
@@ -174,7 +173,7 @@ async fn load(
             })
             .collect(),
         steps,
-        children: children.into_iter().map(EntryView::from).collect(),
+        children,
         audit: audit
             .into_iter()
             .map(|a| AuditView {
@@ -184,7 +183,7 @@ async fn load(
                 detail: a.detail,
             })
             .collect(),
-        entry: detail.entry.into(),
+        entry: detail.entry,
     })
 }
 
@@ -207,7 +206,7 @@ pub async fn page(
     let chrome = &page.chrome;
     let body = html! {
         div.actions {
-            (badge(e.state))
+            (badge(e.state.as_str()))
             (chrome.button(&format!("{base}/retry"), "Retry", None))
             (chrome.button(&format!("{base}/replay"), "Replay", Some("Send this passenger again from the start, through the pipeline as defined now?")))
             (chrome.button(&format!("{base}/discard"), "Discard", Some("Discard this passenger? Its open steps are skipped and it is purged later.")))

@@ -100,39 +100,9 @@ pub fn time(key: &str, text: &str) -> ApiResult<Option<Timestamp>> {
     )))
 }
 
-/// A queue line as the API shows it.
-#[derive(Serialize)]
-pub struct EntryView {
-    pub id: PassengerId,
-    pub client: String,
-    pub pipeline: String,
-    pub source_system: String,
-    pub external_id: String,
-    pub state: &'static str,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-    pub last_error: Option<String>,
-}
-
-impl From<QueueEntry> for EntryView {
-    fn from(entry: QueueEntry) -> Self {
-        EntryView {
-            id: entry.id,
-            client: entry.client,
-            pipeline: entry.pipeline,
-            source_system: entry.source_system,
-            external_id: entry.external_id,
-            state: entry.state.as_str(),
-            created_at: entry.created_at,
-            updated_at: entry.updated_at,
-            last_error: entry.last_error,
-        }
-    }
-}
-
 #[derive(Serialize)]
 pub struct QueuePage {
-    pub passengers: Vec<EntryView>,
+    pub passengers: Vec<QueueEntry>,
     /// Pass as `before` for the next page; absent on the last page.
     pub next: Option<PassengerId>,
 }
@@ -144,7 +114,7 @@ async fn load(state: &AppState, principal: &Principal, query: &QueueQuery) -> Ap
         .then(|| entries.last().map(|e| e.id))
         .flatten();
     Ok(QueuePage {
-        passengers: entries.into_iter().map(EntryView::from).collect(),
+        passengers: entries,
         next,
     })
 }
@@ -197,7 +167,7 @@ pub async fn page(
 }
 
 /// The queue table, shared with the dead letters and a split parent's children.
-pub fn table(entries: &[EntryView]) -> Markup {
+pub fn table(entries: &[QueueEntry]) -> Markup {
     html! {
         table #queue data-live {
             thead { tr {
@@ -211,7 +181,7 @@ pub fn table(entries: &[EntryView]) -> Markup {
                         td { (e.client) "/" (e.pipeline) }
                         td { (e.source_system) }
                         td { a href={ "/passengers/" (e.id) } { (e.external_id) } }
-                        td { (badge(e.state)) }
+                        td { (badge(e.state.as_str())) }
                         td { (when(e.created_at)) }
                         td { (when(e.updated_at)) }
                         td.error { (e.last_error.as_deref().unwrap_or("")) }

@@ -61,45 +61,9 @@ pub fn non_empty(text: &str) -> Option<String> {
     (!text.is_empty()).then(|| text.to_string())
 }
 
-/// A run as the API shows it.
-#[derive(Serialize)]
-pub struct RunView {
-    pub id: i64,
-    pub client: String,
-    pub pipeline: String,
-    pub version: String,
-    pub status: &'static str,
-    pub started_at: Timestamp,
-    pub finished_at: Option<Timestamp>,
-    pub pulled: u64,
-    pub seated: u64,
-    pub duplicates: u64,
-    pub failed: u64,
-    pub error: Option<String>,
-}
-
-impl From<RunRecord> for RunView {
-    fn from(run: RunRecord) -> Self {
-        RunView {
-            id: run.id,
-            client: run.client,
-            pipeline: run.pipeline,
-            version: run.version,
-            status: run.status.as_str(),
-            started_at: run.started_at,
-            finished_at: run.finished_at,
-            pulled: run.counts.pulled,
-            seated: run.counts.seated,
-            duplicates: run.counts.duplicates,
-            failed: run.counts.failed,
-            error: run.error,
-        }
-    }
-}
-
 #[derive(Serialize)]
 pub struct RunList {
-    pub runs: Vec<RunView>,
+    pub runs: Vec<RunRecord>,
     /// Pass as `before` for the next page; absent on the last page.
     pub next: Option<i64>,
 }
@@ -113,10 +77,7 @@ async fn list(state: &AppState, principal: &Principal, query: &RunQuery) -> ApiR
     let next = (runs.len() == PAGE_SIZE)
         .then(|| runs.last().map(|r| r.id))
         .flatten();
-    Ok(RunList {
-        runs: runs.into_iter().map(RunView::from).collect(),
-        next,
-    })
+    Ok(RunList { runs, next })
 }
 
 pub async fn api(
@@ -157,10 +118,10 @@ pub async fn page(
                     tr {
                         td { a href={ "/runs/" (run.id) } { "#" (run.id) } }
                         td { a href={ "/pipelines/" (run.client) "/" (run.pipeline) } { (run.client) "/" (run.pipeline) } }
-                        td { (badge(run.status)) }
+                        td { (badge(run.status.as_str())) }
                         td { (when(run.started_at)) }
                         td { (maybe_when(run.finished_at)) }
-                        td.num { (run.pulled) } td.num { (run.seated) } td.num { (run.duplicates) } td.num { (run.failed) }
+                        td.num { (run.counts.pulled) } td.num { (run.counts.seated) } td.num { (run.counts.duplicates) } td.num { (run.counts.failed) }
                         td.error { (run.error.as_deref().unwrap_or("")) }
                     }
                 }
@@ -190,7 +151,7 @@ pub struct LogLineView {
 
 #[derive(Serialize)]
 pub struct RunDetail {
-    pub run: RunView,
+    pub run: RunRecord,
     pub log: Vec<LogLineView>,
 }
 
@@ -225,10 +186,7 @@ async fn detail(
             message: line.message,
         })
         .collect();
-    Ok(RunDetail {
-        run: run.into(),
-        log,
-    })
+    Ok(RunDetail { run, log })
 }
 
 pub async fn detail_api(
@@ -250,10 +208,10 @@ pub async fn detail_page(
     let body = html! {
         dl.grid {
             dt { "Pipeline" } dd { a href={ "/pipelines/" (run.client) "/" (run.pipeline) } { (run.client) "/" (run.pipeline) } }
-            dt { "Status" } dd { (badge(run.status)) }
+            dt { "Status" } dd { (badge(run.status.as_str())) }
             dt { "Started" } dd { (when(run.started_at)) }
             dt { "Finished" } dd { (maybe_when(run.finished_at)) }
-            dt { "Counts" } dd { (run.pulled) " pulled, " (run.seated) " seated, " (run.duplicates) " duplicates, " (run.failed) " failed" }
+            dt { "Counts" } dd { (run.counts.pulled) " pulled, " (run.counts.seated) " seated, " (run.counts.duplicates) " duplicates, " (run.counts.failed) " failed" }
             dt { "Definition version" } dd { code { (run.version) } }
             @if let Some(error) = &run.error { dt { "Error" } dd.error { (error) } }
         }

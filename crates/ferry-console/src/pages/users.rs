@@ -2,7 +2,6 @@
 
 use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
-use ferry_core::Timestamp;
 use ferry_core::config::UserRole;
 use ferry_store::ApiToken;
 use maud::{Markup, html};
@@ -38,39 +37,8 @@ fn users(state: &AppState, principal: &Principal) -> Vec<UserView> {
         .collect()
 }
 
-#[derive(Serialize)]
-pub struct TokenView {
-    pub id: i64,
-    pub client: String,
-    pub name: String,
-    pub role: String,
-    pub created_by: String,
-    pub created_at: Timestamp,
-    pub last_used_at: Option<Timestamp>,
-}
-
-impl From<ApiToken> for TokenView {
-    fn from(t: ApiToken) -> Self {
-        TokenView {
-            id: t.id,
-            client: t.client,
-            name: t.name,
-            role: t.role,
-            created_by: t.created_by,
-            created_at: t.created_at,
-            last_used_at: t.last_used_at,
-        }
-    }
-}
-
-async fn tokens(state: &AppState, principal: &Principal) -> ApiResult<Vec<TokenView>> {
-    Ok(state
-        .store
-        .tokens(principal.scope())
-        .await?
-        .into_iter()
-        .map(TokenView::from)
-        .collect())
+async fn tokens(state: &AppState, principal: &Principal) -> ApiResult<Vec<ApiToken>> {
+    Ok(state.store.tokens(principal.scope()).await?)
 }
 
 pub async fn api(
@@ -83,7 +51,7 @@ pub async fn api(
 pub async fn tokens_api(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-) -> ApiResult<Json<Vec<TokenView>>> {
+) -> ApiResult<Json<Vec<ApiToken>>> {
     Ok(Json(tokens(&state, &principal).await?))
 }
 
@@ -93,7 +61,7 @@ pub async fn page(State(state): State<AppState>, page: Page) -> ApiResult<Markup
     Ok(page.render("Users and API tokens", render(&page, &users, &tokens, None)))
 }
 
-fn render(page: &Page, users: &[UserView], tokens: &[TokenView], created: Option<&str>) -> Markup {
+fn render(page: &Page, users: &[UserView], tokens: &[ApiToken], created: Option<&str>) -> Markup {
     html! {
         p.muted { "Users and their passwords live in clients/<client>/client.yaml. Add a user or set a password with "
             code { "ferry user add CLIENT USER --role operator|administrator" } "." }
@@ -146,7 +114,7 @@ pub struct NewToken {
 #[derive(Serialize)]
 pub struct CreatedToken {
     #[serde(flatten)]
-    pub token: TokenView,
+    pub token: ApiToken,
     /// The secret, shown only in this answer.
     pub secret: String,
 }
@@ -189,10 +157,7 @@ async fn create(
         name,
     )
     .await?;
-    Ok(CreatedToken {
-        token: token.into(),
-        secret,
-    })
+    Ok(CreatedToken { token, secret })
 }
 
 pub async fn create_token_form(
