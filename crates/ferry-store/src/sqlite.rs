@@ -30,6 +30,7 @@ use crate::{
 mod browse;
 mod console;
 mod convert;
+mod filtered;
 mod journey;
 mod queue;
 mod records;

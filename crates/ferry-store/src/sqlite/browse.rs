@@ -10,6 +10,7 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use super::convert::{
     id_bytes, id_from_bytes, millis, optional_time, passenger_state, small_count, text, time,
 };
+use super::filtered::Filtered;
 use super::rows;
 use crate::{
     Attempt, DeadGroup, PassengerDetail, PassengerState, PipelineKey, QueueEntry, QueueFilter,
@@ -69,47 +70,40 @@ pub(super) fn list(
     before: Option<PassengerId>,
     limit: usize,
 ) -> Result<Vec<QueueEntry>> {
-    let mut sql = String::from(
-        "SELECT id, client, pipeline, source_system, external_id, state, created_at,
-                updated_at, last_error
-         FROM passengers WHERE 1 = 1",
-    );
-    let mut args: Vec<Value> = Vec::new();
-    if let Some(client) = &filter.client {
-        args.push(Value::Text(client.clone()));
-        sql.push_str(&format!(" AND client = ?{}", args.len()));
-    }
-    if let Some(pipeline) = &filter.pipeline {
-        args.push(Value::Text(pipeline.clone()));
-        sql.push_str(&format!(" AND pipeline = ?{}", args.len()));
-    }
-    if let Some(state) = filter.state {
-        // A literal, not a parameter: SQLite picks a partial index (`passengers_trouble_list`
-        // for failed and dead) only for conditions it can see when preparing.
-        sql.push_str(&format!(" AND state = '{}'", state.as_str()));
-    }
-    if let Some(needle) = &filter.text {
-        args.push(Value::Text(needle.clone()));
-        let n = args.len();
-        sql.push_str(&format!(
-            " AND (instr(external_id, ?{n}) > 0 OR instr(source_system, ?{n}) > 0)"
-        ));
-    }
     // A time range pages by creation time through `passengers_created`, from the end of the
     // range backwards: ordered by id, a range far back would first walk past every newer
     // passenger. Ids are made at pull and `created_at` at seat, so the two orders agree but
     // for passengers pulled within the same moments.
     let by_time = filter.client.is_some() && (filter.since.is_some() || filter.until.is_some());
-    if by_time {
-        sql = sql.replacen(
-            "FROM passengers",
-            "FROM passengers INDEXED BY passengers_created",
-            1,
+    let index = if by_time {
+        " INDEXED BY passengers_created"
+    } else {
+        ""
+    };
+    let mut q = Filtered::new(format!(
+        "SELECT id, client, pipeline, source_system, external_id, state, created_at,
+                updated_at, last_error
+         FROM passengers{index} WHERE 1 = 1"
+    ));
+    if let Some(client) = &filter.client {
+        q.and("client = ?", Value::Text(client.clone()));
+    }
+    if let Some(pipeline) = &filter.pipeline {
+        q.and("pipeline = ?", Value::Text(pipeline.clone()));
+    }
+    if let Some(state) = filter.state {
+        // A literal, not a parameter: SQLite picks a partial index (`passengers_trouble_list`
+        // for failed and dead) only for conditions it can see when preparing.
+        q.push(&format!(" AND state = '{}'", state.as_str()));
+    }
+    if let Some(needle) = &filter.text {
+        q.and(
+            "(instr(external_id, ?) > 0 OR instr(source_system, ?) > 0)",
+            Value::Text(needle.clone()),
         );
     }
     if let Some(since) = filter.since {
-        args.push(Value::Integer(millis(since)));
-        sql.push_str(&format!(" AND created_at >= ?{}", args.len()));
+        q.and("created_at >= ?", Value::Integer(millis(since)));
     }
     match before {
         // The cursor, a row inside the range, is the upper bound: one seek however deep.
@@ -117,32 +111,29 @@ pub(super) fn list(
             let Some(created_at) = created_at_of(conn, before)? else {
                 return Ok(Vec::new());
             };
-            args.push(Value::Integer(created_at));
-            args.push(Value::Blob(id_bytes(before).to_vec()));
-            let n = args.len();
-            sql.push_str(&format!(" AND (created_at, id) < (?{}, ?{n})", n - 1));
+            let at = q.bind(Value::Integer(created_at));
+            let id = q.bind(Value::Blob(id_bytes(before).to_vec()));
+            q.push(&format!(" AND (created_at, id) < ({at}, {id})"));
         }
         _ => {
             if let Some(until) = filter.until {
-                args.push(Value::Integer(millis(until)));
-                sql.push_str(&format!(" AND created_at < ?{}", args.len()));
+                q.and("created_at < ?", Value::Integer(millis(until)));
             }
             if let Some(before) = before {
-                args.push(Value::Blob(id_bytes(before).to_vec()));
-                sql.push_str(&format!(" AND id < ?{}", args.len()));
+                q.and("id < ?", Value::Blob(id_bytes(before).to_vec()));
             }
         }
     }
-    args.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
     let order = if by_time {
         "created_at DESC, id DESC"
     } else {
         "id DESC"
     };
-    sql.push_str(&format!(" ORDER BY {order} LIMIT ?{}", args.len()));
+    let limit = q.bind(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+    q.push(&format!(" ORDER BY {order} LIMIT {limit}"));
 
-    let mut select = conn.prepare_cached(&sql)?;
-    let mut rows = select.query(params_from_iter(args))?;
+    let mut select = conn.prepare_cached(&q.sql)?;
+    let mut rows = select.query(params_from_iter(q.args))?;
     let mut entries = Vec::new();
     while let Some(row) = rows.next()? {
         entries.push(queue_entry(row, id_from_bytes(row.get(0)?))?);

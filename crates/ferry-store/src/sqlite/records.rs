@@ -8,6 +8,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::convert::{duration_millis, millis, optional_time, text, time};
+use super::filtered::Filtered;
 use crate::{
     DefinitionVersion, LogLevel, LogLine, PipelineKey, Result, RunCounts, RunFilter, RunId,
     RunRecord, RunStatus, StoreError, Throughput,
@@ -175,38 +176,32 @@ pub(super) fn runs_page(
 ) -> Result<Vec<RunRecord>> {
     // Built from the filters that are set, like the queue browser's page: a condition the
     // planner can see picks `runs_client` or `runs_pipeline`, which hold the ids in order.
-    let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
-    let mut args: Vec<Value> = Vec::new();
+    let mut q = Filtered::new(format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1"));
     if let Some(client) = &filter.client {
-        args.push(Value::Text(client.clone()));
-        sql.push_str(&format!(" AND client = ?{}", args.len()));
+        q.and("client = ?", Value::Text(client.clone()));
     }
     if let Some(pipeline) = &filter.pipeline {
-        args.push(Value::Text(pipeline.clone()));
-        sql.push_str(&format!(" AND pipeline = ?{}", args.len()));
+        q.and("pipeline = ?", Value::Text(pipeline.clone()));
     }
     if let Some(status) = filter.status {
         // One of four fixed words, so a literal is safe; it keeps the statement's text, and
         // so its cached plan, the same for every page.
-        sql.push_str(&format!(" AND status = '{}'", status.as_str()));
+        q.push(&format!(" AND status = '{}'", status.as_str()));
     }
     if let Some(since) = filter.since {
-        args.push(Value::Integer(millis(since)));
-        sql.push_str(&format!(" AND started_at >= ?{}", args.len()));
+        q.and("started_at >= ?", Value::Integer(millis(since)));
     }
     if let Some(until) = filter.until {
-        args.push(Value::Integer(millis(until)));
-        sql.push_str(&format!(" AND started_at < ?{}", args.len()));
+        q.and("started_at < ?", Value::Integer(millis(until)));
     }
     if let Some(before) = before {
-        args.push(Value::Integer(before));
-        sql.push_str(&format!(" AND id < ?{}", args.len()));
+        q.and("id < ?", Value::Integer(before));
     }
-    args.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
+    let limit = q.bind(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+    q.push(&format!(" ORDER BY id DESC LIMIT {limit}"));
 
-    let mut select = conn.prepare_cached(&sql)?;
-    let mut rows = select.query(params_from_iter(args))?;
+    let mut select = conn.prepare_cached(&q.sql)?;
+    let mut rows = select.query(params_from_iter(q.args))?;
     let mut runs = Vec::new();
     while let Some(row) = rows.next()? {
         runs.push(run_record(row)?);
