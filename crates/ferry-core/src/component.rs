@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 
+use crate::config::{Connection, Connections};
 use crate::{BuildError, Passenger, StepError};
 
 /// What a component knows about where it runs, for resolving relative paths and naming.
@@ -23,12 +24,46 @@ pub struct BuildContext {
     /// The names of the pipeline's pushers, in order, so a processor that routes can check the
     /// names it is given.
     pub pushers: Vec<String>,
+    /// The project's named connections (`connections.yaml`).
+    pub connections: Connections,
 }
 
 impl BuildContext {
     /// `path` resolved against the project directory.
     pub fn resolve(&self, path: &str) -> PathBuf {
         self.project_dir.join(path)
+    }
+
+    /// The connection `name` that the component's `key` names, if it exists and this client
+    /// may use it.
+    pub fn connection(&self, key: &str, name: &str) -> Result<&Connection, BuildError> {
+        match self.connections.get(name) {
+            Some(connection) if connection.allows(&self.client) => Ok(connection),
+            Some(_) => Err(BuildError::at(
+                key,
+                format!(
+                    "connection `{name}` is not for client `{}` (see its `clients:` in \
+                     connections.yaml)",
+                    self.client
+                ),
+            )),
+            None => {
+                let known: Vec<&str> = self
+                    .connections
+                    .values()
+                    .filter(|c| c.allows(&self.client))
+                    .map(|c| c.name.as_str())
+                    .collect();
+                let known = match known.is_empty() {
+                    true => "connections.yaml defines none".to_string(),
+                    false => format!("defined: {}", known.join(", ")),
+                };
+                Err(BuildError::at(
+                    key,
+                    format!("unknown connection `{name}`; {known}"),
+                ))
+            }
+        }
     }
 }
 
@@ -56,6 +91,10 @@ pub struct Pulled {
     pub failures: Vec<PullFailure>,
     /// The source has more waiting right now; pull again without waiting for the schedule.
     pub more: bool,
+    /// Where the puller stands after these passengers (an incremental cursor, say). The store
+    /// keeps it in the same transaction that seats them, and [`Puller::restore`] hands it back
+    /// at the start of every run: a position is never ahead of, or behind, what is seated.
+    pub state: Option<String>,
 }
 
 /// Fetches passengers from a source system.
@@ -71,6 +110,12 @@ pub trait Puller: Send {
     /// can delete, move or commit them. Must be idempotent: it can be called again for the
     /// same items after a crash.
     async fn ack(&mut self, seated: &[Seated]) -> Result<(), StepError>;
+
+    /// Called at the start of every run with the last [`Pulled::state`] seated (`None` before
+    /// the first). Pullers without a position ignore it.
+    fn restore(&mut self, state: Option<String>) {
+        let _ = state;
+    }
 }
 
 /// What a processor made of a passenger.

@@ -9,6 +9,9 @@
 pub struct StepError {
     pub message: String,
     pub retryable: bool,
+    /// Neither retrying nor giving up helps: a person must act (say, a load that would drop a
+    /// column). The step waits in the queue, tried again now and then, and never turns dead.
+    pub held: bool,
 }
 
 impl StepError {
@@ -17,6 +20,17 @@ impl StepError {
         StepError {
             message: message.into(),
             retryable: true,
+            held: false,
+        }
+    }
+
+    /// A failure that waits for a person: the step stays in the queue (failed, tried again
+    /// after the longest back-off) instead of turning dead.
+    pub fn held(message: impl Into<String>) -> Self {
+        StepError {
+            message: message.into(),
+            retryable: true,
+            held: true,
         }
     }
 
@@ -25,6 +39,7 @@ impl StepError {
         StepError {
             message: message.into(),
             retryable: false,
+            held: false,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod config;
 pub mod duration;
 pub mod error;
 pub mod passenger;
+pub mod records;
 pub mod template;
 
 pub use component::{

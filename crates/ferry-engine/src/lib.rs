@@ -458,6 +458,7 @@ fn build_each<T>(
             pipeline: def.name.clone(),
             component: c.name.clone(),
             pushers: def.pushers.iter().map(|p| p.name.clone()).collect(),
+            connections: def.connections.clone(),
         };
         let component = build(c, &ctx).map_err(|error| EngineError::Build {
             pipeline: def.key(),

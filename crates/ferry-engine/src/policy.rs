@@ -14,6 +14,12 @@ pub fn on_failure(
     now: Timestamp,
 ) -> StepChange {
     let attempt = attempts_before + 1;
+    if error.held {
+        return StepChange::Retry {
+            error: format!("waiting for someone to act: {}", error.message),
+            at: later(now, policy.max_backoff),
+        };
+    }
     if !error.retryable {
         return StepChange::Dead {
             error: format!("permanent error: {}", error.message),
@@ -30,11 +36,16 @@ pub fn on_failure(
     let delay = policy.delay(attempt, rand::random::<f64>());
     StepChange::Retry {
         error: error.message.clone(),
-        at: chrono::Duration::from_std(delay)
-            .ok()
-            .and_then(|delay| now.checked_add_signed(delay))
-            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC),
+        at: later(now, delay),
     }
+}
+
+/// `now` plus `delay`, or the end of time.
+fn later(now: Timestamp, delay: std::time::Duration) -> Timestamp {
+    chrono::Duration::from_std(delay)
+        .ok()
+        .and_then(|delay| now.checked_add_signed(delay))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
 }
 
 #[cfg(test)]
@@ -48,6 +59,19 @@ mod tests {
             max_attempts: 3,
             backoff: Duration::from_secs(10),
             max_backoff: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn held_errors_wait_for_a_person_and_never_die() {
+        let now = chrono::Utc::now();
+        let error = StepError::held("column `note` would be dropped");
+        match on_failure(&policy(), 99, &error, now) {
+            StepChange::Retry { at, error } => {
+                assert!(error.starts_with("waiting for someone to act"), "{error}");
+                assert_eq!(at, now + chrono::Duration::seconds(60));
+            }
+            other => panic!("expected a retry, got {other:?}"),
         }
     }
 

@@ -467,7 +467,7 @@ fn ack_files(settings: &Settings, files: &[(String, i64)]) -> Result<(), StepErr
         Some(error) if failed == 1 => Err(error),
         Some(error) => Err(StepError {
             message: format!("{} (and {} more files)", error.message, failed - 1),
-            retryable: error.retryable,
+            ..error
         }),
     }
 }

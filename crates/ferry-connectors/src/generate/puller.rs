@@ -120,8 +120,8 @@ impl Puller for GeneratePuller {
         );
         Ok(Pulled {
             passengers,
-            failures: Vec::new(),
             more,
+            ..Pulled::default()
         })
     }
 

@@ -71,6 +71,8 @@ pub struct Project {
     pub system: System,
     /// Clients by name.
     pub clients: BTreeMap<String, Client>,
+    /// Named connections from `connections.yaml`.
+    pub connections: Connections,
     /// Every file the project was built from, for versioning.
     pub files: Vec<SourceFile>,
 }
@@ -98,6 +100,90 @@ pub struct System {
     pub listen: SocketAddr,
     /// Size of the worker pool that processes and pushes passengers.
     pub workers: usize,
+}
+
+/// The named connections of a project, shared by every component that names one.
+pub type Connections = std::sync::Arc<BTreeMap<String, Connection>>;
+
+/// A named database connection from `connections.yaml`. Its URL holds the password, so its
+/// `Debug` output and [`Connection::redacted`] leave it out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Connection {
+    pub name: String,
+    pub kind: ConnectionKind,
+    /// `postgres://…`, `mysql://…` or, for SQLite, the database file's absolute path.
+    pub url: String,
+    /// The clients whose pipelines may use it; empty means every client.
+    pub clients: Vec<String>,
+}
+
+impl Connection {
+    /// The URL with its password replaced by `***`, for messages.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.url)
+    }
+
+    /// Whether pipelines of `client` may use this connection.
+    pub fn allows(&self, client: &str) -> bool {
+        self.clients.is_empty() || self.clients.iter().any(|c| c == client)
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("url", &self.redacted())
+            .field("clients", &self.clients)
+            .finish()
+    }
+}
+
+/// `url` with the password between `user:` and `@` replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end + 3],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
+    }
+}
+
+/// The database system a connection talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConnectionKind {
+    Postgres,
+    /// MySQL and MariaDB.
+    Mysql,
+    Sqlite,
+}
+
+impl ConnectionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionKind::Postgres => "postgres",
+            ConnectionKind::Mysql => "mysql",
+            ConnectionKind::Sqlite => "sqlite",
+        }
+    }
+}
+
+impl fmt::Display for ConnectionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// `clients/<name>/client.yaml`: a tenant.
@@ -184,6 +270,18 @@ pub struct Pipeline {
     pub queue_limit: u64,
     /// Passengers per pull, per queue transaction and per push call.
     pub batch_size: usize,
+    /// Pipelines of the same client that must have succeeded, in the same cycle, before this
+    /// one runs (`depends_on:`).
+    pub depends_on: Vec<String>,
+    /// When runs may start (`window: 18:00-06:00`, local time); any time when `None`.
+    pub window: Option<Window>,
+    /// Lower runs first when several pipelines want workers (`priority:`, default 5).
+    pub priority: u8,
+    /// Consecutive failed runs after which the pipeline pauses itself (`failure_limit:`,
+    /// default 3; 0 never pauses).
+    pub failure_limit: u32,
+    /// The project's named connections, for building its components.
+    pub connections: Connections,
     /// The definition file, relative to the project directory.
     pub file: String,
     /// Content hash of the definition file (its version).
@@ -207,6 +305,44 @@ impl Pipeline {
             name: c.name.clone(),
         });
         processors.chain(pushers).collect()
+    }
+}
+
+/// A daily time window in local time; `start > end` spans midnight (`18:00-06:00`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub start: chrono::NaiveTime,
+    pub end: chrono::NaiveTime,
+}
+
+impl Window {
+    /// Whether `time` lies inside the window (start included, end excluded).
+    pub fn contains(&self, time: chrono::NaiveTime) -> bool {
+        if self.start <= self.end {
+            self.start <= time && time < self.end
+        } else {
+            time >= self.start || time < self.end
+        }
+    }
+
+    /// How long from `time` until the window opens; zero inside it.
+    pub fn wait_from(&self, time: chrono::NaiveTime) -> Duration {
+        if self.contains(time) {
+            return Duration::ZERO;
+        }
+        let seconds = (self.start - time).num_seconds().rem_euclid(86_400);
+        Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
+    }
+}
+
+impl fmt::Display for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}-{}",
+            self.start.format("%H:%M"),
+            self.end.format("%H:%M")
+        )
     }
 }
 
@@ -334,6 +470,43 @@ mod tests {
         assert_eq!(policy.delay(3, 0.0), Duration::from_secs(20));
         assert_eq!(policy.delay(9, 1.0), Duration::from_secs(60));
         assert_eq!(policy.delay(40, 1.0), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn windows_span_midnight_and_say_how_long_until_they_open() {
+        let at = |h, m| chrono::NaiveTime::from_hms_opt(h, m, 0).unwrap();
+        let night = Window {
+            start: at(18, 0),
+            end: at(6, 0),
+        };
+        assert!(night.contains(at(23, 0)) && night.contains(at(2, 0)));
+        assert!(!night.contains(at(6, 0)) && !night.contains(at(12, 0)));
+        assert_eq!(night.wait_from(at(17, 30)), Duration::from_secs(1800));
+        assert_eq!(night.wait_from(at(19, 0)), Duration::ZERO);
+        let day = Window {
+            start: at(8, 0),
+            end: at(18, 0),
+        };
+        assert_eq!(day.wait_from(at(20, 0)), Duration::from_secs(12 * 3600));
+        assert_eq!(day.to_string(), "08:00-18:00");
+    }
+
+    #[test]
+    fn connection_urls_are_shown_without_their_password() {
+        assert_eq!(
+            redact_url("postgres://ferry:s3cret@db:5432/dwh?sslmode=disable"),
+            "postgres://ferry:***@db:5432/dwh?sslmode=disable"
+        );
+        assert_eq!(redact_url("mysql://root@db/erp"), "mysql://root@db/erp");
+        assert_eq!(redact_url("/data/source.db"), "/data/source.db");
+        let connection = Connection {
+            name: "dwh".into(),
+            kind: ConnectionKind::Postgres,
+            url: "postgres://u:hunter2@h/d".into(),
+            clients: vec![],
+        };
+        assert!(!format!("{connection:?}").contains("hunter2"));
+        assert!(connection.allows("anyone"));
     }
 
     #[test]

@@ -73,6 +73,34 @@ pub(crate) struct RawPipeline {
     pub queue_limit: Option<u64>,
     /// Passengers per pull, per queue transaction and per push call, 1 to 10000. Default 500.
     pub batch_size: Option<u64>,
+    /// Pipelines of the same client that must succeed first, in the same cycle.
+    pub depends_on: Option<Vec<String>>,
+    /// `HH:MM-HH:MM` in local time: runs start only inside it.
+    pub window: Option<String>,
+    /// 0 (first) to 9. Default 5.
+    pub priority: Option<u64>,
+    /// Consecutive failed runs that pause the pipeline; 0 never. Default 3.
+    pub failure_limit: Option<u64>,
+}
+
+/// One connection in `connections.yaml`: a `url`, or the fields to make one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConnection {
+    /// `postgres`, `mysql` (also for MariaDB) or `sqlite`; required.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// The whole URL, e.g. `postgres://ferry:${PG_PASSWORD}@db:5432/dwh`.
+    pub url: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub database: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// SQLite: the database file, relative to the project directory.
+    pub path: Option<String>,
+    /// The clients that may use it. Default: every client.
+    pub clients: Option<Vec<String>>,
 }
 
 /// `retry:` in a pipeline.

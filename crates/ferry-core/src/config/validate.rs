@@ -18,10 +18,12 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::positions::{KeyPath, Positions, Segment};
-use super::raw::{RawClient, RawComponent, RawPipeline, RawRetry, RawSystem, RawUser, RawWeb};
+use super::raw::{
+    RawClient, RawComponent, RawConnection, RawPipeline, RawRetry, RawSystem, RawUser, RawWeb,
+};
 use super::{
-    Client, ComponentDef, ConfigError, Pipeline, Position, Project, RetryPolicy, Schedule,
-    SourceFile, System, User, UserRole,
+    Client, ComponentDef, ConfigError, Connection, ConnectionKind, Connections, Pipeline, Position,
+    Project, RetryPolicy, Schedule, SourceFile, System, User, UserRole, Window,
 };
 use crate::{BuildContext, Registry, Role};
 
@@ -65,6 +67,15 @@ pub fn validate(
         }
     };
 
+    let connections: Connections = match layout.connections {
+        Some(file) => check_file(file, env, &mut errors, |doc, value| {
+            connections(doc, value, dir)
+        })
+        .unwrap_or_default()
+        .into(),
+        None => Connections::default(),
+    };
+
     let mut clients = BTreeMap::new();
     for (client_name, client_files) in &layout.clients {
         if !is_valid_name(client_name) {
@@ -101,6 +112,7 @@ pub fn validate(
             let site = Site {
                 dir,
                 registry,
+                connections: &connections,
                 client: client_name,
                 pipeline: pipeline_name,
                 file,
@@ -114,6 +126,7 @@ pub fn validate(
             }
         }
 
+        dependencies(client_files, &pipelines, &mut errors);
         if let Some(settings) = settings {
             let client = Client {
                 name: client_name.to_string(),
@@ -131,6 +144,7 @@ pub fn validate(
             dir: dir.to_path_buf(),
             system,
             clients,
+            connections,
             files,
         }),
         _ => {
@@ -145,6 +159,7 @@ pub fn validate(
 #[derive(Default)]
 struct Layout<'a> {
     system: Option<&'a SourceFile>,
+    connections: Option<&'a SourceFile>,
     /// By client name (the directory name).
     clients: BTreeMap<&'a str, ClientFiles<'a>>,
 }
@@ -165,8 +180,7 @@ impl<'a> Layout<'a> {
         for file in files {
             match FileKind::of(&file.path) {
                 FileKind::System => layout.system = Some(file),
-                // Named connections come with a later issue; until then the file is allowed.
-                FileKind::Connections => {}
+                FileKind::Connections => layout.connections = Some(file),
                 FileKind::Client { client } => {
                     layout.clients.entry(client).or_default().settings = Some(file);
                 }
@@ -276,6 +290,306 @@ fn system(doc: &mut Document, value: Value) -> Option<System> {
         listen: listen?,
         workers: usize::try_from(workers?).ok()?,
     })
+}
+
+/// `connections.yaml`: named connections, each a URL or the fields to make one.
+fn connections(
+    doc: &mut Document,
+    value: Value,
+    dir: &Path,
+) -> Option<BTreeMap<String, Connection>> {
+    let root = KeyPath::root();
+    let Value::Object(map) = empty_as_mapping(value) else {
+        doc.error(
+            &root,
+            "expected a mapping of connection names to connections",
+        );
+        return None;
+    };
+    let mut connections = BTreeMap::new();
+    for (name, value) in map {
+        let path = root.key(&name);
+        if !is_valid_name(&name) {
+            doc.error(
+                &path,
+                format!("invalid connection name `{name}`; {NAME_RULE}"),
+            );
+            continue;
+        }
+        let Some(raw) = doc.deserialize::<RawConnection>(value, &path) else {
+            continue;
+        };
+        if let Some(connection) = connection(doc, &path, name.clone(), raw, dir) {
+            connections.insert(name, connection);
+        }
+    }
+    Some(connections)
+}
+
+/// One connection of `connections.yaml`.
+fn connection(
+    doc: &mut Document,
+    path: &KeyPath,
+    name: String,
+    raw: RawConnection,
+    dir: &Path,
+) -> Option<Connection> {
+    let kind = match raw.kind.as_deref() {
+        Some("postgres" | "postgresql") => ConnectionKind::Postgres,
+        Some("mysql" | "mariadb") => ConnectionKind::Mysql,
+        Some("sqlite") => ConnectionKind::Sqlite,
+        Some(other) => {
+            doc.error(
+                &path.key("type"),
+                format!(
+                    "unknown connection type `{other}`; valid types are: mysql, postgres, sqlite"
+                ),
+            );
+            return None;
+        }
+        None => {
+            doc.error(path, "missing key `type`: postgres, mysql or sqlite");
+            return None;
+        }
+    };
+    let fields = [
+        ("host", raw.host.is_some()),
+        ("port", raw.port.is_some()),
+        ("database", raw.database.is_some()),
+        ("user", raw.user.is_some()),
+        ("password", raw.password.is_some()),
+    ];
+    let given: Vec<&str> = fields.iter().filter(|f| f.1).map(|f| f.0).collect();
+    let url = match (kind, raw.url, raw.path) {
+        (_, Some(_), _) if !given.is_empty() => {
+            doc.error(
+                &path.key(given[0]),
+                "give either `url` or the fields (`host`, `port`, `database`, `user`, \
+                 `password`), not both",
+            );
+            return None;
+        }
+        (ConnectionKind::Sqlite, None, Some(file)) if given.is_empty() => {
+            dir.join(file).to_string_lossy().into_owned()
+        }
+        (ConnectionKind::Sqlite, Some(url), None) => match url.strip_prefix("sqlite://") {
+            Some(file) => dir.join(file).to_string_lossy().into_owned(),
+            None => {
+                doc.error(&path.key("url"), "a SQLite url starts with `sqlite://`");
+                return None;
+            }
+        },
+        (ConnectionKind::Sqlite, _, _) => {
+            doc.error(
+                path,
+                "a SQLite connection needs `path`: the database file, relative to the project",
+            );
+            return None;
+        }
+        (_, _, Some(_)) => {
+            doc.error(&path.key("path"), "only SQLite connections have a `path`");
+            return None;
+        }
+        (kind, Some(url), None) => {
+            let schemes: &[&str] = match kind {
+                ConnectionKind::Postgres => &["postgres://", "postgresql://"],
+                _ => &["mysql://", "mariadb://"],
+            };
+            if !schemes.iter().any(|s| url.starts_with(s)) {
+                doc.error(
+                    &path.key("url"),
+                    format!("a {kind} url starts with `{}`", schemes[0]),
+                );
+                return None;
+            }
+            url.replacen("mariadb://", "mysql://", 1)
+        }
+        (kind, None, None) => {
+            let Some(host) = raw.host else {
+                doc.error(path, "missing key `url` (or `host`, `database`, `user`…)");
+                return None;
+            };
+            let scheme = match kind {
+                ConnectionKind::Postgres => "postgres",
+                _ => "mysql",
+            };
+            let mut url = format!("{scheme}://");
+            if let Some(user) = &raw.user {
+                url.push_str(&percent_encode(user));
+                if let Some(password) = &raw.password {
+                    url.push(':');
+                    url.push_str(&percent_encode(password));
+                }
+                url.push('@');
+            }
+            url.push_str(&host);
+            if let Some(port) = raw.port {
+                url.push_str(&format!(":{port}"));
+            }
+            if let Some(database) = &raw.database {
+                url.push('/');
+                url.push_str(&percent_encode(database));
+            }
+            url
+        }
+    };
+    let clients = raw.clients.unwrap_or_default();
+    for (index, client) in clients.iter().enumerate() {
+        if !is_valid_name(client) {
+            doc.error(
+                &path.key("clients").index(index),
+                format!("invalid client name `{client}`; {NAME_RULE}"),
+            );
+            return None;
+        }
+    }
+    Some(Connection {
+        name,
+        kind,
+        url,
+        clients,
+    })
+}
+
+/// `text` with every byte but unreserved URL characters percent-encoded.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// `depends_on:` of a client's pipelines: every name a pipeline of the same client, no
+/// pipeline its own master through any chain.
+fn dependencies(
+    files: &ClientFiles,
+    pipelines: &BTreeMap<String, Pipeline>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let key = KeyPath::root().key("depends_on");
+    let position = |pipeline: &Pipeline, index: usize| {
+        files
+            .pipelines
+            .get(pipeline.name.as_str())
+            .map(|file| Positions::of(&file.content).find(&key.index(index)))
+            .unwrap_or_default()
+    };
+    for pipeline in pipelines.values() {
+        for (index, master) in pipeline.depends_on.iter().enumerate() {
+            // A master whose own file has errors is not in `pipelines`, but it exists.
+            if !files.pipelines.contains_key(master.as_str()) {
+                errors.push(ConfigError {
+                    file: pipeline.file.clone(),
+                    position: position(pipeline, index),
+                    key: key.index(index).to_string(),
+                    message: format!(
+                        "unknown pipeline `{master}`; depends_on names pipelines of the same \
+                         client"
+                    ),
+                });
+            }
+        }
+    }
+    // A cycle is reported once, on its alphabetically first pipeline.
+    for pipeline in pipelines.values() {
+        if let Some(chain) = cycle_from(&pipeline.name, pipelines)
+            && chain.iter().all(|name| *name >= pipeline.name.as_str())
+        {
+            let first = &chain[1];
+            let index = pipeline
+                .depends_on
+                .iter()
+                .position(|m| m == first)
+                .unwrap_or(0);
+            errors.push(ConfigError {
+                file: pipeline.file.clone(),
+                position: position(pipeline, index),
+                key: key.index(index).to_string(),
+                message: format!(
+                    "dependency cycle: {}; a pipeline cannot wait for itself",
+                    chain.join(" → ")
+                ),
+            });
+        }
+    }
+}
+
+/// The shortest chain of `depends_on` from `start` back to itself, both ends included.
+fn cycle_from<'a>(
+    start: &'a str,
+    pipelines: &'a BTreeMap<String, Pipeline>,
+) -> Option<Vec<&'a str>> {
+    // Breadth first, remembering how each pipeline was reached.
+    let mut reached: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut frontier = vec![start];
+    while !frontier.is_empty() {
+        let mut next = Vec::new();
+        for name in frontier {
+            let Some(pipeline) = pipelines.get(name) else {
+                continue;
+            };
+            for master in &pipeline.depends_on {
+                let master = master.as_str();
+                if master == start {
+                    let mut chain = vec![start, name];
+                    let mut at = name;
+                    while at != start {
+                        at = reached[at];
+                        chain.push(at);
+                    }
+                    // Built backwards: start, the master's slave, …, start.
+                    chain.reverse();
+                    return Some(chain);
+                }
+                if !reached.contains_key(master) {
+                    reached.insert(master, name);
+                    next.push(master);
+                }
+            }
+        }
+        frontier = next;
+    }
+    None
+}
+
+/// `window:`, `HH:MM-HH:MM`.
+fn window(doc: &mut Document, text: Option<String>) -> Option<Option<Window>> {
+    let Some(text) = text else {
+        return Some(None);
+    };
+    let parse = |part: &str| chrono::NaiveTime::parse_from_str(part.trim(), "%H:%M").ok();
+    let parsed = text.split_once('-').and_then(|(start, end)| {
+        Some(Window {
+            start: parse(start)?,
+            end: parse(end)?,
+        })
+    });
+    match parsed {
+        Some(window) if window.start != window.end => Some(Some(window)),
+        Some(_) => {
+            doc.error(
+                &KeyPath::root().key("window"),
+                "an empty window: start and end are the same; leave `window` out to run at \
+                 any time",
+            );
+            None
+        }
+        None => {
+            doc.error(
+                &KeyPath::root().key("window"),
+                format!(
+                    "invalid window `{text}`; write local times as `HH:MM-HH:MM`, e.g. \
+                     `18:00-06:00`"
+                ),
+            );
+            None
+        }
+    }
 }
 
 /// What `client.yaml` says.
@@ -392,6 +706,7 @@ fn empty_as_mapping(value: Value) -> Value {
 struct Site<'a> {
     dir: &'a Path,
     registry: &'a Registry,
+    connections: &'a Connections,
     client: &'a str,
     pipeline: &'a str,
     file: &'a SourceFile,
@@ -431,6 +746,10 @@ fn pipeline(doc: &mut Document, value: Value, site: &Site) -> Option<Pipeline> {
         1,
         Some(10_000),
     );
+    let window = window(doc, raw.window);
+    let priority = doc.number(&root.key("priority"), raw.priority, 5, 0, Some(9));
+    let failure_limit = doc.number(&root.key("failure_limit"), raw.failure_limit, 3, 0, None);
+    let depends_on = raw.depends_on.unwrap_or_default();
 
     Some(Pipeline {
         client: site.client.to_string(),
@@ -443,6 +762,11 @@ fn pipeline(doc: &mut Document, value: Value, site: &Site) -> Option<Pipeline> {
         retry: retry?,
         queue_limit: queue_limit?,
         batch_size: usize::try_from(batch_size?).ok()?,
+        depends_on,
+        window: window?,
+        priority: u8::try_from(priority?).ok()?,
+        failure_limit: u32::try_from(failure_limit?).ok()?,
+        connections: site.connections.clone(),
         file: site.file.path.clone(),
         version: site.file.hash(),
     })
@@ -655,6 +979,7 @@ fn components(
             pipeline: site.pipeline.to_string(),
             component: name.clone(),
             pushers: site.pushers.clone(),
+            connections: site.connections.clone(),
         };
         if let Err(error) = site.registry.check(role, &type_name, &config, &ctx) {
             let at = path_in_value(&path, &config, &error.path);

@@ -271,17 +271,61 @@ pushers:
 retry: { max_attempts: 3, backoff: 1s, max_backoff: 5m }
 queue_limit: 1000
 batch_size: 50
+window: 18:00-06:30
+priority: 2
+failure_limit: 5
 "#;
+
+const FULL_CONNECTIONS: &str = "\
+dwh:
+  type: postgres
+  url: postgres://ferry:${PG_PASSWORD}@db:5432/dwh
+erp:
+  type: mariadb
+  host: erp.local
+  port: 3306
+  database: erp
+  user: reader
+  password: p@ss/word
+  clients: [acme]
+local:
+  type: sqlite
+  path: data/source.db
+";
 
 #[test]
 fn full_project_becomes_exact_domain_values() {
     let list = [
         ("ferry.yaml", FULL_FERRY),
-        ("connections.yaml", "anything: goes for now\n"),
+        ("connections.yaml", FULL_CONNECTIONS),
         ("clients/acme/client.yaml", FULL_CLIENT),
         (PIPELINE_FILE, FULL_PIPELINE),
     ];
-    let project = run(&list, &[]).unwrap();
+    let project = run(&list, &[("PG_PASSWORD", "s3cret")]).unwrap();
+    let connections: Vec<_> = project.connections.values().cloned().collect();
+    assert_eq!(
+        connections,
+        [
+            Connection {
+                name: "dwh".into(),
+                kind: ConnectionKind::Postgres,
+                url: "postgres://ferry:s3cret@db:5432/dwh".into(),
+                clients: vec![],
+            },
+            Connection {
+                name: "erp".into(),
+                kind: ConnectionKind::Mysql,
+                url: "mysql://reader:p%40ss%2Fword@erp.local:3306/erp".into(),
+                clients: vec!["acme".into()],
+            },
+            Connection {
+                name: "local".into(),
+                kind: ConnectionKind::Sqlite,
+                url: "/srv/ferry/data/source.db".into(),
+                clients: vec![],
+            },
+        ]
+    );
 
     assert_eq!(project.dir, Path::new("/srv/ferry"));
     assert_eq!(
@@ -352,6 +396,9 @@ fn full_project_becomes_exact_domain_values() {
     );
     assert_eq!(pipeline.queue_limit, 1000);
     assert_eq!(pipeline.batch_size, 50);
+    assert_eq!(pipeline.window.unwrap().to_string(), "18:00-06:30");
+    assert_eq!((pipeline.priority, pipeline.failure_limit), (2, 5));
+    assert!(pipeline.depends_on.is_empty());
     assert_eq!(pipeline.file, PIPELINE_FILE);
     assert_eq!(pipeline.version, files(&list)[3].hash());
 }
@@ -480,7 +527,8 @@ fn unknown_key_at_the_top_of_a_pipeline() {
         pipeline_error(&format!("{COMPONENTS}colour: blue\n")),
         p(
             "3:1: colour: unknown key `colour`; expected one of `description`, `schedule`, \
-           `pullers`, `processors`, `pushers`, `retry`, `queue_limit`, `batch_size`"
+           `pullers`, `processors`, `pushers`, `retry`, `queue_limit`, `batch_size`, \
+           `depends_on`, `window`, `priority`, `failure_limit`"
         )
     );
 }
@@ -1046,5 +1094,110 @@ fn serde_messages_in_ferry_words() {
     assert_eq!(
         syntax_message("unclosed quote at line 1, column 4"),
         "unclosed quote"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections, dependencies and timing.
+
+fn project_errors(list: &[(&str, &str)]) -> Vec<String> {
+    errors_of(list, &[])
+}
+
+#[test]
+fn broken_connections_are_reported_at_their_keys() {
+    let connections = "\
+a: { type: oracle, url: x }
+b: { type: postgres, url: mysql://x/y }
+c: { type: postgres, url: postgres://x/y, host: z }
+d: { type: sqlite }
+e: { url: postgres://x/y }
+f: { type: mysql, host: h, colour: red }
+";
+    let list = [("ferry.yaml", ""), ("connections.yaml", connections)];
+    assert_eq!(
+        project_errors(&list),
+        [
+            "connections.yaml:1:6: a.type: unknown connection type `oracle`; valid types are: \
+             mysql, postgres, sqlite",
+            "connections.yaml:2:22: b.url: a postgres url starts with `postgres://`",
+            "connections.yaml:3:43: c.host: give either `url` or the fields (`host`, `port`, \
+             `database`, `user`, `password`), not both",
+            "connections.yaml:4:1: d: a SQLite connection needs `path`: the database file, \
+             relative to the project",
+            "connections.yaml:5:1: e: missing key `type`: postgres, mysql or sqlite",
+            "connections.yaml:6:28: f.colour: unknown key `colour`; expected one of `type`, \
+             `url`, `host`, `port`, `database`, `user`, `password`, `path`, `clients`",
+        ]
+    );
+}
+
+#[test]
+fn a_connection_secret_never_appears_in_an_error() {
+    let list = [
+        ("ferry.yaml", ""),
+        (
+            "connections.yaml",
+            "a: { type: postgres, url: \"mysql://u:${PW}@h/d\" }\n",
+        ),
+    ];
+    let errors = errors_of(&list, &[("PW", "hunter2")]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(!errors[0].contains("hunter2"), "{errors:?}");
+}
+
+fn pipeline_with(extra: &str) -> String {
+    format!("{COMPONENTS}{extra}")
+}
+
+#[test]
+fn dependencies_must_exist_and_never_form_a_cycle() {
+    let a = pipeline_with("depends_on: [b]\n");
+    let b = pipeline_with("depends_on: [c]\n");
+    let c = pipeline_with("depends_on: [a, nowhere]\n");
+    let d = pipeline_with("depends_on: [d]\n");
+    let list = [
+        ("ferry.yaml", ""),
+        ("clients/acme/client.yaml", ""),
+        ("clients/acme/pipelines/a.yaml", a.as_str()),
+        ("clients/acme/pipelines/b.yaml", b.as_str()),
+        ("clients/acme/pipelines/c.yaml", c.as_str()),
+        ("clients/acme/pipelines/d.yaml", d.as_str()),
+    ];
+    let line = COMPONENTS.lines().count() + 1;
+    assert_eq!(
+        project_errors(&list),
+        [
+            format!(
+                "clients/acme/pipelines/a.yaml:{line}:14: depends_on[0]: dependency cycle: \
+                 a → b → c → a; a pipeline cannot wait for itself"
+            ),
+            format!(
+                "clients/acme/pipelines/c.yaml:{line}:17: depends_on[1]: unknown pipeline \
+                 `nowhere`; depends_on names pipelines of the same client"
+            ),
+            format!(
+                "clients/acme/pipelines/d.yaml:{line}:14: depends_on[0]: dependency cycle: \
+                 d → d; a pipeline cannot wait for itself"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn windows_and_limits_are_checked() {
+    let line = COMPONENTS.lines().count() + 1;
+    assert_eq!(
+        pipeline_error(&pipeline_with("window: 6pm-6am\n")),
+        p(&format!(
+            "{line}:1: window: invalid window `6pm-6am`; write local times as `HH:MM-HH:MM`, \
+             e.g. `18:00-06:00`"
+        ))
+    );
+    assert_eq!(
+        pipeline_error(&pipeline_with("priority: 10\n")),
+        p(&format!(
+            "{line}:1: priority: must be between 0 and 9, not 10"
+        ))
     );
 }

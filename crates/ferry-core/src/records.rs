@@ -1,0 +1,498 @@
+//! Record batches: how bulk data travels. One passenger carries one chunk of rows (10,000 by
+//! default) from a query, a file or an API, never one queue row per record.
+//!
+//! The body is one line of JSON naming the columns and their types, then the rows in
+//! PostgreSQL's `COPY … FROM STDIN` text format: fields separated by tabs, rows ended by a
+//! newline, `\N` for NULL, and backslash, tab, newline and carriage return escaped. A PostgreSQL
+//! pusher streams the rows to `COPY` as they are; everything else reads them with [`rows`].
+//!
+//! ```text
+//! {"columns":[{"name":"id","type":"integer"},{"name":"name","type":"text"}],"rows":2}
+//! 1→Ann
+//! 2→\N
+//! ```
+//! (`→` stands for a tab.)
+//!
+//! Values are written in PostgreSQL's text form for their type: `t`/`f` for booleans,
+//! `2024-05-31` for dates, `2024-05-31 12:00:00` for timestamps, `2024-05-31 12:00:00+00` for
+//! timestamps with time zone, `\x…` (hex) for bytes, JSON as its text.
+//!
+//! A *load* is the set of chunks one run of a puller produced (a whole query result, a whole
+//! file). Every chunk names its load, its number in it and whether it is the last one, in the
+//! passenger's metadata ([`LOAD`], [`CHUNK`], [`LAST`]), so that a pusher can tell when a load
+//! is complete (to swap a replaced table, to run SQL after the load).
+
+use std::fmt;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::{Body, Passenger};
+
+/// The media type of a record batch body.
+pub const MEDIA_TYPE: &str = "application/vnd.ferry.records";
+
+/// Metadata key: the load a chunk belongs to (unique per load, e.g. a UUID).
+pub const LOAD: &str = "load";
+/// Metadata key: the chunk's number within its load, from 1.
+pub const CHUNK: &str = "chunk";
+/// Metadata key: `true` on the last chunk of a load.
+pub const LAST: &str = "last";
+/// Metadata key: how many rows the chunk holds.
+pub const ROWS: &str = "rows";
+
+/// Rows per chunk unless a puller is told otherwise.
+pub const DEFAULT_CHUNK_ROWS: usize = 10_000;
+
+/// The type of a column, named as in definitions; each maps to one PostgreSQL type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    Boolean,
+    /// 64-bit integer.
+    Integer,
+    /// 64-bit floating point.
+    Float,
+    /// Exact decimal.
+    Numeric,
+    Text,
+    Date,
+    Time,
+    /// Date and time without a time zone.
+    Timestamp,
+    /// An instant: date and time with a time zone.
+    Timestamptz,
+    Json,
+    Bytes,
+    Uuid,
+}
+
+impl ColumnType {
+    /// Every type, for "valid types are …" messages.
+    pub const ALL: [ColumnType; 12] = [
+        ColumnType::Boolean,
+        ColumnType::Integer,
+        ColumnType::Float,
+        ColumnType::Numeric,
+        ColumnType::Text,
+        ColumnType::Date,
+        ColumnType::Time,
+        ColumnType::Timestamp,
+        ColumnType::Timestamptz,
+        ColumnType::Json,
+        ColumnType::Bytes,
+        ColumnType::Uuid,
+    ];
+
+    /// The name used in definitions and in the batch header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ColumnType::Boolean => "boolean",
+            ColumnType::Integer => "integer",
+            ColumnType::Float => "float",
+            ColumnType::Numeric => "numeric",
+            ColumnType::Text => "text",
+            ColumnType::Date => "date",
+            ColumnType::Time => "time",
+            ColumnType::Timestamp => "timestamp",
+            ColumnType::Timestamptz => "timestamptz",
+            ColumnType::Json => "json",
+            ColumnType::Bytes => "bytes",
+            ColumnType::Uuid => "uuid",
+        }
+    }
+
+    /// The PostgreSQL column type a load creates for it.
+    pub fn postgres(self) -> &'static str {
+        match self {
+            ColumnType::Boolean => "boolean",
+            ColumnType::Integer => "bigint",
+            ColumnType::Float => "double precision",
+            ColumnType::Numeric => "numeric",
+            ColumnType::Text => "text",
+            ColumnType::Date => "date",
+            ColumnType::Time => "time",
+            ColumnType::Timestamp => "timestamp",
+            ColumnType::Timestamptz => "timestamptz",
+            ColumnType::Json => "jsonb",
+            ColumnType::Bytes => "bytea",
+            ColumnType::Uuid => "uuid",
+        }
+    }
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ColumnType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ColumnType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = ColumnType::ALL.iter().map(|t| t.as_str()).collect();
+                format!(
+                    "unknown column type `{s}`; valid types are: {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// A column of a batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: ColumnType,
+}
+
+impl Column {
+    pub fn new(name: impl Into<String>, kind: ColumnType) -> Self {
+        Column {
+            name: name.into(),
+            kind,
+        }
+    }
+}
+
+/// The first line of a batch body.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    columns: Vec<Column>,
+    rows: usize,
+}
+
+/// Writes one batch, row by row and field by field.
+///
+/// ```
+/// use ferry_core::records::{BatchWriter, Column, ColumnType, read};
+/// let mut batch = BatchWriter::new(vec![
+///     Column::new("id", ColumnType::Integer),
+///     Column::new("note", ColumnType::Text),
+/// ]);
+/// batch.raw("1");
+/// batch.text("tab\there");
+/// batch.end_row();
+/// let body = batch.finish();
+/// let read = read(&body).unwrap();
+/// assert_eq!(read.rows, 1);
+/// assert_eq!(&read.data[..], b"1\ttab\\there\n");
+/// ```
+#[derive(Debug)]
+pub struct BatchWriter {
+    columns: Vec<Column>,
+    data: Vec<u8>,
+    rows: usize,
+    /// Fields written in the current row.
+    fields: usize,
+}
+
+impl BatchWriter {
+    pub fn new(columns: Vec<Column>) -> Self {
+        BatchWriter {
+            columns,
+            data: Vec::new(),
+            rows: 0,
+            fields: 0,
+        }
+    }
+
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    /// Rows finished so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Bytes of row data so far.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0 && self.fields == 0
+    }
+
+    fn separate(&mut self) {
+        if self.fields > 0 {
+            self.data.push(b'\t');
+        }
+        self.fields += 1;
+    }
+
+    /// A NULL.
+    pub fn null(&mut self) {
+        self.separate();
+        self.data.extend_from_slice(b"\\N");
+    }
+
+    /// A value given as text, escaped.
+    pub fn text(&mut self, value: &str) {
+        self.separate();
+        escape_into(&mut self.data, value.as_bytes());
+    }
+
+    /// A value whose text needs no escaping (a number, a date, `t`): written as it is.
+    pub fn raw(&mut self, value: &str) {
+        debug_assert!(
+            !value
+                .bytes()
+                .any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r'))
+        );
+        self.separate();
+        self.data.extend_from_slice(value.as_bytes());
+    }
+
+    /// A `bytes` value, as PostgreSQL's hex form.
+    pub fn bytes(&mut self, value: &[u8]) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.separate();
+        // `\x` with its backslash escaped for COPY.
+        self.data.extend_from_slice(b"\\\\x");
+        for byte in value {
+            self.data.push(HEX[usize::from(byte >> 4)]);
+            self.data.push(HEX[usize::from(byte & 0xf)]);
+        }
+    }
+
+    /// Ends the current row.
+    ///
+    /// # Panics
+    /// When the row does not have one field per column: a bug in the puller.
+    pub fn end_row(&mut self) {
+        assert_eq!(
+            self.fields,
+            self.columns.len(),
+            "a row needs one field per column"
+        );
+        self.data.push(b'\n');
+        self.rows += 1;
+        self.fields = 0;
+    }
+
+    /// The batch as a passenger body.
+    pub fn finish(self) -> Body {
+        let header = Header {
+            columns: self.columns,
+            rows: self.rows,
+        };
+        let mut data = serde_json::to_vec(&header).expect("a header serializes");
+        data.push(b'\n');
+        data.extend_from_slice(&self.data);
+        Body {
+            media_type: MEDIA_TYPE.to_string(),
+            data: Bytes::from(data),
+        }
+    }
+}
+
+/// Appends `value` to `out` with COPY's text escapes.
+fn escape_into(out: &mut Vec<u8>, value: &[u8]) {
+    for &byte in value {
+        match byte {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(byte),
+        }
+    }
+}
+
+/// A batch read from a body: its columns and its rows, still in COPY text format.
+#[derive(Debug)]
+pub struct Batch {
+    pub columns: Vec<Column>,
+    pub rows: usize,
+    /// The rows: what `COPY … FROM STDIN` reads.
+    pub data: Bytes,
+}
+
+/// Reads a batch body; the error says what is wrong with it.
+pub fn read(body: &Body) -> Result<Batch, String> {
+    if body.media_type != MEDIA_TYPE {
+        return Err(format!(
+            "the body is `{}`, not a record batch (`{MEDIA_TYPE}`); a table pusher needs a \
+             puller that reads records (sql, table files, http)",
+            body.media_type
+        ));
+    }
+    let newline = body
+        .data
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or("record batch without a header line")?;
+    let header: Header = serde_json::from_slice(&body.data[..newline])
+        .map_err(|e| format!("record batch header: {e}"))?;
+    Ok(Batch {
+        columns: header.columns,
+        rows: header.rows,
+        data: body.data.slice(newline + 1..),
+    })
+}
+
+/// The rows of COPY text `data`, unescaped: one `Vec` per row, `None` for NULL. For tests,
+/// previews and pushers that cannot use COPY; loads stream `data` as it is.
+pub fn rows(data: &[u8]) -> Vec<Vec<Option<String>>> {
+    data.split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| line.split(|&b| b == b'\t').map(unescape).collect())
+        .collect()
+}
+
+fn unescape(field: &[u8]) -> Option<String> {
+    if field == b"\\N" {
+        return None;
+    }
+    let mut out = Vec::with_capacity(field.len());
+    let mut bytes = field.iter();
+    while let Some(&byte) = bytes.next() {
+        if byte != b'\\' {
+            out.push(byte);
+            continue;
+        }
+        match bytes.next() {
+            Some(b't') => out.push(b'\t'),
+            Some(b'n') => out.push(b'\n'),
+            Some(b'r') => out.push(b'\r'),
+            Some(&other) => out.push(other),
+            None => out.push(b'\\'),
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Where a chunk stands in its load, read from a passenger's metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    pub load: String,
+    /// From 1.
+    pub number: u64,
+    pub last: bool,
+}
+
+impl Chunk {
+    /// Writes the chunk's place into the passenger's metadata.
+    pub fn mark(&self, passenger: &mut Passenger) {
+        let metadata = &mut passenger.metadata;
+        metadata.insert(LOAD.into(), self.load.clone());
+        metadata.insert(CHUNK.into(), self.number.to_string());
+        metadata.insert(LAST.into(), self.last.to_string());
+    }
+
+    /// The chunk's place, from the passenger's metadata; `None` when it has none (a batch made
+    /// by hand is a load of one chunk).
+    pub fn of(passenger: &Passenger) -> Option<Chunk> {
+        let metadata = &passenger.metadata;
+        Some(Chunk {
+            load: metadata.get(LOAD)?.clone(),
+            number: metadata.get(CHUNK)?.parse().ok()?,
+            last: metadata.get(LAST)? == "true",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns() -> Vec<Column> {
+        vec![
+            Column::new("id", ColumnType::Integer),
+            Column::new("note", ColumnType::Text),
+            Column::new("blob", ColumnType::Bytes),
+        ]
+    }
+
+    #[test]
+    fn values_round_trip_through_the_copy_text_format() {
+        let mut batch = BatchWriter::new(columns());
+        batch.raw("1");
+        batch.text("back\\slash\ttab\nnewline\rcr");
+        batch.bytes(&[0x00, 0xff]);
+        batch.end_row();
+        batch.raw("2");
+        batch.null();
+        batch.null();
+        batch.end_row();
+        assert_eq!(batch.rows(), 2);
+        let body = batch.finish();
+        let batch = read(&body).unwrap();
+        assert_eq!(batch.columns, columns());
+        assert_eq!(batch.rows, 2);
+        assert_eq!(
+            rows(&batch.data),
+            vec![
+                vec![
+                    Some("1".to_string()),
+                    Some("back\\slash\ttab\nnewline\rcr".to_string()),
+                    Some("\\x00ff".to_string())
+                ],
+                vec![Some("2".to_string()), None, None],
+            ]
+        );
+    }
+
+    #[test]
+    fn an_empty_batch_has_a_header_and_no_rows() {
+        let body = BatchWriter::new(columns()).finish();
+        let batch = read(&body).unwrap();
+        assert_eq!(batch.rows, 0);
+        assert!(batch.data.is_empty());
+    }
+
+    #[test]
+    fn other_bodies_are_refused_with_the_reason() {
+        let error = read(&Body::json(&serde_json::json!({"a": 1}))).unwrap_err();
+        assert!(error.contains("not a record batch"), "{error}");
+        let broken = Body {
+            media_type: MEDIA_TYPE.into(),
+            data: Bytes::from_static(b"{\"columns\": 3}\n1\n"),
+        };
+        assert!(read(&broken).unwrap_err().contains("header"));
+    }
+
+    #[test]
+    #[should_panic(expected = "one field per column")]
+    fn a_short_row_is_a_bug() {
+        let mut batch = BatchWriter::new(columns());
+        batch.raw("1");
+        batch.end_row();
+    }
+
+    #[test]
+    fn chunks_are_marked_in_metadata() {
+        let mut passenger = Passenger::pulled("db", "x");
+        assert_eq!(Chunk::of(&passenger), None);
+        let chunk = Chunk {
+            load: "l1".into(),
+            number: 3,
+            last: true,
+        };
+        chunk.mark(&mut passenger);
+        assert_eq!(Chunk::of(&passenger), Some(chunk));
+    }
+
+    #[test]
+    fn column_types_parse_and_name_postgres_types() {
+        for kind in ColumnType::ALL {
+            assert_eq!(kind.as_str().parse::<ColumnType>(), Ok(kind));
+        }
+        assert_eq!(ColumnType::Integer.postgres(), "bigint");
+        assert!(
+            "varchar"
+                .parse::<ColumnType>()
+                .unwrap_err()
+                .contains("valid types are: boolean")
+        );
+    }
+}
