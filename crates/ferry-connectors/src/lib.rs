@@ -6,7 +6,11 @@
 
 pub mod file;
 pub mod generate;
+pub mod http;
+pub mod postgres;
 pub mod processors;
+pub mod sql;
+pub mod table;
 
 use ferry_core::Registry;
 

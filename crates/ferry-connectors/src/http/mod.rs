@@ -1,0 +1,1 @@
+//! `http` puller: JSON REST APIs read as record batches (auth, pagination, retries).
