@@ -528,7 +528,30 @@ pub trait Store: Send + Sync {
         steps: &[StepDef],
         passengers: &[Passenger],
         now: Timestamp,
+    ) -> Result<Vec<SeatResult>> {
+        self.seat_from(pipeline, version, steps, passengers, None, now)
+            .await
+    }
+
+    /// [`Store::seat`], and in the same transaction records where the puller that pulled the
+    /// passengers now stands (see [`PullerState`]), so that its position and the queue never
+    /// disagree.
+    async fn seat_from(
+        &self,
+        pipeline: &PipelineKey,
+        version: &str,
+        steps: &[StepDef],
+        passengers: &[Passenger],
+        state: Option<&PullerState>,
+        now: Timestamp,
     ) -> Result<Vec<SeatResult>>;
+
+    /// The last state recorded for a puller of the pipeline.
+    async fn puller_state(&self, pipeline: &PipelineKey, puller: &str) -> Result<Option<String>>;
+
+    /// How many of these passengers are in each state, for a run that waits until what it
+    /// seated is delivered. Unknown ids (purged) are not counted.
+    async fn progress(&self, ids: &[PassengerId]) -> Result<StateCounts>;
 
     /// Leases up to `max` passengers of the pipeline whose work is due (pending, failed and
     /// due, or in flight with an expired lease), oldest due first, until `now + lease_for`.
@@ -706,7 +729,23 @@ pub trait Store: Send + Sync {
 
     // ---- pipeline flags ----
 
+    /// Pauses or resumes a pipeline on a person's word; resuming forgets why it was paused.
     async fn set_paused(&self, pipeline: &PipelineKey, paused: bool) -> Result<()>;
 
     async fn paused(&self) -> Result<Vec<PipelineKey>>;
+
+    /// Pauses a pipeline on ferry's own decision, saying why (e.g. too many failed runs).
+    async fn pause_for(&self, pipeline: &PipelineKey, reason: &str) -> Result<()>;
+
+    /// Why ferry paused pipelines by itself, for the ones it did.
+    async fn pause_reasons(&self) -> Result<BTreeMap<PipelineKey, String>>;
+}
+
+/// Where a puller stands, recorded with the passengers it pulled up to there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullerState {
+    /// The puller's name within its pipeline.
+    pub puller: String,
+    /// What the puller returned in `Pulled::state` (an incremental cursor, say).
+    pub state: String,
 }

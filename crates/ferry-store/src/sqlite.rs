@@ -23,8 +23,9 @@ use tracing::warn;
 
 use crate::{
     ApiToken, AuditEntry, DeadGroup, DefinitionVersion, Finished, LeaseToken, Leased, LogLine,
-    PassengerDetail, PipelineKey, QueueEntry, QueueFilter, Result, RunCounts, RunFilter, RunId,
-    RunRecord, RunStatus, SeatResult, Session, StateCounts, Store, StoreError, Throughput,
+    PassengerDetail, PipelineKey, PullerState, QueueEntry, QueueFilter, Result, RunCounts,
+    RunFilter, RunId, RunRecord, RunStatus, SeatResult, Session, StateCounts, Store, StoreError,
+    Throughput,
 };
 
 mod browse;
@@ -233,22 +234,41 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn seat(
+    async fn seat_from(
         &self,
         pipeline: &PipelineKey,
         version: &str,
         steps: &[StepDef],
         passengers: &[Passenger],
+        state: Option<&PullerState>,
         now: Timestamp,
     ) -> Result<Vec<SeatResult>> {
-        if passengers.is_empty() {
+        if passengers.is_empty() && state.is_none() {
             return Ok(Vec::new());
         }
         let (key, version, steps) = (pipeline.clone(), version.to_owned(), steps.to_vec());
         // Cheap: bodies and attachments are reference-counted `Bytes`.
         let passengers = passengers.to_vec();
-        self.write(move |conn| queue::seat(conn, &key, &version, &steps, &passengers, now))
+        let state = state.cloned();
+        self.write(move |conn| {
+            let results = queue::seat(conn, &key, &version, &steps, &passengers, now)?;
+            if let Some(state) = &state {
+                records::set_puller_state(conn, &key, state, now)?;
+            }
+            Ok(results)
+        })
+        .await
+    }
+
+    async fn puller_state(&self, pipeline: &PipelineKey, puller: &str) -> Result<Option<String>> {
+        let (key, puller) = (pipeline.clone(), puller.to_owned());
+        self.read(move |conn| records::puller_state(conn, &key, &puller))
             .await
+    }
+
+    async fn progress(&self, ids: &[PassengerId]) -> Result<StateCounts> {
+        let ids = ids.to_vec();
+        self.read(move |conn| queue::progress(conn, &ids)).await
     }
 
     async fn lease(
@@ -576,5 +596,15 @@ impl Store for SqliteStore {
 
     async fn paused(&self) -> Result<Vec<PipelineKey>> {
         self.read(records::paused).await
+    }
+
+    async fn pause_for(&self, pipeline: &PipelineKey, reason: &str) -> Result<()> {
+        let (key, reason) = (pipeline.clone(), reason.to_owned());
+        self.write(move |conn| records::pause_for(conn, &key, &reason))
+            .await
+    }
+
+    async fn pause_reasons(&self) -> Result<BTreeMap<PipelineKey, String>> {
+        self.read(records::pause_reasons).await
     }
 }

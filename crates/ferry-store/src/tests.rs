@@ -97,6 +97,10 @@ macro_rules! store_test_suite {
                 throughput_sums_seated_per_bucket,
                 definitions_are_versioned_by_hash,
                 pipelines_pause_and_resume,
+                ferry_pauses_with_a_reason_until_a_person_resumes,
+                puller_state_is_kept_with_the_seat,
+                progress_counts_the_states_of_given_passengers,
+                lease_stops_at_its_byte_budget,
                 sessions_expire_and_end,
                 tokens_are_used_listed_and_revoked_per_client,
                 audit_log_filters_newest_first,
@@ -148,7 +152,7 @@ mod sqlite_file {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .unwrap();
-        assert_eq!((mode.as_str(), page_size, version), ("wal", 16_384, 4));
+        assert_eq!((mode.as_str(), page_size, version), ("wal", 16_384, 5));
     }
 
     /// `ferry retry` opens the file while `ferry run` has it open.

@@ -17,9 +17,14 @@ use super::convert::{
 use super::journey::{self, NotSkippable, StoredStep, UnknownStep};
 use super::rows::{self, PassengerRow};
 use crate::{
-    Finished, LeaseToken, Leased, PassengerState, PipelineKey, Result, SeatResult, StepState,
-    StepStatus, StoreError,
+    Finished, LeaseToken, Leased, PassengerState, PipelineKey, Result, SeatResult, StateCounts,
+    StepState, StepStatus, StoreError,
 };
+
+/// A lease stops taking passengers once their bodies add up to this many bytes (it always
+/// takes one), so that a worker holds a bounded amount in memory whatever the batch size:
+/// 500 record batches of 10,000 rows would otherwise be 600 MB.
+const LEASE_BYTES: i64 = 32 << 20;
 
 /// Writes pulled passengers with all their steps pending; duplicates are skipped.
 pub(super) fn seat(
@@ -201,7 +206,10 @@ pub(super) fn claim(
     // partial index only when the query visibly implies its WHERE clause. An expired lease is
     // due like any other work: its `due_at` is the lease's end.
     let mut select_due = conn.prepare_cached(
-        "SELECT seq, state, id, source_system, external_id, created_at, parent FROM passengers
+        "SELECT seq, state, id, source_system, external_id, created_at, parent,
+                (SELECT length(body) + coalesce(length(processed_body), 0) FROM payloads
+                 WHERE payloads.seq = passengers.seq)
+         FROM passengers
          WHERE client = ?1 AND pipeline = ?2
            AND (state = 'pending' OR state = 'failed' OR state = 'in_flight')
            AND due_at <= ?3
@@ -212,7 +220,12 @@ pub(super) fn claim(
     let mut rows = select_due.query(params![key.client, key.pipeline, now_ms, limit])?;
     let mut due = Vec::new();
     let mut counts = CountChanges::default();
+    let mut bytes = 0;
     while let Some(row) = rows.next()? {
+        if bytes >= LEASE_BYTES {
+            break;
+        }
+        bytes += row.get::<_, Option<i64>>(7)?.unwrap_or(0);
         let previous = passenger_state(text(row, 1)?)?;
         counts.change(
             &key.client,
@@ -256,6 +269,31 @@ pub(super) fn claim(
         token,
         passengers: due,
     })
+}
+
+/// How many of `ids` are in each state.
+pub(super) fn progress(conn: &Connection, ids: &[PassengerId]) -> Result<StateCounts> {
+    let list = serde_json::Value::Array(
+        ids.iter()
+            .map(|id| serde_json::Value::String(id.to_string()))
+            .collect(),
+    )
+    .to_string();
+    let mut select = conn.prepare_cached(
+        "SELECT state, count(*) FROM passengers
+         WHERE id IN (SELECT unhex(replace(value, '-', '')) FROM json_each(?1))
+         GROUP BY state",
+    )?;
+    let mut rows = select.query([list])?;
+    let mut counts = StateCounts::new();
+    while let Some(row) = rows.next()? {
+        let count: i64 = row.get(1)?;
+        counts.insert(
+            passenger_state(text(row, 0)?)?,
+            u64::try_from(count).unwrap_or(0),
+        );
+    }
+    Ok(counts)
 }
 
 /// Passengers claimed for one lease.

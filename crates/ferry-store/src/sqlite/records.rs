@@ -1,6 +1,7 @@
 //! Everything besides the queue: definition versions, runs and their logs and throughput,
 //! pause flags.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ferry_core::Timestamp;
@@ -10,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use super::convert::{duration_millis, millis, optional_time, text, time};
 use super::filtered::Filtered;
 use crate::{
-    DefinitionVersion, LogLevel, LogLine, PipelineKey, Result, RunCounts, RunFilter, RunId,
-    RunRecord, RunStatus, StoreError, Throughput,
+    DefinitionVersion, LogLevel, LogLine, PipelineKey, PullerState, Result, RunCounts, RunFilter,
+    RunId, RunRecord, RunStatus, StoreError, Throughput,
 };
 
 /// The error a run gets when ferry died while it ran.
@@ -298,10 +299,68 @@ pub(super) fn abandon_running_runs(conn: &Connection, now: Timestamp) -> Result<
 pub(super) fn set_paused(conn: &Connection, key: &PipelineKey, paused: bool) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO pipeline_flags (client, pipeline, paused) VALUES (?1, ?2, ?3)
-         ON CONFLICT (client, pipeline) DO UPDATE SET paused = excluded.paused",
+         ON CONFLICT (client, pipeline) DO UPDATE SET paused = excluded.paused, reason = NULL",
     )?
     .execute(params![key.client, key.pipeline, paused])?;
     Ok(())
+}
+
+pub(super) fn pause_for(conn: &Connection, key: &PipelineKey, reason: &str) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO pipeline_flags (client, pipeline, paused, reason) VALUES (?1, ?2, 1, ?3)
+         ON CONFLICT (client, pipeline) DO UPDATE SET paused = 1, reason = excluded.reason",
+    )?
+    .execute(params![key.client, key.pipeline, reason])?;
+    Ok(())
+}
+
+pub(super) fn pause_reasons(conn: &Connection) -> Result<BTreeMap<PipelineKey, String>> {
+    let mut select = conn.prepare_cached(
+        "SELECT client, pipeline, reason FROM pipeline_flags
+         WHERE paused = 1 AND reason IS NOT NULL",
+    )?;
+    let mut rows = select.query([])?;
+    let mut reasons = BTreeMap::new();
+    while let Some(row) = rows.next()? {
+        let key = PipelineKey::new(row.get::<_, String>(0)?, row.get::<_, String>(1)?);
+        reasons.insert(key, row.get(2)?);
+    }
+    Ok(reasons)
+}
+
+pub(super) fn set_puller_state(
+    conn: &Connection,
+    key: &PipelineKey,
+    state: &PullerState,
+    now: Timestamp,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO puller_states (client, pipeline, puller, state, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (client, pipeline, puller)
+         DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        key.client,
+        key.pipeline,
+        state.puller,
+        state.state,
+        millis(now)
+    ])?;
+    Ok(())
+}
+
+pub(super) fn puller_state(
+    conn: &Connection,
+    key: &PipelineKey,
+    puller: &str,
+) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT state FROM puller_states WHERE client = ?1 AND pipeline = ?2 AND puller = ?3",
+        )?
+        .query_row(params![key.client, key.pipeline, puller], |row| row.get(0))
+        .optional()?)
 }
 
 pub(super) fn paused(conn: &Connection) -> Result<Vec<PipelineKey>> {

@@ -14,8 +14,8 @@ use serde_json::json;
 use super::TestStore;
 use crate::{
     ApiToken, Attempt, AuditEntry, DeadGroup, Finished, Leased, LogLevel, LogLine, PassengerState,
-    PipelineKey, QueueFilter, RunCounts, RunFilter, RunId, RunStatus, SeatResult, Session,
-    StepChange, StepState, Store, StoreError, Throughput,
+    PipelineKey, PullerState, QueueFilter, RunCounts, RunFilter, RunId, RunStatus, SeatResult,
+    Session, StepChange, StepState, Store, StoreError, Throughput,
 };
 
 /// An arbitrary fixed origin, so timestamps in failures are readable offsets.
@@ -1561,6 +1561,115 @@ pub(crate) async fn pipelines_pause_and_resume<S: TestStore>() {
     store.set_paused(&invoices, false).await.unwrap();
     store.set_paused(&feed, true).await.unwrap();
     assert_eq!(store.paused().await.unwrap(), [feed]);
+}
+
+pub(crate) async fn ferry_pauses_with_a_reason_until_a_person_resumes<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    store.set_paused(&key, true).await.unwrap();
+    assert!(store.pause_reasons().await.unwrap().is_empty());
+    store
+        .pause_for(&key, "paused after 3 failed runs")
+        .await
+        .unwrap();
+    assert_eq!(store.paused().await.unwrap(), [key.clone()]);
+    assert_eq!(
+        store.pause_reasons().await.unwrap(),
+        BTreeMap::from([(key.clone(), "paused after 3 failed runs".to_string())])
+    );
+    store.set_paused(&key, false).await.unwrap();
+    assert!(store.paused().await.unwrap().is_empty());
+    assert!(store.pause_reasons().await.unwrap().is_empty());
+}
+
+pub(crate) async fn puller_state_is_kept_with_the_seat<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let steps = three_steps();
+    assert_eq!(store.puller_state(&key, "erp").await.unwrap(), None);
+    let state = |value: &str| PullerState {
+        puller: "erp".into(),
+        state: value.into(),
+    };
+    let batch = [pulled("a"), pulled("b")];
+    store
+        .seat_from(
+            &key,
+            "v1",
+            &steps,
+            &batch,
+            Some(&state("2024-01-01")),
+            at(0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.puller_state(&key, "erp").await.unwrap().as_deref(),
+        Some("2024-01-01")
+    );
+    // Duplicates only: the position still moves on.
+    store
+        .seat_from(
+            &key,
+            "v1",
+            &steps,
+            &batch,
+            Some(&state("2024-02-01")),
+            at(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.puller_state(&key, "erp").await.unwrap().as_deref(),
+        Some("2024-02-01")
+    );
+    // Other pullers and pipelines have their own.
+    assert_eq!(store.puller_state(&key, "crm").await.unwrap(), None);
+    let other = PipelineKey::new("globex", "invoices");
+    assert_eq!(store.puller_state(&other, "erp").await.unwrap(), None);
+}
+
+pub(crate) async fn progress_counts_the_states_of_given_passengers<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let steps = [pusher("file")];
+    let a = seat_one(&store, &key, &steps, "a", at(0)).await;
+    let b = seat_one(&store, &key, &steps, "b", at(0)).await;
+    let _other = seat_one(&store, &key, &steps, "c", at(0)).await;
+    let leased = lease_one(&store, &key, at(1)).await;
+    assert_eq!(leased.passenger.id, a);
+    finish_one(&store, report(&leased, vec![(0, StepChange::Done)]), at(2)).await;
+    let counts = store.progress(&[a, b, PassengerId::new()]).await.unwrap();
+    assert_eq!(
+        counts,
+        BTreeMap::from([(PassengerState::Complete, 1), (PassengerState::Pending, 1)])
+    );
+    assert!(store.progress(&[]).await.unwrap().is_empty());
+}
+
+pub(crate) async fn lease_stops_at_its_byte_budget<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    // Three bodies of 20 MB: a lease takes two (the budget is 32 MB, and it always takes the
+    // passenger that crosses it), then the third.
+    let big = Bytes::from(vec![b'x'; 20 << 20]);
+    let batch: Vec<Passenger> = ["a", "b", "c"]
+        .iter()
+        .map(|id| {
+            Passenger::pulled("db", *id).with_body(Body {
+                media_type: "text/plain".into(),
+                data: big.clone(),
+            })
+        })
+        .collect();
+    store
+        .seat(&key, "v1", &[pusher("pg")], &batch, at(0))
+        .await
+        .unwrap();
+    let first = store.lease(&key, 100, LEASE, at(1)).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let second = store.lease(&key, 100, LEASE, at(1)).await.unwrap();
+    assert_eq!(second.len(), 1);
 }
 
 // ---- durability ----
