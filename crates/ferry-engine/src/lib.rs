@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 mod cleaner;
+mod dependencies;
 pub mod observer;
 mod policy;
 pub mod registrar;
@@ -89,6 +90,8 @@ pub(crate) struct Active {
     pub processors: Vec<NamedProcessor>,
     pub pushers: Vec<(String, Box<dyn Pusher>)>,
     pub run_now: Notify,
+    /// Every master of the pipeline (`depends_on`) succeeded since its last run.
+    pub masters_done: Notify,
     /// Stops this pipeline's pull task (on reload or shutdown).
     pub stop: CancellationToken,
 }
@@ -185,6 +188,10 @@ impl Engine {
             tasks.push(tokio::spawn(worker::work(shared.clone(), number)));
         }
         tasks.push(tokio::spawn(cleaner::clean(shared.clone())));
+        tasks.push(tokio::spawn(dependencies::follow(
+            shared.clone(),
+            shared.bus.subscribe(),
+        )));
         tasks.push(tokio::spawn(engine.clone().watch()));
         engine.tasks.lock().expect("tasks lock").extend(tasks);
         shared.bus.publish(Event::DispatcherStarted {
@@ -483,6 +490,7 @@ fn build(registry: &Registry, dir: &Path, def: &Pipeline) -> Result<Active, Engi
         processors,
         pushers,
         run_now: Notify::new(),
+        masters_done: Notify::new(),
         stop: CancellationToken::new(),
     })
 }

@@ -25,8 +25,9 @@ fn render(errors: &[ConfigError]) -> String {
     lines.join("\n")
 }
 
-/// Reads every definition file of the project: `ferry.yaml`, `connections.yaml` and every YAML
-/// file under `clients/` (validation reports those in unexpected places).
+/// Reads every definition file of the project: `ferry.yaml`, `connections.yaml`, every YAML
+/// file under `clients/` (validation reports those in unexpected places) and the SQL files of
+/// ELT loads under `clients/<client>/sql/`, so that a changed SQL file is a new version too.
 pub fn read_project(dir: &Path) -> io::Result<Vec<SourceFile>> {
     let mut files = Vec::new();
     for name in ["ferry.yaml", "connections.yaml"] {
@@ -63,10 +64,11 @@ fn collect_yaml(root: &Path, dir: &Path, files: &mut Vec<SourceFile>) -> io::Res
                 continue;
             }
             collect_yaml(root, &path, files)?;
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        ) {
+        } else if match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => true,
+            Some("sql") => is_sql_dir(root, &path),
+            _ => false,
+        } {
             let relative = path
                 .strip_prefix(root)
                 .unwrap_or(&path)
@@ -81,6 +83,15 @@ fn collect_yaml(root: &Path, dir: &Path, files: &mut Vec<SourceFile>) -> io::Res
         }
     }
     Ok(())
+}
+
+/// Whether `path` lies in a client's `sql/` directory.
+fn is_sql_dir(root: &Path, path: &Path) -> bool {
+    let Ok(relative) = path.strip_prefix(root.join("clients")) else {
+        return false;
+    };
+    let mut parts = relative.components();
+    parts.next().is_some() && parts.next().is_some_and(|dir| dir.as_os_str() == "sql")
 }
 
 /// Reads and validates the project in `dir`.

@@ -1,18 +1,25 @@
-//! A pipeline's pull task: waits for its schedule (or "run now"), then runs: pulls batches,
-//! seats each in one transaction, acks the puller, until the sources are drained or the queue
-//! limit is reached.
+//! A pipeline's pull task: waits for its schedule, its masters (`depends_on`) or "run now",
+//! and for its time window, then runs: pulls batches, seats each in one transaction (with the
+//! puller's new position), acks the puller, until the sources are drained or the queue limit
+//! is reached; a run that ends when delivered then waits for what it seated. Too many failed
+//! runs in a row pause the pipeline.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_core::Seated;
-use ferry_core::config::Schedule;
-use ferry_store::{LogLevel, LogLine, RunCounts, RunId, RunStatus, SeatResult};
+use ferry_core::config::{RunEnds, Schedule};
+use ferry_core::{PassengerId, Seated};
+use ferry_store::{
+    LogLevel, LogLine, PassengerState, PullerState, RunCounts, RunId, RunStatus, SeatResult,
+};
 
 use crate::{Active, Event, NamedPuller, Shared};
 
 /// Longest a single pull or ack may take before it counts as failed.
 const PULL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How often a run that ends when delivered looks at its passengers.
+const DELIVERY_POLL: Duration = Duration::from_millis(200);
 
 /// Runs the pipeline's schedule until it is stopped (reload or shutdown).
 pub(crate) async fn run(shared: Arc<Shared>, active: Arc<Active>, mut pullers: Vec<NamedPuller>) {
@@ -20,20 +27,122 @@ pub(crate) async fn run(shared: Arc<Shared>, active: Arc<Active>, mut pullers: V
     loop {
         let wait = next_run(&active.def.schedule, first, shared.options.continuous_pause);
         first = false;
-        tokio::select! {
+        // A person's "run now" runs at once; schedules and masters wait for the time window.
+        let by_person = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             _ = active.stop.cancelled() => return,
-            _ = active.run_now.notified() => {}
-            _ = wait => {}
+            _ = active.run_now.notified() => true,
+            _ = active.masters_done.notified() => false,
+            _ = wait => false,
+        };
+        if let Some(window) = active.def.window.filter(|_| !by_person) {
+            let wait = window.wait_from(chrono::Local::now().time());
+            if !wait.is_zero() {
+                tracing::info!(pipeline = %active.key, %window, "waiting for the time window");
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => return,
+                    _ = active.stop.cancelled() => return,
+                    _ = active.run_now.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
         }
         if shared.is_paused(&active.key) {
             continue;
         }
         let record_empty = !matches!(active.def.schedule, Schedule::Continuous);
         let mut run = Run::start(shared.clone(), active.clone(), record_empty).await;
-        let result = pull_until_drained(&shared, &active, &mut pullers, &mut run).await;
-        run.finish(result).await;
+        let mut result = pull_until_drained(&shared, &active, &mut pullers, &mut run).await;
+        if result.is_ok() && active.def.run_ends == RunEnds::Delivered {
+            result = wait_for_delivery(&shared, &active, &mut run).await;
+        }
+        let status = run.finish(result).await;
+        if status == RunStatus::Failed {
+            pause_after_failures(&shared, &active).await;
+        }
     }
+}
+
+/// Waits until nothing the run seated is pending or in flight; fails when some of it could not
+/// be delivered (dead, discarded, or failed and waiting for a later retry).
+async fn wait_for_delivery(
+    shared: &Shared,
+    active: &Active,
+    run: &mut Run,
+) -> Result<(), RunError> {
+    if run.seated_ids.is_empty() {
+        return Ok(());
+    }
+    loop {
+        let counts = shared
+            .store
+            .progress(&run.seated_ids)
+            .await
+            .map_err(|e| format!("store: {e}"))?;
+        let count = |state| counts.get(&state).copied().unwrap_or(0);
+        if count(PassengerState::Pending) + count(PassengerState::InFlight) == 0 {
+            let delivered = count(PassengerState::Complete) + count(PassengerState::Filtered);
+            run.log(
+                LogLevel::Info,
+                format!(
+                    "{delivered} of {} passenger(s) delivered",
+                    run.seated_ids.len()
+                ),
+            )
+            .await;
+            let missing = count(PassengerState::Failed)
+                + count(PassengerState::Dead)
+                + count(PassengerState::Discarded);
+            return match missing {
+                0 => Ok(()),
+                _ => Err(format!(
+                    "{missing} passenger(s) not delivered ({} dead, {} waiting for a retry, {} \
+                     discarded); see the queue",
+                    count(PassengerState::Dead),
+                    count(PassengerState::Failed),
+                    count(PassengerState::Discarded)
+                )),
+            };
+        }
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return Err("ferry stopped before the run's passengers were delivered".into()),
+            _ = active.stop.cancelled() => return Err("the pipeline changed before the run's passengers were delivered".into()),
+            _ = tokio::time::sleep(DELIVERY_POLL) => {}
+        }
+    }
+}
+
+/// Pauses the pipeline when its last `failure_limit` runs all failed, and says why.
+async fn pause_after_failures(shared: &Shared, active: &Active) {
+    let limit = active.def.failure_limit as usize;
+    if limit == 0 {
+        return;
+    }
+    let runs = match shared.store.runs(Some(&active.key), limit).await {
+        Ok(runs) => runs,
+        Err(error) => {
+            tracing::error!(pipeline = %active.key, %error, "cannot count failed runs");
+            return;
+        }
+    };
+    if runs.len() < limit || runs.iter().any(|r| r.status != RunStatus::Failed) {
+        return;
+    }
+    let reason =
+        format!("paused after {limit} failed runs in a row; resume it once the cause is fixed");
+    if let Err(error) = shared.store.pause_for(&active.key, &reason).await {
+        tracing::error!(pipeline = %active.key, %error, "cannot pause after failed runs");
+        return;
+    }
+    shared
+        .paused
+        .write()
+        .expect("paused lock")
+        .insert(active.key.clone());
+    tracing::warn!(pipeline = %active.key, "{reason}");
+    shared.bus.publish(Event::PipelinePaused {
+        pipeline: active.key.clone(),
+    });
 }
 
 /// Resolves when the schedule says the next run is due; `first` is the run at start.
@@ -69,6 +178,14 @@ async fn pull_until_drained(
     run: &mut Run,
 ) -> Result<(), RunError> {
     let def = &active.def;
+    for (name, puller) in pullers.iter_mut() {
+        let state = shared
+            .store
+            .puller_state(&active.key, name)
+            .await
+            .map_err(|e| format!("store: cannot read where puller {name} stands: {e}"))?;
+        puller.restore(state);
+    }
     let mut drained = vec![false; pullers.len()];
     while drained.iter().any(|done| !done) {
         if shared.shutdown.is_cancelled() || active.stop.is_cancelled() {
@@ -113,7 +230,7 @@ async fn pull_until_drained(
                 )
                 .await;
             }
-            if pulled.passengers.is_empty() {
+            if pulled.passengers.is_empty() && pulled.state.is_none() {
                 continue;
             }
             run.ensure().await;
@@ -123,13 +240,18 @@ async fn pull_until_drained(
                 passenger.client.clone_from(&active.key.client);
                 passenger.pipeline.clone_from(&active.key.pipeline);
             }
+            let state = pulled.state.map(|state| PullerState {
+                puller: name.clone(),
+                state,
+            });
             let results = shared
                 .store
-                .seat(
+                .seat_from(
                     &active.key,
                     &def.version,
                     &active.steps,
                     &passengers,
+                    state.as_ref(),
                     chrono::Utc::now(),
                 )
                 .await
@@ -143,6 +265,9 @@ async fn pull_until_drained(
             for (passenger, result) in passengers.iter().zip(&results) {
                 let duplicate = *result == SeatResult::Duplicate;
                 new += u64::from(!duplicate);
+                if !duplicate && def.run_ends == RunEnds::Delivered {
+                    run.seated_ids.push(passenger.id);
+                }
                 seated.push(Seated {
                     source_system: passenger.source_system.clone(),
                     external_id: passenger.external_id.clone(),
@@ -191,6 +316,8 @@ struct Run {
     unrecorded: bool,
     /// When the run began, for its duration in [`Event::RunFinished`].
     started: std::time::Instant,
+    /// What the run seated, when it ends once that is delivered.
+    seated_ids: Vec<PassengerId>,
 }
 
 impl Run {
@@ -203,6 +330,7 @@ impl Run {
             record_empty,
             unrecorded: false,
             started: std::time::Instant::now(),
+            seated_ids: Vec::new(),
         };
         if record_empty {
             run.ensure().await;
@@ -249,7 +377,8 @@ impl Run {
         }
     }
 
-    async fn finish(mut self, result: Result<(), RunError>) {
+    /// Records the end of the run and returns its status.
+    async fn finish(mut self, result: Result<(), RunError>) -> RunStatus {
         if self.record_empty || result.is_err() {
             self.ensure().await;
         }
@@ -288,7 +417,7 @@ impl Run {
             }
         } else if error.is_none() {
             // An empty continuous cycle: nothing to tell.
-            return;
+            return status;
         }
         self.shared.bus.publish(Event::RunFinished {
             pipeline: self.active.key.clone(),
@@ -298,6 +427,7 @@ impl Run {
             error,
             seconds: self.started.elapsed().as_secs_f64(),
         });
+        status
     }
 }
 

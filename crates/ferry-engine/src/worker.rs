@@ -23,8 +23,8 @@ pub(crate) async fn work(shared: Arc<Shared>, number: usize) {
         let woken = shared.work.notified();
         let active = shared.active();
         let mut worked = false;
-        for offset in 0..active.len() {
-            let pipeline = &active[(turn + offset) % active.len()];
+        for index in visiting_order(&active, turn) {
+            let pipeline = &active[index];
             if shared.is_paused(&pipeline.key) {
                 continue;
             }
@@ -50,7 +50,7 @@ pub(crate) async fn work(shared: Arc<Shared>, number: usize) {
             }
             process_batch(&shared, pipeline, leased).await;
             worked = true;
-            turn = (turn + offset + 1) % active.len().max(1);
+            turn = index + 1;
             break;
         }
         if !worked {
@@ -61,6 +61,21 @@ pub(crate) async fn work(shared: Arc<Shared>, number: usize) {
             }
         }
     }
+}
+
+/// The order in which a worker looks at the pipelines: by `priority` (lower first), and among
+/// equals round the list starting at `turn`, so that one busy pipeline does not get every
+/// worker.
+fn visiting_order(active: &[Arc<Active>], turn: usize) -> Vec<usize> {
+    let count = active.len();
+    let mut order: Vec<usize> = (0..count).collect();
+    order.sort_by_key(|&i| {
+        (
+            active[i].def.priority,
+            (i + count - turn % count.max(1)) % count,
+        )
+    });
+    order
 }
 
 /// A leased passenger on its way through one batch.

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use ferry_core::config::{Project, SourceFile, validate};
 use ferry_core::{
-    Body, BuildContext, BuildError, Outcome, Passenger, Processor, ProcessorFactory, Pusher,
-    PusherFactory, Registry, StepError,
+    Body, BuildContext, BuildError, Outcome, Passenger, Processor, ProcessorFactory, Pulled,
+    Puller, PullerFactory, Pusher, PusherFactory, Registry, Seated, StepError,
 };
 use ferry_engine::{Engine, Event, Options};
 use ferry_store::{PassengerState, PipelineKey, RunStatus, Store};
@@ -144,8 +144,50 @@ impl ProcessorFactory for RouteByParityFactory {
     }
 }
 
+/// A puller that counts: each run pulls the next two numbers after where it stands, and says
+/// where it stands now, so the engine must keep and restore its position.
+struct Counting {
+    next: u64,
+}
+
+#[async_trait]
+impl Puller for Counting {
+    async fn pull(&mut self, _max: usize) -> Result<Pulled, StepError> {
+        let passengers = (self.next..self.next + 2)
+            .map(|n| Passenger::pulled("count", n.to_string()))
+            .collect();
+        self.next += 2;
+        Ok(Pulled {
+            passengers,
+            state: Some(self.next.to_string()),
+            ..Pulled::default()
+        })
+    }
+
+    async fn ack(&mut self, _: &[Seated]) -> Result<(), StepError> {
+        Ok(())
+    }
+
+    fn restore(&mut self, state: Option<String>) {
+        self.next = state.map_or(1, |s| s.parse().unwrap());
+    }
+}
+
+struct CountingFactory;
+
+impl PullerFactory for CountingFactory {
+    const TYPE: &'static str = "count";
+    type Config = Empty;
+
+    fn build(&self, _: Empty, _: &BuildContext) -> Result<Box<dyn Puller>, BuildError> {
+        // Wrong on purpose until restored: the engine must restore before every run.
+        Ok(Box::new(Counting { next: 1000 }))
+    }
+}
+
 fn registry() -> Arc<Registry> {
     let mut registry = ferry_connectors::registry();
+    registry.pullers.push(Box::new(CountingFactory));
     registry.pushers.push(Box::new(PanickingFactory));
     registry.pushers.push(Box::new(RefusingFactory));
     registry.pushers.push(Box::new(HangingFactory));
@@ -543,4 +585,177 @@ async fn route_sends_each_passenger_only_to_its_pushers() {
     // The refusing pusher was never asked: every passenger went to exactly one file pusher.
     assert_eq!(files_in(&dir.path().join("even")), 5);
     assert_eq!(files_in(&dir.path().join("odd")), 5);
+}
+
+// ---- loads: puller positions, dependencies, windows, failure limits ----
+
+#[tokio::test]
+async fn a_pullers_position_is_kept_with_what_it_seated_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let counting =
+        "schedule: manual\npullers: [{ type: count }]\npushers: [{ type: file, path: out }]\n";
+    let key = PipelineKey::new("acme", "counting");
+    let (engine, store) = start(dir.path(), &[("counting", counting)]).await;
+    for runs in 1..=2 {
+        engine.run_now(&key).unwrap();
+        eventually("the run", Duration::from_secs(10), async || {
+            store.runs(Some(&key), 10).await.unwrap().len() == runs
+                && store.runs(Some(&key), 1).await.unwrap()[0]
+                    .finished_at
+                    .is_some()
+        })
+        .await;
+    }
+    assert_eq!(
+        store.puller_state(&key, "count").await.unwrap().as_deref(),
+        Some("5")
+    );
+    engine.shutdown();
+    engine.wait().await;
+    drop(store);
+
+    let (engine, store) = start(dir.path(), &[("counting", counting)]).await;
+    engine.run_now(&key).unwrap();
+    eventually("six passengers", Duration::from_secs(10), async || {
+        count(store.as_ref(), "counting", PassengerState::Complete).await == 6
+    })
+    .await;
+    let mut names: Vec<String> = std::fs::read_dir(dir.path().join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort_by_key(|n| n.parse::<u64>().unwrap_or(u64::MAX));
+    assert_eq!(
+        names,
+        ["1", "2", "3", "4", "5", "6"],
+        "no number twice, none skipped"
+    );
+    engine.shutdown();
+    engine.wait().await;
+}
+
+fn manual_load(extra: &str, pusher: &str) -> String {
+    format!(
+        "schedule: manual\npullers:\n  - type: generate\n    per_pull: 3\n    count: 3\npushers:\n  - {pusher}\nretry: {{ max_attempts: 1 }}\n{extra}"
+    )
+}
+
+async fn finished_runs(store: &dyn Store, key: &PipelineKey) -> Vec<ferry_store::RunRecord> {
+    let mut runs = store.runs(Some(key), 100).await.unwrap();
+    runs.retain(|r| r.finished_at.is_some());
+    runs
+}
+
+#[tokio::test]
+async fn a_slave_runs_once_after_all_its_masters_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = manual_load("", "{ type: file, path: out/a }");
+    let b = manual_load("", "{ type: file, path: out/b }");
+    let c = manual_load("depends_on: [a, b]\n", "{ type: file, path: out/c }");
+    let (engine, store) = start(dir.path(), &[("a", &a), ("b", &b), ("c", &c)]).await;
+    let key = |name: &str| PipelineKey::new("acme", name);
+
+    engine.run_now(&key("a")).unwrap();
+    eventually("a's run", Duration::from_secs(10), async || {
+        finished_runs(store.as_ref(), &key("a")).await.len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        store.runs(Some(&key("c")), 10).await.unwrap().is_empty(),
+        "c waits for b too"
+    );
+
+    engine.run_now(&key("b")).unwrap();
+    eventually("c's run", Duration::from_secs(10), async || {
+        finished_runs(store.as_ref(), &key("c")).await.len() == 1
+    })
+    .await;
+    let a_run = &finished_runs(store.as_ref(), &key("a")).await[0];
+    let b_run = &finished_runs(store.as_ref(), &key("b")).await[0];
+    let c_run = &finished_runs(store.as_ref(), &key("c")).await[0];
+    assert_eq!(a_run.status, RunStatus::Succeeded);
+    // Masters' runs end when delivered: their files exist before c starts.
+    assert!(c_run.started_at >= a_run.finished_at.unwrap());
+    assert!(c_run.started_at >= b_run.finished_at.unwrap());
+    assert_eq!(files_in(&dir.path().join("out/b")), 3);
+
+    // A new cycle: b alone again does not start c.
+    engine.run_now(&key("b")).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(store.runs(Some(&key("c")), 10).await.unwrap().len(), 1);
+    engine.shutdown();
+    engine.wait().await;
+}
+
+#[tokio::test]
+async fn undelivered_loads_fail_their_run_pause_at_the_limit_and_hold_back_slaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = "schedule: manual\npullers: [{ type: count }]\npushers: [{ type: refuse }]\nretry: { max_attempts: 1 }\nfailure_limit: 2\n";
+    let slave = manual_load("depends_on: [master]\n", "{ type: file, path: out }");
+    let (engine, store) = start(dir.path(), &[("master", master), ("slave", &slave)]).await;
+    let key = PipelineKey::new("acme", "master");
+    for runs in 1..=2 {
+        engine.run_now(&key).unwrap();
+        eventually("a failed run", Duration::from_secs(10), async || {
+            finished_runs(store.as_ref(), &key).await.len() == runs
+        })
+        .await;
+        let run = &finished_runs(store.as_ref(), &key).await[0];
+        assert_eq!(run.status, RunStatus::Failed);
+        assert_eq!(
+            run.error.as_deref(),
+            Some(
+                "2 passenger(s) not delivered (2 dead, 0 waiting for a retry, 0 discarded); \
+                 see the queue"
+            )
+        );
+    }
+    eventually("the pause", Duration::from_secs(5), async || {
+        engine.is_paused(&key)
+    })
+    .await;
+    assert_eq!(
+        store
+            .pause_reasons()
+            .await
+            .unwrap()
+            .get(&key)
+            .map(String::as_str),
+        Some("paused after 2 failed runs in a row; resume it once the cause is fixed")
+    );
+    let slave_key = PipelineKey::new("acme", "slave");
+    assert!(store.runs(Some(&slave_key), 10).await.unwrap().is_empty());
+
+    // A person's resume clears the flag.
+    engine.resume(&key).await.unwrap();
+    assert!(store.pause_reasons().await.unwrap().is_empty());
+    engine.shutdown();
+    engine.wait().await;
+}
+
+#[tokio::test]
+async fn schedules_wait_for_the_time_window_but_a_person_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    // A window that opened two hours ago and closed one hour ago.
+    let now = chrono::Local::now().time();
+    let window = format!(
+        "{}-{}",
+        (now - chrono::Duration::hours(2)).format("%H:%M"),
+        (now - chrono::Duration::hours(1)).format("%H:%M")
+    );
+    let timed = format!(
+        "schedule: every 100ms\nwindow: {window}\npullers: [{{ type: generate, per_pull: 1, count: 1 }}]\npushers: [{{ type: file, path: out }}]\n"
+    );
+    let (engine, store) = start(dir.path(), &[("timed", &timed)]).await;
+    let key = PipelineKey::new("acme", "timed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(store.runs(Some(&key), 10).await.unwrap().is_empty());
+    engine.run_now(&key).unwrap();
+    eventually("the run asked for", Duration::from_secs(10), async || {
+        finished_runs(store.as_ref(), &key).await.len() == 1
+    })
+    .await;
+    engine.shutdown();
+    engine.wait().await;
 }

@@ -280,6 +280,10 @@ pub struct Pipeline {
     /// Consecutive failed runs after which the pipeline pauses itself (`failure_limit:`,
     /// default 3; 0 never pauses).
     pub failure_limit: u32,
+    /// When a run is over: once what it pulled is seated, or once it is delivered.
+    pub run_ends: RunEnds,
+    /// `run_ends` was not given, so validation may choose it from the dependencies.
+    pub(crate) run_ends_default: bool,
     /// The project's named connections, for building its components.
     pub connections: Connections,
     /// The definition file, relative to the project directory.
@@ -306,6 +310,16 @@ impl Pipeline {
         });
         processors.chain(pushers).collect()
     }
+}
+
+/// When a run of a pipeline is over (`run_ends:`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunEnds {
+    /// Once everything it pulled is seated in the queue; delivery goes on afterwards.
+    Seated,
+    /// Once everything it seated is delivered (or dead): a load's run fails when its rows could
+    /// not be loaded, and pipelines that depend on it run only after the data arrived.
+    Delivered,
 }
 
 /// A daily time window in local time; `start > end` spans midnight (`18:00-06:00`).

@@ -81,6 +81,10 @@ pub(crate) struct RawPipeline {
     pub priority: Option<u64>,
     /// Consecutive failed runs that pause the pipeline; 0 never. Default 3.
     pub failure_limit: Option<u64>,
+    /// `seated` or `delivered`: whether a run ends once its passengers are in the queue or once
+    /// they were delivered. Default `delivered` for pipelines in a dependency chain, else
+    /// `seated`.
+    pub run_ends: Option<String>,
 }
 
 /// One connection in `connections.yaml`: a `url`, or the fields to make one.

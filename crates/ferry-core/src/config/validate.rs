@@ -8,7 +8,7 @@
 //! only put together when no file had any error.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -23,7 +23,7 @@ use super::raw::{
 };
 use super::{
     Client, ComponentDef, ConfigError, Connection, ConnectionKind, Connections, Pipeline, Position,
-    Project, RetryPolicy, Schedule, SourceFile, System, User, UserRole, Window,
+    Project, RetryPolicy, RunEnds, Schedule, SourceFile, System, User, UserRole, Window,
 };
 use crate::{BuildContext, Registry, Role};
 
@@ -126,7 +126,7 @@ pub fn validate(
             }
         }
 
-        dependencies(client_files, &pipelines, &mut errors);
+        dependencies(client_files, &mut pipelines, &mut errors);
         if let Some(settings) = settings {
             let client = Client {
                 name: client_name.to_string(),
@@ -181,6 +181,8 @@ impl<'a> Layout<'a> {
             match FileKind::of(&file.path) {
                 FileKind::System => layout.system = Some(file),
                 FileKind::Connections => layout.connections = Some(file),
+                // Read by the components that name them; versioned like the rest.
+                FileKind::Sql => {}
                 FileKind::Client { client } => {
                     layout.clients.entry(client).or_default().settings = Some(file);
                 }
@@ -201,8 +203,15 @@ impl<'a> Layout<'a> {
 enum FileKind<'a> {
     System,
     Connections,
-    Client { client: &'a str },
-    Pipeline { client: &'a str, name: &'a str },
+    /// `clients/<client>/sql/…/*.sql`: SQL of ELT loads.
+    Sql,
+    Client {
+        client: &'a str,
+    },
+    Pipeline {
+        client: &'a str,
+        name: &'a str,
+    },
     Unexpected,
 }
 
@@ -213,6 +222,7 @@ impl<'a> FileKind<'a> {
             ["ferry.yaml"] => FileKind::System,
             ["connections.yaml"] => FileKind::Connections,
             ["clients", client, "client.yaml"] => FileKind::Client { client },
+            ["clients", _, "sql", .., last] if last.ends_with(".sql") => FileKind::Sql,
             ["clients", client, "pipelines", file_name] => match file_name.strip_suffix(".yaml") {
                 Some(name) => FileKind::Pipeline { client, name },
                 None => FileKind::Unexpected,
@@ -466,11 +476,25 @@ fn percent_encode(text: &str) -> String {
 
 /// `depends_on:` of a client's pipelines: every name a pipeline of the same client, no
 /// pipeline its own master through any chain.
+///
+/// Pipelines in a dependency chain whose `run_ends` was not given end their runs once what they
+/// pulled is delivered: a master counts as done when its data arrived.
 fn dependencies(
     files: &ClientFiles,
-    pipelines: &BTreeMap<String, Pipeline>,
+    pipelines: &mut BTreeMap<String, Pipeline>,
     errors: &mut Vec<ConfigError>,
 ) {
+    let masters: HashSet<String> = pipelines
+        .values()
+        .flat_map(|p| p.depends_on.iter().cloned())
+        .collect();
+    for pipeline in pipelines.values_mut() {
+        let in_chain = !pipeline.depends_on.is_empty() || masters.contains(&pipeline.name);
+        if in_chain && pipeline.run_ends_default {
+            pipeline.run_ends = RunEnds::Delivered;
+        }
+    }
+    let pipelines = &*pipelines;
     let key = KeyPath::root().key("depends_on");
     let position = |pipeline: &Pipeline, index: usize| {
         files
@@ -750,6 +774,17 @@ fn pipeline(doc: &mut Document, value: Value, site: &Site) -> Option<Pipeline> {
     let priority = doc.number(&root.key("priority"), raw.priority, 5, 0, Some(9));
     let failure_limit = doc.number(&root.key("failure_limit"), raw.failure_limit, 3, 0, None);
     let depends_on = raw.depends_on.unwrap_or_default();
+    let run_ends = match raw.run_ends.as_deref() {
+        None | Some("seated") => Some(RunEnds::Seated),
+        Some("delivered") => Some(RunEnds::Delivered),
+        Some(other) => {
+            doc.error(
+                &root.key("run_ends"),
+                format!("invalid run_ends `{other}`; write `seated` or `delivered`"),
+            );
+            None
+        }
+    };
 
     Some(Pipeline {
         client: site.client.to_string(),
@@ -766,6 +801,8 @@ fn pipeline(doc: &mut Document, value: Value, site: &Site) -> Option<Pipeline> {
         window: window?,
         priority: u8::try_from(priority?).ok()?,
         failure_limit: u32::try_from(failure_limit?).ok()?,
+        run_ends: run_ends?,
+        run_ends_default: raw.run_ends.is_none(),
         connections: site.connections.clone(),
         file: site.file.path.clone(),
         version: site.file.hash(),

@@ -528,7 +528,7 @@ fn unknown_key_at_the_top_of_a_pipeline() {
         p(
             "3:1: colour: unknown key `colour`; expected one of `description`, `schedule`, \
            `pullers`, `processors`, `pushers`, `retry`, `queue_limit`, `batch_size`, \
-           `depends_on`, `window`, `priority`, `failure_limit`"
+           `depends_on`, `window`, `priority`, `failure_limit`, `run_ends`"
         )
     );
 }
@@ -1181,6 +1181,32 @@ fn dependencies_must_exist_and_never_form_a_cycle() {
                  d → d; a pipeline cannot wait for itself"
             ),
         ]
+    );
+}
+
+#[test]
+fn runs_in_a_dependency_chain_end_when_delivered_unless_told_otherwise() {
+    let master = pipeline_with("");
+    let slave = pipeline_with("depends_on: [master]\n");
+    let alone = pipeline_with("");
+    let told = pipeline_with("depends_on: [master]\nrun_ends: seated\n");
+    let list = [
+        ("ferry.yaml", ""),
+        ("clients/acme/client.yaml", ""),
+        ("clients/acme/pipelines/master.yaml", master.as_str()),
+        ("clients/acme/pipelines/slave.yaml", slave.as_str()),
+        ("clients/acme/pipelines/alone.yaml", alone.as_str()),
+        ("clients/acme/pipelines/told.yaml", told.as_str()),
+    ];
+    let project = run(&list, &[]).unwrap();
+    let ends = |name: &str| project.pipeline("acme", name).unwrap().run_ends;
+    assert_eq!(ends("master"), RunEnds::Delivered);
+    assert_eq!(ends("slave"), RunEnds::Delivered);
+    assert_eq!(ends("alone"), RunEnds::Seated);
+    assert_eq!(ends("told"), RunEnds::Seated);
+    assert_eq!(
+        project.pipeline("acme", "slave").unwrap().depends_on,
+        ["master"]
     );
 }
 
