@@ -43,6 +43,12 @@ enum Command {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
+    /// Validate a project, then connect to every connection of connections.yaml and say whether
+    /// it works.
+    Check {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// Pipelines, queue counts per state and last runs.
     Status {
         #[arg(default_value = ".")]
@@ -170,6 +176,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { dir } => validate(&dir),
+        Command::Check { dir } => check(&dir).await,
         Command::Status { dir } => {
             let (project, store) = open(&dir).await?;
             show::status(&project, store.as_ref()).await?;
@@ -242,6 +249,44 @@ fn validate(dir: &Path) -> anyhow::Result<ExitCode> {
         project.clients.len()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long `ferry check` waits for one connection.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+async fn check(dir: &Path) -> anyhow::Result<ExitCode> {
+    validate(dir)?;
+    let project = load(dir)?;
+    if project.connections.is_empty() {
+        println!("no connections to check (connections.yaml defines none)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let checks = project.connections.values().map(|connection| async move {
+        let result = tokio::time::timeout(CHECK_TIMEOUT, ferry_connectors::sql::check(connection))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())));
+        (connection, result)
+    });
+    let mut failed = 0;
+    for (connection, result) in futures::future::join_all(checks).await {
+        let (mark, what) = match result {
+            Ok(description) => ("ok  ", description),
+            Err(error) => {
+                failed += 1;
+                ("FAIL", error)
+            }
+        };
+        println!(
+            "{mark} {:<16} {:<8} {}: {what}",
+            connection.name,
+            connection.kind,
+            connection.redacted()
+        );
+    }
+    Ok(match failed {
+        0 => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    })
 }
 
 async fn run(dir: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {

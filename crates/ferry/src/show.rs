@@ -1,7 +1,9 @@
 //! Plain-text views of the store for the terminal.
 
 use ferry_core::config::Project;
-use ferry_store::{PassengerDetail, PassengerState, PipelineKey, QueueEntry, Store};
+use ferry_store::{
+    LogLevel, PassengerDetail, PassengerState, PipelineKey, QueueEntry, RunStatus, Store,
+};
 
 const TIME: &str = "%Y-%m-%d %H:%M:%S";
 
@@ -10,6 +12,7 @@ pub async fn status(project: &Project, store: &dyn Store) -> anyhow::Result<()> 
     println!("{} — store {}", project.system.alias, project.system.store);
     let counts = store.counts(None).await?;
     let paused = store.paused().await?;
+    let reasons = store.pause_reasons().await?;
     let states = [
         PassengerState::Pending,
         PassengerState::InFlight,
@@ -51,6 +54,16 @@ pub async fn status(project: &Project, store: &dyn Store) -> anyhow::Result<()> 
                     .unwrap_or_default()
             ),
             None => println!("  never"),
+        }
+        // What went wrong in a partial run is in its log, not its error.
+        if let Some(run) = last.first().filter(|r| r.status == RunStatus::Partial) {
+            let logs = store.run_logs(run.id).await?;
+            if let Some(line) = logs.iter().find(|l| l.level == LogLevel::Error) {
+                println!("{:<32} ↳ {}", "", line.message);
+            }
+        }
+        if let Some(reason) = reasons.get(&key) {
+            println!("{:<32} ↳ {reason}", "");
         }
     }
     // Passengers of pipelines that are no longer defined still need attention.

@@ -48,6 +48,10 @@ pub struct PipelineView {
     pub description: String,
     pub schedule: String,
     pub state: &'static str,
+    /// Why ferry paused it by itself (too many failed runs in a row).
+    pub paused_reason: Option<String>,
+    pub depends_on: Vec<String>,
+    pub window: Option<String>,
     pub file: String,
     pub version: String,
     pub pullers: Vec<Component>,
@@ -87,6 +91,7 @@ async fn load(
         ..RunFilter::default()
     };
     let runs = state.store.runs_page(&filter, None, 20).await?;
+    let mut reasons = state.store.pause_reasons().await?;
     Ok(PipelineView {
         client: def.client.clone(),
         pipeline: def.name.clone(),
@@ -97,6 +102,9 @@ async fn load(
         } else {
             "active"
         },
+        paused_reason: reasons.remove(key),
+        depends_on: def.depends_on.clone(),
+        window: def.window.map(|w| w.to_string()),
         file: def.file.clone(),
         version: def.version.clone(),
         pullers: components(&def.pullers),
@@ -139,9 +147,20 @@ pub async fn page(
                 (page.chrome.button(&format!("{base}/pause"), "Pause", Some("Pause this pipeline? Nothing is pulled, processed or pushed until it is resumed.")))
             }
         }
+        @if let Some(reason) = &view.paused_reason { p.notice { (reason) } }
         dl.grid {
             dt { "Description" } dd { (view.description) }
-            dt { "Schedule" } dd { (view.schedule) }
+            dt { "Schedule" } dd {
+                (view.schedule)
+                @if let Some(window) = &view.window { ", only " (window) }
+            }
+            @if !view.depends_on.is_empty() {
+                dt { "Runs after" } dd {
+                    @for master in &view.depends_on {
+                        a href={ "/pipelines/" (view.client) "/" (master) } { (master) } " "
+                    }
+                }
+            }
             dt { "Definition" } dd { a href={ "/definitions/" (view.file) } { (view.file) } " " span.muted { (&view.version[..12.min(view.version.len())]) } }
             dt { "Pullers" } dd { (list(&view.pullers)) }
             dt { "Processors" } dd { (list(&view.processors)) }

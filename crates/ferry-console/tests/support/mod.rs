@@ -104,7 +104,9 @@ impl Console {
         write(
             d,
             "connections.yaml",
-            &format!("warehouse:\n  url: postgres://loader:{SECRET}@db.example/warehouse\n"),
+            &format!(
+                "warehouse:\n  type: postgres\n  url: postgres://loader:{SECRET}@db.example/warehouse\n"
+            ),
         );
         write(
             d,
