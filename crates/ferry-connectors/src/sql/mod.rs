@@ -1,1 +1,276 @@
-//! `sql` puller: runs a query on a PostgreSQL, MySQL/MariaDB or SQLite connection and streams the rows as record batches.
+//! `sql` puller: runs a query on a PostgreSQL, MySQL/MariaDB or SQLite connection and streams
+//! the rows as record batches, whole (a full load) or after a cursor column (incremental).
+//!
+//! Each run is one *load*: a reader task runs the query and streams its result into chunks of
+//! `chunk_rows` rows (`ferry_core::records` batches), handed to the puller through a channel
+//! that holds one finished chunk, so memory stays at a couple of chunks whatever the result's
+//! size. One file per database (`postgres.rs`, `mysql.rs`, `sqlite.rs`) connects, reads the
+//! column types from the result's metadata and writes the values in PostgreSQL's text form;
+//! [`chunk`] cuts the rows into chunks. [`check`] tells whether a connection works.
+
+mod chunk;
+mod config;
+mod mysql;
+mod postgres;
+mod puller;
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
+use ferry_core::StepError;
+use ferry_core::config::{Connection, ConnectionKind};
+use ferry_core::records::{Column, ColumnType};
+use tokio::sync::mpsc;
+
+pub use config::SqlPullerConfig;
+pub use puller::{SqlPuller, SqlPullerFactory};
+
+use chunk::Ready;
+
+/// How long connecting may take before it counts as failed (retryable).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Connects to `connection`, runs a trivial query and describes the database in one line
+/// (`PostgreSQL 15.20, database test`, `MariaDB 10.11.19, database test`,
+/// `SQLite 3.50.2, 12 tables`). The error names the connection and says what failed, without
+/// the password. `ferry check` calls this for every connection.
+pub async fn check(connection: &Connection) -> Result<String, String> {
+    let checked = match connection.kind {
+        ConnectionKind::Postgres => postgres::check(connection).await,
+        ConnectionKind::Mysql => mysql::check(connection).await,
+        ConnectionKind::Sqlite => sqlite::check(connection).await,
+    };
+    checked.map_err(|error| error.message)
+}
+
+/// What a reader needs to run one load.
+struct Job {
+    connection: Connection,
+    /// The query as configured, trailing `;` removed.
+    query: String,
+    chunk_rows: usize,
+    /// Incremental mode; `None` for a full load.
+    cursor: Option<CursorJob>,
+    /// Where finished chunks go; a reader that fails sends its error last.
+    sender: mpsc::Sender<Result<Ready, StepError>>,
+}
+
+/// Incremental mode of a load.
+#[derive(Clone, Debug)]
+struct CursorJob {
+    /// The cursor column's name as configured.
+    column: String,
+    /// Pull only rows whose cursor value is greater than this one (the database's text form);
+    /// `None`: every row with a cursor value.
+    after: Option<String>,
+}
+
+/// Runs one load: the query of `job` on its connection, streamed into chunks sent to
+/// `job.sender`. A failure is sent as the last item.
+async fn run_load(job: Job) {
+    let result = match job.connection.kind {
+        ConnectionKind::Postgres => postgres::read(&job).await,
+        ConnectionKind::Mysql => mysql::read(&job).await,
+        ConnectionKind::Sqlite => sqlite::read(&job).await,
+    };
+    if let Err(error) = result {
+        // Nobody is listening when the puller dropped the load: then the error does not matter.
+        let _ = job.sender.send(Err(error)).await;
+    }
+}
+
+/// Sends a finished chunk to the puller; fails when the puller dropped the load (a new run
+/// started, or the pipeline stopped), which ends the reader.
+async fn send(job: &Job, chunk: Ready) -> Result<(), StepError> {
+    job.sender.send(Ok(chunk)).await.map_err(|_| abandoned())
+}
+
+/// The error that ends a reader whose load nobody waits for any more.
+fn abandoned() -> StepError {
+    StepError::retryable("the load was abandoned by the puller")
+}
+
+/// How messages name a connection: its name and its URL without the password.
+fn label(connection: &Connection) -> String {
+    format!(
+        "connection `{}` ({})",
+        connection.name,
+        connection.redacted()
+    )
+}
+
+/// A failure of `connection`: `connection `erp` (postgres://erp:***@db/erp): {what}: {detail}`.
+/// The database's text is scrubbed of the password, in case a driver ever echoes it.
+fn failure(connection: &Connection, retryable: bool, what: &str, detail: &str) -> StepError {
+    let message = scrub(
+        &format!("{}: {what}: {detail}", label(connection)),
+        &connection.url,
+    );
+    match retryable {
+        true => StepError::retryable(message),
+        false => StepError::permanent(message),
+    }
+}
+
+/// `message` with every occurrence of the password in `url` (as written and percent-decoded)
+/// replaced by `***`.
+fn scrub(message: &str, url: &str) -> String {
+    let Some(password) = url_password(url) else {
+        return message.to_string();
+    };
+    let mut scrubbed = message.replace(password, "***");
+    let decoded = percent_decode(password);
+    if !decoded.is_empty() && decoded != password {
+        scrubbed = scrubbed.replace(&decoded, "***");
+    }
+    scrubbed
+}
+
+/// The password between `user:` and `@` in a URL, if there is a non-empty one. Finds it the
+/// way `Connection::redacted` does.
+fn url_password(url: &str) -> Option<&str> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let at = rest[..authority_end].rfind('@')?;
+    let (_, password) = rest[..at].split_once(':')?;
+    (!password.is_empty()).then_some(password)
+}
+
+/// `%XX` escapes decoded; anything malformed is kept as it is.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|pair| std::str::from_utf8(pair).ok())
+            .and_then(|pair| u8::from_str_radix(pair, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The index of the cursor column `name` in the result's `columns`: the column of that name,
+/// else the one column whose name differs only in case. Fails (permanently) when the result
+/// has no such column, or when its type has no useful order.
+fn find_cursor(
+    connection: &Connection,
+    columns: &[Column],
+    name: &str,
+) -> Result<usize, StepError> {
+    let exact = columns.iter().position(|column| column.name == name);
+    let folded = || {
+        let mut matching = columns
+            .iter()
+            .enumerate()
+            .filter(|(_, column)| column.name.eq_ignore_ascii_case(name));
+        match (matching.next(), matching.next()) {
+            (Some((index, _)), None) => Some(index),
+            _ => None,
+        }
+    };
+    let Some(index) = exact.or_else(folded) else {
+        let names: Vec<&str> = columns.iter().map(|column| column.name.as_str()).collect();
+        return Err(failure(
+            connection,
+            false,
+            "bad cursor",
+            &format!(
+                "cursor column `{name}` is not in the query's result; its columns are: {}",
+                names.join(", ")
+            ),
+        ));
+    };
+    let kind = columns[index].kind;
+    if matches!(kind, ColumnType::Bytes | ColumnType::Json) {
+        return Err(failure(
+            connection,
+            false,
+            "bad cursor",
+            &format!(
+                "cursor column `{}` is {kind}, which has no order to resume from; use an \
+                 integer, numeric, date, timestamp or text column",
+                columns[index].name
+            ),
+        ));
+    }
+    Ok(index)
+}
+
+/// `name` quoted as an SQL identifier with double quotes (PostgreSQL, SQLite).
+fn quote_double(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Undoes PostgreSQL's COPY text escapes (`\\`, `\t`, `\n`, `\r`, `\b`, `\f`, `\v`, octal
+/// `\NNN` and hex `\xHH`) of one field into `out`.
+fn unescape_copy(field: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let mut i = 0;
+    while i < field.len() {
+        let byte = field[i];
+        i += 1;
+        if byte != b'\\' {
+            out.push(byte);
+            continue;
+        }
+        let Some(&next) = field.get(i) else {
+            out.push(b'\\');
+            break;
+        };
+        i += 1;
+        match next {
+            b'b' => out.push(0x08),
+            b'f' => out.push(0x0c),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(0x0b),
+            b'0'..=b'7' => {
+                let mut value = u32::from(next - b'0');
+                for _ in 0..2 {
+                    match field.get(i) {
+                        Some(&digit @ b'0'..=b'7') => {
+                            value = value * 8 + u32::from(digit - b'0');
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                out.push(value as u8);
+            }
+            b'x' if field.get(i).is_some_and(u8::is_ascii_hexdigit) => {
+                let mut value = 0u8;
+                for _ in 0..2 {
+                    match field.get(i).and_then(|&digit| (digit as char).to_digit(16)) {
+                        Some(digit) => {
+                            value = value * 16 + digit as u8;
+                            i += 1;
+                        }
+                        None => break,
+                    }
+                }
+                out.push(value);
+            }
+            other => out.push(other),
+        }
+    }
+}
+
+/// The query with trailing whitespace and semicolons removed, so that it can be wrapped in a
+/// subquery or a `COPY (…)`.
+fn trim_query(query: &str) -> &str {
+    query
+        .trim()
+        .trim_end_matches(|c: char| c == ';' || c.is_whitespace())
+}

@@ -1,0 +1,340 @@
+//! The `sql` puller: one load per run, its chunks pulled as they are read.
+
+use std::fs;
+use std::path::{Component, Path};
+
+use async_trait::async_trait;
+use ferry_core::config::Connection;
+use ferry_core::records::{self, Chunk};
+use ferry_core::{
+    BuildContext, BuildError, Passenger, Pulled, Puller, PullerFactory, Seated, StepError,
+};
+use tokio::sync::mpsc::{self, error::TryRecvError};
+use tracing::debug;
+use uuid::Uuid;
+
+use super::chunk::Ready;
+use super::{CursorJob, Job, SqlPullerConfig, run_load, trim_query};
+
+/// The largest `chunk_rows` accepted: a chunk is one passenger, held in memory whole.
+const MAX_CHUNK_ROWS: usize = 1_000_000;
+
+/// Builds `sql` pullers.
+pub struct SqlPullerFactory;
+
+impl PullerFactory for SqlPullerFactory {
+    const TYPE: &'static str = "sql";
+    type Config = SqlPullerConfig;
+
+    fn build(
+        &self,
+        config: SqlPullerConfig,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn Puller>, BuildError> {
+        let settings = Settings::validate(config, ctx)?;
+        Ok(Box::new(SqlPuller {
+            after: settings.start.clone(),
+            settings,
+            load: None,
+            pipeline: format!("{}/{}", ctx.client, ctx.pipeline),
+            component: ctx.component.clone(),
+        }))
+    }
+}
+
+/// An `sql` puller's configuration, validated.
+#[derive(Debug)]
+struct Settings {
+    connection: Connection,
+    /// `sql:<connection name>`.
+    source_system: String,
+    /// Trailing `;` removed.
+    query: String,
+    chunk_rows: usize,
+    /// The cursor column; `None` for full loads.
+    cursor: Option<String>,
+    /// Where an incremental load starts before any state exists.
+    start: Option<String>,
+}
+
+impl Settings {
+    /// Checks the configuration and reads the query file; connects to nothing.
+    fn validate(config: SqlPullerConfig, ctx: &BuildContext) -> Result<Settings, BuildError> {
+        let connection = ctx.connection("connection", &config.connection)?.clone();
+        let (key, query) = match (config.query, config.file) {
+            (Some(query), None) => ("query", query),
+            (None, Some(file)) => ("file", read_query_file(&file, ctx)?),
+            (None, None) => {
+                return Err(BuildError::at(
+                    "query",
+                    "missing: give the query as `query: SELECT …`, or a file under \
+                     clients/<client>/sql/ as `file: NAME.sql`",
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return Err(BuildError::at(
+                    "file",
+                    "give either `query` or `file`, not both",
+                ));
+            }
+        };
+        let query = trim_query(&query).to_string();
+        if query.is_empty() {
+            return Err(BuildError::at(key, "the query is empty"));
+        }
+        if !(1..=MAX_CHUNK_ROWS).contains(&config.chunk_rows) {
+            return Err(BuildError::at(
+                "chunk_rows",
+                format!("must be from 1 to {MAX_CHUNK_ROWS}"),
+            ));
+        }
+        if config
+            .cursor
+            .as_deref()
+            .is_some_and(|cursor| cursor.trim().is_empty())
+        {
+            return Err(BuildError::at(
+                "cursor",
+                "is empty: name a column of the query's result, or leave `cursor` out for full \
+                 loads",
+            ));
+        }
+        if config.start.is_some() && config.cursor.is_none() {
+            return Err(BuildError::at(
+                "start",
+                "only goes with `cursor`: full loads always pull the whole result",
+            ));
+        }
+        Ok(Settings {
+            source_system: format!("sql:{}", connection.name),
+            connection,
+            query,
+            chunk_rows: config.chunk_rows,
+            cursor: config.cursor,
+            start: config.start,
+        })
+    }
+}
+
+/// Reads the query of `file:`, a path relative to `clients/<client>/sql/` that must stay in it.
+fn read_query_file(file: &str, ctx: &BuildContext) -> Result<String, BuildError> {
+    let path = Path::new(file);
+    let inside = path
+        .components()
+        .all(|component| matches!(component, Component::Normal(_) | Component::CurDir));
+    if file.is_empty() || !inside {
+        return Err(BuildError::at(
+            "file",
+            format!(
+                "`{file}` is not a file name under clients/{}/sql/: give a relative path without \
+                 `..`",
+                ctx.client
+            ),
+        ));
+    }
+    let shown = format!("clients/{}/sql/{file}", ctx.client);
+    let full = ctx
+        .project_dir
+        .join("clients")
+        .join(&ctx.client)
+        .join("sql")
+        .join(path);
+    fs::read_to_string(&full)
+        .map_err(|error| BuildError::at("file", format!("cannot read {shown}: {error}")))
+}
+
+/// Pulls the result of a query, one load per run.
+pub struct SqlPuller {
+    settings: Settings,
+    /// Incremental mode: the cursor value the next load starts after (the state last
+    /// returned or restored, else `start`).
+    after: Option<String>,
+    /// The load being pulled; `None` between loads.
+    load: Option<Load>,
+    /// `client/pipeline`, for logs.
+    pipeline: String,
+    component: String,
+}
+
+/// A load in progress: its reader task streams chunks into `chunks`. Dropping it closes the
+/// channel, which makes the reader stop and disconnect.
+struct Load {
+    /// A UUIDv7, fresh for every load.
+    id: String,
+    /// Where the load started (incremental mode): part of an empty chunk's external id.
+    after: Option<String>,
+    chunks: mpsc::Receiver<Result<Ready, StepError>>,
+    /// A failure that came after chunks that were returned first; the next pull reports it.
+    failed: Option<StepError>,
+}
+
+impl SqlPuller {
+    /// Starts the reader task of a new load.
+    fn start_load(&self) -> Load {
+        // One finished chunk waits in the channel while the reader fills the next one.
+        let (sender, chunks) = mpsc::channel(1);
+        let settings = &self.settings;
+        let cursor = settings.cursor.as_ref().map(|column| CursorJob {
+            column: column.clone(),
+            after: self.after.clone(),
+        });
+        let job = Job {
+            connection: settings.connection.clone(),
+            query: settings.query.clone(),
+            chunk_rows: settings.chunk_rows,
+            cursor,
+            sender,
+        };
+        let id = Uuid::now_v7().to_string();
+        debug!(
+            pipeline = %self.pipeline,
+            component = %self.component,
+            load = %id,
+            incremental = settings.cursor.is_some(),
+            "starting an sql load"
+        );
+        tokio::spawn(run_load(job));
+        Load {
+            id,
+            after: self.after.clone(),
+            chunks,
+            failed: None,
+        }
+    }
+
+    /// The passenger of one chunk of `load`.
+    fn passenger(&self, load: &Load, chunk: Ready) -> Passenger {
+        let external_id = match (
+            &self.settings.cursor,
+            &chunk.first_cursor,
+            &chunk.last_cursor,
+        ) {
+            // The cursor range and the row count: a re-pull of the same rows after a crash
+            // (from the same state) makes the same id, so the queue drops the copy.
+            (Some(_), Some(first), Some(last)) => format!("{first}..{last}:{}", chunk.rows),
+            // Nothing after the cursor: the same id on every run until new rows come.
+            (Some(_), _, _) => format!("{}..:0", load.after.as_deref().unwrap_or("")),
+            (None, _, _) => format!("{}:{}", load.id, chunk.number),
+        };
+        let mut passenger = Passenger::pulled(self.settings.source_system.clone(), external_id)
+            .with_body(chunk.body);
+        Chunk {
+            load: load.id.clone(),
+            number: chunk.number,
+            last: chunk.last,
+        }
+        .mark(&mut passenger);
+        passenger
+            .metadata
+            .insert(records::ROWS.into(), chunk.rows.to_string());
+        passenger
+    }
+}
+
+#[async_trait]
+impl Puller for SqlPuller {
+    async fn pull(&mut self, max: usize) -> Result<Pulled, StepError> {
+        if max == 0 {
+            return Ok(Pulled::default());
+        }
+        // The load stays in `self` while waiting, so that a pull cancelled by a timeout keeps it.
+        if self.load.is_none() {
+            self.load = Some(self.start_load());
+        }
+        let Some(load) = self.load.as_mut() else {
+            unreachable!("a load was started above");
+        };
+        if let Some(error) = load.failed.take() {
+            self.load = None;
+            return Err(error);
+        }
+
+        let mut chunks = Vec::new();
+        let mut finished = false;
+        while chunks.len() < max && !finished {
+            // Wait for the first chunk; after it, take only what is ready.
+            let next = match chunks.is_empty() {
+                true => load.chunks.recv().await,
+                false => match load.chunks.try_recv() {
+                    Ok(next) => Some(next),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => None,
+                },
+            };
+            match next {
+                Some(Ok(chunk)) => {
+                    finished = chunk.last;
+                    chunks.push(chunk);
+                }
+                Some(Err(error)) => {
+                    load.failed = Some(error);
+                    break;
+                }
+                None => {
+                    load.failed = Some(StepError::retryable(format!(
+                        "the reader of {} stopped before the end of the result",
+                        super::label(&self.settings.connection)
+                    )));
+                    break;
+                }
+            }
+        }
+        let Some(load) = self.load.take() else {
+            unreachable!("a load was started above");
+        };
+        if chunks.is_empty() {
+            // Only a failure ends a pull without a chunk; the load is over.
+            let error = load
+                .failed
+                .unwrap_or_else(|| StepError::retryable("the sql load ended without a chunk"));
+            return Err(error);
+        }
+        let last_cursor = chunks
+            .iter()
+            .rev()
+            .find_map(|chunk| chunk.last_cursor.clone());
+        let passengers: Vec<Passenger> = chunks
+            .into_iter()
+            .map(|chunk| self.passenger(&load, chunk))
+            .collect();
+
+        let more = !finished;
+        if more {
+            self.load = Some(load);
+        }
+        if last_cursor.is_some() {
+            self.after = last_cursor;
+        }
+        let state = match self.settings.cursor {
+            Some(_) => self.after.clone(),
+            None => None,
+        };
+        debug!(
+            pipeline = %self.pipeline,
+            component = %self.component,
+            passengers = passengers.len(),
+            more,
+            "pulled sql chunks"
+        );
+        Ok(Pulled {
+            passengers,
+            failures: Vec::new(),
+            more,
+            state,
+        })
+    }
+
+    /// Nothing to acknowledge: the cursor position travels with the seat as the state.
+    async fn ack(&mut self, _seated: &[Seated]) -> Result<(), StepError> {
+        Ok(())
+    }
+
+    /// A new run: continue after the seated cursor value (else `start`), in a new load.
+    fn restore(&mut self, state: Option<String>) {
+        // Dropping an unfinished load stops its reader.
+        self.load = None;
+        if self.settings.cursor.is_some() {
+            self.after = state.or_else(|| self.settings.start.clone());
+        }
+    }
+}
