@@ -269,19 +269,15 @@ async fn check(dir: &Path) -> anyhow::Result<ExitCode> {
     });
     let mut failed = 0;
     for (connection, result) in futures::future::join_all(checks).await {
+        // An error names the connection and its URL (without the password) itself.
         let (mark, what) = match result {
-            Ok(description) => ("ok  ", description),
+            Ok(description) => ("ok  ", format!("{description} ({})", connection.redacted())),
             Err(error) => {
                 failed += 1;
                 ("FAIL", error)
             }
         };
-        println!(
-            "{mark} {:<16} {:<8} {}: {what}",
-            connection.name,
-            connection.kind,
-            connection.redacted()
-        );
+        println!("{mark} {:<16} {:<8} {what}", connection.name, connection.kind);
     }
     Ok(match failed {
         0 => ExitCode::SUCCESS,
