@@ -1,0 +1,1016 @@
+//! A group of chunks in one transaction, each chunk in a savepoint: the bookkeeping, the
+//! schema, the SQL steps and the four modes. The order of the steps is described in the module
+//! documentation (`mod.rs`).
+
+use bytes::Bytes;
+use ferry_core::records::{self, Batch, Chunk, Column};
+use ferry_core::{Passenger, StepError};
+use futures::SinkExt;
+use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
+use tracing::{debug, info};
+use uuid::Uuid;
+
+use super::config::Mode;
+use super::pusher::{PostgresPusher, Session, run_script};
+use super::schema::{self, Advice, DescribeError, HISTORY_COLUMNS, Missing, Table};
+use super::script::Script;
+use super::{quote_ident, quote_list};
+
+/// A chunk on its way into the table.
+struct Load<'a> {
+    passenger: &'a Passenger,
+    batch: Batch,
+    /// The load's id (the passenger's id for a passenger that is not part of a load).
+    load: String,
+    /// The chunk's number, from 1.
+    number: i64,
+    last: bool,
+}
+
+impl Load<'_> {
+    /// `chunk 2 of load 0193…`, for messages.
+    fn describe(&self) -> String {
+        format!("chunk {} of load {}", self.number, self.load)
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.batch.columns.iter().map(|c| c.name.as_str())
+    }
+}
+
+/// Bytes per COPY data message.
+const COPY_SLICE: usize = 64 * 1024;
+
+/// How one passenger of a group went.
+enum Loaded {
+    /// Its result; the transaction goes on.
+    Done(Result<(), StepError>),
+    /// The transaction cannot go on: the whole group fails with this error.
+    Broken(StepError),
+}
+
+/// What `ferry.loads` knows about the chunk and its load.
+struct State {
+    /// This passenger was already loaded.
+    recorded: bool,
+    /// Another passenger already loaded this chunk of this load.
+    owner: Option<Uuid>,
+    /// Chunks of the load recorded so far.
+    chunks: i64,
+    /// The number of the load's last chunk, when it was recorded.
+    last: Option<i64>,
+    /// A newer load was already applied (`replace`, `history`).
+    superseded: bool,
+}
+
+impl PostgresPusher {
+    /// Loads a group of passengers in one transaction, each in a savepoint of its own: one
+    /// commit (one durable flush) for the group, and a failing passenger rolls back only its
+    /// own savepoint. Returns the session unless the connection broke.
+    pub(super) async fn push_group(
+        &self,
+        session: Session,
+        group: &[&Passenger],
+    ) -> (Option<Session>, Vec<Result<(), StepError>>) {
+        let client = &session.client;
+        if let Err(error) = client.batch_execute(&self.begin_locked()).await {
+            let error = self.error("cannot start the load's transaction", &error);
+            let _ = client.batch_execute("ROLLBACK").await;
+            return (usable(session), vec![Err(error); group.len()]);
+        }
+        let mut results = Vec::with_capacity(group.len());
+        let mut broken = None;
+        for passenger in group {
+            match self.load_in_savepoint(&session, passenger).await {
+                Loaded::Done(result) => results.push(result),
+                Loaded::Broken(error) => {
+                    broken = Some(error);
+                    break;
+                }
+            }
+        }
+        // The transaction cannot be committed (a savepoint could not be rolled back, or the
+        // connection broke): nothing of the group stays, so nothing of it succeeded. (COMMIT
+        // of an aborted transaction rolls back without an error, so it must not be tried.)
+        if let Some(error) = broken {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return (usable(session), vec![Err(error); group.len()]);
+        }
+        if let Err(error) = client.batch_execute("COMMIT").await {
+            let error = self.error("cannot commit", &error);
+            for result in &mut results {
+                if result.is_ok() {
+                    *result = Err(error.clone());
+                }
+            }
+        }
+        (usable(session), results)
+    }
+
+    /// Loads one passenger inside the group's transaction, in a savepoint.
+    async fn load_in_savepoint(&self, session: &Session, passenger: &Passenger) -> Loaded {
+        let load = match self.read(passenger) {
+            Ok(load) => load,
+            Err(error) => return Loaded::Done(Err(error)),
+        };
+        let client = &session.client;
+        if let Err(error) = client.batch_execute("SAVEPOINT ferry_chunk").await {
+            return Loaded::Broken(self.error("cannot start the chunk's savepoint", &error));
+        }
+        let result = self.load_chunk(session, &load).await;
+        let end = match result {
+            Ok(()) => "RELEASE SAVEPOINT ferry_chunk",
+            Err(_) => "ROLLBACK TO SAVEPOINT ferry_chunk; RELEASE SAVEPOINT ferry_chunk",
+        };
+        match client.batch_execute(end).await {
+            Ok(()) => Loaded::Done(result),
+            // The connection broke, or the transaction is stuck in an error: the whole group
+            // fails. The chunk's own error says more than the follow-up.
+            Err(error) => Loaded::Broken(match result {
+                Err(own) if own.retryable => own,
+                _ => self.error(&format!("{}: savepoint", load.describe()), &error),
+            }),
+        }
+    }
+
+    /// The passenger's batch and place in its load; errors are the passenger's fault.
+    fn read<'a>(&self, passenger: &'a Passenger) -> Result<Load<'a>, StepError> {
+        let target = self.target.name();
+        let batch = records::read(&passenger.body)
+            .map_err(|message| StepError::permanent(format!("{target}: {message}")))?;
+        let chunk = Chunk::of(passenger).unwrap_or_else(|| Chunk {
+            load: passenger.id.to_string(),
+            number: 1,
+            last: true,
+        });
+        let number = match i64::try_from(chunk.number) {
+            Ok(number) if number >= 1 => number,
+            _ => {
+                return Err(StepError::permanent(format!(
+                    "{target}: chunk number {} of load {} is not between 1 and 2^63",
+                    chunk.number, chunk.load
+                )));
+            }
+        };
+        if batch.columns.is_empty() {
+            return Err(StepError::permanent(format!(
+                "{target}: the record batch has no columns"
+            )));
+        }
+        for (index, column) in batch.columns.iter().enumerate() {
+            if batch.columns[..index].iter().any(|c| c.name == column.name) {
+                return Err(StepError::permanent(format!(
+                    "{target}: the record batch has column `{}` twice",
+                    column.name
+                )));
+            }
+        }
+        for key in &self.keys {
+            if !batch.columns.iter().any(|c| &c.name == key) {
+                let names: Vec<&str> = batch.columns.iter().map(|c| c.name.as_str()).collect();
+                return Err(StepError::permanent(format!(
+                    "{target}: key column `{key}` is not in the batch (its columns: {})",
+                    names.join(", ")
+                )));
+            }
+        }
+        if self.mode == Mode::History
+            && let Some(column) = batch
+                .columns
+                .iter()
+                .find(|c| HISTORY_COLUMNS.iter().any(|(name, _)| *name == c.name))
+        {
+            return Err(StepError::permanent(format!(
+                "{target}: the batch has a column `{}`, which history keeps itself; rename it \
+                 in the puller",
+                column.name
+            )));
+        }
+        Ok(Load {
+            passenger,
+            batch,
+            load: chunk.load,
+            number,
+            last: chunk.last,
+        })
+    }
+
+    /// Everything a chunk does inside its savepoint (the table's lock is already taken).
+    async fn load_chunk(&self, session: &Session, load: &Load<'_>) -> Result<(), StepError> {
+        let client = &session.client;
+        // The table's columns are read with the bookkeeping, in one round trip.
+        let quoted = self.target.quoted();
+        let (state, table) =
+            futures::try_join!(self.state(session, load), self.describe(session, &quoted))?;
+        if state.recorded {
+            debug!(
+                pipeline = %self.pipeline,
+                component = %self.component,
+                passenger = %load.passenger.id,
+                "chunk already loaded"
+            );
+            return Ok(());
+        }
+        if let Some(owner) = state.owner {
+            let why = format!(
+                "{} was already loaded by passenger {owner}",
+                load.describe()
+            );
+            self.skipped(load.passenger, &why);
+            return Ok(());
+        }
+        if state.superseded {
+            self.record(session, load).await?;
+            self.skipped(
+                load.passenger,
+                "a newer load of the table was already applied",
+            );
+            return Ok(());
+        }
+        let first = state.chunks == 0;
+        let last = if load.last {
+            Some(load.number)
+        } else {
+            state.last
+        };
+        let completes = last.is_some_and(|last| state.chunks + 1 >= last);
+
+        let data_columns: Vec<&str> = load
+            .names()
+            .filter(|n| !self.keys.iter().any(|k| k == n))
+            .collect();
+        let values = self.values(Some(data_columns.as_slice()), Some(&load.load));
+        match self.mode {
+            Mode::Append | Mode::Merge => {
+                self.prepare_target(client, table.as_ref(), load).await?;
+                if first {
+                    self.run_scripts(client, "before", &self.before, &values)
+                        .await?;
+                }
+                match self.mode {
+                    Mode::Append => {
+                        let target = self.target.quoted();
+                        self.copy(client, &target, load).await?;
+                    }
+                    _ => self.merge(client, table.as_ref(), load).await?,
+                }
+            }
+            Mode::Replace | Mode::History => {
+                self.check_staged(table.as_ref(), load)?;
+                if first {
+                    self.run_scripts(client, "before", &self.before, &values)
+                        .await?;
+                }
+                self.stage(session, load).await?;
+            }
+        }
+        self.record(session, load).await?;
+        if !completes {
+            return Ok(());
+        }
+        match self.mode {
+            Mode::Append | Mode::Merge => {}
+            Mode::Replace => self.swap(session, load).await?,
+            Mode::History => self.apply_history(session, load).await?,
+        }
+        self.run_scripts(client, "after", &self.after, &values)
+            .await?;
+        let target = self.target.name();
+        client
+            .execute(&session.statements.complete, &[&target, &load.load])
+            .await
+            .map_err(|error| self.error(&load.describe(), &error))?;
+        if self.mode.stages() {
+            self.drop_older_shadows(client, load).await?;
+        }
+        Ok(())
+    }
+
+    async fn state(&self, session: &Session, load: &Load<'_>) -> Result<State, StepError> {
+        let target = self.target.name();
+        let staged = self.mode.stages();
+        let row = session
+            .client
+            .query_one(
+                &session.statements.state,
+                &[
+                    &target,
+                    &load.load,
+                    &load.number,
+                    &load.passenger.id.0,
+                    &staged,
+                ],
+            )
+            .await
+            .map_err(|error| self.error("cannot read ferry.loads", &error))?;
+        Ok(State {
+            recorded: row.get(0),
+            owner: row.get(1),
+            chunks: row.get(2),
+            last: row.get(3),
+            superseded: row.get(4),
+        })
+    }
+
+    /// Records the chunk in `ferry.loads`, in its transaction.
+    async fn record(&self, session: &Session, load: &Load<'_>) -> Result<(), StepError> {
+        let target = self.target.name();
+        let rows = i64::try_from(load.batch.rows).unwrap_or(i64::MAX);
+        session
+            .client
+            .execute(
+                &session.statements.record,
+                &[
+                    &self.pipeline,
+                    &target,
+                    &load.load,
+                    &load.number,
+                    &load.last,
+                    &load.passenger.id.0,
+                    &rows,
+                ],
+            )
+            .await
+            .map_err(|error| self.error("cannot record the chunk in ferry.loads", &error))?;
+        Ok(())
+    }
+
+    /// The table `quoted` names, if it exists.
+    async fn describe(&self, session: &Session, quoted: &str) -> Result<Option<Table>, StepError> {
+        let what = format!("`{}`", quoted.replace('"', ""));
+        schema::describe(&session.client, &session.statements.describe, quoted, &what)
+            .await
+            .map_err(|error| match error {
+                DescribeError::Database(error) => {
+                    self.error("cannot read the table's columns", &error)
+                }
+                DescribeError::NotATable(error) => error,
+            })
+    }
+
+    fn advice(&self) -> Advice {
+        Advice {
+            target: self.target.name(),
+            migrations: self.migrations_dir.clone(),
+        }
+    }
+
+    /// `append` and `merge`: creates the table (`table` is `None`) or adds the batch's new
+    /// columns.
+    async fn prepare_target(
+        &self,
+        client: &Client,
+        table: Option<&Table>,
+        load: &Load<'_>,
+    ) -> Result<(), StepError> {
+        let quoted = self.target.quoted();
+        let context = format!("{}: cannot prepare the table", load.describe());
+        match table {
+            Some(existing) => {
+                let changes = schema::check(
+                    existing,
+                    &load.batch.columns,
+                    Missing::Nullable,
+                    &[],
+                    &self.advice(),
+                )?;
+                if let Some(alter) = schema::add_columns(&quoted, &changes.add) {
+                    client
+                        .batch_execute(&alter)
+                        .await
+                        .map_err(|error| self.error(&context, &error))?;
+                    self.added(&changes.add);
+                }
+            }
+            None => {
+                self.ensure_schema(client).await?;
+                let columns = schema::staging_columns(None, &load.batch.columns);
+                let create = schema::create_table(&quoted, &columns, &self.keys);
+                client
+                    .batch_execute(&create)
+                    .await
+                    .map_err(|error| self.error(&context, &error))?;
+                info!(
+                    pipeline = %self.pipeline,
+                    component = %self.component,
+                    target = %self.target.name(),
+                    "created table"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the target's schema when it is missing (checked first: `CREATE SCHEMA IF NOT
+    /// EXISTS` needs the right to create schemas even when the schema exists).
+    async fn ensure_schema(&self, client: &Client) -> Result<(), StepError> {
+        let context = "cannot create the table's schema";
+        let exists = client
+            .query_opt(
+                "SELECT 1 FROM pg_namespace WHERE nspname = $1",
+                &[&self.target.schema],
+            )
+            .await
+            .map_err(|error| self.error(context, &error))?;
+        if exists.is_some() {
+            return Ok(());
+        }
+        // Two tables of one new schema may be created at once: the lock keeps the two
+        // `CREATE SCHEMA IF NOT EXISTS` apart, which would otherwise race.
+        let create = format!(
+            "SELECT pg_advisory_xact_lock(hashtext('ferry'), hashtext({})); \
+             CREATE SCHEMA IF NOT EXISTS {}",
+            super::quote_literal(&self.target.schema),
+            quote_ident(&self.target.schema)
+        );
+        client
+            .batch_execute(&create)
+            .await
+            .map_err(|error| self.error(context, &error))
+    }
+
+    fn added(&self, columns: &[Column]) {
+        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+        info!(
+            pipeline = %self.pipeline,
+            component = %self.component,
+            target = %self.target.name(),
+            columns = %names.join(", "),
+            "added columns"
+        );
+    }
+
+    /// Runs the `before` or `after` files; an error names the step, file and line.
+    async fn run_scripts(
+        &self,
+        client: &Client,
+        step: &str,
+        scripts: &[Script],
+        values: &super::script::Values,
+    ) -> Result<(), StepError> {
+        for script in scripts {
+            if let Err(error) = run_script(client, script, values).await {
+                return Err(StepError {
+                    message: format!("{}: {step} {}", self.target.name(), error.message),
+                    ..error
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Streams the chunk's rows into `into` with one COPY.
+    async fn copy(&self, client: &Client, into: &str, load: &Load<'_>) -> Result<(), StepError> {
+        if load.batch.data.is_empty() {
+            return Ok(());
+        }
+        copy(client, into, &load.batch.columns, load.batch.data.clone())
+            .await
+            .map_err(|error| self.error(&load.describe(), &error))
+    }
+
+    /// `merge`: the chunk into a temporary table, then upserted by the keys.
+    async fn merge(
+        &self,
+        client: &Client,
+        table: Option<&Table>,
+        load: &Load<'_>,
+    ) -> Result<(), StepError> {
+        if load.batch.data.is_empty() {
+            return Ok(());
+        }
+        let columns = schema::staging_columns(table, &load.batch.columns);
+        // In `pg_temp`, so a temporary table, dropped with the transaction.
+        let create = format!(
+            "{} ON COMMIT DROP",
+            schema::create_table("pg_temp.ferry_merge", &columns, &[])
+        );
+        client
+            .batch_execute(&create)
+            .await
+            .map_err(|error| self.error(&load.describe(), &error))?;
+        self.copy(client, "pg_temp.ferry_merge", load).await?;
+        let names = quote_list(load.names());
+        let keys = quote_list(self.keys.iter().map(String::as_str));
+        let updates: Vec<String> = load
+            .names()
+            .filter(|name| !self.keys.iter().any(|k| k == name))
+            .map(|name| format!("{0} = EXCLUDED.{0}", quote_ident(name)))
+            .collect();
+        let action = match updates.is_empty() {
+            true => "NOTHING".to_string(),
+            false => format!("UPDATE SET {}", updates.join(", ")),
+        };
+        let upsert = format!(
+            "INSERT INTO {} ({names}) SELECT {names} FROM pg_temp.ferry_merge \
+             ON CONFLICT ({keys}) DO {action}",
+            self.target.quoted()
+        );
+        // Dropped at once: the next chunk of the transaction creates it again.
+        let upsert = format!("{upsert}; DROP TABLE pg_temp.ferry_merge");
+        let Err(error) = client.batch_execute(&upsert).await else {
+            return Ok(());
+        };
+        let target = self.target.name();
+        Err(match error.code() {
+            Some(code) if *code == SqlState::INVALID_COLUMN_REFERENCE => {
+                StepError::permanent(format!(
+                    "{target}: merge needs a primary key or unique index on exactly ({keys}), and \
+                 the table has none; add one with a migration in {} (e.g. `ALTER TABLE \
+                 {{target}} ADD PRIMARY KEY ({{key_columns}});`)",
+                    self.migrations_dir
+                ))
+            }
+            Some(code) if *code == SqlState::CARDINALITY_VIOLATION => {
+                StepError::permanent(format!(
+                    "{target}: {}: a key ({keys}) appears more than once in the chunk, and merge \
+                 cannot update one row twice; remove the duplicates in the puller or check \
+                 `keys`",
+                    load.describe()
+                ))
+            }
+            _ => self.error(&load.describe(), &error),
+        })
+    }
+
+    /// `replace` and `history`: checks the batch against the target before staging it.
+    fn check_staged(&self, table: Option<&Table>, load: &Load<'_>) -> Result<(), StepError> {
+        let Some(table) = table else {
+            return Ok(());
+        };
+        if self.mode == Mode::Replace {
+            schema::check(
+                table,
+                &load.batch.columns,
+                Missing::Refused,
+                &[],
+                &self.advice(),
+            )?;
+            return Ok(());
+        }
+        let target = self.target.name();
+        for (name, type_name) in HISTORY_COLUMNS {
+            let found = table.column(name).map(|c| c.type_name.as_str());
+            if found != Some(type_name) {
+                let wanted: Vec<String> = HISTORY_COLUMNS
+                    .iter()
+                    .map(|(name, type_name)| format!("`{name} {type_name}`"))
+                    .collect();
+                return Err(StepError::permanent(format!(
+                    "{target}: the table has no column `{name} {type_name}`; a history table \
+                     keeps {} next to the data columns: add them with a migration in {}",
+                    wanted.join(", "),
+                    self.migrations_dir
+                )));
+            }
+        }
+        let ignore: Vec<&str> = HISTORY_COLUMNS.iter().map(|(name, _)| *name).collect();
+        schema::check(
+            table,
+            &load.batch.columns,
+            Missing::Nullable,
+            &ignore,
+            &self.advice(),
+        )?;
+        Ok(())
+    }
+
+    /// `replace` and `history`: COPYs the chunk into the load's shadow table, creating it with
+    /// the first chunk.
+    async fn stage(&self, session: &Session, load: &Load<'_>) -> Result<(), StepError> {
+        let client = &session.client;
+        let shadow_name = self.target.shadow(&load.load);
+        let shadow = self.target.sibling(&shadow_name);
+        let context = format!(
+            "{}: cannot prepare the shadow table {shadow_name}",
+            load.describe()
+        );
+        let existing = self.describe(session, &shadow).await?;
+        let missing: Vec<Column> = match &existing {
+            Some(table) => load
+                .batch
+                .columns
+                .iter()
+                .filter(|c| table.column(&c.name).is_none())
+                .cloned()
+                .collect(),
+            None => {
+                let target = self.describe(session, &self.target.quoted()).await?;
+                if target.is_none() {
+                    self.ensure_schema(client).await?;
+                }
+                self.create_shadow(client, &shadow, target.as_ref(), load)
+                    .await
+                    .map_err(|error| self.error(&context, &error))?;
+                Vec::new()
+            }
+        };
+        if let Some(alter) = schema::add_columns(&shadow, &missing) {
+            client
+                .batch_execute(&alter)
+                .await
+                .map_err(|error| self.error(&context, &error))?;
+        }
+        self.copy(client, &shadow, load).await
+    }
+
+    /// Creates a load's shadow table. For `replace` it is `LIKE` the target (with its grants)
+    /// plus the new batch columns, or the batch's shape when there is no target; for `history`
+    /// it holds the batch's columns with the types they have in the target.
+    async fn create_shadow(
+        &self,
+        client: &Client,
+        shadow: &str,
+        target: Option<&Table>,
+        load: &Load<'_>,
+    ) -> Result<(), tokio_postgres::Error> {
+        let columns = &load.batch.columns;
+        let target = match (self.mode, target) {
+            (Mode::Replace, Some(target)) => target,
+            (Mode::Replace, None) => {
+                let columns = schema::staging_columns(None, columns);
+                let create = schema::create_table(shadow, &columns, &self.keys);
+                return client.batch_execute(&create).await;
+            }
+            (_, target) => {
+                let columns = schema::staging_columns(target, columns);
+                return client
+                    .batch_execute(&schema::create_table(shadow, &columns, &[]))
+                    .await;
+            }
+        };
+        let quoted = self.target.quoted();
+        let mut sql = format!("CREATE TABLE {shadow} (LIKE {quoted} INCLUDING ALL);");
+        let new: Vec<Column> = columns
+            .iter()
+            .filter(|c| target.column(&c.name).is_none())
+            .cloned()
+            .collect();
+        if let Some(alter) = schema::add_columns(shadow, &new) {
+            sql.push_str(&alter);
+            sql.push(';');
+        }
+        // The grants of the table go with its content: readers keep their access after a swap.
+        let grants = client
+            .query(
+                "SELECT a.privilege_type, \
+                        CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
+                             ELSE quote_ident(pg_get_userbyid(a.grantee)) END, \
+                        a.is_grantable \
+                 FROM pg_class c, aclexplode(c.relacl) a \
+                 WHERE c.oid = to_regclass($1)",
+                &[&quoted],
+            )
+            .await?;
+        for grant in grants {
+            let privilege: String = grant.get(0);
+            let grantee: String = grant.get(1);
+            let option = match grant.get::<_, bool>(2) {
+                true => " WITH GRANT OPTION",
+                false => "",
+            };
+            sql.push_str(&format!(
+                "GRANT {privilege} ON {shadow} TO {grantee}{option};"
+            ));
+        }
+        client.batch_execute(&sql).await
+    }
+
+    /// `replace`, when the load is complete: the shadow takes the target's place, unless its
+    /// content is the same.
+    async fn swap(&self, session: &Session, load: &Load<'_>) -> Result<(), StepError> {
+        let client = &session.client;
+        let target_name = self.target.name();
+        let quoted = self.target.quoted();
+        let shadow_name = self.target.shadow(&load.load);
+        let shadow = self.target.sibling(&shadow_name);
+        let context = format!("{}: cannot swap in the new content", load.describe());
+        let staged = self.describe(session, &shadow).await?.ok_or_else(|| {
+            StepError::permanent(format!(
+                "{target_name}: {}: the shadow table {shadow_name} is gone",
+                load.describe()
+            ))
+        })?;
+        let current = self.describe(session, &quoted).await?;
+        if let Some(current) = current {
+            let same_columns = current.columns.len() == staged.columns.len()
+                && current
+                    .columns
+                    .iter()
+                    .zip(&staged.columns)
+                    .all(|(a, b)| a.name == b.name && a.type_name == b.type_name);
+            if same_columns
+                && same_content(client, &quoted, &shadow, &load.batch.columns)
+                    .await
+                    .map_err(|error| self.error(&context, &error))?
+            {
+                client
+                    .batch_execute(&format!("DROP TABLE {shadow}"))
+                    .await
+                    .map_err(|error| self.error(&context, &error))?;
+                info!(
+                    pipeline = %self.pipeline,
+                    component = %self.component,
+                    target = %target_name,
+                    load = %load.load,
+                    "unchanged: the table keeps its content"
+                );
+                return Ok(());
+            }
+            // No CASCADE: dependent views must not vanish with the old table.
+            if let Err(error) = client.batch_execute(&format!("DROP TABLE {quoted}")).await {
+                if error.code() == Some(&SqlState::DEPENDENT_OBJECTS_STILL_EXIST) {
+                    let detail = error
+                        .as_db_error()
+                        .and_then(|db| db.detail())
+                        .unwrap_or("other objects depend on it")
+                        .replace('\n', "; ");
+                    return Err(StepError::held(format!(
+                        "{target_name}: cannot replace the table: {detail}; ferry does not drop \
+                         dependent objects: drop them in a `before` file and create them again \
+                         in an `after` file, or load with mode merge"
+                    )));
+                }
+                return Err(self.error(&context, &error));
+            }
+        }
+        let rename = format!(
+            "ALTER TABLE {shadow} RENAME TO {}",
+            quote_ident(&self.target.table)
+        );
+        client
+            .batch_execute(&rename)
+            .await
+            .map_err(|error| self.error(&context, &error))?;
+        info!(
+            pipeline = %self.pipeline,
+            component = %self.component,
+            target = %target_name,
+            load = %load.load,
+            "replaced the table's content"
+        );
+        Ok(())
+    }
+
+    /// `history`, when the load is complete: applies the staged state as SCD type 2.
+    async fn apply_history(&self, session: &Session, load: &Load<'_>) -> Result<(), StepError> {
+        let client = &session.client;
+        let target_name = self.target.name();
+        let quoted = self.target.quoted();
+        let shadow_name = self.target.shadow(&load.load);
+        let shadow = self.target.sibling(&shadow_name);
+        let context = format!("{}: cannot apply the history", load.describe());
+        let fail = |error: tokio_postgres::Error| self.error(&context, &error);
+        let staged = self.describe(session, &shadow).await?.ok_or_else(|| {
+            StepError::permanent(format!(
+                "{target_name}: {}: the shadow table {shadow_name} is gone",
+                load.describe()
+            ))
+        })?;
+        let current = self.describe(session, &quoted).await?;
+
+        // The table: created, or extended by the staged columns it lacks.
+        match &current {
+            None => {
+                self.ensure_schema(client).await?;
+                let mut columns: Vec<(String, String)> = staged
+                    .columns
+                    .iter()
+                    .map(|c| (c.name.clone(), c.type_name.clone()))
+                    .collect();
+                for (name, type_name) in HISTORY_COLUMNS {
+                    columns.push((name.to_string(), type_name.to_string()));
+                }
+                let mut key = self.keys.clone();
+                key.push("valid_from".into());
+                let create = format!(
+                    "{}; CREATE UNIQUE INDEX ON {quoted} (key_hash) WHERE is_current",
+                    schema::create_table(&quoted, &columns, &key)
+                );
+                client.batch_execute(&create).await.map_err(fail)?;
+                info!(
+                    pipeline = %self.pipeline,
+                    component = %self.component,
+                    target = %target_name,
+                    "created history table"
+                );
+            }
+            Some(table) => {
+                let adds: Vec<String> = staged
+                    .columns
+                    .iter()
+                    .filter(|c| table.column(&c.name).is_none())
+                    .map(|c| format!("ADD COLUMN {} {}", quote_ident(&c.name), c.type_name))
+                    .collect();
+                if !adds.is_empty() {
+                    let alter = format!("ALTER TABLE {quoted} {}", adds.join(", "));
+                    client.batch_execute(&alter).await.map_err(fail)?;
+                }
+            }
+        }
+
+        // Data columns in the table's order, so that a puller reordering its columns does not
+        // change every hash.
+        let table = self.describe(session, &quoted).await?.unwrap_or_default();
+        let data: Vec<&str> = table
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .filter(|name| {
+                staged.column(name).is_some()
+                    && !self.keys.iter().any(|k| k == name)
+                    && !HISTORY_COLUMNS.iter().any(|(h, _)| h == name)
+            })
+            .collect();
+        // md5 of the row constructor's text: unambiguous (quoting, NULL apart from '').
+        let key_hash = format!("md5(ROW({})::text)", quote_list_prefixed("s", &self.keys));
+        let data_hash = format!("md5(ROW({})::text)", quote_list_prefixed("s", &data));
+
+        let duplicate = client
+            .query_opt(
+                &format!(
+                    "SELECT k FROM (SELECT ROW({})::text AS k FROM {shadow} s) x \
+                     GROUP BY k HAVING count(*) > 1 LIMIT 1",
+                    quote_list_prefixed("s", &self.keys)
+                ),
+                &[],
+            )
+            .await
+            .map_err(fail)?;
+        if let Some(duplicate) = duplicate {
+            let key: String = duplicate.get(0);
+            return Err(StepError::permanent(format!(
+                "{target_name}: load {} has the key {key} more than once; history needs one row \
+                 per key",
+                load.load
+            )));
+        }
+
+        let deleted = format!(
+            "UPDATE {quoted} t SET valid_to = now(), is_current = false \
+             WHERE t.is_current AND NOT EXISTS \
+               (SELECT 1 FROM {shadow} s WHERE {key_hash} = t.key_hash)"
+        );
+        let changed = format!(
+            "UPDATE {quoted} t SET valid_to = now(), is_current = false FROM {shadow} s \
+             WHERE t.is_current AND t.key_hash = {key_hash} \
+               AND t.data_hash IS DISTINCT FROM {data_hash}"
+        );
+        let names: Vec<&str> = self
+            .keys
+            .iter()
+            .map(String::as_str)
+            .chain(data.iter().copied())
+            .collect();
+        let list = quote_list(names.iter().copied());
+        let inserted = format!(
+            "INSERT INTO {quoted} ({list}, valid_from, valid_to, is_current, key_hash, data_hash) \
+             SELECT {list}, now(), NULL, true, ferry_key_hash, ferry_data_hash \
+             FROM (SELECT {}, {key_hash} AS ferry_key_hash, {data_hash} AS ferry_data_hash \
+                   FROM {shadow} s) x \
+             WHERE NOT EXISTS (SELECT 1 FROM {quoted} t \
+                               WHERE t.is_current AND t.key_hash = x.ferry_key_hash)",
+            quote_list_prefixed("s", &names)
+        );
+        let deleted = client.execute(&deleted, &[]).await.map_err(fail)?;
+        let changed = client.execute(&changed, &[]).await.map_err(fail)?;
+        let inserted = client.execute(&inserted, &[]).await.map_err(fail)?;
+        client
+            .batch_execute(&format!("DROP TABLE {shadow}"))
+            .await
+            .map_err(fail)?;
+        info!(
+            pipeline = %self.pipeline,
+            component = %self.component,
+            target = %target_name,
+            load = %load.load,
+            deleted,
+            changed,
+            inserted,
+            "applied history"
+        );
+        Ok(())
+    }
+
+    /// Drops the shadows of older loads of the table that never completed: the newer content
+    /// is in, and their late chunks are superseded.
+    async fn drop_older_shadows(&self, client: &Client, load: &Load<'_>) -> Result<(), StepError> {
+        let target = self.target.name();
+        let context = "cannot drop the shadows of older loads";
+        let rows = client
+            .query(
+                "SELECT DISTINCT load FROM ferry.loads \
+                 WHERE target = $1 AND load <> $2 AND completed_at IS NULL \
+                   AND abandoned_at IS NULL \
+                   AND passenger < (SELECT passenger FROM ferry.loads \
+                                    WHERE target = $1 AND load = $2 \
+                                    ORDER BY passenger LIMIT 1)",
+                &[&target, &load.load],
+            )
+            .await
+            .map_err(|error| self.error(context, &error))?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let older: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+        let mut sql = String::new();
+        for old in &older {
+            let shadow = self.target.sibling(&self.target.shadow(old));
+            sql.push_str(&format!("DROP TABLE IF EXISTS {shadow};"));
+        }
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|error| self.error(context, &error))?;
+        client
+            .execute(
+                "UPDATE ferry.loads SET abandoned_at = now() WHERE target = $1 AND load = ANY($2)",
+                &[&target, &older],
+            )
+            .await
+            .map_err(|error| self.error(context, &error))?;
+        info!(
+            pipeline = %self.pipeline,
+            component = %self.component,
+            target = %target,
+            abandoned = older.len(),
+            "dropped the shadows of older incomplete loads"
+        );
+        Ok(())
+    }
+}
+
+/// The session, unless its connection broke.
+fn usable(session: Session) -> Option<Session> {
+    match session.client.is_closed() {
+        true => None,
+        false => Some(session),
+    }
+}
+
+/// `s."a", s."b"`.
+fn quote_list_prefixed(alias: &str, names: &[impl AsRef<str>]) -> String {
+    let fields: Vec<String> = names
+        .iter()
+        .map(|name| format!("{alias}.{}", quote_ident(name.as_ref())))
+        .collect();
+    fields.join(", ")
+}
+
+/// Streams COPY text `data` into `into` (quoted) with one `COPY … FROM STDIN`.
+async fn copy(
+    client: &Client,
+    into: &str,
+    columns: &[Column],
+    data: Bytes,
+) -> Result<(), tokio_postgres::Error> {
+    let names = quote_list(columns.iter().map(|c| c.name.as_str()));
+    let statement = format!("COPY {into} ({names}) FROM STDIN");
+    let sink = client.copy_in::<_, Bytes>(statement.as_str()).await?;
+    futures::pin_mut!(sink);
+    // In slices (views of the body, not copies), so that the server starts parsing while the
+    // rest is still on its way, rather than waiting for one message the size of the chunk.
+    let mut offset = 0;
+    while offset < data.len() {
+        let end = (offset + COPY_SLICE).min(data.len());
+        sink.feed(data.slice(offset..end)).await?;
+        offset = end;
+    }
+    sink.as_mut().finish().await?;
+    Ok(())
+}
+
+/// Whether two tables hold the same rows (as multisets) in `columns`: equal counts, then
+/// equal sums of the first 64 bits of the md5 of each row's values (see the module
+/// documentation). Columns outside the batch (defaults, say) are left out, so that a
+/// `loaded_at DEFAULT now()` does not make every load a change.
+async fn same_content(
+    client: &Client,
+    a: &str,
+    b: &str,
+    columns: &[Column],
+) -> Result<bool, tokio_postgres::Error> {
+    let counts = client
+        .query_one(
+            &format!("SELECT (SELECT count(*) FROM {a}), (SELECT count(*) FROM {b})"),
+            &[],
+        )
+        .await?;
+    let (count_a, count_b): (i64, i64) = (counts.get(0), counts.get(1));
+    if count_a != count_b {
+        return Ok(false);
+    }
+    if count_a == 0 {
+        return Ok(true);
+    }
+    let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+    let row = format!("ROW({})::text", quote_list_prefixed("r", &names));
+    let hash = |table: &str| {
+        format!("(SELECT sum(('x' || left(md5({row}), 16))::bit(64)::bigint)::text FROM {table} r)")
+    };
+    let sums = client
+        .query_one(&format!("SELECT {}, {}", hash(a), hash(b)), &[])
+        .await?;
+    Ok(sums.get::<_, Option<String>>(0) == sums.get::<_, Option<String>>(1))
+}
