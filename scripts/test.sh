@@ -2,10 +2,21 @@
 # The whole test suite: formatting, lints, every crate's tests (unit, store model, end to end,
 # crash). The same command runs in CI (.ci/run).
 #
-# Tests of this version need no external service: the store is embedded SQLite. Suites that
-# need PostgreSQL, MariaDB, brokers or Dovecot start them here (see ../shared/SERVICES.md).
+# The store is embedded SQLite; the ELT connectors' tests load into the real PostgreSQL and
+# read the real MariaDB of the machine, started here when they are stopped (see
+# ../shared/SERVICES.md; FERRY_TEST_POSTGRES and FERRY_TEST_MYSQL point the tests elsewhere).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+echo "== services"
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
+  for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+if ! mysqladmin -h 127.0.0.1 -u root ping >/dev/null 2>&1; then
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+  for _ in $(seq 30); do mysqladmin -h 127.0.0.1 -u root ping >/dev/null 2>&1 && break; sleep 1; done
+fi
 
 echo "== format"
 cargo fmt --all -- --check

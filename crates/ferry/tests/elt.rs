@@ -1,0 +1,285 @@
+//! ELT end to end: the real binary loading the real MariaDB and CSV files into the real
+//! PostgreSQL on this machine (`FERRY_TEST_POSTGRES`, `FERRY_TEST_MYSQL` override the
+//! addresses). Every test works in its own database objects, named after the test and the
+//! process, and removes them at the end.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::{Project, stdout, terminate, wait_for};
+
+fn postgres_url() -> String {
+    std::env::var("FERRY_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test?sslmode=disable".into())
+}
+
+fn mysql_url() -> String {
+    std::env::var("FERRY_TEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+}
+
+/// Runs SQL on PostgreSQL with `psql`; returns the unaligned output.
+fn psql(sql: &str) -> String {
+    let output = Command::new("psql")
+        .args([&postgres_url(), "-v", "ON_ERROR_STOP=1", "-tA", "-c", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        output.status.success(),
+        "psql failed: {sql}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout(&output).trim().to_string()
+}
+
+/// Runs SQL on MariaDB with the `mysql` client.
+fn mysql(sql: &str) -> String {
+    // mysql://user@host:port/database
+    let url = mysql_url();
+    let rest = url.trim_start_matches("mysql://");
+    let (user, rest) = rest.split_once('@').expect("user in FERRY_TEST_MYSQL");
+    let (address, database) = rest.split_once('/').expect("database in FERRY_TEST_MYSQL");
+    let (host, port) = address.split_once(':').unwrap_or((address, "3306"));
+    let output = Command::new("mysql")
+        .args([
+            "-h", host, "-P", port, "-u", user, "-N", "-B", database, "-e", sql,
+        ])
+        .output()
+        .expect("mysql");
+    assert!(
+        output.status.success(),
+        "mysql failed: {sql}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout(&output).trim().to_string()
+}
+
+/// A name no other test or run uses.
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}_{}_{nanos}", std::process::id())
+}
+
+/// Drops a PostgreSQL schema when the test ends, also when it fails.
+struct Schema(String);
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                &postgres_url(),
+                "-c",
+                &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0),
+            ])
+            .output();
+    }
+}
+
+/// Drops a MariaDB table when the test ends.
+struct MysqlTable(String);
+
+impl Drop for MysqlTable {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(|| mysql(&format!("DROP TABLE IF EXISTS {}", self.0)));
+    }
+}
+
+fn connections() -> String {
+    format!(
+        "dwh: {{ type: postgres, url: \"{}\" }}\nerp: {{ type: mysql, url: \"{}\" }}\n",
+        postgres_url(),
+        mysql_url()
+    )
+}
+
+fn target_count(schema: &str, table: &str) -> u64 {
+    let exists = psql(&format!(
+        "SELECT count(*) FROM information_schema.tables \
+         WHERE table_schema = '{schema}' AND table_name = '{table}'"
+    ));
+    if exists != "1" {
+        return 0;
+    }
+    psql(&format!("SELECT count(*) FROM {schema}.{table}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn incremental_load_survives_kill_9_without_duplicates_or_gaps() {
+    const ROWS: u64 = 200_000;
+    let source = unique("elt_src");
+    let _source = MysqlTable(source.clone());
+    mysql(&format!(
+        "CREATE TABLE {source} (id INT PRIMARY KEY, name VARCHAR(64), amount DECIMAL(12,2), \
+         updated_at DATETIME(6));
+         INSERT INTO {source} SELECT seq, concat('customer ', seq), seq / 100, \
+         '2024-01-01' + INTERVAL seq SECOND FROM seq_1_to_{ROWS};"
+    ));
+    let schema = unique("elt_dst");
+    let _schema = Schema(schema.clone());
+    psql(&format!("CREATE SCHEMA {schema}"));
+
+    let pipeline = format!(
+        r#"
+schedule: every 1s
+batch_size: 4
+pullers:
+  - type: sql
+    connection: erp
+    query: SELECT id, name, amount, updated_at FROM {source}
+    cursor: id
+    chunk_rows: 2000
+pushers:
+  - type: postgres
+    connection: dwh
+    table: {schema}.customers
+    mode: append
+"#
+    );
+    let project = Project::new("queue_life_span: 1d\n", &[("customers", &pipeline)]);
+    project.write("connections.yaml", &connections());
+
+    let mut first = project.spawn();
+    wait_for("some rows loaded", Duration::from_secs(120), || {
+        target_count(&schema, "customers") >= 20_000
+    });
+    first.kill().expect("kill -9");
+    first.wait().expect("reap");
+    let before = target_count(&schema, "customers");
+    assert!(
+        before < ROWS,
+        "the crash must happen mid-load; all rows were in already"
+    );
+
+    let second = project.spawn();
+    wait_for("every row loaded", Duration::from_secs(180), || {
+        target_count(&schema, "customers") >= ROWS
+    });
+    // Rows added later arrive with the next run, and only they.
+    mysql(&format!(
+        "INSERT INTO {source} SELECT seq, concat('late ', seq), 1, NOW() \
+         FROM seq_{}_to_{}",
+        ROWS + 1,
+        ROWS + 500
+    ));
+    wait_for("the late rows", Duration::from_secs(60), || {
+        target_count(&schema, "customers") >= ROWS + 500
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(terminate(second), "{}", project.log());
+
+    let summary = psql(&format!(
+        "SELECT count(*), count(DISTINCT id), min(id), max(id), sum(amount) \
+         FROM {schema}.customers"
+    ));
+    let expected_sum = psql(&format!(
+        "SELECT (sum(g) / 100 + 500)::numeric(20, 2) FROM generate_series(1, {ROWS}::numeric) g"
+    ));
+    let total = ROWS + 500;
+    assert_eq!(
+        summary,
+        format!("{total}|{total}|1|{total}|{expected_sum}"),
+        "every row exactly once, values intact"
+    );
+}
+
+#[test]
+fn a_malformed_csv_line_is_reported_and_nothing_of_the_file_is_loaded() {
+    let schema = unique("elt_csv");
+    let _schema = Schema(schema.clone());
+    psql(&format!("CREATE SCHEMA {schema}"));
+    let pipeline = format!(
+        r#"
+schedule: every 1s
+pullers:
+  - type: table
+    path: inbox
+    pattern: "*.csv"
+    after_seat: {{ move_to: archive }}
+    chunk_rows: 10
+    columns:
+      - {{ name: id, type: integer }}
+      - {{ name: name }}
+pushers:
+  - type: postgres
+    connection: dwh
+    table: {schema}.people
+    mode: append
+"#
+    );
+    let project = Project::new("queue_life_span: 1d\n", &[("people", &pipeline)]);
+    project.write("connections.yaml", &connections());
+    let mut csv = String::from("id,name\n");
+    for n in 1..=100 {
+        if n == 56 {
+            csv.push_str("56,\"unclosed\n");
+        } else if n == 57 {
+            csv.push_str("fifty-seven,Bob\n");
+        } else {
+            csv.push_str(&format!("{n},person {n}\n"));
+        }
+    }
+    project.write("inbox/people.csv", &csv);
+    let good: String = (1..=30).map(|n| format!("{n},person {n}\n")).collect();
+    project.write("inbox/good.csv", &format!("id,name\n{good}"));
+
+    let child = project.spawn();
+    let dir = project.path().to_str().unwrap().to_string();
+    wait_for("the good file loaded", Duration::from_secs(60), || {
+        target_count(&schema, "people") >= 30
+    });
+    wait_for("the failure reported", Duration::from_secs(30), || {
+        stdout(&project.ferry(&["status", &dir])).contains("people.csv:")
+    });
+    let status = stdout(&project.ferry(&["status", &dir]));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(terminate(child));
+    assert!(
+        status.contains("line 57") || status.contains("line 56"),
+        "{status}"
+    );
+    assert_eq!(
+        target_count(&schema, "people"),
+        30,
+        "only the good file is in the table"
+    );
+    assert!(
+        project.join("inbox/people.csv").exists(),
+        "the broken file stays where it was"
+    );
+}
+
+#[test]
+fn check_tests_every_connection_and_never_prints_a_password() {
+    let project = Project::new("", &[]);
+    project.write(
+        "connections.yaml",
+        &format!(
+            "{}nowhere: {{ type: postgres, url: \"postgres://ferry:hunter2@127.0.0.1:1/none?sslmode=disable\" }}\n",
+            connections()
+        ),
+    );
+    let dir = project.path().to_str().unwrap().to_string();
+    let output = project.ferry(&["check", &dir]);
+    let text = format!("{}{}", stdout(&output), support::stderr(&output));
+    assert!(!output.status.success(), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{text}"))
+            .to_string()
+    };
+    assert!(line("dwh").starts_with("ok"), "{text}");
+    assert!(line("erp").starts_with("ok"), "{text}");
+    assert!(line("nowhere").starts_with("FAIL"), "{text}");
+    assert!(
+        line("nowhere").contains("postgres://ferry:***@127.0.0.1:1/none"),
+        "{text}"
+    );
+}
