@@ -4,6 +4,7 @@
 //! [`registry`] is the one list of everything ferry can build from a definition's `type:`; what
 //! every connector must meet is written down in `docs/connector-spec.md`.
 
+mod columns;
 pub mod file;
 pub mod generate;
 pub mod http;
@@ -24,6 +25,9 @@ pub fn registry() -> Registry {
         pullers: vec![
             Box::new(file::FilePullerFactory),
             Box::new(generate::GeneratePullerFactory),
+            Box::new(http::HttpPullerFactory),
+            Box::new(sql::SqlPullerFactory),
+            Box::new(table::TablePullerFactory),
         ],
         processors: vec![
             Box::new(processors::DecodeFactory),
@@ -36,7 +40,10 @@ pub fn registry() -> Registry {
             Box::new(processors::SplitFactory),
             Box::new(processors::ValidateFactory),
         ],
-        pushers: vec![Box::new(file::FilePusherFactory)],
+        pushers: vec![
+            Box::new(file::FilePusherFactory),
+            Box::new(postgres::PostgresPusherFactory),
+        ],
     }
 }
 
@@ -50,7 +57,7 @@ mod tests {
     #[test]
     fn registry_lists_every_component() {
         let registry = registry();
-        assert_eq!(registry.type_names(Role::Puller), ["file", "generate"]);
+        assert_eq!(registry.type_names(Role::Puller), ["file", "generate", "http", "sql", "table"]);
         assert_eq!(
             registry.type_names(Role::Processor),
             [
@@ -58,7 +65,7 @@ mod tests {
                 "validate"
             ]
         );
-        assert_eq!(registry.type_names(Role::Pusher), ["file"]);
+        assert_eq!(registry.type_names(Role::Pusher), ["file", "postgres"]);
     }
 
     #[test]

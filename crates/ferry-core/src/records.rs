@@ -297,6 +297,12 @@ impl BatchWriter {
 
 /// Appends `value` to `out` with COPY's text escapes.
 fn escape_into(out: &mut Vec<u8>, value: &[u8]) {
+    let special = |byte: &u8| matches!(byte, b'\\' | b'\t' | b'\n' | b'\r');
+    // Most text needs no escape: copy it whole.
+    if !value.iter().any(special) {
+        out.extend_from_slice(value);
+        return;
+    }
     for &byte in value {
         match byte {
             b'\\' => out.extend_from_slice(b"\\\\"),
@@ -343,8 +349,11 @@ pub fn read(body: &Body) -> Result<Batch, String> {
 /// The rows of COPY text `data`, unescaped: one `Vec` per row, `None` for NULL. For tests,
 /// previews and pushers that cannot use COPY; loads stream `data` as it is.
 pub fn rows(data: &[u8]) -> Vec<Vec<Option<String>>> {
+    let Some(data) = data.strip_suffix(b"\n") else {
+        return Vec::new();
+    };
+    // Every row ends with a newline; an empty line is a row of one empty field.
     data.split(|&b| b == b'\n')
-        .filter(|line| !line.is_empty())
         .map(|line| line.split(|&b| b == b'\t').map(unescape).collect())
         .collect()
 }
@@ -439,6 +448,20 @@ mod tests {
                 ],
                 vec![Some("2".to_string()), None, None],
             ]
+        );
+    }
+
+    #[test]
+    fn an_empty_text_is_a_row_of_its_own() {
+        let mut batch = BatchWriter::new(vec![Column::new("note", ColumnType::Text)]);
+        batch.text("");
+        batch.end_row();
+        batch.text("x");
+        batch.end_row();
+        let batch = read(&batch.finish()).unwrap();
+        assert_eq!(
+            rows(&batch.data),
+            vec![vec![Some(String::new())], vec![Some("x".to_string())]]
         );
     }
 
