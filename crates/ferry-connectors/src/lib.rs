@@ -57,7 +57,10 @@ mod tests {
     #[test]
     fn registry_lists_every_component() {
         let registry = registry();
-        assert_eq!(registry.type_names(Role::Puller), ["file", "generate", "http", "sql", "table"]);
+        assert_eq!(
+            registry.type_names(Role::Puller),
+            ["file", "generate", "http", "sql", "table"]
+        );
         assert_eq!(
             registry.type_names(Role::Processor),
             [

@@ -277,7 +277,10 @@ async fn check(dir: &Path) -> anyhow::Result<ExitCode> {
                 ("FAIL", error)
             }
         };
-        println!("{mark} {:<16} {:<8} {what}", connection.name, connection.kind);
+        println!(
+            "{mark} {:<16} {:<8} {what}",
+            connection.name, connection.kind
+        );
     }
     Ok(match failed {
         0 => ExitCode::SUCCESS,

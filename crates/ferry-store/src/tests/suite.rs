@@ -1572,7 +1572,7 @@ pub(crate) async fn ferry_pauses_with_a_reason_until_a_person_resumes<S: TestSto
         .pause_for(&key, "paused after 3 failed runs")
         .await
         .unwrap();
-    assert_eq!(store.paused().await.unwrap(), [key.clone()]);
+    assert_eq!(store.paused().await.unwrap(), std::slice::from_ref(&key));
     assert_eq!(
         store.pause_reasons().await.unwrap(),
         BTreeMap::from([(key.clone(), "paused after 3 failed runs".to_string())])
