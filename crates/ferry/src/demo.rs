@@ -8,6 +8,10 @@ use anyhow::{Context, bail};
 const INIT: &[(&str, &str)] = &[
     ("ferry.yaml", include_str!("templates/init/ferry.yaml")),
     (
+        "connections.yaml",
+        include_str!("templates/init/connections.yaml"),
+    ),
+    (
         "clients/example/client.yaml",
         include_str!("templates/init/client.yaml"),
     ),
