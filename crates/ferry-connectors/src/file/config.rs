@@ -27,8 +27,8 @@ pub struct FilePullerConfig {
     pub pattern: String,
     /// What happens to a file once its passenger is seated in the queue: `delete`, or
     /// `{ move_to: DIR }` to move it into an archive directory. Required, so that nobody loses
-    /// files by surprise.
-    #[serde(default)]
+    /// files by surprise. (`keep` is only for the `table` puller.)
+    #[serde(default, deserialize_with = "after_seat_without_keep")]
     pub after_seat: Option<AfterSeat>,
     /// The passengers' `source_system`; with the file name (their `external_id`) it is the
     /// de-duplication key. Default `file`.
@@ -63,14 +63,24 @@ fn default_settle() -> String {
     "1s".into()
 }
 
-/// The two forms `after_seat` can take, for error messages.
+/// The two forms `after_seat` can take with the `file` puller, for error messages.
 pub(super) const AFTER_SEAT_FORMS: &str = "`delete` or `{ move_to: DIR }`";
 
-/// What the `file` puller does with a file whose passenger is seated.
+/// Every form `after_seat` can take, `keep` included (the `table` puller), for error messages.
+pub(crate) const AFTER_SEAT_FORMS_WITH_KEEP: &str = "`delete`, `keep` or `{ move_to: DIR }`";
+
+/// What a puller of files does with a file once it is seated: the `file` puller once its
+/// passenger is, the `table` puller once all its chunks are.
+///
+/// Deserializing takes every form; the `file` puller's configuration reads `after_seat` without
+/// `keep` (see [`FilePullerConfig::after_seat`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AfterSeat {
     /// `delete`: remove the file.
     Delete,
+    /// `keep`: leave it; it is loaded again when its modification time changes. The `table`
+    /// puller only: the `file` puller refuses it.
+    Keep,
     /// `{ move_to: DIR }`: move the file into `DIR` (relative to the project directory unless
     /// absolute), never overwriting a file already there.
     MoveTo(String),
@@ -84,35 +94,63 @@ struct MoveTo {
     move_to: String,
 }
 
-// Written by hand rather than derived so that a wrong value names both forms, instead of
+/// Reads the forms of [`AfterSeat`], with or without `keep`.
+//
+// Written by hand rather than derived so that a wrong value names every form, instead of
 // serde's "data did not match any variant of untagged enum".
+struct AfterSeatVisitor {
+    /// Whether `keep` is one of the forms.
+    keep: bool,
+}
+
+impl<'de> de::Visitor<'de> for AfterSeatVisitor {
+    type Value = AfterSeat;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str(if self.keep {
+            AFTER_SEAT_FORMS_WITH_KEEP
+        } else {
+            AFTER_SEAT_FORMS
+        })
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<AfterSeat, E> {
+        match value {
+            "delete" => Ok(AfterSeat::Delete),
+            "keep" if self.keep => Ok(AfterSeat::Keep),
+            _ => Err(E::invalid_value(Unexpected::Str(value), &self)),
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<AfterSeat, A::Error> {
+        let MoveTo { move_to } = MoveTo::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(AfterSeat::MoveTo(move_to))
+    }
+}
+
 impl<'de> Deserialize<'de> for AfterSeat {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-
-        impl<'de> de::Visitor<'de> for Visitor {
-            type Value = AfterSeat;
-
-            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
-                formatter.write_str(AFTER_SEAT_FORMS)
-            }
-
-            fn visit_str<E: de::Error>(self, value: &str) -> Result<AfterSeat, E> {
-                match value {
-                    "delete" => Ok(AfterSeat::Delete),
-                    _ => Err(E::invalid_value(Unexpected::Str(value), &self)),
-                }
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<AfterSeat, A::Error> {
-                let MoveTo { move_to } =
-                    MoveTo::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(AfterSeat::MoveTo(move_to))
-            }
-        }
-
-        deserializer.deserialize_any(Visitor)
+        deserializer.deserialize_any(AfterSeatVisitor { keep: true })
     }
+}
+
+/// An [`AfterSeat`] read without the `keep` form, so that a wrong value names only the forms
+/// the `file` puller takes.
+struct WithoutKeep(AfterSeat);
+
+impl<'de> Deserialize<'de> for WithoutKeep {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(AfterSeatVisitor { keep: false })
+            .map(WithoutKeep)
+    }
+}
+
+/// The `file` puller's `after_seat`: absent or null is `None`, `keep` is refused.
+fn after_seat_without_keep<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<AfterSeat>, D::Error> {
+    Ok(Option::<WithoutKeep>::deserialize(deserializer)?.map(|WithoutKeep(after_seat)| after_seat))
 }
 
 /// Configuration of the `file` pusher.

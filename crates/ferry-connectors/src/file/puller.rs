@@ -3,7 +3,7 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,7 +20,10 @@ use serde_json::json;
 use tracing::{debug, warn};
 
 use super::config::AFTER_SEAT_FORMS;
-use super::{AfterSeat, FilePullerConfig, create_dirs, sync_dir, temp_name};
+use super::fs::{
+    Disposal, archive_dir, dispose_files, is_plain_name, is_settling, modified_millis,
+};
+use super::{AfterSeat, FilePullerConfig};
 use crate::processors::build_codec;
 
 /// Builds `file` pullers.
@@ -42,13 +45,6 @@ impl PullerFactory for FilePullerFactory {
             component: ctx.component.clone(),
         }))
     }
-}
-
-/// What to do with a seated file, with the archive directory resolved.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Disposal {
-    Delete,
-    MoveTo(PathBuf),
 }
 
 /// A `file` puller's configuration, validated.
@@ -88,25 +84,19 @@ impl Settings {
                     ),
                 ));
             }
+            // The configuration as deserialized never says `keep`; one built in code may.
+            Some(AfterSeat::Keep) => {
+                return Err(BuildError::at(
+                    "after_seat",
+                    format!(
+                        "`keep` is only for the `table` puller; the `file` puller takes \
+                         {AFTER_SEAT_FORMS}"
+                    ),
+                ));
+            }
             Some(AfterSeat::Delete) => Disposal::Delete,
             Some(AfterSeat::MoveTo(move_to)) => {
-                let move_to_error = |message: &str| BuildError {
-                    path: vec!["after_seat".into(), "move_to".into()],
-                    message: message.into(),
-                    within: None,
-                };
-                if move_to.is_empty() {
-                    return Err(move_to_error("the archive directory is empty"));
-                }
-                let archive = ctx.resolve(&move_to);
-                // Compared as written: moving files into the directory they are pulled from
-                // would pull them again forever.
-                if archive.components().eq(dir.components()) {
-                    return Err(move_to_error(
-                        "the archive directory is the directory files are pulled from",
-                    ));
-                }
-                Disposal::MoveTo(archive)
+                Disposal::MoveTo(archive_dir(&move_to, &dir, ctx, "pulled")?)
             }
         };
         if config.source_system.is_empty() {
@@ -190,9 +180,11 @@ impl Puller for FilePuller {
         }
         let count = names.len();
         let settings = Arc::clone(&self.settings);
-        tokio::task::spawn_blocking(move || ack_files(&settings, &names))
-            .await
-            .map_err(|error| StepError::retryable(format!("file ack task failed: {error}")))??;
+        tokio::task::spawn_blocking(move || {
+            dispose_files(&settings.dir, &settings.disposal, &names)
+        })
+        .await
+        .map_err(|error| StepError::retryable(format!("file ack task failed: {error}")))??;
         debug!(
             pipeline = %self.pipeline,
             component = %self.component,
@@ -341,17 +333,6 @@ fn read_file(settings: &Settings, name: &OsStr, now: SystemTime) -> Found {
     Found::Passenger(Box::new(passenger))
 }
 
-/// Whether a file modified at `modified` may still be being written. A modification time in
-/// the future (a clock skew, a copied time stamp) counts by its distance too, so that such a
-/// file is not held back forever.
-fn is_settling(modified: SystemTime, now: SystemTime, settle: Duration) -> bool {
-    let age = match now.duration_since(modified) {
-        Ok(age) => age,
-        Err(ahead) => ahead.duration(),
-    };
-    age < settle
-}
-
 /// The external id of a file: its name and modification time, `invoice.xml@1732357200123`.
 ///
 /// The name alone would make a new file that reuses an old name (a daily `orders.csv`) a
@@ -365,168 +346,4 @@ fn external_id(name: &str, modified_millis: i64) -> String {
 fn parse_external_id(id: &str) -> Option<(&str, i64)> {
     let (name, millis) = id.rsplit_once('@')?;
     Some((name, millis.parse().ok()?))
-}
-
-fn modified_millis(modified: SystemTime) -> i64 {
-    DateTime::<Utc>::from(modified).timestamp_millis()
-}
-
-/// Whether `path` still has the modification time it had when it was pulled; a file rewritten
-/// since is a new passenger for the next pull, and must not be deleted or archived now.
-fn unchanged(path: &Path, modified: i64) -> io::Result<bool> {
-    match fs::metadata(path) {
-        Ok(metadata) => Ok(modified_millis(metadata.modified()?) == modified),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(error) => Err(error),
-    }
-}
-
-/// A single path segment that is not hidden: the only external ids an ack acts on.
-fn is_plain_name(name: &str) -> bool {
-    let mut components = Path::new(name).components();
-    let single = match (components.next(), components.next()) {
-        (Some(Component::Normal(segment)), None) => segment == OsStr::new(name),
-        _ => false,
-    };
-    single && !name.starts_with('.')
-}
-
-/// Deletes or archives the seated files, then makes that durable with one directory sync per
-/// directory. Runs on a blocking thread. A file already gone was handled by an earlier ack.
-fn ack_files(settings: &Settings, files: &[(String, i64)]) -> Result<(), StepError> {
-    let mut first_error = None;
-    let mut failed = 0;
-    let mut changed = false;
-    let mut dirs_to_sync = vec![settings.dir.clone()];
-    let mut names = Vec::with_capacity(files.len());
-    for (name, modified) in files {
-        let path = settings.dir.join(name);
-        match unchanged(&path, *modified) {
-            Ok(true) => names.push(name),
-            // Gone (an earlier ack) or rewritten since the pull (the next pull takes it).
-            Ok(false) => {}
-            Err(error) => {
-                failed += 1;
-                first_error.get_or_insert_with(|| {
-                    StepError::io(&format!("cannot read {}", path.display()), &error)
-                });
-            }
-        }
-    }
-    match &settings.disposal {
-        Disposal::Delete => {
-            for name in names {
-                let path = settings.dir.join(name);
-                match fs::remove_file(&path) {
-                    Ok(()) => changed = true,
-                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                    Err(error) => {
-                        failed += 1;
-                        first_error.get_or_insert_with(|| {
-                            StepError::io(&format!("cannot delete {}", path.display()), &error)
-                        });
-                    }
-                }
-            }
-        }
-        Disposal::MoveTo(archive) => {
-            let created = create_dirs(archive).map_err(|error| {
-                StepError::io(&format!("cannot create {}", archive.display()), &error)
-            })?;
-            dirs_to_sync.push(archive.clone());
-            dirs_to_sync.extend(created);
-            for name in names {
-                match move_file(&settings.dir, archive, name) {
-                    Ok(moved) => changed |= moved,
-                    Err(error) => {
-                        failed += 1;
-                        first_error.get_or_insert_with(|| {
-                            StepError::io(
-                                &format!(
-                                    "cannot move {} to {}",
-                                    settings.dir.join(name).display(),
-                                    archive.display()
-                                ),
-                                &error,
-                            )
-                        });
-                    }
-                }
-            }
-        }
-    }
-    if changed {
-        for dir in &dirs_to_sync {
-            sync_dir(dir).map_err(|error| {
-                StepError::io(&format!("cannot sync directory {}", dir.display()), &error)
-            })?;
-        }
-    }
-    match first_error {
-        None => Ok(()),
-        Some(error) if failed == 1 => Err(error),
-        Some(error) => Err(StepError {
-            message: format!("{} (and {} more files)", error.message, failed - 1),
-            ..error
-        }),
-    }
-}
-
-/// Moves `dir/name` into `archive` without overwriting anything there. Returns whether a file
-/// was moved (`false`: it was already gone).
-fn move_file(dir: &Path, archive: &Path, name: &str) -> io::Result<bool> {
-    let source = dir.join(name);
-    match fs::symlink_metadata(&source) {
-        Ok(_) => {}
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(error) => return Err(error),
-    }
-    let target = free_name(archive, name)?;
-    match fs::rename(&source, &target) {
-        Ok(()) => Ok(true),
-        Err(error) if error.kind() == io::ErrorKind::CrossesDevices => {
-            copy_across_devices(&source, archive, &target)?;
-            Ok(true)
-        }
-        Err(error) => Err(error),
-    }
-}
-
-/// `archive/name`, or `archive/name.<unix-millis>` (then `…-2`, `…-3`) when that is taken.
-fn free_name(archive: &Path, name: &str) -> io::Result<PathBuf> {
-    let taken = |path: &Path| match fs::symlink_metadata(path) {
-        Ok(_) => Ok(true),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(error) => Err(error),
-    };
-    let target = archive.join(name);
-    if !taken(&target)? {
-        return Ok(target);
-    }
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    let mut target = archive.join(format!("{name}.{millis}"));
-    let mut attempt = 1;
-    while taken(&target)? {
-        attempt += 1;
-        target = archive.join(format!("{name}.{millis}-{attempt}"));
-    }
-    Ok(target)
-}
-
-/// A rename between filesystems: copy to a temporary name, make it durable, put it in place,
-/// and only then delete the source, so a crash leaves the file at least once.
-fn copy_across_devices(source: &Path, archive: &Path, target: &Path) -> io::Result<()> {
-    let target_name = target
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = archive.join(temp_name(&target_name));
-    fs::copy(source, &temp)?;
-    fs::File::open(&temp)?.sync_all()?;
-    fs::rename(&temp, target)?;
-    sync_dir(archive)?;
-    fs::remove_file(source)
 }

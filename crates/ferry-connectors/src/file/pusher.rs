@@ -19,7 +19,8 @@ use ferry_core::{Body, BuildContext, BuildError, Passenger, Pusher, PusherFactor
 use ferry_formats::Codec;
 use tracing::debug;
 
-use super::{Content, FilePusherConfig, create_dirs, sync_dir, temp_name};
+use super::fs::{create_dirs, sync_dir, temp_name};
+use super::{Content, FilePusherConfig};
 use crate::processors::{build_codec, json_body};
 
 /// Builds `file` pushers.

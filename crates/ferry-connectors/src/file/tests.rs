@@ -11,6 +11,8 @@ use ferry_core::{
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+use super::test_support::{names, seated, set_modified, write_settled};
+
 fn ctx(project: &Path) -> BuildContext {
     BuildContext {
         project_dir: project.to_path_buf(),
@@ -29,27 +31,6 @@ fn build_pusher(project: &Path, config: Value) -> Result<Box<dyn Pusher>, BuildE
     crate::registry().pusher("file", &config, &ctx(project))
 }
 
-/// Writes a file that was last modified an hour ago, so it is well settled.
-fn write_settled(path: &Path, content: &str) {
-    fs::write(path, content).unwrap();
-    set_modified(path, SystemTime::now() - Duration::from_secs(3600));
-}
-
-fn set_modified(path: &Path, time: SystemTime) {
-    let file = fs::File::options().write(true).open(path).unwrap();
-    file.set_modified(time).unwrap();
-}
-
-/// The names in `dir`, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 /// The file names of the pulled passengers, checking that each external id is the name and the
 /// modification time.
 fn external_ids(pulled: &ferry_core::Pulled) -> Vec<&str> {
@@ -66,17 +47,6 @@ fn external_ids(pulled: &ferry_core::Pulled) -> Vec<&str> {
         .collect()
 }
 
-fn seated(passengers: &[Passenger]) -> Vec<Seated> {
-    passengers
-        .iter()
-        .map(|p| Seated {
-            source_system: p.source_system.clone(),
-            external_id: p.external_id.clone(),
-            duplicate: false,
-        })
-        .collect()
-}
-
 // ---- puller -------------------------------------------------------------------------------
 
 /// A project with an `in` directory holding `files`, and a puller of it with `extra` config.
@@ -85,7 +55,7 @@ fn setup(files: &[&str], extra: Value) -> (TempDir, PathBuf, Box<dyn Puller>) {
     let inbox = project.path().join("in");
     fs::create_dir(&inbox).unwrap();
     for name in files {
-        write_settled(&inbox.join(name), &format!("content of {name}"));
+        write_settled(&inbox.join(name), format!("content of {name}"));
     }
     let mut config = json!({ "path": "in", "after_seat": "delete" });
     for (key, value) in extra.as_object().unwrap() {

@@ -1,11 +1,11 @@
 //! The `table` puller's configuration, as written in a pipeline definition.
 
-use std::fmt;
-
 use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, Unexpected};
 
 use crate::columns::ColumnConfig;
+// What the `table` puller does with a file whose chunks are all seated: the `file` puller's
+// type, of which the `table` puller takes every form, `keep` included.
+pub use crate::file::AfterSeat;
 
 /// Configuration of the `table` puller.
 ///
@@ -176,59 +176,4 @@ pub struct JsonConfig {
 pub enum SheetRef {
     Number(usize),
     Name(String),
-}
-
-/// The forms `after_seat` can take, for error messages.
-pub(super) const AFTER_SEAT_FORMS: &str = "`delete`, `keep` or `{ move_to: DIR }`";
-
-/// What the `table` puller does with a file whose chunks are all seated.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AfterSeat {
-    /// `delete`: remove the file.
-    Delete,
-    /// `keep`: leave it; it is loaded again when its modification time changes.
-    Keep,
-    /// `{ move_to: DIR }`: move the file into `DIR` (relative to the project directory unless
-    /// absolute), never overwriting a file already there.
-    MoveTo(String),
-}
-
-/// The map form of [`AfterSeat`].
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MoveTo {
-    /// Archive directory.
-    move_to: String,
-}
-
-// Written by hand rather than derived so that a wrong value names every form, instead of
-// serde's "data did not match any variant of untagged enum".
-impl<'de> Deserialize<'de> for AfterSeat {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-
-        impl<'de> de::Visitor<'de> for Visitor {
-            type Value = AfterSeat;
-
-            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
-                formatter.write_str(AFTER_SEAT_FORMS)
-            }
-
-            fn visit_str<E: de::Error>(self, value: &str) -> Result<AfterSeat, E> {
-                match value {
-                    "delete" => Ok(AfterSeat::Delete),
-                    "keep" => Ok(AfterSeat::Keep),
-                    _ => Err(E::invalid_value(Unexpected::Str(value), &self)),
-                }
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<AfterSeat, A::Error> {
-                let MoveTo { move_to } =
-                    MoveTo::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(AfterSeat::MoveTo(move_to))
-            }
-        }
-
-        deserializer.deserialize_any(Visitor)
-    }
 }

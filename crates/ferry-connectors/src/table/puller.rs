@@ -19,14 +19,14 @@ use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::mem;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use calamine::{Data, Reader as _};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use ferry_core::records::{self, BatchWriter, Chunk, Column, ColumnType};
 use ferry_core::{
     Body, BuildContext, BuildError, Passenger, PullFailure, Pulled, Puller, PullerFactory, Seated,
@@ -35,9 +35,12 @@ use ferry_core::{
 use globset::{Glob, GlobMatcher};
 use tracing::{debug, warn};
 
-use super::config::AFTER_SEAT_FORMS;
 use super::{AfterSeat, Encoding, SheetRef, TableFormat, TablePullerConfig};
 use crate::columns::{self, Converter, Field, JsonPlan, Mapping, TabularPlan};
+use crate::file::AFTER_SEAT_FORMS_WITH_KEEP;
+use crate::file::fs::{
+    Disposal, archive_dir, dispose_files, is_plain_name, is_settling, modified_millis,
+};
 
 /// The passengers' `source_system`.
 const SOURCE_SYSTEM: &str = "table";
@@ -72,14 +75,6 @@ impl PullerFactory for TablePullerFactory {
             component: ctx.component.clone(),
         }))
     }
-}
-
-/// What to do with a file whose chunks are all seated, with the archive directory resolved.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Disposal {
-    Delete,
-    Keep,
-    MoveTo(PathBuf),
 }
 
 /// CSV options, validated.
@@ -133,31 +128,14 @@ impl Settings {
                     "after_seat",
                     format!(
                         "missing: say what happens to a file once it is loaded, \
-                         {AFTER_SEAT_FORMS}"
+                         {AFTER_SEAT_FORMS_WITH_KEEP}"
                     ),
                 ));
             }
             Some(AfterSeat::Delete) => Disposal::Delete,
             Some(AfterSeat::Keep) => Disposal::Keep,
             Some(AfterSeat::MoveTo(move_to)) => {
-                if move_to.is_empty() {
-                    return Err(nested(
-                        "after_seat",
-                        "move_to",
-                        "the archive directory is empty".into(),
-                    ));
-                }
-                let archive = ctx.resolve(&move_to);
-                // Compared as written: moving files into the directory they are read from
-                // would load them again forever.
-                if archive.components().eq(dir.components()) {
-                    return Err(nested(
-                        "after_seat",
-                        "move_to",
-                        "the archive directory is the directory files are read from".into(),
-                    ));
-                }
-                Disposal::MoveTo(archive)
+                Disposal::MoveTo(archive_dir(&move_to, &dir, ctx, "read")?)
             }
         };
         let chunk_rows = config.chunk_rows.unwrap_or(records::DEFAULT_CHUNK_ROWS);
@@ -398,11 +376,11 @@ impl Puller for TablePuller {
             self.state.kept.extend(complete);
         } else {
             let settings = Arc::clone(&self.settings);
-            tokio::task::spawn_blocking(move || dispose_files(&settings, &complete))
-                .await
-                .map_err(|error| {
-                    StepError::retryable(format!("table ack task failed: {error}"))
-                })??;
+            tokio::task::spawn_blocking(move || {
+                dispose_files(&settings.dir, &settings.disposal, &complete)
+            })
+            .await
+            .map_err(|error| StepError::retryable(format!("table ack task failed: {error}")))??;
         }
         debug!(
             pipeline = %self.pipeline,
@@ -1347,219 +1325,4 @@ fn load_id(settings: &Settings, candidate: &Candidate) -> String {
     uuid::Builder::from_unix_timestamp_millis(millis, &random)
         .into_uuid()
         .to_string()
-}
-
-fn modified_millis(modified: SystemTime) -> i64 {
-    DateTime::<Utc>::from(modified).timestamp_millis()
-}
-
-/// Whether a file modified at `modified` may still be being written. A modification time in
-/// the future counts by its distance too, so that such a file is not held back forever.
-fn is_settling(modified: SystemTime, now: SystemTime, settle: Duration) -> bool {
-    let age = match now.duration_since(modified) {
-        Ok(age) => age,
-        Err(ahead) => ahead.duration(),
-    };
-    age < settle
-}
-
-/// A single path segment that is not hidden: the only names an ack acts on.
-fn is_plain_name(name: &str) -> bool {
-    let mut components = Path::new(name).components();
-    let single = match (components.next(), components.next()) {
-        (Some(Component::Normal(segment)), None) => segment == OsStr::new(name),
-        _ => false,
-    };
-    single && !name.starts_with('.')
-}
-
-// ---- after seat --------------------------------------------------------------------------------
-
-/// Deletes or archives files whose chunks are all seated, then makes that durable with one
-/// directory sync per directory. Runs on a blocking thread. A file already gone was handled by
-/// an earlier ack; a file rewritten since it was read is a new load and stays.
-fn dispose_files(settings: &Settings, files: &[(String, i64)]) -> Result<(), StepError> {
-    let mut first_error = None;
-    let mut failed = 0;
-    let mut changed = false;
-    let mut dirs_to_sync = vec![settings.dir.clone()];
-    let mut fail = |error: StepError| {
-        failed += 1;
-        first_error.get_or_insert(error);
-    };
-    let mut names = Vec::with_capacity(files.len());
-    for (name, modified) in files {
-        let path = settings.dir.join(name);
-        match unchanged(&path, *modified) {
-            Ok(true) => names.push(name),
-            Ok(false) => {}
-            Err(error) => fail(read_error(&path, &error)),
-        }
-    }
-    match &settings.disposal {
-        Disposal::Keep => {}
-        Disposal::Delete => {
-            for name in names {
-                let path = settings.dir.join(name);
-                match fs::remove_file(&path) {
-                    Ok(()) => changed = true,
-                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                    Err(error) => fail(StepError::io(
-                        &format!("cannot delete {}", path.display()),
-                        &error,
-                    )),
-                }
-            }
-        }
-        Disposal::MoveTo(archive) => {
-            let created = create_dirs(archive).map_err(|error| {
-                StepError::io(&format!("cannot create {}", archive.display()), &error)
-            })?;
-            dirs_to_sync.push(archive.clone());
-            dirs_to_sync.extend(created);
-            for name in names {
-                match move_file(&settings.dir, archive, name) {
-                    Ok(moved) => changed |= moved,
-                    Err(error) => fail(StepError::io(
-                        &format!(
-                            "cannot move {} to {}",
-                            settings.dir.join(name).display(),
-                            archive.display()
-                        ),
-                        &error,
-                    )),
-                }
-            }
-        }
-    }
-    if changed {
-        for dir in &dirs_to_sync {
-            sync_dir(dir).map_err(|error| {
-                StepError::io(&format!("cannot sync directory {}", dir.display()), &error)
-            })?;
-        }
-    }
-    match first_error {
-        None => Ok(()),
-        Some(error) if failed == 1 => Err(error),
-        Some(error) => Err(StepError {
-            message: format!("{} (and {} more files)", error.message, failed - 1),
-            ..error
-        }),
-    }
-}
-
-/// Whether `path` still has the modification time it had when it was read.
-fn unchanged(path: &Path, modified: i64) -> io::Result<bool> {
-    match fs::metadata(path) {
-        Ok(metadata) => Ok(modified_millis(metadata.modified()?) == modified),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(error) => Err(error),
-    }
-}
-
-/// Moves `dir/name` into `archive` without overwriting anything there. Returns whether a file
-/// was moved (`false`: it was already gone).
-fn move_file(dir: &Path, archive: &Path, name: &str) -> io::Result<bool> {
-    let source = dir.join(name);
-    match fs::symlink_metadata(&source) {
-        Ok(_) => {}
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(error) => return Err(error),
-    }
-    let target = free_name(archive, name)?;
-    match fs::rename(&source, &target) {
-        Ok(()) => Ok(true),
-        Err(error) if error.kind() == io::ErrorKind::CrossesDevices => {
-            copy_across_devices(&source, archive, &target)?;
-            Ok(true)
-        }
-        Err(error) => Err(error),
-    }
-}
-
-/// `archive/name`, or `archive/name.<unix-millis>` (then `…-2`, `…-3`) when that is taken.
-fn free_name(archive: &Path, name: &str) -> io::Result<PathBuf> {
-    let taken = |path: &Path| match fs::symlink_metadata(path) {
-        Ok(_) => Ok(true),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(error) => Err(error),
-    };
-    let target = archive.join(name);
-    if !taken(&target)? {
-        return Ok(target);
-    }
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    let mut target = archive.join(format!("{name}.{millis}"));
-    let mut attempt = 1;
-    while taken(&target)? {
-        attempt += 1;
-        target = archive.join(format!("{name}.{millis}-{attempt}"));
-    }
-    Ok(target)
-}
-
-/// A rename between filesystems: copy to a temporary name, make it durable, put it in place,
-/// and only then delete the source, so a crash leaves the file at least once.
-fn copy_across_devices(source: &Path, archive: &Path, target: &Path) -> io::Result<()> {
-    let target_name = target
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = archive.join(format!(".{target_name}.ferry-tmp"));
-    fs::copy(source, &temp)?;
-    File::open(&temp)?.sync_all()?;
-    fs::rename(&temp, target)?;
-    sync_dir(archive)?;
-    fs::remove_file(source)
-}
-
-/// Makes the entries of a directory (created, renamed, removed files) durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        File::open(dir)?.sync_all()
-    }
-    // Other systems cannot open a directory as a file; their renames are as durable as they get.
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
-}
-
-/// Creates `dir` and its missing ancestors. Returns the directories whose entries changed (the
-/// parents of what was created), which need [`sync_dir`] for the new directories to be durable.
-fn create_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut missing = Vec::new();
-    let mut current = Some(dir);
-    while let Some(path) = current {
-        match fs::metadata(path) {
-            Ok(_) => break,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                missing.push(path);
-                current = path
-                    .parent()
-                    .filter(|parent| !parent.as_os_str().is_empty());
-            }
-            Err(error) => return Err(error),
-        }
-    }
-    let mut changed = Vec::new();
-    for path in missing.into_iter().rev() {
-        match fs::create_dir(path) {
-            Ok(()) => {
-                if let Some(parent) = path.parent() {
-                    changed.push(parent.to_path_buf());
-                }
-            }
-            // Someone else created it in the meantime: just as good.
-            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(changed)
 }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use super::TablePullerFactory;
+use crate::file::test_support::{names, seated, set_modified, write_settled};
 
 fn ctx(project: &Path) -> BuildContext {
     BuildContext {
@@ -24,38 +25,6 @@ fn ctx(project: &Path) -> BuildContext {
 
 fn build(project: &Path, config: Value) -> Result<Box<dyn Puller>, BuildError> {
     DynPullerFactory::build(&TablePullerFactory, &config, &ctx(project))
-}
-
-/// Writes a file that was last modified an hour ago, so it is well settled.
-fn write_settled(path: &Path, content: impl AsRef<[u8]>) {
-    fs::write(path, content).unwrap();
-    set_modified(path, SystemTime::now() - Duration::from_secs(3600));
-}
-
-fn set_modified(path: &Path, time: SystemTime) {
-    let file = fs::File::options().write(true).open(path).unwrap();
-    file.set_modified(time).unwrap();
-}
-
-/// The names in `dir`, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-fn seated(passengers: &[Passenger]) -> Vec<Seated> {
-    passengers
-        .iter()
-        .map(|p| Seated {
-            source_system: p.source_system.clone(),
-            external_id: p.external_id.clone(),
-            duplicate: false,
-        })
-        .collect()
 }
 
 /// A project with an `in` directory holding `files`, and a puller of it with `extra` config
