@@ -62,6 +62,11 @@ PG_URL="postgres://root@127.0.0.1:5432/test?sslmode=disable"
 MY_URL="mysql://root@127.0.0.1:3306/test"
 MYSQL=(mysql -h127.0.0.1 -P3306 -uroot)
 DDL="(id integer, name text, email text, amount numeric(12,2), created date, active boolean, note text)"
+# ferry's tables as its pusher would create them (it never narrows a type on its own: a column
+# that cannot hold every value of the batch's type holds the load for a person); MariaDB's
+# BOOLEAN is tinyint(1), read as an integer.
+FERRY_DDL_csv="(id bigint, name text, email text, amount numeric, created date, active boolean, note text)"
+FERRY_DDL_mariadb="(id bigint, name text, email text, amount numeric, created date, active bigint, note text)"
 # The MariaDB source, columns as the issue asks.
 MY_DDL="(id INT NOT NULL PRIMARY KEY, name VARCHAR(100) NOT NULL, email VARCHAR(100) NOT NULL,
   amount DECIMAL(12,2) NOT NULL, created DATE NOT NULL, active BOOLEAN NOT NULL, note VARCHAR(200))
@@ -190,10 +195,11 @@ echo "versions: $(join "${VERSIONS[@]}")"
 # --- measuring ---------------------------------------------------------------------------------
 RESULTS=()   # load, peer, rows in the target, seconds, peak RSS KB, status, log; joined by $S
 S=$'\x1f'
-# reset SCHEMA [TABLE]: the peer's schema, empty (with TABLE created like psql's when given).
+# reset SCHEMA [TABLE [COLUMNS]]: the peer's schema, empty (with TABLE created like psql's, or
+# with COLUMNS, when given).
 reset() {
   pg -c "DROP SCHEMA IF EXISTS $1 CASCADE" -c "CREATE SCHEMA $1" > /dev/null
-  [ -z "${2:-}" ] || pg -c "CREATE TABLE $1.$2 $DDL" > /dev/null
+  [ -z "${2:-}" ] || pg -c "CREATE TABLE $1.$2 ${3:-$DDL}" > /dev/null
   pg -c "CHECKPOINT" > /dev/null
 }
 count() { pg -c "SELECT count(*) FROM $1" 2> /dev/null || echo 0; }
@@ -355,9 +361,12 @@ YAML
       n=$(grep -c '^[^ ]*:[0-9]*:[0-9]*: ' "$log"); [ "$n" -le 1 ] || echo " (+$((n - 1)) more)")" "$log"
     return
   fi
+  # ferry remembers every chunk it loaded (ferry.loads, for exactly-once); the target is new.
+  pg -c "DELETE FROM ferry.loads WHERE target LIKE '$s.%'" > /dev/null 2>&1 || true
   local precreated=
   if [ "$FERRY_PRECREATE" = 1 ]; then
-    reset $s "$load"_load
+    local columns="FERRY_DDL_$load"
+    reset $s "$load"_load "${!columns}"
     # The time of the last committed statement on the target, for the elapsed time.
     pg > /dev/null <<SQL
 CREATE TABLE $s.commits (at timestamptz NOT NULL);

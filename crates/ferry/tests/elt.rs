@@ -74,6 +74,8 @@ impl Drop for Schema {
                 &postgres_url(),
                 "-c",
                 &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0),
+                "-c",
+                &format!("DELETE FROM ferry.loads WHERE target LIKE '{}.%'", self.0),
             ])
             .output();
     }
