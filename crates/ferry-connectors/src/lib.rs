@@ -69,6 +69,9 @@ mod tests {
             ]
         );
         assert_eq!(registry.type_names(Role::Pusher), ["file", "postgres"]);
+        // Runs of pipelines that load tables end when the rows are in (run_ends: delivered).
+        assert!(registry.pusher_loads("postgres"));
+        assert!(!registry.pusher_loads("file"));
     }
 
     #[test]

@@ -180,6 +180,9 @@ pub trait ProcessorFactory: Send + Sync + 'static {
 /// Builds pushers of one type from their typed configuration.
 pub trait PusherFactory: Send + Sync + 'static {
     const TYPE: &'static str;
+    /// Pushing with it is the point of a run (a table load): runs of pipelines that use it end
+    /// once what they seated is delivered, unless the pipeline says `run_ends: seated`.
+    const LOADS: bool = false;
     type Config: DeserializeOwned;
     /// Builds the pusher. Must not connect to anything: validation calls it too.
     fn build(
@@ -212,6 +215,8 @@ pub trait DynProcessorFactory: Send + Sync {
 /// A [`PusherFactory`] with its configuration type erased.
 pub trait DynPusherFactory: Send + Sync {
     fn type_name(&self) -> &'static str;
+    /// [`PusherFactory::LOADS`].
+    fn loads(&self) -> bool;
     fn build(
         &self,
         config: &serde_json::Value,
@@ -272,6 +277,10 @@ impl<F: PusherFactory> DynPusherFactory for F {
         F::TYPE
     }
 
+    fn loads(&self) -> bool {
+        F::LOADS
+    }
+
     fn build(
         &self,
         config: &serde_json::Value,
@@ -326,6 +335,13 @@ impl Registry {
         };
         names.sort_unstable();
         names
+    }
+
+    /// Whether pushers of `type_name` load tables ([`PusherFactory::LOADS`]).
+    pub fn pusher_loads(&self, type_name: &str) -> bool {
+        self.pushers
+            .iter()
+            .any(|f| f.type_name() == type_name && f.loads())
     }
 
     /// Whether `type_name` is a known component of `role`.

@@ -35,6 +35,7 @@ pub struct PostgresPusherFactory;
 
 impl PusherFactory for PostgresPusherFactory {
     const TYPE: &'static str = "postgres";
+    const LOADS: bool = true;
     type Config = PostgresPusherConfig;
 
     fn build(

@@ -774,7 +774,13 @@ fn pipeline(doc: &mut Document, value: Value, site: &Site) -> Option<Pipeline> {
     let priority = doc.number(&root.key("priority"), raw.priority, 5, 0, Some(9));
     let failure_limit = doc.number(&root.key("failure_limit"), raw.failure_limit, 3, 0, None);
     let depends_on = raw.depends_on.unwrap_or_default();
+    let loads = pushers.as_ref().is_some_and(|pushers| {
+        pushers
+            .iter()
+            .any(|p| site.registry.pusher_loads(&p.type_name))
+    });
     let run_ends = match raw.run_ends.as_deref() {
+        None if loads => Some(RunEnds::Delivered),
         None | Some("seated") => Some(RunEnds::Seated),
         Some("delivered") => Some(RunEnds::Delivered),
         Some(other) => {
