@@ -285,3 +285,58 @@ fn check_tests_every_connection_and_never_prints_a_password() {
         "{text}"
     );
 }
+
+#[test]
+fn an_sql_error_in_a_step_fails_the_run_and_keeps_the_rows_out() {
+    let schema = unique("elt_step");
+    let _schema = Schema(schema.clone());
+    psql(&format!("CREATE SCHEMA {schema}"));
+    let pipeline = format!(
+        r#"
+schedule: every 1h
+failure_limit: 0
+retry: {{ max_attempts: 1 }}
+pullers:
+  - type: table
+    path: inbox
+    after_seat: keep
+    settle: 0s
+    columns:
+      - {{ name: id, type: integer }}
+pushers:
+  - type: postgres
+    connection: dwh
+    table: {schema}.numbers
+    mode: append
+    after: [broken.sql]
+"#
+    );
+    let project = Project::new("queue_life_span: 1d\n", &[("numbers", &pipeline)]);
+    project.write("connections.yaml", &connections());
+    project.write(
+        "clients/acme/sql/broken.sql",
+        "UPDATE {target} SET id = id;\nINSERT INTO nowhere VALUES (1);\n",
+    );
+    project.write("inbox/numbers.csv", "id\n1\n2\n3\n");
+    let child = project.spawn();
+    let dir = project.path().to_str().unwrap().to_string();
+    wait_for("the failed run", Duration::from_secs(60), || {
+        stdout(&project.ferry(&["status", &dir])).contains(" failed (pulled")
+    });
+    let status = stdout(&project.ferry(&["status", &dir]));
+    assert!(terminate(child));
+    assert!(
+        status.contains("1 passenger(s) not delivered (1 dead"),
+        "{status}"
+    );
+    let dead = stdout(&project.ferry(&["queue", "-C", &dir, "list", "--state", "dead"]));
+    assert!(
+        dead.contains("broken.sql:2"),
+        "the error names file and line:\n{dead}"
+    );
+    assert_eq!(
+        target_count(&schema, "numbers"),
+        0,
+        "the chunk's rows went with its failed transaction"
+    );
+}
