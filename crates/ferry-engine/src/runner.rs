@@ -74,6 +74,12 @@ async fn wait_for_delivery(
         return Ok(());
     }
     loop {
+        // Workers leave a paused pipeline alone: nothing more would be delivered.
+        if shared.is_paused(&active.key) {
+            return Err(
+                "the pipeline was paused before the run's passengers were delivered".into(),
+            );
+        }
         let counts = shared
             .store
             .progress(&run.seated_ids)
