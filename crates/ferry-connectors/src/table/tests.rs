@@ -608,6 +608,64 @@ async fn a_malformed_file_fails_alone_with_its_line_and_is_not_retried_until_cha
 }
 
 #[tokio::test]
+async fn failures_far_into_a_csv_file_name_their_line() {
+    // Past the first batches the parsing thread hands over (quoted newlines count as lines).
+    let good = || {
+        let mut csv = String::from("id,note\n");
+        for id in 1..=10_000 {
+            csv.push_str(&format!("{id},\"a\nb\"\n"));
+        }
+        csv
+    };
+    // By name, as the failures are sorted.
+    let cases = [
+        (
+            "count.csv",
+            format!("{}1,2,3\n4,5\n", good()),
+            "count.csv: line 20002: 3 fields where the first line has 2",
+        ),
+        (
+            "quote.csv",
+            format!("{}1,\"2\n3,4\n", good()),
+            "quote.csv: line 20002: a quoted field is not closed",
+        ),
+        (
+            "value.csv",
+            format!("{}x,2\n", good()),
+            "value.csv: line 20002: column id: \"x\" is not an integer",
+        ),
+    ];
+    let mut files: Vec<(&str, &[u8])> = cases.iter().map(|(n, c, _)| (*n, c.as_bytes())).collect();
+    let whole = good();
+    files.push(("zz-good.csv", whole.as_bytes()));
+    let columns = json!([{ "name": "id", "type": "integer" }, { "name": "note" }]);
+    let (_project, _inbox, mut puller) =
+        setup(&files, json!({ "columns": columns, "chunk_rows": 3000 }));
+    let pulled = pull_all(&mut puller, 100).await;
+    let mut messages: Vec<_> = pulled
+        .failures
+        .iter()
+        .map(|f| f.error.message.clone())
+        .collect();
+    messages.sort();
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    for (message, (_, _, start)) in messages.iter().zip(&cases) {
+        assert!(
+            message.starts_with(start),
+            "{message} should start with {start}"
+        );
+    }
+    let rows: Vec<usize> = pulled
+        .passengers
+        .iter()
+        .map(|p| p.metadata[records::ROWS].parse().unwrap())
+        .collect();
+    assert_eq!(rows, [3000, 3000, 3000, 1000]);
+    let (_, last) = table(pulled.passengers.last().unwrap());
+    assert_eq!(last[999], row(&[Some("10000"), Some("a\nb")]));
+}
+
+#[tokio::test]
 async fn after_seat_waits_for_every_chunk_of_a_file() {
     let (_project, inbox, mut puller) = setup(
         &[("n.csv", numbered_csv(25).as_bytes())],
