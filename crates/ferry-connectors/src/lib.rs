@@ -4,6 +4,7 @@
 //! [`registry`] is the one list of everything ferry can build from a definition's `type:`; what
 //! every connector must meet is written down in `docs/connector-spec.md`.
 
+mod client_sql;
 mod columns;
 pub mod file;
 pub mod generate;

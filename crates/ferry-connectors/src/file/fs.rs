@@ -81,6 +81,11 @@ pub(crate) fn is_settling(modified: SystemTime, now: SystemTime, settle: Duratio
     age < settle
 }
 
+/// Whether a puller takes the directory entry `name`: not hidden, and matching `pattern`.
+pub(crate) fn wanted(name: &std::ffi::OsStr, pattern: &globset::GlobMatcher) -> bool {
+    !name.as_encoded_bytes().starts_with(b".") && pattern.is_match(Path::new(name))
+}
+
 /// A single path segment that is not hidden: the only names an ack acts on.
 pub(crate) fn is_plain_name(name: &str) -> bool {
     let mut components = Path::new(name).components();

@@ -3,7 +3,7 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,7 +21,7 @@ use tracing::{debug, warn};
 
 use super::config::AFTER_SEAT_FORMS;
 use super::fs::{
-    Disposal, archive_dir, dispose_files, is_plain_name, is_settling, modified_millis,
+    Disposal, archive_dir, dispose_files, is_plain_name, is_settling, modified_millis, wanted,
 };
 use super::{AfterSeat, FilePullerConfig};
 use crate::processors::build_codec;
@@ -121,7 +121,7 @@ impl Settings {
 
     /// Whether `name` is a file this puller takes: not hidden, and matching the pattern.
     fn wants(&self, name: &OsStr) -> bool {
-        !name.as_encoded_bytes().starts_with(b".") && self.pattern.is_match(Path::new(name))
+        wanted(name, &self.pattern)
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::error::Error as _;
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -75,14 +74,9 @@ impl PusherFactory for PostgresPusherFactory {
 
         // SQL files are part of the definition: read and checked now, so that `ferry validate`
         // reports a missing file or a bad placeholder.
-        let sql_dir = ctx
-            .project_dir
-            .join("clients")
-            .join(&ctx.client)
-            .join("sql");
-        let before = read_scripts(&sql_dir, "before", &config.before)?;
-        let after = read_scripts(&sql_dir, "after", &config.after)?;
-        let migrations_dir = sql_dir.join(&config.table);
+        let before = read_scripts(ctx, "before", &config.before)?;
+        let after = read_scripts(ctx, "after", &config.after)?;
+        let migrations_dir = crate::client_sql::dir(ctx).join(&config.table);
         let migrations = script::read_migrations(&migrations_dir)
             .map_err(|message| BuildError::at("table", format!("migrations: {message}")))?;
 
@@ -142,14 +136,20 @@ fn check_keys(config: &PostgresPusherConfig) -> Result<Vec<String>, BuildError> 
 }
 
 /// Reads the SQL files listed under `key`; an error points at the file's index.
-fn read_scripts(dir: &Path, key: &str, files: &[String]) -> Result<Vec<Script>, BuildError> {
+fn read_scripts(
+    ctx: &BuildContext,
+    key: &str,
+    files: &[String],
+) -> Result<Vec<Script>, BuildError> {
     let mut scripts = Vec::with_capacity(files.len());
     for (index, file) in files.iter().enumerate() {
-        let script = script::read(dir, file, &Placeholder::STEP).map_err(|message| BuildError {
-            path: vec![key.to_string(), index.to_string()],
-            message,
-            within: None,
-        })?;
+        let script = crate::client_sql::read(ctx, file)
+            .and_then(|text| Script::parse(file, &text, &Placeholder::STEP))
+            .map_err(|message| BuildError {
+                path: vec![key.to_string(), index.to_string()],
+                message,
+                within: None,
+            })?;
         scripts.push(script);
     }
     Ok(scripts)

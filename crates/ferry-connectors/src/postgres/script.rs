@@ -12,7 +12,7 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::path::{Component, Path};
+use std::path::Path;
 
 use ferry_core::config::SourceFile;
 
@@ -175,29 +175,6 @@ impl Script {
             hash,
         })
     }
-}
-
-/// Reads the SQL file `relative` (as written in the definition) from `dir`, refusing paths
-/// that leave it.
-pub(super) fn read(dir: &Path, relative: &str, allowed: &[Placeholder]) -> Result<Script, String> {
-    let path = Path::new(relative);
-    if relative.is_empty() {
-        return Err("the SQL file name is empty".into());
-    }
-    if path.has_root() {
-        return Err(format!(
-            "`{relative}` is absolute; SQL files are named relative to clients/<client>/sql/"
-        ));
-    }
-    if path.components().any(|c| c == Component::ParentDir) {
-        return Err(format!(
-            "`{relative}` contains `..`; SQL files must stay inside clients/<client>/sql/"
-        ));
-    }
-    let full = dir.join(path);
-    let text = fs::read_to_string(&full)
-        .map_err(|error| format!("cannot read {}: {error}", full.display()))?;
-    Script::parse(relative, &text, allowed)
 }
 
 /// A versioned migration of the target table: `NNN_name.sql`.

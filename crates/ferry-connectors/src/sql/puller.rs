@@ -1,8 +1,5 @@
 //! The `sql` puller: one load per run, its chunks pulled as they are read.
 
-use std::fs;
-use std::path::{Component, Path};
-
 use async_trait::async_trait;
 use ferry_core::config::Connection;
 use ferry_core::records::{self, Chunk};
@@ -63,7 +60,10 @@ impl Settings {
         let connection = ctx.connection("connection", &config.connection)?.clone();
         let (key, query) = match (config.query, config.file) {
             (Some(query), None) => ("query", query),
-            (None, Some(file)) => ("file", read_query_file(&file, ctx)?),
+            (None, Some(file)) => (
+                "file",
+                crate::client_sql::read(ctx, &file).map_err(|m| BuildError::at("file", m))?,
+            ),
             (None, None) => {
                 return Err(BuildError::at(
                     "query",
@@ -114,33 +114,6 @@ impl Settings {
             start: config.start,
         })
     }
-}
-
-/// Reads the query of `file:`, a path relative to `clients/<client>/sql/` that must stay in it.
-fn read_query_file(file: &str, ctx: &BuildContext) -> Result<String, BuildError> {
-    let path = Path::new(file);
-    let inside = path
-        .components()
-        .all(|component| matches!(component, Component::Normal(_) | Component::CurDir));
-    if file.is_empty() || !inside {
-        return Err(BuildError::at(
-            "file",
-            format!(
-                "`{file}` is not a file name under clients/{}/sql/: give a relative path without \
-                 `..`",
-                ctx.client
-            ),
-        ));
-    }
-    let shown = format!("clients/{}/sql/{file}", ctx.client);
-    let full = ctx
-        .project_dir
-        .join("clients")
-        .join(&ctx.client)
-        .join("sql")
-        .join(path);
-    fs::read_to_string(&full)
-        .map_err(|error| BuildError::at("file", format!("cannot read {shown}: {error}")))
 }
 
 /// Pulls the result of a query, one load per run.

@@ -41,7 +41,7 @@ use super::{AfterSeat, Encoding, SheetRef, TableFormat, TablePullerConfig};
 use crate::columns::{self, Converter, Field, JsonPlan, Mapping, TabularPlan};
 use crate::file::AFTER_SEAT_FORMS_WITH_KEEP;
 use crate::file::fs::{
-    Disposal, archive_dir, dispose_files, is_plain_name, is_settling, modified_millis,
+    Disposal, archive_dir, dispose_files, is_plain_name, is_settling, modified_millis, wanted,
 };
 
 /// The passengers' `source_system`.
@@ -216,7 +216,7 @@ impl Settings {
 
     /// Whether `name` is a file this puller takes: not hidden, and matching the pattern.
     fn wants(&self, name: &OsStr) -> bool {
-        !name.as_encoded_bytes().starts_with(b".") && self.pattern.is_match(Path::new(name))
+        wanted(name, &self.pattern)
     }
 }
 
