@@ -37,6 +37,19 @@ impl Load<'_> {
     fn names(&self) -> impl Iterator<Item = &str> {
         self.batch.columns.iter().map(|c| c.name.as_str())
     }
+
+    /// The batch's columns that are not keys (`{data_columns}`).
+    fn data_columns(&self, keys: &[String]) -> Vec<&str> {
+        self.names()
+            .filter(|n| !keys.iter().any(|k| k == n))
+            .collect()
+    }
+}
+
+/// A load a group touched, for `append`'s completion at the group's end.
+struct Touched {
+    load: String,
+    data_columns: Vec<String>,
 }
 
 /// Bytes per COPY data message.
@@ -44,8 +57,8 @@ const COPY_SLICE: usize = 64 * 1024;
 
 /// How one passenger of a group went.
 enum Loaded {
-    /// Its result; the transaction goes on.
-    Done(Result<(), StepError>),
+    /// Its result, with its load when it succeeded; the transaction goes on.
+    Done(Result<Touched, StepError>),
     /// The transaction cannot go on: the whole group fails with this error.
     Broken(StepError),
 }
@@ -68,27 +81,49 @@ impl PostgresPusher {
     /// Loads a group of passengers in one transaction, each in a savepoint of its own: one
     /// commit (one durable flush) for the group, and a failing passenger rolls back only its
     /// own savepoint. Returns the session unless the connection broke.
+    ///
+    /// `append` runs without the table's lock as long as nothing needs it, so that groups of
+    /// one load COPY side by side; see the module documentation.
     pub(super) async fn push_group(
         &self,
         session: Session,
         group: &[&Passenger],
     ) -> (Option<Session>, Vec<Result<(), StepError>>) {
         let client = &session.client;
-        if let Err(error) = client.batch_execute(&self.begin_locked()).await {
+        let mut locked = self.mode != Mode::Append;
+        let begin = match locked {
+            true => format!("BEGIN; {}", self.lock()),
+            false => "BEGIN".to_string(),
+        };
+        if let Err(error) = client.batch_execute(&begin).await {
             let error = self.error("cannot start the load's transaction", &error);
             let _ = client.batch_execute("ROLLBACK").await;
             return (usable(session), vec![Err(error); group.len()]);
         }
         let mut results = Vec::with_capacity(group.len());
+        let mut loads: Vec<Touched> = Vec::new();
         let mut broken = None;
         for passenger in group {
-            match self.load_in_savepoint(&session, passenger).await {
-                Loaded::Done(result) => results.push(result),
+            match self
+                .load_in_savepoint(&session, passenger, &mut locked)
+                .await
+            {
+                Loaded::Done(result) => results.push(result.map(|touched| {
+                    if !loads.iter().any(|l| l.load == touched.load) {
+                        loads.push(touched);
+                    }
+                })),
                 Loaded::Broken(error) => {
                     broken = Some(error);
                     break;
                 }
             }
+        }
+        if broken.is_none()
+            && self.mode == Mode::Append
+            && let Err(error) = self.complete_appended(&session, locked, &loads).await
+        {
+            broken = Some(error);
         }
         // The transaction cannot be committed (a savepoint could not be rolled back, or the
         // connection broke): nothing of the group stays, so nothing of it succeeded. (COMMIT
@@ -109,7 +144,12 @@ impl PostgresPusher {
     }
 
     /// Loads one passenger inside the group's transaction, in a savepoint.
-    async fn load_in_savepoint(&self, session: &Session, passenger: &Passenger) -> Loaded {
+    async fn load_in_savepoint(
+        &self,
+        session: &Session,
+        passenger: &Passenger,
+        locked: &mut bool,
+    ) -> Loaded {
         let load = match self.read(passenger) {
             Ok(load) => load,
             Err(error) => return Loaded::Done(Err(error)),
@@ -118,9 +158,19 @@ impl PostgresPusher {
         if let Err(error) = client.batch_execute("SAVEPOINT ferry_chunk").await {
             return Loaded::Broken(self.error("cannot start the chunk's savepoint", &error));
         }
-        let result = self.load_chunk(session, &load).await;
+        let result = self
+            .load_chunk(session, &load, locked)
+            .await
+            .map(|()| Touched {
+                load: load.load.clone(),
+                data_columns: load
+                    .data_columns(&self.keys)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect(),
+            });
         let end = match result {
-            Ok(()) => "RELEASE SAVEPOINT ferry_chunk",
+            Ok(_) => "RELEASE SAVEPOINT ferry_chunk",
             Err(_) => "ROLLBACK TO SAVEPOINT ferry_chunk; RELEASE SAVEPOINT ferry_chunk",
         };
         match client.batch_execute(end).await {
@@ -196,13 +246,43 @@ impl PostgresPusher {
         })
     }
 
-    /// Everything a chunk does inside its savepoint (the table's lock is already taken).
-    async fn load_chunk(&self, session: &Session, load: &Load<'_>) -> Result<(), StepError> {
+    /// Everything a chunk does inside its savepoint. Without the table's lock (`append`), it
+    /// takes the lock first when the chunk may be its load's first or the table is missing.
+    async fn load_chunk(
+        &self,
+        session: &Session,
+        load: &Load<'_>,
+        locked: &mut bool,
+    ) -> Result<(), StepError> {
         let client = &session.client;
-        // The table's columns are read with the bookkeeping, in one round trip.
         let quoted = self.target.quoted();
-        let (state, table) =
-            futures::try_join!(self.state(session, load), self.describe(session, &quoted))?;
+        let (state, table) = match *locked {
+            // The table's columns are read with the bookkeeping, in one round trip.
+            true => futures::try_join!(self.state(session, load), self.describe(session, &quoted))?,
+            false => {
+                // The table is read only once the load has chunks: a lookup that finds no
+                // table leaves the session's catalog cache saying so for the rest of the
+                // transaction, even after another session's table is committed.
+                let state = self.state(session, load).await?;
+                let settled = state.recorded || state.owner.is_some();
+                let table = match state.chunks > 0 && !settled {
+                    true => self.describe(session, &quoted).await?,
+                    false => None,
+                };
+                if settled || table.is_some() {
+                    (state, table)
+                } else {
+                    // Maybe the load's first chunk, or the table is missing: the lock, then
+                    // a fresh look.
+                    client
+                        .batch_execute(&self.lock())
+                        .await
+                        .map_err(|error| self.error("cannot lock the table", &error))?;
+                    *locked = true;
+                    futures::try_join!(self.state(session, load), self.describe(session, &quoted))?
+                }
+            }
+        };
         if state.recorded {
             debug!(
                 pipeline = %self.pipeline,
@@ -236,10 +316,7 @@ impl PostgresPusher {
         };
         let completes = last.is_some_and(|last| state.chunks + 1 >= last);
 
-        let data_columns: Vec<&str> = load
-            .names()
-            .filter(|n| !self.keys.iter().any(|k| k == n))
-            .collect();
+        let data_columns = load.data_columns(&self.keys);
         let values = self.values(Some(data_columns.as_slice()), Some(&load.load));
         match self.mode {
             Mode::Append | Mode::Merge => {
@@ -266,7 +343,8 @@ impl PostgresPusher {
             }
         }
         self.record(session, load).await?;
-        if !completes {
+        // `append` completes its loads at the end of the group, under the lock.
+        if !completes || self.mode == Mode::Append {
             return Ok(());
         }
         match self.mode {
@@ -274,15 +352,67 @@ impl PostgresPusher {
             Mode::Replace => self.swap(session, load).await?,
             Mode::History => self.apply_history(session, load).await?,
         }
-        self.run_scripts(client, "after", &self.after, &values)
+        self.finish(session, &load.load, &values).await?;
+        if self.mode.stages() {
+            self.drop_older_shadows(client, load).await?;
+        }
+        Ok(())
+    }
+
+    /// A complete load: runs the `after` files and marks it complete.
+    async fn finish(
+        &self,
+        session: &Session,
+        load: &str,
+        values: &super::script::Values,
+    ) -> Result<(), StepError> {
+        let client = &session.client;
+        self.run_scripts(client, "after", &self.after, values)
             .await?;
         let target = self.target.name();
         client
-            .execute(&session.statements.complete, &[&target, &load.load])
+            .execute(&session.statements.complete, &[&target, &load])
             .await
-            .map_err(|error| self.error(&load.describe(), &error))?;
-        if self.mode.stages() {
-            self.drop_older_shadows(client, load).await?;
+            .map_err(|error| self.error(&format!("load {load}"), &error))?;
+        Ok(())
+    }
+
+    /// `append`, at the end of a group: under the table's lock (so that two groups finishing
+    /// side by side cannot both miss the other's chunks), finishes each of the group's loads
+    /// whose chunks are now all recorded. A failure fails the whole group: its chunks are
+    /// rolled back and come again.
+    async fn complete_appended(
+        &self,
+        session: &Session,
+        locked: bool,
+        loads: &[Touched],
+    ) -> Result<(), StepError> {
+        let client = &session.client;
+        if loads.is_empty() {
+            return Ok(());
+        }
+        if !locked {
+            client
+                .batch_execute(&self.lock())
+                .await
+                .map_err(|error| self.error("cannot lock the table", &error))?;
+        }
+        let target = self.target.name();
+        for Touched { load, data_columns } in loads {
+            let row = client
+                .query_one(
+                    "SELECT count(*) >= max(chunk) FILTER (WHERE last) \
+                            AND bool_and(completed_at IS NULL) \
+                     FROM ferry.loads WHERE target = $1 AND load = $2",
+                    &[&target, load],
+                )
+                .await
+                .map_err(|error| self.error("cannot read ferry.loads", &error))?;
+            if row.get::<_, Option<bool>>(0) == Some(true) {
+                let data: Vec<&str> = data_columns.iter().map(String::as_str).collect();
+                let values = self.values(Some(&data), Some(load));
+                self.finish(session, load, &values).await?;
+            }
         }
         Ok(())
     }

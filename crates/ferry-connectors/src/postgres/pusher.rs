@@ -457,7 +457,7 @@ impl PostgresPusher {
         let name = &migration.script.name;
         let context = format!("migration {}{name}", self.migrations_dir);
         client
-            .batch_execute(&self.begin_locked())
+            .batch_execute(&format!("BEGIN; {}", self.lock()))
             .await
             .map_err(|error| self.error(&context, &error))?;
         let again = client
@@ -500,9 +500,9 @@ impl PostgresPusher {
     }
 
     /// `BEGIN` and the table's advisory lock, in one round trip.
-    pub(super) fn begin_locked(&self) -> String {
+    pub(super) fn lock(&self) -> String {
         format!(
-            "BEGIN; SELECT pg_advisory_xact_lock(hashtext({}))",
+            "SELECT pg_advisory_xact_lock(hashtext({}))",
             quote_literal(&self.target.name())
         )
     }

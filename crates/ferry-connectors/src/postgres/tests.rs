@@ -1032,7 +1032,72 @@ async fn before_and_after_files_run_with_their_placeholders() {
 }
 
 #[tokio::test]
-async fn an_error_in_after_fails_the_chunk_and_leaves_nothing() {
+async fn append_groups_of_one_load_side_by_side_complete_it_once() {
+    let test = Test::start("side_by_side").await;
+    let table = test.table("people");
+    let log = test.table("log");
+    test.exec(&format!(
+        "CREATE TABLE {log} (step text, load text, seen bigint)"
+    ))
+    .await;
+    test.write_sql(
+        "before.sql",
+        &format!("INSERT INTO {log} SELECT 'before', {{load}}, count(*) FROM {{target}};"),
+    );
+    test.write_sql(
+        "after.sql",
+        &format!("INSERT INTO {log} SELECT 'after', {{load}}, count(*) FROM {{target}};"),
+    );
+    let pusher = test.pusher(json!({
+        "table": table,
+        "mode": "append",
+        "before": ["before.sql"],
+        "after": ["after.sql"],
+    }));
+    // Five loads of 25 chunks of 10 rows: the first chunk alone (it runs `before` under the
+    // lock), then the others as four groups at once, which COPY side by side without the
+    // lock; whichever commits last must see the others' chunks and finish the load.
+    let (loads, chunks, rows) = (5, 25_u64, 10_i64);
+    let mut expected = Vec::new();
+    for load in 1..=loads {
+        let name = format!("l{load}");
+        let passengers: Vec<Passenger> = (1..=chunks)
+            .map(|number| {
+                let first = (load * 1000 + number as i64) * rows;
+                let people: Vec<(i64, &str)> = (first..first + rows).map(|id| (id, "x")).collect();
+                chunk(self::people(&people), &name, number, number == chunks)
+            })
+            .collect();
+        push_ok(pusher.as_ref(), &[&passengers[0]]).await;
+        let groups: Vec<Vec<&Passenger>> = passengers[1..]
+            .chunks(chunks as usize / 4)
+            .rev()
+            .map(|group| group.iter().collect())
+            .collect();
+        let results =
+            futures::future::join_all(groups.iter().map(|group| push(pusher.as_ref(), group)))
+                .await;
+        for result in results.into_iter().flatten() {
+            assert!(result.is_ok(), "{result:?}");
+        }
+        let total = load * chunks as i64 * rows;
+        let before = (load - 1) * chunks as i64 * rows;
+        expected.push([s("before"), Some(name.clone()), Some(before.to_string())]);
+        expected.push([s("after"), Some(name), Some(total.to_string())]);
+    }
+    let logged = format!("SELECT step, load, seen FROM {log} ORDER BY load, step DESC");
+    assert_eq!(test.rows(&logged).await, expected);
+    let counts = format!("SELECT count(*), count(DISTINCT id) FROM {table}");
+    let total = (loads * chunks as i64 * rows).to_string();
+    assert_eq!(
+        test.rows(&counts).await,
+        [[Some(total.clone()), Some(total)]]
+    );
+    test.finish().await;
+}
+
+#[tokio::test]
+async fn an_error_in_after_fails_the_group_and_leaves_nothing() {
     let test = Test::start("after_error").await;
     let table = test.table("people");
     test.write_sql(
@@ -1050,22 +1115,23 @@ async fn an_error_in_after_fails_the_chunk_and_leaves_nothing() {
     let pusher = build_at(test.project.path(), &url, config).unwrap();
     let one = chunk(people(&[(1, "Ann")]), "l1", 1, false);
     let two = chunk(people(&[(2, "Bob")]), "l1", 2, true);
+    // The load completes at the end of the group (append): the group's chunks fail together.
     let results = push(pusher.as_ref(), &[&one, &two]).await;
-    assert!(results[0].is_ok(), "{results:?}");
-    let error = results[1].clone().unwrap_err();
-    assert!(!error.retryable, "{error:?}");
-    assert!(
-        error
-            .message
-            .contains("after after.sql:3: division by zero"),
-        "{error}"
-    );
-    assert_eq!(
-        test.rows(&format!("SELECT id FROM {table}")).await,
-        [[s("1")]]
-    );
+    for result in &results {
+        let error = result.clone().unwrap_err();
+        assert!(!error.retryable, "{error:?}");
+        assert!(
+            error
+                .message
+                .contains("after after.sql:3: division by zero"),
+            "{error}"
+        );
+    }
+    // Nothing stays, not even the table the group created.
+    let exists = format!("SELECT to_regclass('{table}') IS NOT NULL");
+    assert_eq!(test.rows(&exists).await, [[s("f")]]);
     let recorded = format!("SELECT chunk FROM ferry.loads WHERE target = '{table}' ORDER BY chunk");
-    assert_eq!(test.rows(&recorded).await, [[s("1")]]);
+    assert!(test.rows(&recorded).await.is_empty());
     // The connection waits idle, not inside a transaction.
     let states = test
         .rows("SELECT state FROM pg_stat_activity WHERE application_name = 'ferry_pg_after_error'")
