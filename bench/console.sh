@@ -9,7 +9,8 @@
 # pipelines), seeds the store straight through the Store API
 # (crates/ferry-store/examples/seed_console.rs: passengers over the last 30 days, mostly
 # complete, some dead with three distinct errors, some failed, some pending, a few
-# discarded; the pipelines paused so nothing changes while measuring) with a root API token,
+# discarded; the pipelines paused so nothing changes while measuring; the search index brought
+# up to date, as `ferry run` does in the background) with a root API token,
 # starts `ferry run`, then sends each query REQUESTS times (or for at most MAX_SECONDS) at
 # each concurrency in CONCURRENCY and prints the latency percentiles ab measures (round trip
 # on localhost, so server time plus a few tens of µs) and ferry's peak RSS.
@@ -96,6 +97,8 @@ QUERIES=(
   "small pipeline + state=failed|/api/v1/queue?client=acme&pipeline=rare&state=failed"
   "all clients + state=dead|/api/v1/queue?state=dead"
   "text: one external id|/api/v1/queue?client=acme&text=$MIDDLE_ID"
+  "text: part of one external id|/api/v1/queue?client=acme&text=${MIDDLE_ID#INV-}"
+  "text: no match|/api/v1/queue?client=acme&text=no-such-order"
   "text: a source system (1 %)|/api/v1/queue?client=acme&text=edi"
   "time range: one day, 20 days ago|/api/v1/queue?client=acme&since=$DAY_SINCE&until=$DAY_UNTIL"
   "deep page: before= mid-queue|/api/v1/queue?client=acme&pipeline=invoices&before=$DEEP_BEFORE"

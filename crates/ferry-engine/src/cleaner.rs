@@ -1,5 +1,6 @@
 //! The cleaner: purges complete passengers after their client's `queue_life_span` and runs
-//! with their logs after `log_life_span`. Open and dead passengers are never purged.
+//! with their logs after `log_life_span`. Open and dead passengers are never purged. It also
+//! keeps the queue browser's search index up with the queue.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,4 +50,28 @@ fn cutoff(now: ferry_core::Timestamp, span: Duration) -> ferry_core::Timestamp {
         .ok()
         .and_then(|span| now.checked_sub_signed(span))
         .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+}
+
+/// Passengers added to the search index per transaction: short enough that seats and reports
+/// wait little for the store's write lock.
+const INDEX_BATCH: usize = 2_000;
+
+/// Keeps the queue browser's search index up with the queue, off the seat path (see
+/// `Store::index_search`): a batch at a time while behind, a look every second once caught up.
+pub(crate) async fn index(shared: Arc<Shared>) {
+    loop {
+        let pause = match shared.store.index_search(INDEX_BATCH).await {
+            // Behind: on at once, but with a moment between for the store's other writers.
+            Ok(n) if n == INDEX_BATCH => Duration::from_millis(10),
+            Ok(_) => Duration::from_secs(1),
+            Err(error) => {
+                tracing::error!(%error, "cannot update the search index");
+                Duration::from_secs(10)
+            }
+        };
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
 }

@@ -188,6 +188,7 @@ impl Engine {
             tasks.push(tokio::spawn(worker::work(shared.clone(), number)));
         }
         tasks.push(tokio::spawn(cleaner::clean(shared.clone())));
+        tasks.push(tokio::spawn(cleaner::index(shared.clone())));
         tasks.push(tokio::spawn(dependencies::follow(
             shared.clone(),
             shared.bus.subscribe(),

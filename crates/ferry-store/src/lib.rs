@@ -638,6 +638,11 @@ pub trait Store: Send + Sync {
     /// `before`; never an open or dead one. Returns how many were deleted.
     async fn purge_passengers(&self, client: &str, before: Timestamp) -> Result<u64>;
 
+    /// Adds up to `limit` passengers seated since the last call to the index the queue
+    /// browser's text filter reads; returns how many. Called in the background: a search finds
+    /// passengers not indexed yet too, only slower.
+    async fn index_search(&self, limit: usize) -> Result<usize>;
+
     // ---- runs ----
 
     async fn start_run(

@@ -37,6 +37,7 @@ mod queue;
 mod records;
 mod rows;
 mod schema;
+mod search;
 
 /// Idle reader connections kept open; more are opened when many reads run at once.
 const MAX_IDLE_READERS: usize = 4;
@@ -418,6 +419,12 @@ impl Store for SqliteStore {
                 return Ok(purged);
             }
         }
+    }
+
+    async fn index_search(&self, limit: usize) -> Result<usize> {
+        Ok(self
+            .write(move |conn| Ok(search::index(conn, limit)?))
+            .await?)
     }
 
     async fn start_run(

@@ -90,6 +90,7 @@ macro_rules! store_test_suite {
                 counts_per_pipeline_of_one_client_or_all,
                 list_pages_newest_first,
                 list_applies_every_filter,
+                text_search_finds_indexed_and_unindexed_passengers,
                 runs_and_their_logs,
                 purge_runs_keeps_running_and_recent_runs,
                 abandon_marks_running_runs_failed,
@@ -152,7 +153,7 @@ mod sqlite_file {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .unwrap();
-        assert_eq!((mode.as_str(), page_size, version), ("wal", 16_384, 5));
+        assert_eq!((mode.as_str(), page_size, version), ("wal", 16_384, 6));
     }
 
     /// `ferry retry` opens the file while `ferry run` has it open.

@@ -12,6 +12,7 @@ use super::convert::{
 };
 use super::filtered::Filtered;
 use super::rows;
+use super::search;
 use crate::{
     Attempt, DeadGroup, PassengerDetail, PassengerState, PipelineKey, QueueEntry, QueueFilter,
     Result, StateCounts, StoreError,
@@ -80,10 +81,31 @@ pub(super) fn list(
     } else {
         ""
     };
-    let mut q = Filtered::new(format!(
+    let mut q = Filtered::new(String::new());
+    // A text found in the search index narrows the passengers to its matches (and those not
+    // indexed yet), each looked up by `seq`; the conditions below still decide. NOT INDEXED
+    // keeps the planner from walking a client's whole index for the conditions pushed down
+    // into the two halves instead of looking the few rows up by `seq`.
+    let found = match &filter.text {
+        Some(needle) => search::candidates(conn, needle)?,
+        None => None,
+    };
+    let source = match found {
+        Some(found) => {
+            let seqs = q.bind(Value::Text(found.seqs));
+            let mark = q.bind(Value::Integer(found.mark));
+            format!(
+                "(SELECT * FROM passengers NOT INDEXED
+                    WHERE seq IN (SELECT value FROM json_each({seqs}))
+                  UNION ALL SELECT * FROM passengers NOT INDEXED WHERE seq > {mark})"
+            )
+        }
+        None => format!("passengers{index}"),
+    };
+    q.push(&format!(
         "SELECT id, client, pipeline, source_system, external_id, state, created_at,
                 updated_at, last_error
-         FROM passengers{index} WHERE 1 = 1"
+         FROM {source} WHERE 1 = 1"
     ));
     if let Some(client) = &filter.client {
         q.and("client = ?", Value::Text(client.clone()));

@@ -645,6 +645,7 @@ pub(super) fn purge_chunk(
     ] {
         conn.prepare_cached(statement)?.execute([&seqs])?;
     }
+    super::search::forget(conn, &seqs)?;
     let mut counts = CountChanges::default();
     for (_, pipeline, state) in &victims {
         counts.add(client, pipeline, *state, -1);

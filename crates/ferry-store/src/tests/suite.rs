@@ -1195,6 +1195,62 @@ pub(crate) async fn list_pages_newest_first<S: TestStore>() {
     assert!(store.list(&everything, None, 0).await.unwrap().is_empty());
 }
 
+pub(crate) async fn text_search_finds_indexed_and_unindexed_passengers<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let invoices = invoices();
+    let steps = vec![pusher("file")];
+    let text = |needle: &str| QueueFilter {
+        text: Some(needle.into()),
+        ..QueueFilter::default()
+    };
+    let found = |filter: QueueFilter| {
+        let store = &store;
+        async move {
+            let page = store.list(&filter, None, 100).await.unwrap();
+            page.into_iter().map(|entry| entry.id).collect::<Vec<_>>()
+        }
+    };
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let external = format!("INV-{n}-\"x\"");
+        ids.push(seat_one(&store, &invoices, &steps, &external, at(n)).await);
+    }
+    // Nothing indexed, part indexed, all indexed: the same answers, exact (the index ignores
+    // case, the filter does not; quotes mean nothing to it).
+    for indexed in [None, Some(2), Some(2), Some(1)] {
+        if let Some(n) = indexed {
+            assert_eq!(store.index_search(2).await.unwrap(), n);
+        }
+        assert_eq!(found(text("INV-3")).await, [ids[3]], "after {indexed:?}");
+        assert_eq!(found(text("INV-")).await.len(), 5);
+        assert_eq!(found(text("-\"x")).await.len(), 5);
+        assert!(found(text("inv-3")).await.is_empty());
+        assert_eq!(found(text("3-")).await, [ids[3]]);
+        assert_eq!(found(text("file")).await.len(), 0);
+        assert_eq!(found(text("imap")).await.len(), 5);
+    }
+    assert_eq!(store.index_search(2).await.unwrap(), 0);
+    // A passenger seated after the last indexing is found too.
+    let late = seat_one(&store, &invoices, &steps, "INV-late", at(10)).await;
+    assert_eq!(found(text("late")).await, [late]);
+    assert_eq!(store.index_search(100).await.unwrap(), 1);
+    assert_eq!(found(text("late")).await, [late]);
+
+    // Purged passengers leave the index; when the newest go, their numbers come again and the
+    // passengers that get them are found.
+    for _ in 0..6 {
+        let leased = lease_one(&store, &invoices, at(20)).await;
+        finish_one(&store, report(&leased, vec![(0, StepChange::Done)]), at(20)).await;
+    }
+    assert_eq!(store.purge_passengers("acme", at(1_000)).await.unwrap(), 6);
+    assert!(found(text("INV")).await.is_empty());
+    let again = seat_one(&store, &invoices, &steps, "INV-again", at(2_000)).await;
+    assert_eq!(found(text("again")).await, [again]);
+    assert_eq!(store.index_search(100).await.unwrap(), 1);
+    assert_eq!(found(text("again")).await, [again]);
+    assert_eq!(found(text("INV")).await, [again]);
+}
+
 pub(crate) async fn list_applies_every_filter<S: TestStore>() {
     let (_place, store) = S::create().await;
     let invoices = invoices();
