@@ -400,7 +400,10 @@ async fn a_store_error_fails_the_run_visibly_and_loses_nothing() {
     let blocker = rusqlite::Connection::open(dir.path().join("data/ferry.db")).unwrap();
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     std::fs::write(dir.path().join("inbox/a.txt"), "a").unwrap();
-    let failure = tokio::time::timeout(Duration::from_secs(60), async {
+    // Every store write waits out the busy timeout (10 s) in turn, and the run's writes queue
+    // behind the workers' and the cleaner's in an order the writer's mutex does not fix: 50 s
+    // usually, more at times.
+    let failure = tokio::time::timeout(Duration::from_secs(150), async {
         loop {
             if let Ok(Event::RunFinished {
                 status: RunStatus::Failed,

@@ -105,6 +105,44 @@ impl SqliteStore {
         .await
     }
 
+    /// Like [`write`](Self::write), for work that can wait: when another process holds the
+    /// database's write lock, returns `None` at once instead of keeping the store's writer
+    /// waiting for it (up to the busy timeout) with it.
+    async fn write_unless_busy<T, F>(&self, work: F) -> Result<Option<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let writer = Arc::clone(&self.writer);
+        let checkpointer = self.checkpointer.clone();
+        blocking(move || {
+            let mut conn = lock(&writer);
+            conn.busy_timeout(Duration::ZERO)?;
+            let out = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .and_then(|tx| {
+                    let out = work(&tx)?;
+                    tx.commit()?;
+                    Ok(out)
+                });
+            conn.busy_timeout(schema::BUSY_TIMEOUT)?;
+            drop(conn);
+            match out {
+                Ok(out) => {
+                    checkpointer.nudge();
+                    Ok(Some(out))
+                }
+                Err(rusqlite::Error::SqliteFailure(error, _))
+                    if error.code == rusqlite::ErrorCode::DatabaseBusy =>
+                {
+                    Ok(None)
+                }
+                Err(error) => Err(error.into()),
+            }
+        })
+        .await
+    }
+
     /// Runs `work` in one read transaction (a consistent snapshot) on a reader connection.
     async fn read<T, F>(&self, work: F) -> Result<T>
     where
@@ -422,9 +460,10 @@ impl Store for SqliteStore {
     }
 
     async fn index_search(&self, limit: usize) -> Result<usize> {
-        Ok(self
-            .write(move |conn| Ok(search::index(conn, limit)?))
-            .await?)
+        let done = self
+            .write_unless_busy(move |conn| search::index(conn, limit))
+            .await?;
+        Ok(done.unwrap_or(0))
     }
 
     async fn start_run(

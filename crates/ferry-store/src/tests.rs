@@ -181,6 +181,38 @@ mod sqlite_file {
         assert_eq!(counts[&key].get(&PassengerState::Discarded), Some(&1));
     }
 
+    /// The search index is background work: while another process writes, it skips its turn
+    /// instead of holding the store's writer for the busy timeout (10 s).
+    #[tokio::test]
+    async fn indexing_gives_way_to_another_process_writing() {
+        let (dir, store) = SqliteStore::create().await;
+        let key = PipelineKey::new("acme", "invoices");
+        let steps = [StepDef {
+            kind: StepKind::Pusher,
+            name: "file".into(),
+        }];
+        let passenger = Passenger::pulled("imap", "m-1");
+        let now = chrono::Utc::now();
+        store
+            .seat(&key, "v1", &steps, std::slice::from_ref(&passenger), now)
+            .await
+            .unwrap();
+        let other = rusqlite::Connection::open(file(&dir)).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(store.index_search(10).await.unwrap(), 0);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        other.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(store.index_search(10).await.unwrap(), 1);
+        // The writer waits for others again as before.
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let waiting = tokio::spawn(async move { store.discard(passenger.id, now).await });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished());
+        other.execute_batch("ROLLBACK").unwrap();
+        waiting.await.unwrap().unwrap();
+    }
+
     #[tokio::test]
     async fn refuses_a_database_from_a_newer_ferry() {
         let (dir, store) = SqliteStore::create().await;

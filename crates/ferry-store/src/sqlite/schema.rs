@@ -20,7 +20,7 @@ const MIGRATIONS: &[&str] = &[
 
 /// The CLI opens the file while `ferry run` writes to it; a write waits this long for the
 /// other process's transaction before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Page cache of the writer, in KiB. The hot pages are the right edges of the indexes and the
 /// open part of the queue; a large cache buys little and counts against the process's memory.
