@@ -7,6 +7,11 @@ use rusqlite::{Connection, params};
 /// sooner than looking each one up.
 const MAX_CANDIDATES: usize = 5_000;
 
+/// Passengers not indexed yet that a search checks one by one, at most; when the index is
+/// further behind (just after the upgrade to this schema, or during a long burst), the plain
+/// scan is used, which stops after a page of a common needle.
+const MAX_UNINDEXED: i64 = 50_000;
+
 /// Where a needle may be found: the indexed passengers that match it (a superset: the index
 /// ignores case), and every passenger seated after the index's mark.
 pub(super) struct Candidates {
@@ -17,9 +22,17 @@ pub(super) struct Candidates {
 }
 
 /// The candidates for `needle`, or `None` when the index cannot narrow the search: the needle
-/// is shorter than a trigram, or common.
+/// is shorter than a trigram or common, or the index is far behind.
 pub(super) fn candidates(conn: &Connection, needle: &str) -> rusqlite::Result<Option<Candidates>> {
     if needle.chars().count() < 3 {
+        return Ok(None);
+    }
+    let (mark, last): (i64, i64) = conn.query_row(
+        "SELECT seq, (SELECT coalesce(max(seq), 0) FROM passengers) FROM search_mark",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    if last - mark > MAX_UNINDEXED {
         return Ok(None);
     }
     // A phrase, so that the needle's characters mean nothing to the query syntax.
@@ -35,7 +48,6 @@ pub(super) fn candidates(conn: &Connection, needle: &str) -> rusqlite::Result<Op
     if seqs.len() > MAX_CANDIDATES {
         return Ok(None);
     }
-    let mark = conn.query_row("SELECT seq FROM search_mark", [], |row| row.get(0))?;
     let list: Vec<String> = seqs.iter().map(i64::to_string).collect();
     Ok(Some(Candidates {
         seqs: format!("[{}]", list.join(",")),
