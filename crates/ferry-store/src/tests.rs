@@ -129,8 +129,8 @@ store_test_suite!(sqlite, crate::sqlite::SqliteStore);
 /// What only the SQLite store has to show: the file it writes and sharing it between
 /// processes.
 mod sqlite_file {
-    use ferry_core::Passenger;
     use ferry_core::config::{StepDef, StepKind};
+    use ferry_core::{Passenger, Timestamp};
 
     use super::TestStore;
     use crate::sqlite::SqliteStore;
@@ -156,11 +156,8 @@ mod sqlite_file {
         assert_eq!((mode.as_str(), page_size, version), ("wal", 16_384, 6));
     }
 
-    /// `ferry retry` opens the file while `ferry run` has it open.
-    #[tokio::test]
-    async fn two_stores_share_one_file() {
-        let (dir, running) = SqliteStore::create().await;
-        let cli = SqliteStore::reopen(&dir).await;
+    /// Seats one passenger in acme/invoices.
+    async fn seat_one(store: &SqliteStore) -> (PipelineKey, Passenger, Timestamp) {
         let key = PipelineKey::new("acme", "invoices");
         let steps = [StepDef {
             kind: StepKind::Pusher,
@@ -168,11 +165,20 @@ mod sqlite_file {
         }];
         let passenger = Passenger::pulled("imap", "m-1");
         let now = chrono::Utc::now();
-        let seated = running
+        let seated = store
             .seat(&key, "v1", &steps, std::slice::from_ref(&passenger), now)
             .await
             .unwrap();
         assert_eq!(seated, [SeatResult::Seated]);
+        (key, passenger, now)
+    }
+
+    /// `ferry retry` opens the file while `ferry run` has it open.
+    #[tokio::test]
+    async fn two_stores_share_one_file() {
+        let (dir, running) = SqliteStore::create().await;
+        let cli = SqliteStore::reopen(&dir).await;
+        let (key, passenger, now) = seat_one(&running).await;
 
         cli.discard(passenger.id, now).await.unwrap();
         let seen = running.get(passenger.id).await.unwrap();
@@ -186,17 +192,7 @@ mod sqlite_file {
     #[tokio::test]
     async fn indexing_gives_way_to_another_process_writing() {
         let (dir, store) = SqliteStore::create().await;
-        let key = PipelineKey::new("acme", "invoices");
-        let steps = [StepDef {
-            kind: StepKind::Pusher,
-            name: "file".into(),
-        }];
-        let passenger = Passenger::pulled("imap", "m-1");
-        let now = chrono::Utc::now();
-        store
-            .seat(&key, "v1", &steps, std::slice::from_ref(&passenger), now)
-            .await
-            .unwrap();
+        let (_, passenger, now) = seat_one(&store).await;
         let other = rusqlite::Connection::open(file(&dir)).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
         let started = std::time::Instant::now();
