@@ -74,8 +74,8 @@ fn same_secret(a: &str, b: &str) -> bool {
 pub enum Credential {
     /// A console login; state changes must carry this CSRF token.
     Session { csrf: String },
-    /// An API token (no cookies, so no CSRF).
-    Token,
+    /// An API token (no cookies, so no CSRF), with the person who made it (`client/user`).
+    Token { owner: String },
 }
 
 /// The person or program behind a request.
@@ -93,7 +93,17 @@ impl Principal {
     pub fn actor(&self) -> String {
         match self.credential {
             Credential::Session { .. } => format!("{}/{}", self.client, self.name),
-            Credential::Token => format!("token:{}/{}", self.client, self.name),
+            Credential::Token { .. } => format!("token:{}/{}", self.client, self.name),
+        }
+    }
+
+    /// The person behind the request (`client/user`): the user of a session, the maker of a
+    /// token. Tokens are made in a person's name, also when a token asks, so that
+    /// `from_token`'s check always finds a person.
+    pub fn person(&self) -> String {
+        match &self.credential {
+            Credential::Session { .. } => format!("{}/{}", self.client, self.name),
+            Credential::Token { owner } => owner.clone(),
         }
     }
 
@@ -129,7 +139,7 @@ impl Principal {
     pub fn csrf(&self) -> &str {
         match &self.credential {
             Credential::Session { csrf } => csrf,
-            Credential::Token => "",
+            Credential::Token { .. } => "",
         }
     }
 
@@ -288,12 +298,30 @@ async fn from_token(state: &AppState, headers: &HeaderMap) -> ApiResult<Option<P
     else {
         return Ok(None);
     };
-    let role = token.role.parse().unwrap_or(UserRole::Operator);
+    // A token acts with at most its maker's role of now, read from the definitions each time
+    // like a session's: demoting or removing a person takes their tokens' power too. A token
+    // whose maker is no longer a user of its client is refused.
+    let project = state.engine.project();
+    let maker = token
+        .created_by
+        .split_once('/')
+        .filter(|(client, _)| *client == token.client)
+        .and_then(|(client, user)| project.clients.get(client)?.users.get(user));
+    let Some(maker) = maker else {
+        return Ok(None);
+    };
+    let role = token
+        .role
+        .parse()
+        .unwrap_or(UserRole::Operator)
+        .min(maker.role);
     Ok(Some(Principal {
         client: token.client,
         name: token.name,
         role,
-        credential: Credential::Token,
+        credential: Credential::Token {
+            owner: token.created_by,
+        },
     }))
 }
 

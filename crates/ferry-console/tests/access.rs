@@ -21,7 +21,7 @@ use ferry_store::{
     StepStatus,
 };
 use serde_json::{Value, json};
-use support::{Answer, Console, User, Who, eventually};
+use support::{Answer, Console, User, Who, administrator, eventually};
 
 // ---- filling the table's parameters ----
 
@@ -87,7 +87,7 @@ async fn spare_token(console: &Console, client: &str) -> i64 {
         client: client.into(),
         name: "spare".into(),
         role: "operator".into(),
-        created_by: "test".into(),
+        created_by: format!("{client}/{}", administrator(client)),
         created_at: chrono::Utc::now(),
         last_used_at: None,
     };

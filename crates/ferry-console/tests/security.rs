@@ -17,7 +17,7 @@ use ferry_console::routes::{Route, table};
 use ferry_core::{Attachment, Body, Passenger, PassengerId};
 use ferry_store::{PassengerState, PipelineKey, QueueFilter, RunFilter, StateCounts};
 use serde_json::{Value, json};
-use support::{Answer, Console, SECRET, User, Who, hidden_csrf, set_cookie};
+use support::{Answer, Console, SECRET, User, Who, eventually, hidden_csrf, set_cookie};
 
 const XSS: &str = "<script>alert(1)</script>";
 const ESCAPED: &str = "&lt;script&gt;alert(1)&lt;/script&gt;";
@@ -892,4 +892,53 @@ async fn sessions_and_tokens_are_kept_safe() {
             .any(|v| *v == digest(&cookie)),
         "the session is deleted from the store"
     );
+}
+
+/// A token acts with at most its maker's role of now: demoting the person takes the token's
+/// administration away, removing them takes the token.
+#[tokio::test]
+async fn a_token_follows_its_makers_role() {
+    let console = Console::start().await;
+    let ada = console.login("acme", "ada").await;
+    let created = console
+        .post_form(
+            &ada,
+            "/tokens",
+            &[("name", "deploy"), ("role", "administrator")],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    let marker = "id=\"new-token\">";
+    let start = created.body.find(marker).expect("the new token is shown") + marker.len();
+    let token = Who::Token(created.body[start..].split('<').next().unwrap().to_string());
+    let status = |path: &'static str| {
+        let (console, token) = (&console, &token);
+        async move { console.get(token, path).await.status }
+    };
+    assert_eq!(status("/api/v1/audit").await, StatusCode::OK);
+
+    let client_yaml = console.dir.path().join("clients/acme/client.yaml");
+    let acme_role = |user: &'static str| {
+        let engine = &console.engine;
+        move || {
+            let project = engine.project();
+            project.clients["acme"].users.get(user).map(|u| u.role)
+        }
+    };
+    std::fs::write(
+        &client_yaml,
+        support::users(&[("ada", "operator"), ("otto", "operator")]),
+    )
+    .unwrap();
+    let ada_role = acme_role("ada");
+    eventually("ada is an operator", || async {
+        ada_role() == Some(ferry_core::config::UserRole::Operator)
+    })
+    .await;
+    assert_eq!(status("/api/v1/audit").await, StatusCode::FORBIDDEN);
+    assert_eq!(status("/api/v1/queue").await, StatusCode::OK);
+
+    std::fs::write(&client_yaml, support::users(&[("otto", "operator")])).unwrap();
+    eventually("ada is gone", || async { ada_role().is_none() }).await;
+    assert_eq!(status("/api/v1/queue").await, StatusCode::UNAUTHORIZED);
 }

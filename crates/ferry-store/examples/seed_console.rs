@@ -201,7 +201,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         client: "root".into(),
         name: "console benchmark".into(),
         role: "administrator".into(),
-        created_by: "seed_console".into(),
+        // bench/console.sh makes this user; a token acts with at most its maker's role.
+        created_by: "root/admin".into(),
         created_at: now,
         last_used_at: None,
     };

@@ -143,7 +143,7 @@ async fn create(
         client: principal.client.clone(),
         name: name.to_string(),
         role: role.as_str().to_string(),
-        created_by: principal.actor(),
+        created_by: principal.person(),
         created_at: chrono::Utc::now(),
         last_used_at: None,
     };

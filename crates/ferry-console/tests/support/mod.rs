@@ -70,7 +70,17 @@ fn write(dir: &Path, path: &str, content: &str) {
     std::fs::write(path, content).unwrap();
 }
 
-fn users(list: &[(&str, &str)]) -> String {
+/// The administrator of each client of the test project.
+pub fn administrator(client: &str) -> &'static str {
+    match client {
+        "root" => "admin",
+        "acme" => "ada",
+        "globex" => "gina",
+        _ => panic!("no client {client} in the test project"),
+    }
+}
+
+pub fn users(list: &[(&str, &str)]) -> String {
     let mut text = String::from("queue_life_span: 1h\nusers:\n");
     for (name, role) in list {
         let hash = ferry_console::auth::hash_password(&format!("password-{name}"));
@@ -258,7 +268,8 @@ impl Console {
         }
     }
 
-    /// An API token of `client` with `role`, created in the store.
+    /// An API token of `client` with `role`, created in the store in the name of the client's
+    /// administrator (a token acts with at most its maker's role).
     pub async fn token(&self, client: &str, role: &str) -> Who {
         let secret = format!("ferry_test_{client}_{role}_{}", rand_suffix());
         let token = ApiToken {
@@ -266,7 +277,7 @@ impl Console {
             client: client.into(),
             name: format!("{role}-token"),
             role: role.into(),
-            created_by: "test".into(),
+            created_by: format!("{client}/{}", administrator(client)),
             created_at: chrono::Utc::now(),
             last_used_at: None,
         };
