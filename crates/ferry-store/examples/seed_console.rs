@@ -189,8 +189,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // What `ferry run` does in the background, all at once here (in the same batches), so the
     // benchmark measures a search index that is up to date.
     let started = Instant::now();
-    let batch: usize = std::env::var("INDEX_BATCH").map_or(2_000, |b| b.parse().unwrap());
-    while store.index_search(batch).await? > 0 {}
+    while store.index_search(2_000).await? > 0 {}
     eprintln!(
         "indexed for search in {:.1} s",
         started.elapsed().as_secs_f64()

@@ -46,19 +46,13 @@ impl Load<'_> {
     }
 }
 
-/// A load a group touched, for `append`'s completion at the group's end.
-struct Touched {
-    load: String,
-    data_columns: Vec<String>,
-}
-
 /// Bytes per COPY data message.
 const COPY_SLICE: usize = 64 * 1024;
 
 /// How one passenger of a group went.
-enum Loaded {
-    /// Its result, with its load when it succeeded; the transaction goes on.
-    Done(Result<Touched, StepError>),
+enum Loaded<'a> {
+    /// Its result, with its chunk when it succeeded; the transaction goes on.
+    Done(Result<Load<'a>, StepError>),
     /// The transaction cannot go on: the whole group fails with this error.
     Broken(StepError),
 }
@@ -101,16 +95,17 @@ impl PostgresPusher {
             return (usable(session), vec![Err(error); group.len()]);
         }
         let mut results = Vec::with_capacity(group.len());
-        let mut loads: Vec<Touched> = Vec::new();
+        // A chunk of each load the group touched, for `append`'s completion at the end.
+        let mut loads: Vec<Load<'_>> = Vec::new();
         let mut broken = None;
         for passenger in group {
             match self
                 .load_in_savepoint(&session, passenger, &mut locked)
                 .await
             {
-                Loaded::Done(result) => results.push(result.map(|touched| {
-                    if !loads.iter().any(|l| l.load == touched.load) {
-                        loads.push(touched);
+                Loaded::Done(result) => results.push(result.map(|chunk| {
+                    if !loads.iter().any(|l| l.load == chunk.load) {
+                        loads.push(chunk);
                     }
                 })),
                 Loaded::Broken(error) => {
@@ -144,12 +139,12 @@ impl PostgresPusher {
     }
 
     /// Loads one passenger inside the group's transaction, in a savepoint.
-    async fn load_in_savepoint(
+    async fn load_in_savepoint<'a>(
         &self,
         session: &Session,
-        passenger: &Passenger,
+        passenger: &'a Passenger,
         locked: &mut bool,
-    ) -> Loaded {
+    ) -> Loaded<'a> {
         let load = match self.read(passenger) {
             Ok(load) => load,
             Err(error) => return Loaded::Done(Err(error)),
@@ -158,23 +153,13 @@ impl PostgresPusher {
         if let Err(error) = client.batch_execute("SAVEPOINT ferry_chunk").await {
             return Loaded::Broken(self.error("cannot start the chunk's savepoint", &error));
         }
-        let result = self
-            .load_chunk(session, &load, locked)
-            .await
-            .map(|()| Touched {
-                load: load.load.clone(),
-                data_columns: load
-                    .data_columns(&self.keys)
-                    .into_iter()
-                    .map(str::to_string)
-                    .collect(),
-            });
+        let result = self.load_chunk(session, &load, locked).await;
         let end = match result {
-            Ok(_) => "RELEASE SAVEPOINT ferry_chunk",
+            Ok(()) => "RELEASE SAVEPOINT ferry_chunk",
             Err(_) => "ROLLBACK TO SAVEPOINT ferry_chunk; RELEASE SAVEPOINT ferry_chunk",
         };
         match client.batch_execute(end).await {
-            Ok(()) => Loaded::Done(result),
+            Ok(()) => Loaded::Done(result.map(|()| load)),
             // The connection broke, or the transaction is stuck in an error: the whole group
             // fails. The chunk's own error says more than the follow-up.
             Err(error) => Loaded::Broken(match result {
@@ -274,10 +259,7 @@ impl PostgresPusher {
                 } else {
                     // Maybe the load's first chunk, or the table is missing: the lock, then
                     // a fresh look.
-                    client
-                        .batch_execute(&self.lock())
-                        .await
-                        .map_err(|error| self.error("cannot lock the table", &error))?;
+                    self.take_lock(client).await?;
                     *locked = true;
                     futures::try_join!(self.state(session, load), self.describe(session, &quoted))?
                 }
@@ -359,6 +341,14 @@ impl PostgresPusher {
         Ok(())
     }
 
+    /// Takes the table's lock (see [`PostgresPusher::lock`]) inside the open transaction.
+    async fn take_lock(&self, client: &Client) -> Result<(), StepError> {
+        client
+            .batch_execute(&self.lock())
+            .await
+            .map_err(|error| self.error("cannot lock the table", &error))
+    }
+
     /// A complete load: runs the `after` files and marks it complete.
     async fn finish(
         &self,
@@ -385,20 +375,18 @@ impl PostgresPusher {
         &self,
         session: &Session,
         locked: bool,
-        loads: &[Touched],
+        loads: &[Load<'_>],
     ) -> Result<(), StepError> {
         let client = &session.client;
         if loads.is_empty() {
             return Ok(());
         }
         if !locked {
-            client
-                .batch_execute(&self.lock())
-                .await
-                .map_err(|error| self.error("cannot lock the table", &error))?;
+            self.take_lock(client).await?;
         }
         let target = self.target.name();
-        for Touched { load, data_columns } in loads {
+        for chunk in loads {
+            let load = &chunk.load;
             let row = client
                 .query_one(
                     "SELECT count(*) >= max(chunk) FILTER (WHERE last) \
@@ -409,7 +397,7 @@ impl PostgresPusher {
                 .await
                 .map_err(|error| self.error("cannot read ferry.loads", &error))?;
             if row.get::<_, Option<bool>>(0) == Some(true) {
-                let data: Vec<&str> = data_columns.iter().map(String::as_str).collect();
+                let data = chunk.data_columns(&self.keys);
                 let values = self.values(Some(&data), Some(load));
                 self.finish(session, load, &values).await?;
             }

@@ -499,7 +499,7 @@ impl PostgresPusher {
         Ok(true)
     }
 
-    /// `BEGIN` and the table's advisory lock, in one round trip.
+    /// The statement that takes the table's advisory lock until the transaction ends.
     pub(super) fn lock(&self) -> String {
         format!(
             "SELECT pg_advisory_xact_lock(hashtext({}))",

@@ -146,6 +146,15 @@ impl Test {
         self.rows(sql).await.remove(0).remove(0)
     }
 
+    /// How many shadow tables are in the test's schema.
+    async fn shadows(&self) -> Option<String> {
+        self.value(&format!(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename LIKE '%__ferry_%'",
+            self.schema
+        ))
+        .await
+    }
+
     async fn oid(&self, table: &str) -> String {
         self.value(&format!("SELECT '{}'::regclass::oid", self.table(table)))
             .await
@@ -792,13 +801,7 @@ async fn replace_swaps_changed_content_and_keeps_unchanged_content() {
     assert_eq!(test.rows(&sql).await, Vec::<Vec<Option<String>>>::new());
 
     // No shadow tables are left behind.
-    let shadows = test
-        .value(&format!(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename LIKE '%__ferry_%'",
-            test.schema
-        ))
-        .await;
-    assert_eq!(shadows, s("0"));
+    assert_eq!(test.shadows().await, s("0"));
     test.finish().await;
 }
 
@@ -844,13 +847,7 @@ async fn an_older_load_never_overwrites_a_newer_one() {
     assert_eq!(test.rows(&sql).await, [[s("1"), s("new")]]);
     push_ok(pusher.as_ref(), &[&old_two]).await;
     assert_eq!(test.rows(&sql).await, [[s("1"), s("new")]]);
-    let shadows = test
-        .value(&format!(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename LIKE '%__ferry_%'",
-            test.schema
-        ))
-        .await;
-    assert_eq!(shadows, s("0"));
+    assert_eq!(test.shadows().await, s("0"));
     test.finish().await;
 }
 

@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use calamine::{Data, Reader as _};
-use chrono::NaiveDate;
+use chrono::{NaiveDate, NaiveDateTime};
 use ferry_core::records::{self, BatchWriter, Chunk, Column, ColumnType};
 use ferry_core::{
     Body, BuildContext, BuildError, Passenger, PullFailure, Pulled, Puller, PullerFactory, Seated,
@@ -1397,20 +1397,9 @@ fn write_cell(
         Data::Float(value) if temporal => serial_date(*value)?,
         Data::Float(value) => Field::Float(*value),
         Data::Bool(value) => Field::Bool(*value),
-        Data::DateTime(value) if value.is_datetime() => {
-            let (year, month, day, hour, minute, second, milli) = value.to_ymd_hms_milli();
-            NaiveDate::from_ymd_opt(i32::from(year), u32::from(month), u32::from(day))
-                .and_then(|date| {
-                    date.and_hms_milli_opt(
-                        u32::from(hour),
-                        u32::from(minute),
-                        u32::from(second),
-                        u32::from(milli),
-                    )
-                })
-                .map(Field::DateTime)
-                .ok_or_else(|| format!("{} is not a valid Excel date", value.as_f64()))?
-        }
+        Data::DateTime(value) if value.is_datetime() => date_time(value)
+            .map(Field::DateTime)
+            .ok_or_else(|| format!("{} is not a valid Excel date", value.as_f64()))?,
         // A duration: its number of days.
         Data::DateTime(value) => Field::Float(value.as_f64()),
         Data::DateTimeIso(text) | Data::DurationIso(text) => Field::Text(text),
@@ -1419,19 +1408,23 @@ fn write_cell(
     converter.write(field, out, scratch)
 }
 
+/// The date and time of an Excel date, when it is a valid one.
+fn date_time(value: &calamine::ExcelDateTime) -> Option<NaiveDateTime> {
+    let (year, month, day, hour, minute, second, milli) = value.to_ymd_hms_milli();
+    NaiveDate::from_ymd_opt(i32::from(year), u32::from(month), u32::from(day)).and_then(|date| {
+        date.and_hms_milli_opt(
+            u32::from(hour),
+            u32::from(minute),
+            u32::from(second),
+            u32::from(milli),
+        )
+    })
+}
+
 /// An Excel serial date (days since 1899-12-30, the fraction the time of day).
 fn serial_date<'a>(serial: f64) -> Result<Field<'a>, String> {
     let value = calamine::ExcelDateTime::new(serial, calamine::ExcelDateTimeType::DateTime, false);
-    let (year, month, day, hour, minute, second, milli) = value.to_ymd_hms_milli();
-    NaiveDate::from_ymd_opt(i32::from(year), u32::from(month), u32::from(day))
-        .and_then(|date| {
-            date.and_hms_milli_opt(
-                u32::from(hour),
-                u32::from(minute),
-                u32::from(second),
-                u32::from(milli),
-            )
-        })
+    date_time(&value)
         .filter(|_| serial.is_finite() && (0.0..2_958_466.0).contains(&serial))
         .map(Field::DateTime)
         .ok_or_else(|| format!("{serial} is not an Excel serial date"))
