@@ -101,6 +101,24 @@ fn label(connection: &Connection) -> String {
 
 /// A failure of `connection`: `connection `erp` (postgres://erp:***@db/erp): {what}: {detail}`.
 /// The database's text is scrubbed of the password, in case a driver ever echoes it.
+/// What `connect` gives, or a retryable error when the server does not answer within
+/// [`CONNECT_TIMEOUT`].
+async fn within_connect_timeout<T>(
+    connection: &Connection,
+    connect: impl Future<Output = T>,
+) -> Result<T, StepError> {
+    tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| {
+            failure(
+                connection,
+                true,
+                "cannot connect",
+                &format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+            )
+        })
+}
+
 fn failure(connection: &Connection, retryable: bool, what: &str, detail: &str) -> StepError {
     let message = scrub(
         &format!("{}: {what}: {detail}", label(connection)),

@@ -16,7 +16,7 @@ use mysql_async::consts::{ColumnFlags, ColumnType as MysqlType};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Value};
 
-use super::{CONNECT_TIMEOUT, Job, failure, find_cursor, send};
+use super::{CONNECT_TIMEOUT, Job, failure, find_cursor, send, within_connect_timeout};
 
 use super::chunk::Chunker;
 
@@ -38,16 +38,8 @@ async fn connect(connection: &Connection) -> Result<Conn, StepError> {
             &error.to_string(),
         )
     })?;
-    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts))
-        .await
-        .map_err(|_| {
-            failure(
-                connection,
-                true,
-                "cannot connect",
-                &format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
-            )
-        })?
+    let mut conn = within_connect_timeout(connection, Conn::new(opts))
+        .await?
         .map_err(|error| classify(connection, "cannot connect", &error))?;
     conn.query_drop(SESSION)
         .await

@@ -18,7 +18,7 @@ use tokio_postgres::types::{Kind, Type};
 use tokio_postgres::{Client, NoTls};
 
 use super::chunk::{Chunker, Ready};
-use super::{CONNECT_TIMEOUT, Job, failure, find_cursor, quote_double, send, unescape_copy};
+use super::{Job, failure, find_cursor, quote_double, send, unescape_copy, within_connect_timeout};
 
 /// Settings that make every value come out in PostgreSQL's standard text form, whatever the
 /// server's defaults.
@@ -31,16 +31,7 @@ async fn connect(connection: &Connection) -> Result<(Client, JoinHandle<()>), St
         .url
         .parse()
         .map_err(|error| classify(connection, "invalid connection URL", &error))?;
-    let connected = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
-        .await
-        .map_err(|_| {
-            failure(
-                connection,
-                true,
-                "cannot connect",
-                &format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
-            )
-        })?;
+    let connected = within_connect_timeout(connection, config.connect(NoTls)).await?;
     let (client, driver) =
         connected.map_err(|error| classify(connection, "cannot connect", &error))?;
     let task = tokio::spawn(async move {
