@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 
 use ferry_core::BuildContext;
+use ferry_core::sandbox::Reach;
 
 /// `clients/<client>/sql/` of the component's client.
 pub(crate) fn dir(ctx: &BuildContext) -> PathBuf {
@@ -29,6 +30,11 @@ pub(crate) fn read(ctx: &BuildContext, relative: &str) -> Result<String, String>
             ctx.client
         ));
     }
-    fs::read_to_string(dir(ctx).join(path))
+    let path = dir(ctx).join(path);
+    // A symbolic link may lead out of the client's directory.
+    ctx.sandbox
+        .check(&path, Reach::Definition)
+        .map_err(|why| format!("clients/{}/sql/{relative} {why}", ctx.client))?;
+    fs::read_to_string(path)
         .map_err(|error| format!("cannot read clients/{}/sql/{relative}: {error}", ctx.client))
 }

@@ -96,7 +96,10 @@ mod tests {
     #[test]
     fn registry_builds_each_component_from_its_definition() {
         let registry = registry();
-        let ctx = BuildContext::default();
+        let ctx = BuildContext {
+            sandbox: ferry_core::sandbox::Sandbox::within(std::path::Path::new("/project"), ""),
+            ..BuildContext::default()
+        };
         let file_puller = json!({ "path": "in", "after_seat": "delete" });
         registry
             .check(Role::Puller, "file", &file_puller, &ctx)

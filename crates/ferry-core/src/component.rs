@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 
 use crate::config::{Connection, Connections};
+use crate::sandbox::Sandbox;
 use crate::{BuildError, Passenger, StepError};
 
 /// What a component knows about where it runs, for resolving relative paths and naming.
@@ -26,12 +27,25 @@ pub struct BuildContext {
     pub pushers: Vec<String>,
     /// The project's named connections (`connections.yaml`).
     pub connections: Connections,
+    /// Where the client's definitions may reach on disk; the default reaches nothing.
+    pub sandbox: Sandbox,
 }
 
 impl BuildContext {
-    /// `path` resolved against the project directory.
-    pub fn resolve(&self, path: &str) -> PathBuf {
-        self.project_dir.join(path)
+    /// `written`, the path of files that travel (an inbox, an outbox, an archive) that the
+    /// component's `key` names, if it lies inside the client's directories.
+    pub fn data_path(&self, key: &str, written: &str) -> Result<PathBuf, BuildError> {
+        self.sandbox
+            .data(written)
+            .map_err(|message| BuildError::at(key, message))
+    }
+
+    /// `written`, a file the component is made of (a program, a schema) that its `key` names,
+    /// if it lies inside the client's directories or its own directory under `clients/`.
+    pub fn definition_path(&self, key: &str, written: &str) -> Result<PathBuf, BuildError> {
+        self.sandbox
+            .definition(written)
+            .map_err(|message| BuildError::at(key, message))
     }
 
     /// The connection `name` that the component's `key` names, if it exists and this client
@@ -42,9 +56,9 @@ impl BuildContext {
             Some(_) => Err(BuildError::at(
                 key,
                 format!(
-                    "connection `{name}` is not for client `{}` (see its `clients:` in \
-                     connections.yaml)",
-                    self.client
+                    "connection `{name}` is not granted to client `{client}`; root grants it \
+                     in connections.yaml with `clients: [{client}]`",
+                    client = self.client
                 ),
             )),
             None => {
@@ -55,8 +69,8 @@ impl BuildContext {
                     .map(|c| c.name.as_str())
                     .collect();
                 let known = match known.is_empty() {
-                    true => "connections.yaml defines none".to_string(),
-                    false => format!("defined: {}", known.join(", ")),
+                    true => format!("connections.yaml grants none to client `{}`", self.client),
+                    false => format!("granted to this client: {}", known.join(", ")),
                 };
                 Err(BuildError::at(
                     key,

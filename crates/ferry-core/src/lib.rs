@@ -1,6 +1,6 @@
 //! ferry's vocabulary: the [`Passenger`] that travels, the definitions that say where it travels
 //! ([`config`]), the traits connector authors implement ([`component`]) and the errors they
-//! return. This crate does no I/O.
+//! return. This crate does no I/O, but for [`sandbox`], which resolves symbolic links.
 
 pub mod component;
 pub mod config;
@@ -8,6 +8,7 @@ pub mod duration;
 pub mod error;
 pub mod passenger;
 pub mod records;
+pub mod sandbox;
 pub mod template;
 
 pub use component::{

@@ -467,6 +467,7 @@ fn build_each<T>(
             component: c.name.clone(),
             pushers: def.pushers.iter().map(|p| p.name.clone()).collect(),
             connections: def.connections.clone(),
+            sandbox: def.sandbox.clone(),
         };
         let component = build(c, &ctx).map_err(|error| EngineError::Build {
             pipeline: def.key(),

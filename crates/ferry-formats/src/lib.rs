@@ -19,10 +19,10 @@ mod protobuf;
 mod xml;
 
 use std::fs;
-use std::path::Path;
 
 use apache_avro::Schema;
 use ferry_core::BuildError;
+use ferry_core::sandbox::Sandbox;
 use prost_reflect::DescriptorPool;
 use serde_json::Value;
 
@@ -64,11 +64,11 @@ fn options_of(format: FormatName) -> &'static [&'static str] {
 
 impl Codec {
     /// Validates `config` and builds the codec, reading an Avro schema or a Protobuf descriptor
-    /// set (paths relative to `base_dir`, the project directory).
+    /// set (paths relative to the project directory, inside the client's directories: `files`).
     ///
     /// Errors carry the key path inside the `codec` mapping (`["schema"]`), so the caller
     /// prefixes its own key.
-    pub fn build(config: &CodecConfig, base_dir: &Path) -> Result<Codec, BuildError> {
+    pub fn build(config: &CodecConfig, files: &Sandbox) -> Result<Codec, BuildError> {
         let options = config.options();
         check_options_belong(options)?;
         if options.compression.is_none() && options.max_decompressed.is_some() {
@@ -95,8 +95,8 @@ impl Codec {
                     root: options.root.clone(),
                 })
             }
-            FormatName::Avro => Format::Avro(avro_format(options, base_dir)?),
-            FormatName::Protobuf => Format::Protobuf(protobuf_format(options, base_dir)?),
+            FormatName::Avro => Format::Avro(avro_format(options, files)?),
+            FormatName::Protobuf => Format::Protobuf(protobuf_format(options, files)?),
         };
         Ok(Codec {
             format,
@@ -274,19 +274,20 @@ fn csv_format(options: &config::CodecOptions) -> Result<csv::CsvFormat, BuildErr
     })
 }
 
-/// Reads a file named by `key`, relative to `base_dir`.
-fn read_file(key: &str, name: &str, base_dir: &Path) -> Result<Vec<u8>, BuildError> {
+/// Reads the file `name` named by `key`, relative to the project, if the client may.
+fn read_file(key: &str, name: &str, files: &Sandbox) -> Result<Vec<u8>, BuildError> {
     if name.is_empty() {
         return Err(BuildError::at(key, "the file name is empty"));
     }
-    let path = base_dir.join(name);
-    fs::read(&path)
-        .map_err(|error| BuildError::at(key, format!("cannot read {}: {error}", path.display())))
+    let path = files
+        .definition(name)
+        .map_err(|message| BuildError::at(key, message))?;
+    fs::read(&path).map_err(|error| BuildError::at(key, format!("cannot read `{name}`: {error}")))
 }
 
 fn avro_format(
     options: &config::CodecOptions,
-    base_dir: &Path,
+    files: &Sandbox,
 ) -> Result<avro::AvroFormat, BuildError> {
     let encoding = options.encoding.unwrap_or_default();
     let schema = match &options.schema {
@@ -298,7 +299,7 @@ fn avro_format(
             ));
         }
         Some(name) => {
-            let text = read_file("schema", name, base_dir)?;
+            let text = read_file("schema", name, files)?;
             let text = String::from_utf8(text)
                 .map_err(|_| BuildError::at("schema", format!("{name} is not UTF-8 text")))?;
             let schema = Schema::parse_str(&text).map_err(|error| {
@@ -323,7 +324,7 @@ fn avro_format(
 
 fn protobuf_format(
     options: &config::CodecOptions,
-    base_dir: &Path,
+    files: &Sandbox,
 ) -> Result<protobuf::ProtobufFormat, BuildError> {
     let Some(name) = &options.descriptor else {
         return Err(BuildError::at(
@@ -338,7 +339,7 @@ fn protobuf_format(
             "missing: the full name of the message type, e.g. `shop.Order`",
         ));
     };
-    let bytes = read_file("descriptor", name, base_dir)?;
+    let bytes = read_file("descriptor", name, files)?;
     let pool = DescriptorPool::decode(bytes.as_slice()).map_err(|error| {
         BuildError::at(
             "descriptor",
@@ -374,7 +375,7 @@ mod tests {
 
     fn build(config: Value) -> Result<Codec, BuildError> {
         let config: CodecConfig = serde_json::from_value(config).unwrap();
-        Codec::build(&config, Path::new("/nonexistent"))
+        Codec::build(&config, &Sandbox::within(std::path::Path::new("/nonexistent"), ""))
     }
 
     #[test]
@@ -419,7 +420,7 @@ mod tests {
         assert!(
             error
                 .message
-                .starts_with("cannot read /nonexistent/schemas/order.avsc: "),
+                .starts_with("cannot read `schemas/order.avsc`: "),
             "{error}"
         );
         let error = build(json!({ "type": "avro", "encoding": "raw" })).unwrap_err();

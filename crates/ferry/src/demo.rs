@@ -78,6 +78,7 @@ pub fn init(dir: &Path) -> anyhow::Result<()> {
 /// The demo project's directory, written on first use.
 pub fn ensure_demo() -> anyhow::Result<PathBuf> {
     let dir = data_dir().join("demo");
+    upgrade_demo(&dir)?;
     if !dir.join("ferry.yaml").exists() {
         write_files(&dir, DEMO)?;
         create_dir(&dir.join("archive"))?;
@@ -89,6 +90,22 @@ pub fn ensure_demo() -> anyhow::Result<PathBuf> {
         }
     }
     Ok(dir)
+}
+
+/// The demo's ferry.yaml as versions before client grants wrote it: its pipelines use `inbox`,
+/// `archive` and `outbox`, which a client may only use once ferry.yaml grants them.
+const DEMO_BEFORE_GRANTS: &str = "# The ferry demo project, written on first start. Change \
+     anything: ferry reloads it.\nsystem_alias: ferry DEMO\nstore: sqlite://data/ferry.db\nweb: \
+     { listen: 127.0.0.1:5000 }\nworkers: 2\n";
+
+/// Brings a demo project written by an earlier version up to date, if nobody changed it.
+fn upgrade_demo(dir: &Path) -> anyhow::Result<()> {
+    let path = dir.join("ferry.yaml");
+    if std::fs::read_to_string(&path).is_ok_and(|text| text == DEMO_BEFORE_GRANTS) {
+        std::fs::write(&path, DEMO[0].1)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// `$FERRY_DATA_DIR`, else `$XDG_DATA_HOME/ferry`, else `~/.local/share/ferry`.
@@ -126,4 +143,22 @@ fn sample_invoice(number: u32) -> String {
         "<?xml version=\"1.0\"?>\n<invoice number=\"INV-{number:04}\">\n  <customer>ACME Corp</customer>\n  <amount currency=\"EUR\">{}.00</amount>\n</invoice>\n",
         100 * number
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_demo_written_before_grants_gets_them_and_a_changed_one_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.yaml");
+        std::fs::write(&path, DEMO_BEFORE_GRANTS).unwrap();
+        upgrade_demo(dir.path()).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), DEMO[0].1);
+        let changed = format!("{DEMO_BEFORE_GRANTS}# mine\n");
+        std::fs::write(&path, &changed).unwrap();
+        upgrade_demo(dir.path()).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), changed);
+    }
 }

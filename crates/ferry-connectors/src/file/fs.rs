@@ -10,7 +10,17 @@ use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
+use ferry_core::sandbox::{Reach, Sandbox};
 use ferry_core::{BuildContext, BuildError, StepError};
+
+/// Refuses `path` when it leads outside the client's directories now (a symbolic link may
+/// have changed since validation): checked before every listing, read, write, move and
+/// delete. Permanent: trying again changes nothing until someone fixes the link.
+pub(crate) fn confined(sandbox: &Sandbox, path: &Path) -> Result<(), StepError> {
+    sandbox
+        .check(path, Reach::Data)
+        .map_err(|why| StepError::permanent(format!("{} {why}", sandbox.show(path))))
+}
 
 /// The name a half-written file gets next to its final name: deterministic, so a retry after a
 /// crash overwrites the leftover, and hidden, so the `file` puller never picks it up.
@@ -124,7 +134,10 @@ pub(crate) fn archive_dir(
     if move_to.is_empty() {
         return Err(move_to_error("the archive directory is empty".into()));
     }
-    let archive = ctx.resolve(move_to);
+    let archive = ctx
+        .sandbox
+        .data(move_to)
+        .map_err(|message| move_to_error(message))?;
     // Compared as written: moving files into the directory they are taken from would take
     // them again forever.
     if archive.components().eq(dir.components()) {
@@ -140,10 +153,15 @@ pub(crate) fn archive_dir(
 /// blocking thread. A file already gone was handled by an earlier ack; a file rewritten since
 /// it was pulled is new for the next pull, and stays.
 pub(crate) fn dispose_files(
+    sandbox: &Sandbox,
     dir: &Path,
     disposal: &Disposal,
     files: &[(String, i64)],
 ) -> Result<(), StepError> {
+    confined(sandbox, dir)?;
+    if let Disposal::MoveTo(archive) = disposal {
+        confined(sandbox, archive)?;
+    }
     let mut first_error = None;
     let mut failed = 0;
     let mut changed = false;

@@ -14,6 +14,7 @@ use ferry_core::{
     Attachment, Body, BuildContext, BuildError, Passenger, PullFailure, Pulled, Puller,
     PullerFactory, Seated, StepError,
 };
+use ferry_core::sandbox::Sandbox;
 use ferry_formats::Codec;
 use globset::{Glob, GlobMatcher};
 use serde_json::json;
@@ -21,6 +22,7 @@ use tracing::{debug, warn};
 
 use super::config::AFTER_SEAT_FORMS;
 use super::fs::{
+    confined,
     Disposal, archive_dir, dispose_files, is_plain_name, is_settling, modified_millis, wanted,
 };
 use super::{AfterSeat, FilePullerConfig};
@@ -51,6 +53,8 @@ impl PullerFactory for FilePullerFactory {
 #[derive(Debug)]
 struct Settings {
     dir: PathBuf,
+    /// Where the client's definitions may reach, checked again before each use of `dir`.
+    sandbox: Sandbox,
     pattern: GlobMatcher,
     disposal: Disposal,
     source_system: String,
@@ -70,7 +74,7 @@ impl Settings {
                 "the directory to pull from is empty",
             ));
         }
-        let dir = ctx.resolve(&config.path);
+        let dir = ctx.data_path("path", &config.path)?;
         let pattern = Glob::new(&config.pattern)
             .map_err(|error| BuildError::at("pattern", format!("invalid glob: {error}")))?
             .compile_matcher();
@@ -110,6 +114,7 @@ impl Settings {
         };
         Ok(Settings {
             dir,
+            sandbox: ctx.sandbox.clone(),
             pattern,
             disposal,
             source_system: config.source_system,
@@ -181,7 +186,7 @@ impl Puller for FilePuller {
         let count = names.len();
         let settings = Arc::clone(&self.settings);
         tokio::task::spawn_blocking(move || {
-            dispose_files(&settings.dir, &settings.disposal, &names)
+            dispose_files(&settings.sandbox, &settings.dir, &settings.disposal, &names)
         })
         .await
         .map_err(|error| StepError::retryable(format!("file ack task failed: {error}")))??;
@@ -197,6 +202,7 @@ impl Puller for FilePuller {
 
 /// Lists the directory and reads up to `max` files. Runs on a blocking thread.
 fn pull_files(settings: &Settings, max: usize) -> Result<Pulled, StepError> {
+    confined(&settings.sandbox, &settings.dir)?;
     let list_error = |error: &io::Error| {
         StepError::io(&format!("cannot list {}", settings.dir.display()), error)
     };
@@ -258,6 +264,10 @@ fn read_file(settings: &Settings, name: &OsStr, now: SystemTime) -> Found {
         ));
     };
     let path = settings.dir.join(name);
+    // A symbolic link in the directory may lead anywhere: what would be read must be inside.
+    if let Err(error) = confined(&settings.sandbox, &path) {
+        return failure(error);
+    }
     // Follows a symbolic link: what matters is what would be read.
     let metadata = match fs::metadata(&path) {
         Ok(metadata) => metadata,

@@ -14,12 +14,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use ferry_core::sandbox::Sandbox;
 use ferry_core::template::Template;
 use ferry_core::{Body, BuildContext, BuildError, Passenger, Pusher, PusherFactory, StepError};
 use ferry_formats::Codec;
 use tracing::debug;
 
-use super::fs::{create_dirs, sync_dir, temp_name};
+use super::fs::{confined, create_dirs, sync_dir, temp_name};
 use super::{Content, FilePusherConfig};
 use crate::processors::{build_codec, json_body};
 
@@ -77,7 +78,8 @@ impl PusherFactory for FilePusherFactory {
             None => None,
         };
         Ok(Box::new(FilePusher {
-            dir: ctx.resolve(&config.path),
+            dir: ctx.data_path("path", &config.path)?,
+            sandbox: ctx.sandbox.clone(),
             template,
             content: config.content,
             codec,
@@ -90,6 +92,8 @@ impl PusherFactory for FilePusherFactory {
 /// Writes passengers as files into one directory.
 pub struct FilePusher {
     dir: PathBuf,
+    /// Where the client's definitions may reach, checked again before each write.
+    sandbox: Sandbox,
     template: Template,
     content: Content,
     /// Encodes the JSON body into what is written, when configured.
@@ -137,6 +141,7 @@ impl Pusher for FilePusher {
     async fn push(&self, passengers: &[&Passenger]) -> Vec<Result<(), StepError>> {
         let plans: Vec<_> = passengers.iter().map(|p| self.plan(p)).collect();
         let dir = self.dir.clone();
+        let sandbox = self.sandbox.clone();
         let codec = self.codec.clone();
         // One blocking task for the whole batch, not one per file.
         let task = move || {
@@ -144,7 +149,7 @@ impl Pusher for FilePusher {
                 .into_iter()
                 .map(|plan| plan.and_then(|plan| plan.into_files(codec.as_deref())))
                 .collect();
-            write_batch(&dir, plans)
+            write_batch(&sandbox, &dir, plans)
         };
         let results = match tokio::task::spawn_blocking(task).await {
             Ok(results) => results,
@@ -312,6 +317,7 @@ impl Batch {
 
 /// Writes a batch (see the module documentation for the phases). Runs on a blocking thread.
 fn write_batch(
+    sandbox: &Sandbox,
     root: &Path,
     plans: Vec<Result<Vec<PlannedFile>, StepError>>,
 ) -> Vec<Result<(), StepError>> {
@@ -328,6 +334,14 @@ fn write_batch(
                 continue;
             }
         };
+        // A symbolic link on the way may lead out of the client's directories.
+        let outside = files
+            .iter()
+            .find_map(|file| confined(sandbox, &root.join(&file.relative)).err());
+        if let Some(error) = outside {
+            batch.results.push(Err(error));
+            continue;
+        }
         batch.results.push(Ok(()));
         for file in files {
             let final_path = root.join(&file.relative);

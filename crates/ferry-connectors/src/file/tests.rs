@@ -16,6 +16,7 @@ use super::test_support::{names, seated, set_modified, write_settled};
 fn ctx(project: &Path) -> BuildContext {
     BuildContext {
         project_dir: project.to_path_buf(),
+        sandbox: ferry_core::sandbox::Sandbox::within(project, "acme"),
         client: "acme".into(),
         pipeline: "files".into(),
         component: "file".into(),
@@ -176,8 +177,12 @@ async fn pages_by_max_and_removes_nothing_before_ack() {
 async fn unreadable_entries_fail_alone() {
     let (_project, inbox, mut puller) = setup(&["a.xml", "e.xml"], json!({}));
     let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.xml"), "<secret/>").unwrap();
+    std::fs::create_dir(inbox.join("sub")).unwrap();
     std::os::unix::fs::symlink(inbox.join("gone"), inbox.join("b.xml")).unwrap();
-    std::os::unix::fs::symlink(outside.path(), inbox.join("c.xml")).unwrap();
+    std::os::unix::fs::symlink(inbox.join("sub"), inbox.join("c.xml")).unwrap();
+    // A link out of the client's directories is never followed (issue 12).
+    std::os::unix::fs::symlink(outside.path().join("secret.xml"), inbox.join("b2.xml")).unwrap();
     let fifo = inbox.join("d.xml");
     let status = std::process::Command::new("mkfifo")
         .arg(&fifo)
@@ -198,16 +203,21 @@ async fn unreadable_entries_fail_alone() {
         .iter()
         .map(|f| (f.external_id.as_str(), f.error.message.as_str()))
         .collect();
-    assert_eq!(failures.len(), 3, "{failures:?}");
+    assert_eq!(failures.len(), 4, "{failures:?}");
     assert_eq!(failures[0].0, "b.xml");
-    assert!(failures[0].1.contains("cannot read"), "{failures:?}");
-    assert_eq!(failures[1].0, "c.xml");
+    assert!(failures[0].1.contains("broken symbolic link"), "{failures:?}");
+    assert_eq!(failures[1].0, "b2.xml");
     assert!(
-        failures[1].1.contains("symbolic link to a directory"),
+        failures[1].1.contains("is outside the directories of client `acme`"),
         "{failures:?}"
     );
-    assert_eq!(failures[2].0, "d.xml");
-    assert!(failures[2].1.contains("not a regular file"), "{failures:?}");
+    assert_eq!(failures[2].0, "c.xml");
+    assert!(
+        failures[2].1.contains("symbolic link to a directory"),
+        "{failures:?}"
+    );
+    assert_eq!(failures[3].0, "d.xml");
+    assert!(failures[3].1.contains("not a regular file"), "{failures:?}");
     assert!(pulled.failures.iter().all(|f| !f.error.retryable));
 }
 
@@ -688,7 +698,7 @@ async fn a_compressed_file_is_decoded_within_its_limit() {
     let (_project, inbox, mut puller) = setup(&[], json!({ "codec": codec }));
     let gzip_ndjson = ferry_formats::Codec::build(
         &serde_json::from_value(json!({ "type": "ndjson", "compression": "gzip" })).unwrap(),
-        Path::new("."),
+        &ferry_core::sandbox::Sandbox::default(),
     )
     .unwrap();
     let gzip = |items: Vec<Value>| gzip_ndjson.encode(&Value::Array(items)).unwrap();
@@ -824,9 +834,7 @@ fn codec_configuration_errors_name_their_key() {
     let error = puller_error(json!({ "type": "avro", "schema": "schemas/x.avsc" }));
     assert_eq!(error.path, ["codec", "schema"]);
     assert!(
-        error
-            .message
-            .contains("/nonexistent-project/schemas/x.avsc"),
+        error.message.contains("cannot read `schemas/x.avsc`"),
         "{error}"
     );
 

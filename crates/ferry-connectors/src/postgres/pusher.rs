@@ -77,6 +77,9 @@ impl PusherFactory for PostgresPusherFactory {
         let before = read_scripts(ctx, "before", &config.before)?;
         let after = read_scripts(ctx, "after", &config.after)?;
         let migrations_dir = crate::client_sql::dir(ctx).join(&config.table);
+        ctx.sandbox
+            .check(&migrations_dir, ferry_core::sandbox::Reach::Definition)
+            .map_err(|why| BuildError::at("table", format!("migrations directory {why}")))?;
         let migrations = script::read_migrations(&migrations_dir)
             .map_err(|message| BuildError::at("table", format!("migrations: {message}")))?;
 

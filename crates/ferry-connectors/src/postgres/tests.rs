@@ -29,10 +29,11 @@ fn ctx(project: &Path, url: &str) -> BuildContext {
         name: "dwh".into(),
         kind: ConnectionKind::Postgres,
         url: url.into(),
-        clients: Vec::new(),
+        clients: vec!["acme".into()],
     };
     BuildContext {
         project_dir: project.to_path_buf(),
+        sandbox: ferry_core::sandbox::Sandbox::within(project, "acme"),
         client: "acme".into(),
         pipeline: "load".into(),
         component: "dwh".into(),
@@ -255,7 +256,7 @@ fn configuration_requires_connection_table_and_mode() {
         .err()
         .unwrap();
     assert_eq!(error.path, ["connection"]);
-    assert!(error.message.contains("defined: dwh"), "{error}");
+    assert!(error.message.contains("granted to this client: dwh"), "{error}");
 }
 
 #[test]

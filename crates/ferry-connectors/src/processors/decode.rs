@@ -54,7 +54,7 @@ pub enum DecodeSource {
 
 /// Builds a codec from a component's `codec` key, with error paths under `codec`.
 pub(crate) fn build_codec(config: &CodecConfig, ctx: &BuildContext) -> Result<Codec, BuildError> {
-    Codec::build(config, &ctx.project_dir).map_err(|mut error| {
+    Codec::build(config, &ctx.sandbox).map_err(|mut error| {
         error.path.insert(0, "codec".into());
         error
     })
@@ -209,6 +209,7 @@ mod tests {
     fn decode_in(project: &Path, config: Value) -> Result<Box<dyn Processor>, BuildError> {
         let ctx = BuildContext {
             project_dir: project.to_path_buf(),
+            sandbox: ferry_core::sandbox::Sandbox::within(project, ""),
             ..BuildContext::default()
         };
         crate::registry().processor("decode", &config, &ctx)
@@ -333,7 +334,7 @@ mod tests {
         .unwrap();
         let gzip = Codec::build(
             &serde_json::from_value(json!({ "type": "json", "compression": "gzip" })).unwrap(),
-            Path::new("."),
+            &ferry_core::sandbox::Sandbox::default(),
         )
         .unwrap();
         let mut passenger = with_body("application/json", b"{}");

@@ -170,6 +170,7 @@ mod tests {
     fn encode_in(project: &Path, config: Value) -> Result<Box<dyn Processor>, BuildError> {
         let ctx = BuildContext {
             project_dir: project.to_path_buf(),
+            sandbox: ferry_core::sandbox::Sandbox::within(project, ""),
             ..BuildContext::default()
         };
         crate::registry().processor("encode", &config, &ctx)

@@ -96,7 +96,8 @@ impl VrlProgram {
         })
     }
 
-    /// Compiles the program in `file` (relative to the project directory); an error is
+    /// Compiles the program in `file` (relative to the project directory, inside the client's
+    /// directories or `clients/<client>/`); an error is
     /// reported at `key` with the file's name, line and column in its message.
     pub(crate) fn file(
         key: &str,
@@ -104,7 +105,7 @@ impl VrlProgram {
         ctx: &BuildContext,
         mode: Mode,
     ) -> Result<VrlProgram, BuildError> {
-        let path = ctx.resolve(file);
+        let path = ctx.definition_path(key, file)?;
         let source = std::fs::read_to_string(&path).map_err(|error| {
             BuildError::at(key, format!("cannot read the program `{file}`: {error}"))
         })?;
@@ -699,6 +700,7 @@ mod tests {
         std::fs::write(dir.path().join("t.vrl"), ".a = 1\n  .b = nope()\n").unwrap();
         let ctx = BuildContext {
             project_dir: dir.path().to_path_buf(),
+            sandbox: ferry_core::sandbox::Sandbox::within(dir.path(), ""),
             ..BuildContext::default()
         };
         let error = VrlProgram::file("file", "t.vrl", &ctx, Mode::Remap).unwrap_err();

@@ -103,7 +103,7 @@ mod tests {
         let files = vec![
             SourceFile {
                 path: "ferry.yaml".into(),
-                content: String::new(),
+                content: "clients: { acme: { paths: [out] } }\n".into(),
             },
             SourceFile {
                 path: "clients/acme/client.yaml".into(),
@@ -225,14 +225,16 @@ mod tests {
     #[test]
     fn a_program_file_error_names_the_file_line_and_column() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("orders.vrl"), ".a = 1\n.b = nope()\n").unwrap();
-        let pipeline = "pullers: [{ type: generate, count: 1 }]\nprocessors:\n  - type: remap\n    file: orders.vrl\npushers: [{ type: file, path: out }]\n";
+        let client_dir = dir.path().join("clients/acme");
+        std::fs::create_dir_all(&client_dir).unwrap();
+        std::fs::write(client_dir.join("orders.vrl"), ".a = 1\n.b = nope()\n").unwrap();
+        let pipeline = "pullers: [{ type: generate, count: 1 }]\nprocessors:\n  - type: remap\n    file: clients/acme/orders.vrl\npushers: [{ type: file, path: out }]\n";
         let errors = validation_errors(dir.path(), pipeline);
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(
             errors[0].starts_with(
-                "clients/acme/pipelines/p.yaml:4:5: processors[0].file: orders.vrl:2:6: call to \
-                 undefined function"
+                "clients/acme/pipelines/p.yaml:4:5: processors[0].file: \
+                 clients/acme/orders.vrl:2:6: call to undefined function"
             ),
             "{errors:?}"
         );
@@ -244,6 +246,7 @@ mod tests {
         std::fs::write(dir.path().join("t.vrl"), ".b = to_int!(.a) * 2\n").unwrap();
         let ctx = BuildContext {
             project_dir: dir.path().to_path_buf(),
+            sandbox: ferry_core::sandbox::Sandbox::within(dir.path(), ""),
             ..BuildContext::default()
         };
         let config = ferry_core::component::parse_config(&json!({ "file": "t.vrl" })).unwrap();

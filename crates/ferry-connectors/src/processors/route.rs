@@ -318,12 +318,15 @@ mod tests {
                         pushers:\n\
                         \x20 - { type: file, name: de, path: out/de }\n\
                         \x20 - { type: file, name: fr, path: out/fr }\n";
-        let files = ["ferry.yaml", "clients/acme/client.yaml"]
-            .into_iter()
-            .map(|path| ferry_core::config::SourceFile {
-                path: path.into(),
-                content: String::new(),
-            })
+        let files = [
+            ("ferry.yaml", "clients: { acme: { paths: [out] } }\n"),
+            ("clients/acme/client.yaml", ""),
+        ]
+        .into_iter()
+        .map(|(path, content)| ferry_core::config::SourceFile {
+            path: path.into(),
+            content: content.into(),
+        })
             .chain([ferry_core::config::SourceFile {
                 path: "clients/acme/pipelines/p.yaml".into(),
                 content: pipeline.into(),

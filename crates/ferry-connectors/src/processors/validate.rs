@@ -59,7 +59,8 @@ impl ProcessorFactory for ValidateFactory {
                 }
             })?,
             (None, Some(file)) => {
-                let text = std::fs::read_to_string(ctx.resolve(&file)).map_err(|error| {
+                let path = ctx.definition_path("schema_file", &file)?;
+                let text = std::fs::read_to_string(path).map_err(|error| {
                     BuildError::at("schema_file", format!("cannot read `{file}`: {error}"))
                 })?;
                 let schema: serde_json::Value = serde_json::from_str(&text).map_err(|error| {
@@ -282,6 +283,7 @@ mod tests {
         std::fs::write(dir.path().join("broken.json"), "{").unwrap();
         let ctx = BuildContext {
             project_dir: dir.path().to_path_buf(),
+            sandbox: ferry_core::sandbox::Sandbox::within(dir.path(), ""),
             ..BuildContext::default()
         };
         let build = |file: &str| {

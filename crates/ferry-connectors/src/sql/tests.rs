@@ -34,7 +34,7 @@ fn connection(kind: ConnectionKind, url: &str) -> Connection {
         name: "erp".into(),
         kind,
         url: url.into(),
-        clients: Vec::new(),
+        clients: vec!["acme".into()],
     }
 }
 
@@ -45,6 +45,7 @@ fn ctx(connections: Vec<Connection>, project: &Path) -> BuildContext {
         .collect();
     BuildContext {
         project_dir: project.to_path_buf(),
+        sandbox: ferry_core::sandbox::Sandbox::within(project, "acme"),
         client: "acme".into(),
         pipeline: "load".into(),
         component: "sql".into(),
@@ -261,7 +262,7 @@ fn build_refuses_an_unknown_connection_with_the_known_ones() {
         error.message.contains("unknown connection `crm`"),
         "{error}"
     );
-    assert!(error.message.contains("defined: erp"), "{error}");
+    assert!(error.message.contains("granted to this client: erp"), "{error}");
     let error = build(&erp, json!({ "query": "SELECT 1" })).err().unwrap();
     assert!(error.message.contains("connection"), "{error}");
 }

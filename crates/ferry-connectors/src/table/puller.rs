@@ -29,6 +29,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use calamine::{Data, Reader as _};
 use chrono::{NaiveDate, NaiveDateTime};
+use ferry_core::sandbox::Sandbox;
 use ferry_core::records::{self, BatchWriter, Chunk, Column, ColumnType};
 use ferry_core::{
     Body, BuildContext, BuildError, Passenger, PullFailure, Pulled, Puller, PullerFactory, Seated,
@@ -41,7 +42,7 @@ use super::{AfterSeat, Encoding, SheetRef, TableFormat, TablePullerConfig};
 use crate::columns::{self, Converter, Field, JsonPlan, Mapping, TabularPlan};
 use crate::file::AFTER_SEAT_FORMS_WITH_KEEP;
 use crate::file::fs::{
-    Disposal, archive_dir, dispose_files, is_plain_name, is_settling, modified_millis, wanted,
+    Disposal, archive_dir, confined, dispose_files, is_plain_name, is_settling, modified_millis, wanted,
 };
 
 /// The passengers' `source_system`.
@@ -94,6 +95,8 @@ struct CsvOptions {
 #[derive(Debug)]
 struct Settings {
     dir: PathBuf,
+    /// Where the client's definitions may reach, checked again before each use of `dir`.
+    sandbox: Sandbox,
     pattern: GlobMatcher,
     /// `None`: from each file's extension.
     format: Option<TableFormat>,
@@ -120,7 +123,7 @@ impl Settings {
         if config.path.is_empty() {
             return Err(BuildError::at("path", "the directory to read is empty"));
         }
-        let dir = ctx.resolve(&config.path);
+        let dir = ctx.data_path("path", &config.path)?;
         let pattern = Glob::new(&config.pattern)
             .map_err(|error| BuildError::at("pattern", format!("invalid glob: {error}")))?
             .compile_matcher();
@@ -196,6 +199,7 @@ impl Settings {
         mapping.check_json_sources()?;
         Ok(Settings {
             dir,
+            sandbox: ctx.sandbox.clone(),
             pattern,
             format: config.format,
             disposal,
@@ -379,7 +383,7 @@ impl Puller for TablePuller {
         } else {
             let settings = Arc::clone(&self.settings);
             tokio::task::spawn_blocking(move || {
-                dispose_files(&settings.dir, &settings.disposal, &complete)
+                dispose_files(&settings.sandbox, &settings.dir, &settings.disposal, &complete)
             })
             .await
             .map_err(|error| StepError::retryable(format!("table ack task failed: {error}")))??;
@@ -489,6 +493,7 @@ fn list_files(
     let list_error = |error: &io::Error| {
         StepError::io(&format!("cannot list {}", settings.dir.display()), error)
     };
+    confined(&settings.sandbox, &settings.dir)?;
     let now = SystemTime::now();
     let mut present = HashSet::new();
     let mut candidates = Vec::new();
@@ -569,6 +574,10 @@ enum Reading {
 fn read_file(settings: &Settings, candidate: &Candidate) -> Reading {
     let name = &candidate.name;
     let path = settings.dir.join(name);
+    // A symbolic link in the directory may lead anywhere: what would be read must be inside.
+    if let Err(error) = confined(&settings.sandbox, &path) {
+        return Reading::Failed(error);
+    }
     let Some(format) = settings.format.or_else(|| TableFormat::of_name(name)) else {
         return Reading::Failed(StepError::permanent(
             "cannot tell the format from the file name; name files `*.csv`, `*.json`, \

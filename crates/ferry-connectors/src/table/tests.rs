@@ -16,6 +16,7 @@ use crate::file::test_support::{names, seated, set_modified, write_settled};
 fn ctx(project: &Path) -> BuildContext {
     BuildContext {
         project_dir: project.to_path_buf(),
+        sandbox: ferry_core::sandbox::Sandbox::within(project, "acme"),
         client: "acme".into(),
         pipeline: "tables".into(),
         component: "table".into(),

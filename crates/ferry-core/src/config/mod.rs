@@ -100,6 +100,44 @@ pub struct System {
     pub listen: SocketAddr,
     /// Size of the worker pool that processes and pushes passengers.
     pub workers: usize,
+    /// What each client's definitions may reach (`clients:`), by client name; a client
+    /// without an entry gets [`Grant::default_for`].
+    pub grants: BTreeMap<String, Grant>,
+}
+
+impl System {
+    /// The grant of `client`: its entry in `clients:`, or the default.
+    pub fn grant(&self, client: &str) -> Grant {
+        self.grants
+            .get(client)
+            .cloned()
+            .unwrap_or_else(|| Grant::default_for(client))
+    }
+
+    /// The store's database file relative to the project (or absolute), when it is one.
+    pub fn store_file(&self) -> Option<PathBuf> {
+        self.store.strip_prefix("sqlite://").map(PathBuf::from)
+    }
+}
+
+/// What root lets one client's definitions reach, from `clients:` in ferry.yaml.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// Directories its pullers and pushers may use, as written (relative to the project, or
+    /// absolute).
+    pub paths: Vec<PathBuf>,
+    /// Environment variables its files may name as `${NAME}`.
+    pub env: Vec<String>,
+}
+
+impl Grant {
+    /// A client that root granted nothing: its own data directory, no environment variables.
+    pub fn default_for(client: &str) -> Grant {
+        Grant {
+            paths: vec![crate::sandbox::Sandbox::default_root(client)],
+            env: Vec::new(),
+        }
+    }
 }
 
 /// The named connections of a project, shared by every component that names one.
@@ -113,7 +151,7 @@ pub struct Connection {
     pub kind: ConnectionKind,
     /// `postgres://…`, `mysql://…` or, for SQLite, the database file's absolute path.
     pub url: String,
-    /// The clients whose pipelines may use it; empty means every client.
+    /// The clients whose pipelines may use it (`clients:`); root grants each one by name.
     pub clients: Vec<String>,
 }
 
@@ -123,9 +161,9 @@ impl Connection {
         redact_url(&self.url)
     }
 
-    /// Whether pipelines of `client` may use this connection.
+    /// Whether pipelines of `client` may use this connection: root granted it by name.
     pub fn allows(&self, client: &str) -> bool {
-        self.clients.is_empty() || self.clients.iter().any(|c| c == client)
+        self.clients.iter().any(|c| c == client)
     }
 }
 
@@ -286,6 +324,8 @@ pub struct Pipeline {
     pub(crate) run_ends_default: bool,
     /// The project's named connections, for building its components.
     pub connections: Connections,
+    /// Where the client's definitions may reach on disk, for building its components.
+    pub sandbox: crate::sandbox::Sandbox,
     /// The definition file, relative to the project directory.
     pub file: String,
     /// Content hash of the definition file (its version).
@@ -517,10 +557,11 @@ mod tests {
             name: "dwh".into(),
             kind: ConnectionKind::Postgres,
             url: "postgres://u:hunter2@h/d".into(),
-            clients: vec![],
+            clients: vec!["acme".into()],
         };
         assert!(!format!("{connection:?}").contains("hunter2"));
-        assert!(connection.allows("anyone"));
+        assert!(connection.allows("acme"));
+        assert!(!connection.allows("beta"), "granted to acme only");
     }
 
     #[test]

@@ -20,6 +20,19 @@ pub(crate) struct RawSystem {
     pub web: Option<serde_json::Value>,
     /// Size of the worker pool, 1 to 256. Default 4.
     pub workers: Option<u64>,
+    /// What each client's definitions may reach, by client name: each a [`RawGrant`].
+    pub clients: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// One client's grant in `ferry.yaml` (`clients: <client>:`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGrant {
+    /// Directories (relative to the project, or absolute) its pullers and pushers may read and
+    /// write. Default `[data/<client>]`.
+    pub paths: Option<Vec<String>>,
+    /// Environment variables its files may name as `${NAME}`. Default none.
+    pub env: Option<Vec<String>>,
 }
 
 /// `web:` in `ferry.yaml`.
@@ -103,7 +116,7 @@ pub(crate) struct RawConnection {
     pub password: Option<String>,
     /// SQLite: the database file, relative to the project directory.
     pub path: Option<String>,
-    /// The clients that may use it. Default: every client.
+    /// The clients whose pipelines may use it. Default: none (only `ferry check` uses it).
     pub clients: Option<Vec<String>>,
 }
 

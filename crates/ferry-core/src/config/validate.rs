@@ -19,12 +19,14 @@ use serde_json::Value;
 
 use super::positions::{KeyPath, Positions, Segment};
 use super::raw::{
-    RawClient, RawComponent, RawConnection, RawPipeline, RawRetry, RawSystem, RawUser, RawWeb,
+    RawClient, RawComponent, RawConnection, RawGrant, RawPipeline, RawRetry, RawSystem, RawUser,
+    RawWeb,
 };
 use super::{
-    Client, ComponentDef, ConfigError, Connection, ConnectionKind, Connections, Pipeline, Position,
-    Project, RetryPolicy, RunEnds, Schedule, SourceFile, System, User, UserRole, Window,
+    Client, ComponentDef, ConfigError, Connection, ConnectionKind, Connections, Grant, Pipeline,
+    Position, Project, RetryPolicy, RunEnds, Schedule, SourceFile, System, User, UserRole, Window,
 };
+use crate::sandbox::{Sandbox, normalize};
 use crate::{BuildContext, Registry, Role};
 
 #[cfg(test)]
@@ -55,9 +57,15 @@ pub fn validate(
 ) -> Result<Project, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let layout = Layout::of(&files, &mut errors);
+    let root_env = Env {
+        lookup: env,
+        granted: None,
+    };
 
     let system = match layout.system {
-        Some(file) => check_file(file, env, &mut errors, system),
+        Some(file) => check_file(file, root_env, &mut errors, |doc, value| {
+            system(doc, value, dir, &layout)
+        }),
         None => {
             errors.push(file_error(
                 "ferry.yaml",
@@ -68,7 +76,7 @@ pub fn validate(
     };
 
     let connections: Connections = match layout.connections {
-        Some(file) => check_file(file, env, &mut errors, |doc, value| {
+        Some(file) => check_file(file, root_env, &mut errors, |doc, value| {
             connections(doc, value, dir)
         })
         .unwrap_or_default()
@@ -90,8 +98,23 @@ pub fn validate(
                 ));
             }
         }
+        // Without a valid ferry.yaml the grants are unknown: check with none.
+        let grant = match &system {
+            Some(system) => system.grant(client_name),
+            None => Grant::default_for(client_name),
+        };
+        let client_env = Env {
+            lookup: env,
+            granted: Some((client_name, &grant.env)),
+        };
+        let sandbox = Sandbox::new(
+            dir,
+            client_name,
+            grant.paths.iter().cloned(),
+            system.as_ref().and_then(System::store_file),
+        );
         let settings = match client_files.settings {
-            Some(file) => check_file(file, env, &mut errors, client_settings),
+            Some(file) => check_file(file, client_env, &mut errors, client_settings),
             None => {
                 errors.push(file_error(
                     &format!("clients/{client_name}/client.yaml"),
@@ -113,12 +136,13 @@ pub fn validate(
                 dir,
                 registry,
                 connections: &connections,
+                sandbox: &sandbox,
                 client: client_name,
                 pipeline: pipeline_name,
                 file,
                 pushers: Vec::new(),
             };
-            let pipeline = check_file(file, env, &mut errors, |doc, value| {
+            let pipeline = check_file(file, client_env, &mut errors, |doc, value| {
                 pipeline(doc, value, &site)
             });
             if let Some(pipeline) = pipeline {
@@ -256,7 +280,7 @@ fn file_error(file: &str, message: impl Into<String>) -> ConfigError {
 /// Parses `file` and hands its tree to `build`, adding every error found to `errors`.
 fn check_file<T>(
     file: &SourceFile,
-    env: EnvLookup<'_>,
+    env: Env<'_>,
     errors: &mut Vec<ConfigError>,
     build: impl FnOnce(&mut Document, Value) -> Option<T>,
 ) -> Option<T> {
@@ -269,7 +293,7 @@ fn check_file<T>(
 }
 
 /// `ferry.yaml`.
-fn system(doc: &mut Document, value: Value) -> Option<System> {
+fn system(doc: &mut Document, value: Value, dir: &Path, layout: &Layout) -> Option<System> {
     let root = KeyPath::root();
     let raw: RawSystem = doc.deserialize(empty_as_mapping(value), &root)?;
 
@@ -291,15 +315,112 @@ fn system(doc: &mut Document, value: Value) -> Option<System> {
         }
     });
     let workers = doc.number(&root.key("workers"), raw.workers, 4, 1, Some(256));
+    let store = raw
+        .store
+        .unwrap_or_else(|| "sqlite://data/ferry.db".to_string());
+    let store_file = store.strip_prefix("sqlite://").map(Path::new);
+    let grants = grants(doc, raw.clients.unwrap_or_default(), dir, store_file, layout);
 
     Some(System {
         alias: raw.system_alias.unwrap_or_else(|| "ferry".to_string()),
-        store: raw
-            .store
-            .unwrap_or_else(|| "sqlite://data/ferry.db".to_string()),
+        store,
         listen: listen?,
         workers: usize::try_from(workers?).ok()?,
+        grants: grants?,
     })
+}
+
+/// `clients:` in ferry.yaml: what each client's definitions may reach. A granted directory
+/// may not hold the project's definitions or the store, and belongs to one client.
+fn grants(
+    doc: &mut Document,
+    raw: serde_json::Map<String, Value>,
+    dir: &Path,
+    store: Option<&Path>,
+    layout: &Layout,
+) -> Option<BTreeMap<String, Grant>> {
+    let root = KeyPath::root().key("clients");
+    let project = normalize(&std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()));
+    let store = store.map(|store| normalize(&project.join(store)));
+    let mut grants = BTreeMap::new();
+    let mut failed = false;
+    // Every granted directory (absolute), with its client and where it was granted.
+    let mut taken: Vec<(std::path::PathBuf, String, String)> = Vec::new();
+    for client in layout.clients.keys().filter(|client| !raw.contains_key(**client)) {
+        let default = Sandbox::default_root(client);
+        let shown = format!("its default {}/", default.display());
+        taken.push((project.join(default), client.to_string(), shown));
+    }
+    for (client, value) in raw {
+        let path = root.key(&client);
+        if !layout.clients.contains_key(client.as_str()) {
+            let known: Vec<&str> = layout.clients.keys().copied().collect();
+            doc.error(
+                &path,
+                format!("no client `{client}` in clients/; clients are: {}", known.join(", ")),
+            );
+            failed = true;
+            continue;
+        }
+        let Some(raw) = doc.deserialize::<RawGrant>(empty_as_mapping(value), &path) else {
+            failed = true;
+            continue;
+        };
+        let mut grant = Grant::default_for(&client);
+        if let Some(paths) = raw.paths {
+            grant.paths = Vec::new();
+            for (index, written) in paths.into_iter().enumerate() {
+                let at = path.key("paths").index(index);
+                let absolute = normalize(&project.join(&written));
+                let why = if written.trim().is_empty() {
+                    Some("the path is empty")
+                } else if project.starts_with(&absolute) {
+                    Some("holds the project's definitions")
+                } else if absolute.starts_with(project.join("clients")) {
+                    Some("is inside clients/, where the definitions are")
+                } else if store.as_ref().is_some_and(|store| store.starts_with(&absolute)) {
+                    Some("holds ferry's store")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    doc.error(&at, format!("`{written}` {why}; grant a directory of data"));
+                    failed = true;
+                    continue;
+                }
+                let overlap = taken.iter().find(|(other, other_client, _)| {
+                    *other_client != client
+                        && (other.starts_with(&absolute) || absolute.starts_with(other))
+                });
+                if let Some((_, other_client, other_at)) = overlap {
+                    doc.error(
+                        &at,
+                        format!(
+                            "`{written}` overlaps a directory of client `{other_client}` \
+                             ({other_at}); a directory belongs to one client"
+                        ),
+                    );
+                    failed = true;
+                    continue;
+                }
+                taken.push((absolute, client.clone(), at.to_string()));
+                grant.paths.push(written.into());
+            }
+        }
+        for (index, name) in raw.env.unwrap_or_default().into_iter().enumerate() {
+            if is_env_name(&name) {
+                grant.env.push(name);
+            } else {
+                doc.error(
+                    &path.key("env").index(index),
+                    format!("invalid environment variable name `{name}`; use letters, digits and `_`"),
+                );
+                failed = true;
+            }
+        }
+        grants.insert(client, grant);
+    }
+    (!failed).then_some(grants)
 }
 
 /// `connections.yaml`: named connections, each a URL or the fields to make one.
@@ -731,6 +852,7 @@ struct Site<'a> {
     dir: &'a Path,
     registry: &'a Registry,
     connections: &'a Connections,
+    sandbox: &'a Sandbox,
     client: &'a str,
     pipeline: &'a str,
     file: &'a SourceFile,
@@ -810,6 +932,7 @@ fn pipeline(doc: &mut Document, value: Value, site: &Site) -> Option<Pipeline> {
         run_ends: run_ends?,
         run_ends_default: raw.run_ends.is_none(),
         connections: site.connections.clone(),
+        sandbox: site.sandbox.clone(),
         file: site.file.path.clone(),
         version: site.file.hash(),
     })
@@ -1023,6 +1146,7 @@ fn components(
             component: name.clone(),
             pushers: site.pushers.clone(),
             connections: site.connections.clone(),
+            sandbox: site.sandbox.clone(),
         };
         if let Err(error) = site.registry.check(role, &type_name, &config, &ctx) {
             let at = path_in_value(&path, &config, &error.path);
@@ -1114,7 +1238,7 @@ impl Document {
 
     /// Parses `text` into a tree with `${NAME}` references replaced; `None` after a syntax
     /// error. An empty file is `Value::Null`.
-    fn load(&mut self, text: &str, env: EnvLookup<'_>) -> Option<Value> {
+    fn load(&mut self, text: &str, env: Env<'_>) -> Option<Value> {
         let mut value: Value = match serde_saphyr::from_str(text) {
             Ok(value) => value,
             Err(error) => {
@@ -1135,7 +1259,7 @@ impl Document {
     }
 
     /// Replaces `${NAME}` in every string of `value`, which is at `path`.
-    fn resolve_env(&mut self, value: &mut Value, path: &KeyPath, env: EnvLookup<'_>) {
+    fn resolve_env(&mut self, value: &mut Value, path: &KeyPath, env: Env<'_>) {
         match value {
             Value::String(text) if text.contains("${") => match interpolate(text, env) {
                 Ok(resolved) => {
@@ -1309,8 +1433,31 @@ struct Interpolated {
     used: Vec<(String, String)>,
 }
 
+/// The environment a file's `${NAME}` references may read.
+#[derive(Clone, Copy)]
+struct Env<'a> {
+    lookup: EnvLookup<'a>,
+    /// For a client's files, the client and the names root granted it (`clients: <client>:
+    /// env:` in ferry.yaml); `None` for root's own files, ferry.yaml and connections.yaml.
+    granted: Option<(&'a str, &'a [String])>,
+}
+
+impl Env<'_> {
+    /// Why `name` may not be read, if it may not.
+    fn refuses(&self, name: &str) -> Option<String> {
+        let (client, names) = self.granted?;
+        if names.iter().any(|granted| granted == name) {
+            return None;
+        }
+        Some(format!(
+            "environment variable `{name}` is not granted to client `{client}`; root lists the \
+             variables a client may use in ferry.yaml under `clients: {client}: env:`"
+        ))
+    }
+}
+
 /// Replaces `${NAME}` in `text` with the variable's value; `$${` stands for a literal `${`.
-fn interpolate(text: &str, env: EnvLookup<'_>) -> Result<Interpolated, String> {
+fn interpolate(text: &str, env: Env<'_>) -> Result<Interpolated, String> {
     let mut out = String::new();
     let mut used = Vec::new();
     let mut unset = Vec::new();
@@ -1332,7 +1479,10 @@ fn interpolate(text: &str, env: EnvLookup<'_>) -> Result<Interpolated, String> {
                      digits and `_`"
                 ));
             }
-            match env(name) {
+            if let Some(refused) = env.refuses(name) {
+                return Err(refused);
+            }
+            match (env.lookup)(name) {
                 Some(value) => {
                     out.push_str(&value);
                     used.push((name.to_string(), value));

@@ -149,5 +149,5 @@ pub fn project() -> tempfile::TempDir {
 /// A codec from its `codec:` definition, as JSON.
 pub fn codec(project: &Path, config: Value) -> Codec {
     let config: CodecConfig = serde_json::from_value(config).unwrap();
-    Codec::build(&config, project).unwrap()
+    Codec::build(&config, &ferry_core::sandbox::Sandbox::within(project, "")).unwrap()
 }

@@ -183,10 +183,26 @@ fn run(list: &[(&str, &str)], env: &[(&str, &str)]) -> Result<Project, Vec<Confi
     validate(Path::new("/srv/ferry"), files(list), &registry(), &lookup)
 }
 
-/// A project of `ferry.yaml`, `clients/acme/client.yaml` and one pipeline.
+/// A project of `ferry.yaml`, `clients/acme/client.yaml` and one pipeline; ferry.yaml grants
+/// `acme` every environment variable the pipeline names.
 fn with_pipeline(pipeline: &str) -> Vec<(&'static str, String)> {
+    let mut names = Vec::new();
+    let mut rest = pipeline;
+    while let Some(start) = rest.find("${") {
+        rest = &rest[start + 2..];
+        if let Some(end) = rest.find('}') {
+            let name = &rest[..end];
+            if is_env_name(name) && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    let ferry_yaml = match names.is_empty() {
+        true => String::new(),
+        false => format!("clients:\n  acme:\n    env: [{}]\n", names.join(", ")),
+    };
     vec![
-        ("ferry.yaml", String::new()),
+        ("ferry.yaml", ferry_yaml),
         ("clients/acme/client.yaml", String::new()),
         (PIPELINE_FILE, pipeline.to_string()),
     ]
@@ -335,6 +351,7 @@ fn full_project_becomes_exact_domain_values() {
             store: "postgres://ferry@db/ferry".into(),
             listen: "0.0.0.0:8080".parse().unwrap(),
             workers: 8,
+            grants: BTreeMap::new(),
         }
     );
     assert_eq!(project.files, files(&list));
@@ -418,6 +435,7 @@ fn empty_files_take_every_default() {
             store: "sqlite://data/ferry.db".into(),
             listen: "127.0.0.1:5000".parse().unwrap(),
             workers: 4,
+            grants: BTreeMap::new(),
         }
     );
     let client = &project.clients["acme"];
@@ -497,7 +515,7 @@ fn environment_references_work_in_every_file() {
     let list = [
         (
             "ferry.yaml",
-            "system_alias: ferry ${STAGE}\nstore: ${STORE}\n",
+            "system_alias: ferry ${STAGE}\nstore: ${STORE}\nclients: { acme: { env: [KEEP] } }\n",
         ),
         ("clients/acme/client.yaml", "queue_life_span: ${KEEP}\n"),
     ];
@@ -1061,11 +1079,15 @@ extra: 1
 #[test]
 fn interpolation() {
     let env = |name: &str| (name == "A").then(|| "1".to_string());
-    let resolved = interpolate("x${A}y$${A}z$", &env).unwrap();
+    let env = Env {
+        lookup: &env,
+        granted: None,
+    };
+    let resolved = interpolate("x${A}y$${A}z$", env).unwrap();
     assert_eq!(resolved.text, "x1y${A}z$");
     assert_eq!(resolved.used, [("A".to_string(), "1".to_string())]);
     assert_eq!(
-        interpolate("${B}", &env).err().unwrap(),
+        interpolate("${B}", env).err().unwrap(),
         "environment variable `B` is not set"
     );
 }
@@ -1225,5 +1247,85 @@ fn windows_and_limits_are_checked() {
         p(&format!(
             "{line}:1: priority: must be between 0 and 9, not 10"
         ))
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// What root grants each client (issue 12).
+
+#[test]
+fn a_client_may_name_only_the_environment_variables_root_granted_it() {
+    let pipeline = format!("{COMPONENTS}description: ${{DB_PASSWORD}}\n");
+    let list = [
+        ("ferry.yaml", "clients: { acme: { env: [ACME_TOKEN] } }\n"),
+        ("clients/acme/client.yaml", "queue_life_span: ${KEEP}\n"),
+        (PIPELINE_FILE, pipeline.as_str()),
+    ];
+    let errors = errors_of(&list, &[("DB_PASSWORD", "hunter2"), ("KEEP", "3d")]);
+    assert_eq!(
+        errors,
+        [
+            "clients/acme/client.yaml:1:1: queue_life_span: environment variable `KEEP` is not \
+             granted to client `acme`; root lists the variables a client may use in ferry.yaml \
+             under `clients: acme: env:`",
+            &p("3:1: description: environment variable `DB_PASSWORD` is not granted to client \
+                `acme`; root lists the variables a client may use in ferry.yaml under `clients: \
+                acme: env:`"),
+        ]
+    );
+    assert!(errors.iter().all(|error| !error.contains("hunter2")));
+    // Root's own files read any variable.
+    let list = [
+        ("ferry.yaml", "system_alias: ${DB_PASSWORD}\n"),
+        ("clients/acme/client.yaml", ""),
+    ];
+    assert!(run(&list, &[("DB_PASSWORD", "x")]).is_ok());
+}
+
+#[test]
+fn granted_directories_default_to_the_clients_data_directory() {
+    let list = [
+        ("ferry.yaml", "clients: { acme: { paths: [inbox, /srv/drop/acme] } }\n"),
+        ("clients/acme/client.yaml", ""),
+        ("clients/beta/client.yaml", ""),
+        (PIPELINE_FILE, COMPONENTS),
+        ("clients/beta/pipelines/p.yaml", COMPONENTS),
+    ];
+    let project = run(&list, &[]).unwrap();
+    let acme = &project.pipeline("acme", "invoices").unwrap().sandbox;
+    assert_eq!(acme.roots_shown(), "inbox/, /srv/drop/acme/");
+    let beta = &project.pipeline("beta", "p").unwrap().sandbox;
+    assert_eq!(beta.roots_shown(), "data/beta/");
+}
+
+#[test]
+fn a_grant_never_holds_definitions_the_store_or_another_clients_directory() {
+    let list = [
+        (
+            "ferry.yaml",
+            "clients:\n  acme:\n    paths: [., clients/beta, data, /srv, data/beta/x, ok]\n    \
+             env: [1X]\n  ghost: {}\n",
+        ),
+        ("clients/acme/client.yaml", ""),
+        ("clients/beta/client.yaml", ""),
+    ];
+    assert_eq!(
+        errors_of(&list, &[]),
+        [
+            "ferry.yaml:3:13: clients.acme.paths[0]: `.` holds the project's definitions; grant \
+             a directory of data",
+            "ferry.yaml:3:16: clients.acme.paths[1]: `clients/beta` is inside clients/, where \
+             the definitions are; grant a directory of data",
+            "ferry.yaml:3:30: clients.acme.paths[2]: `data` holds ferry's store; grant a \
+             directory of data",
+            "ferry.yaml:3:36: clients.acme.paths[3]: `/srv` holds the project's definitions; \
+             grant a directory of data",
+            "ferry.yaml:3:42: clients.acme.paths[4]: `data/beta/x` overlaps a directory of \
+             client `beta` (its default data/beta/); a directory belongs to one client",
+            "ferry.yaml:4:11: clients.acme.env[0]: invalid environment variable name `1X`; use \
+             letters, digits and `_`",
+            "ferry.yaml:5:3: clients.ghost: no client `ghost` in clients/; clients are: acme, \
+             beta",
+        ]
     );
 }
