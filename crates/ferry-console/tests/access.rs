@@ -261,7 +261,10 @@ async fn seed(console: &Console, client: &str) {
             .dir
             .path()
             .join(format!("clients/{client}/pipelines/broken.yaml"));
-        std::fs::write(file, support::pipeline(2, "blocked")).unwrap();
+        let blocked = format!("out/{client}/blocked");
+        std::fs::create_dir_all(console.dir.path().join(format!("out/{client}"))).unwrap();
+        std::fs::write(console.dir.path().join(&blocked), "not a directory").unwrap();
+        std::fs::write(file, support::pipeline(2, &blocked)).unwrap();
         // The engine picks the new file up by itself; it runs once it knows the pipeline.
         eventually(&format!("{key} loaded and run"), || async {
             console.engine.run_now(&key).is_ok()

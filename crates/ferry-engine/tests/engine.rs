@@ -211,7 +211,9 @@ fn project(dir: &Path, pipelines: &[(&str, &str)]) -> Project {
     let mut files = vec![
         SourceFile {
             path: "ferry.yaml".into(),
-            content: "store: sqlite://data/ferry.db\nworkers: 2\n".into(),
+            content: "store: sqlite://data/ferry.db\nworkers: 2\n\
+                      clients: { acme: { paths: [out, inbox, even, odd] } }\n"
+                .into(),
         },
         SourceFile {
             path: "clients/acme/client.yaml".into(),

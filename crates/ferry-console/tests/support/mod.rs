@@ -109,7 +109,9 @@ impl Console {
         write(
             d,
             "ferry.yaml",
-            "system_alias: ferry TEST\nstore: sqlite://data/ferry.db\nworkers: 2\n",
+            "system_alias: ferry TEST\nstore: sqlite://data/ferry.db\nworkers: 2\n\
+             clients:\n  acme: { paths: [out/acme, out/acme-extra, blocked] }\n  \
+             globex: { paths: [out/globex] }\n",
         );
         write(
             d,
