@@ -165,8 +165,13 @@ pub enum Access {
     Root,
 }
 
-/// Slows down password guessing: after a few failures for one account or from one address,
-/// every further attempt is refused until a delay that doubles with each failure has passed.
+/// Slows down password guessing without letting an outsider lock a person out.
+///
+/// Failures count under three keys, each with its own [`Rule`]: one account from one address
+/// (a guesser, slowed soon and for long), one address whatever the account (a guesser trying
+/// many accounts), and one account from every address (many guessers at once; a high bound and
+/// a short delay, so someone who knows a user name can delay its owner's login by at most a
+/// minute, never lock it).
 #[derive(Default)]
 pub struct Limiter {
     failures: Mutex<HashMap<String, Failures>>,
@@ -177,39 +182,79 @@ struct Failures {
     last: Instant,
 }
 
-/// Failures allowed before attempts are delayed.
-const FREE_FAILURES: u32 = 3;
-/// The longest delay.
-const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
+/// When failures under a key start to delay attempts, and how long the delay may grow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// Failures allowed before attempts wait.
+    free: u32,
+    /// The longest wait; the wait doubles with each failure after the free ones.
+    max_delay: Duration,
+}
+
+/// One account from one address.
+const PAIR: Rule = Rule {
+    free: 3,
+    max_delay: Duration::from_secs(15 * 60),
+};
+/// One address, any account.
+const ADDRESS: Rule = Rule {
+    free: 10,
+    max_delay: Duration::from_secs(15 * 60),
+};
+/// One account, any address.
+const ACCOUNT: Rule = Rule {
+    free: 50,
+    max_delay: Duration::from_secs(60),
+};
+
+/// A key failures count under, with its rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Key {
+    name: String,
+    rule: Rule,
+}
 
 impl Limiter {
-    /// Keys of one login attempt: the account and the address it comes from.
-    pub fn keys(client: &str, user: &str, ip: Option<IpAddr>) -> Vec<String> {
-        let mut keys = vec![format!("user:{client}/{user}")];
+    /// Keys of one login attempt: the account from its address, the address, the account.
+    pub fn keys(client: &str, user: &str, ip: Option<IpAddr>) -> Vec<Key> {
+        let account = format!("{client}/{user}");
+        let mut keys = vec![Key {
+            name: format!("account:{account}"),
+            rule: ACCOUNT,
+        }];
         if let Some(ip) = ip {
-            keys.push(format!("ip:{ip}"));
+            keys.push(Key {
+                name: format!("pair:{account}@{ip}"),
+                rule: PAIR,
+            });
+            keys.push(Key {
+                name: format!("address:{ip}"),
+                rule: ADDRESS,
+            });
         }
         keys
     }
 
     /// How long the caller must wait before trying again, if at all.
-    pub fn wait(&self, keys: &[String]) -> Option<Duration> {
+    pub fn wait(&self, keys: &[Key]) -> Option<Duration> {
         let failures = self.failures.lock().expect("limiter lock");
         keys.iter()
-            .filter_map(|key| failures.get(key))
-            .filter_map(|f| Self::delay(f.count).checked_sub(f.last.elapsed()))
+            .filter_map(|key| {
+                let failure = failures.get(&key.name)?;
+                delay(key.rule, failure.count).checked_sub(failure.last.elapsed())
+            })
             .filter(|left| !left.is_zero())
             .max()
     }
 
-    pub fn failed(&self, keys: &[String]) {
+    pub fn failed(&self, keys: &[Key]) {
         let mut failures = self.failures.lock().expect("limiter lock");
         // Forget old failures now and then, so the map stays small.
         if failures.len() > 10_000 {
-            failures.retain(|_, f| f.last.elapsed() < MAX_DELAY);
+            failures.retain(|_, f| f.last.elapsed() < PAIR.max_delay);
         }
         for key in keys {
-            let entry = failures.entry(key.clone()).or_insert(Failures {
+            let entry = failures.entry(key.name.clone()).or_insert(Failures {
                 count: 0,
                 last: Instant::now(),
             });
@@ -218,20 +263,23 @@ impl Limiter {
         }
     }
 
-    pub fn succeeded(&self, keys: &[String]) {
+    /// Forgets the failures of the account (from everywhere and from this address); the
+    /// address keeps its own, so logging in to one account does not clear guesses at others.
+    pub fn succeeded(&self, keys: &[Key]) {
         let mut failures = self.failures.lock().expect("limiter lock");
-        for key in keys {
-            failures.remove(key);
+        for key in keys.iter().filter(|key| key.rule != ADDRESS) {
+            failures.remove(&key.name);
         }
     }
+}
 
-    fn delay(count: u32) -> Duration {
-        if count < FREE_FAILURES {
-            return Duration::ZERO;
-        }
-        let doubling = (count - FREE_FAILURES).min(16);
-        Duration::from_secs(1u64 << doubling).min(MAX_DELAY)
+/// The wait after `count` failures under `rule`.
+fn delay(rule: Rule, count: u32) -> Duration {
+    if count < rule.free {
+        return Duration::ZERO;
     }
+    let doubling = (count - rule.free).min(16);
+    Duration::from_secs(1u64 << doubling).min(rule.max_delay)
 }
 
 /// The value of cookie `name`.
@@ -443,8 +491,9 @@ mod tests {
     #[test]
     fn limiter_delays_after_free_failures_and_forgets_on_success() {
         let limiter = Limiter::default();
-        let keys = Limiter::keys("acme", "ada", None);
-        for _ in 0..FREE_FAILURES {
+        let ip = Some(IpAddr::from([203, 0, 113, 9]));
+        let keys = Limiter::keys("acme", "ada", ip);
+        for _ in 0..PAIR.free {
             assert_eq!(limiter.wait(&keys), None);
             limiter.failed(&keys);
         }
@@ -459,6 +508,33 @@ mod tests {
         );
         limiter.succeeded(&keys);
         assert_eq!(limiter.wait(&keys), None);
+    }
+
+    /// Issue 12: an outsider who knows a user name cannot lock its owner out.
+    #[test]
+    fn guessing_from_elsewhere_never_locks_the_owner_out() {
+        let limiter = Limiter::default();
+        let attacker = Limiter::keys("acme", "ada", Some(IpAddr::from([203, 0, 113, 9])));
+        for _ in 0..1000 {
+            limiter.failed(&attacker);
+        }
+        let left = limiter.wait(&attacker).unwrap();
+        assert!(
+            left > PAIR.max_delay - Duration::from_secs(5),
+            "the attacker waits the longest: {left:?}"
+        );
+        // The owner, from another address, waits at most the account's short delay.
+        let owner = Limiter::keys("acme", "ada", Some(IpAddr::from([198, 51, 100, 7])));
+        let wait = limiter.wait(&owner).expect("the account bound holds");
+        assert!(wait <= ACCOUNT.max_delay, "{wait:?}");
+        // Another user behind the attacker's address is slowed too, the attacker's address
+        // having failed far too often.
+        let neighbour = Limiter::keys("acme", "otto", Some(IpAddr::from([203, 0, 113, 9])));
+        assert!(limiter.wait(&neighbour).is_some());
+        // A success clears the account for everyone but keeps the attacker's address slowed.
+        limiter.succeeded(&owner);
+        assert_eq!(limiter.wait(&owner), None);
+        assert!(limiter.wait(&neighbour).is_some());
     }
 
     #[test]

@@ -236,7 +236,44 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { crate::ApiError::not_found("no such page") })
         .layer(from_fn_with_state(state.clone(), layout::error_pages))
         .layer(from_fn_with_state(state.clone(), security_headers))
+        .layer(from_fn_with_state(state.clone(), redact_secrets))
         .with_state(state)
+}
+
+/// Never shows a value the definitions took from the environment (issue 12): every text
+/// answer (pages, the API, CSV and JSON exports) passes through [`Secrets::redact`] on its
+/// way out, whichever description, passenger or error message the value found its way into.
+///
+/// [`Secrets::redact`]: ferry_core::config::Secrets::redact
+async fn redact_secrets(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::header;
+    use http_body_util::BodyExt;
+    let response = next.run(request).await;
+    let secrets = state.engine.project().secrets.clone();
+    let textual = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|kind| kind.starts_with("text/") || kind.contains("json"));
+    if secrets.is_empty() || !textual {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let body = body.map_frame(move |frame| {
+        frame.map_data(|data| match std::str::from_utf8(&data) {
+            Ok(text) => match secrets.redact(text) {
+                std::borrow::Cow::Borrowed(_) => data,
+                std::borrow::Cow::Owned(redacted) => bytes::Bytes::from(redacted),
+            },
+            Err(_) => data,
+        })
+    });
+    axum::response::Response::from_parts(parts, axum::body::Body::new(body))
 }
 
 /// Headers every response carries.
@@ -261,7 +298,7 @@ async fn security_headers(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
             "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
-             frame-ancestors 'none'; form-action 'self'",
+             frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
         ),
     );
     headers

@@ -163,6 +163,7 @@ impl Engine {
         }
         let paused = store.paused().await?.into_iter().collect();
         let workers = project.system.workers;
+        project.secrets.publish();
         let shared = Arc::new(Shared {
             store,
             registry,
@@ -376,6 +377,7 @@ impl Engine {
         }
         drop(runners);
         *self.shared.pipelines.write().expect("pipelines lock") = next;
+        project.secrets.publish();
         *self.shared.project.write().expect("project lock") = Arc::new(project.clone());
         Ok(changed)
     }

@@ -376,8 +376,30 @@ fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| Redacted(std::io::stderr()))
         .init();
+}
+
+/// Standard error with every value the definitions took from the environment replaced by its
+/// reference (issue 12): a secret that found its way into a message is never logged. The
+/// formatter hands over one whole line per write.
+struct Redacted<W>(W);
+
+impl<W: std::io::Write> std::io::Write for Redacted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let secrets = ferry_core::config::Secrets::current();
+        match std::str::from_utf8(buf) {
+            Ok(text) if !secrets.is_empty() => {
+                self.0.write_all(secrets.redact(text).as_bytes())?;
+                Ok(buf.len())
+            }
+            _ => self.0.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 async fn queue(dir: &Path, command: QueueCommand) -> anyhow::Result<ExitCode> {

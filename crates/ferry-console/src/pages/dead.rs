@@ -7,7 +7,7 @@ use ferry_store::{DeadGroup, PipelineKey};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{Done, Page, done, json_done, record};
+use super::{Done, Notice, Page, done, json_done, record};
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
@@ -77,7 +77,7 @@ async fn act(
     principal: &Principal,
     action: &str,
     group: &Group,
-) -> ApiResult<String> {
+) -> ApiResult<(Notice, u64, String)> {
     let key = PipelineKey::new(&group.client, &group.pipeline);
     if !principal.sees(&key.client) {
         return Err(ApiError::not_found(format!("no pipeline {key}")));
@@ -120,12 +120,12 @@ async fn act(
         .await?;
     }
     state.engine.wake();
-    let verb = if steps.is_some() {
-        "replaying"
-    } else {
-        "discarded"
+    let (notice, verb) = match steps {
+        Some(_) => (Notice::Replayed, "replaying"),
+        None => (Notice::Discarded, "discarded"),
     };
-    Ok(format!("{key}: {verb} {} passenger(s)", ids.len()))
+    let count = ids.len() as u64;
+    Ok((notice, count, format!("{key}: {verb} {count} passenger(s)")))
 }
 
 pub async fn action_form(
@@ -134,8 +134,8 @@ pub async fn action_form(
     Path(action): Path<String>,
     Form(group): Form<Group>,
 ) -> ApiResult<Redirect> {
-    let message = act(&state, &principal, &action, &group).await?;
-    Ok(done("/dead", &message))
+    let (notice, count, _) = act(&state, &principal, &action, &group).await?;
+    Ok(done("/dead", notice, count))
 }
 
 pub async fn action_api(
@@ -144,5 +144,5 @@ pub async fn action_api(
     Path(action): Path<String>,
     Json(group): Json<Group>,
 ) -> ApiResult<Json<Done>> {
-    Ok(json_done(act(&state, &principal, &action, &group).await?))
+    Ok(json_done(act(&state, &principal, &action, &group).await?.2))
 }

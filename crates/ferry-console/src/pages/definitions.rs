@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use similar::{ChangeTag, TextDiff};
 
-use super::{Done, Page, done, json_done, record};
+use super::{Done, Notice, Page, done, json_done, record};
 use crate::AppState;
 use crate::auth::{Principal, ROOT_CLIENT};
 use crate::error::{ApiError, ApiResult};
@@ -34,9 +34,6 @@ const SHORT: usize = 12;
 
 /// Lines of unchanged text around each change in a diff.
 const CONTEXT: usize = 3;
-
-/// The notice after a save: the engine picks the file up itself.
-const SAVED: &str = "saved; ferry loads it within seconds";
 
 /// Saves run one at a time, so the conflict check and the write see the same file.
 static SAVING: Mutex<()> = Mutex::new(());
@@ -744,7 +741,7 @@ pub async fn save_form(
     let content = fields.content.replace("\r\n", "\n");
     let base = Some(fields.base.clone());
     match save(&state, &page.principal, &file, content.clone(), base).await {
-        Ok(_) => Ok(done(&format!("/definitions/{file}"), SAVED).into_response()),
+        Ok(_) => Ok(done(&format!("/definitions/{file}"), Notice::Saved, 1).into_response()),
         Err(SaveError::Refused(error)) => Err(error),
         Err(error) => {
             let status = match error {

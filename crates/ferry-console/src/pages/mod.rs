@@ -35,9 +35,50 @@ pub struct Page {
     pub notice: Option<String>,
 }
 
+/// What a console action did, told on the page it leads back to. The address names the notice
+/// (`?notice=retried`, with `&n=3` for a count), never its text, so a link someone sends cannot
+/// make a page of ferry say what its author wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Notice {
+    RunStarted,
+    Paused,
+    Resumed,
+    Retried,
+    Replayed,
+    Discarded,
+    StepSkipped,
+    TokenRevoked,
+    Saved,
+    PausedAll,
+    ResumedAll,
+    ShuttingDown,
+}
+
+impl Notice {
+    /// The sentence shown; `count` where the notice counts something.
+    pub fn text(self, count: u64) -> String {
+        match self {
+            Notice::RunStarted => "Run started.".into(),
+            Notice::Paused => "Paused.".into(),
+            Notice::Resumed => "Resumed.".into(),
+            Notice::Retried => format!("Retrying the failed and dead steps of {count} passenger(s)."),
+            Notice::Replayed => format!("Replaying {count} passenger(s) from the start."),
+            Notice::Discarded => format!("Discarded {count} passenger(s)."),
+            Notice::StepSkipped => "Step skipped.".into(),
+            Notice::TokenRevoked => "Token revoked.".into(),
+            Notice::Saved => "Saved; ferry loads it within seconds.".into(),
+            Notice::PausedAll => format!("Paused {count} pipeline(s)."),
+            Notice::ResumedAll => format!("Resumed {count} pipeline(s)."),
+            Notice::ShuttingDown => "Shutting down.".into(),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct NoticeQuery {
-    notice: Option<String>,
+    notice: Option<Notice>,
+    n: Option<u64>,
 }
 
 impl FromRequestParts<AppState> for Page {
@@ -51,7 +92,7 @@ impl FromRequestParts<AppState> for Page {
             .ok_or_else(ApiError::unauthorized)?;
         let notice = Query::<NoticeQuery>::try_from_uri(&parts.uri)
             .ok()
-            .and_then(|q| q.0.notice);
+            .and_then(|Query(q)| Some(q.notice?.text(q.n.unwrap_or(1))));
         Ok(Page {
             chrome: Chrome::of(state, Some(&principal)),
             principal,
@@ -73,10 +114,15 @@ impl Page {
     }
 }
 
-/// After a console action: back to `to`, telling what happened.
-pub fn done(to: &str, notice: &str) -> Redirect {
+/// After a console action: back to `to`, telling what happened (`count`: how many).
+pub fn done(to: &str, notice: Notice, count: u64) -> Redirect {
+    #[derive(serde::Serialize)]
+    struct Query {
+        notice: Notice,
+        n: u64,
+    }
     let separator = if to.contains('?') { '&' } else { '?' };
-    let query = serde_urlencoded::to_string([("notice", notice)]).unwrap_or_default();
+    let query = serde_urlencoded::to_string(Query { notice, n: count }).unwrap_or_default();
     Redirect::to(&format!("{to}{separator}{query}"))
 }
 

@@ -9,7 +9,7 @@ use ferry_store::{PassengerDetail, QueueEntry};
 use maud::{Markup, html};
 use serde::{Deserialize, Serialize};
 
-use super::{Done, Page, done, json_done, record};
+use super::{Done, Notice, Page, done, json_done, record};
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
@@ -398,14 +398,14 @@ async fn act(
     principal: &Principal,
     id: PassengerId,
     action: &str,
-) -> ApiResult<String> {
+) -> ApiResult<(Notice, String)> {
     let detail = find(state, principal, id).await?;
     let entry = &detail.entry;
     let now = chrono::Utc::now();
-    let message = match action {
+    let (notice, message) = match action {
         "retry" => {
             state.store.retry(id, now).await?;
-            "retrying its failed and dead steps"
+            (Notice::Retried, "retrying its failed and dead steps")
         }
         "replay" => {
             let project = state.engine.project();
@@ -418,11 +418,11 @@ async fn act(
                     ))
                 })?;
             state.store.replay(id, &pipeline.steps(), now).await?;
-            "replaying from the start"
+            (Notice::Replayed, "replaying from the start")
         }
         "discard" => {
             state.store.discard(id, now).await?;
-            "discarded"
+            (Notice::Discarded, "discarded")
         }
         other => {
             return Err(ApiError::not_found(format!(
@@ -440,7 +440,7 @@ async fn act(
     )
     .await?;
     state.engine.wake();
-    Ok(format!("{}: {message}", entry.external_id))
+    Ok((notice, format!("{}: {message}", entry.external_id)))
 }
 
 pub async fn action_form(
@@ -448,8 +448,8 @@ pub async fn action_form(
     Extension(principal): Extension<Principal>,
     Path(path): Path<ActionPath>,
 ) -> ApiResult<Redirect> {
-    let message = act(&state, &principal, path.id, &path.action).await?;
-    Ok(done(&format!("/passengers/{}", path.id), &message))
+    let (notice, _) = act(&state, &principal, path.id, &path.action).await?;
+    Ok(done(&format!("/passengers/{}", path.id), notice, 1))
 }
 
 pub async fn action_api(
@@ -458,7 +458,7 @@ pub async fn action_api(
     Path(path): Path<ActionPath>,
 ) -> ApiResult<Json<Done>> {
     Ok(json_done(
-        act(&state, &principal, path.id, &path.action).await?,
+        act(&state, &principal, path.id, &path.action).await?.1,
     ))
 }
 
@@ -497,8 +497,8 @@ pub async fn skip_form(
     Extension(principal): Extension<Principal>,
     Path((id, index)): Path<(PassengerId, u32)>,
 ) -> ApiResult<Redirect> {
-    let message = skip(&state, &principal, id, index).await?;
-    Ok(done(&format!("/passengers/{id}"), &message))
+    skip(&state, &principal, id, index).await?;
+    Ok(done(&format!("/passengers/{id}"), Notice::StepSkipped, 1))
 }
 
 pub async fn skip_api(

@@ -8,7 +8,7 @@ use maud::{Markup, html};
 use serde::{Deserialize, Serialize};
 
 use super::dashboard::{RunSummary, queue_counts};
-use super::{Done, Page, done, json_done, record};
+use super::{Done, Notice, Page, done, json_done, record};
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
@@ -324,21 +324,25 @@ pub struct ActionPath {
     action: String,
 }
 
-async fn act(state: &AppState, principal: &Principal, path: &ActionPath) -> ApiResult<String> {
+async fn act(
+    state: &AppState,
+    principal: &Principal,
+    path: &ActionPath,
+) -> ApiResult<(Notice, String)> {
     let key = PipelineKey::new(&path.client, &path.pipeline);
     find(state, principal, &key)?;
-    let message = match path.action.as_str() {
+    let acted = match path.action.as_str() {
         "run" => {
             state.engine.run_now(&key)?;
-            format!("{key}: run started")
+            (Notice::RunStarted, format!("{key}: run started"))
         }
         "pause" => {
             state.engine.pause(&key).await?;
-            format!("{key}: paused")
+            (Notice::Paused, format!("{key}: paused"))
         }
         "resume" => {
             state.engine.resume(&key).await?;
-            format!("{key}: resumed")
+            (Notice::Resumed, format!("{key}: resumed"))
         }
         other => {
             return Err(ApiError::not_found(format!(
@@ -348,7 +352,7 @@ async fn act(state: &AppState, principal: &Principal, path: &ActionPath) -> ApiR
     };
     let action = format!("pipeline.{}", path.action);
     record(state, principal, &key.client, &action, &key.to_string(), "").await?;
-    Ok(message)
+    Ok(acted)
 }
 
 pub async fn action_form(
@@ -356,11 +360,9 @@ pub async fn action_form(
     Extension(principal): Extension<Principal>,
     Path(path): Path<ActionPath>,
 ) -> ApiResult<Redirect> {
-    let message = act(&state, &principal, &path).await?;
-    Ok(done(
-        &format!("/pipelines/{}/{}", path.client, path.pipeline),
-        &message,
-    ))
+    let (notice, _) = act(&state, &principal, &path).await?;
+    let to = format!("/pipelines/{}/{}", path.client, path.pipeline);
+    Ok(done(&to, notice, 1))
 }
 
 pub async fn action_api(
@@ -368,5 +370,5 @@ pub async fn action_api(
     Extension(principal): Extension<Principal>,
     Path(path): Path<ActionPath>,
 ) -> ApiResult<Json<Done>> {
-    Ok(json_done(act(&state, &principal, &path).await?))
+    Ok(json_done(act(&state, &principal, &path).await?.1))
 }

@@ -6,7 +6,7 @@ use axum::response::Redirect;
 use maud::{Markup, html};
 use serde::Serialize;
 
-use super::{Done, Page, done, json_done, record};
+use super::{Done, Notice, Page, done, json_done, record};
 use crate::AppState;
 use crate::auth::{Principal, ROOT_CLIENT};
 use crate::error::{ApiError, ApiResult};
@@ -72,12 +72,16 @@ pub async fn page(State(state): State<AppState>, page: Page) -> Markup {
     page.render("System", body)
 }
 
-async fn act(state: &AppState, principal: &Principal, action: &str) -> ApiResult<String> {
+async fn act(
+    state: &AppState,
+    principal: &Principal,
+    action: &str,
+) -> ApiResult<(Notice, u64, String)> {
     let project = state.engine.project();
     let keys = project
         .pipelines()
         .map(|p| ferry_store::PipelineKey::new(&p.client, &p.name));
-    let message = match action {
+    let acted = match action {
         "pause" | "resume" => {
             let mut n = 0;
             for key in keys {
@@ -88,9 +92,13 @@ async fn act(state: &AppState, principal: &Principal, action: &str) -> ApiResult
                 }
                 n += 1;
             }
-            format!("{action}d {n} pipeline(s)")
+            let notice = match action {
+                "pause" => Notice::PausedAll,
+                _ => Notice::ResumedAll,
+            };
+            (notice, n, format!("{action}d {n} pipeline(s)"))
         }
-        "shutdown" => "shutting down".to_string(),
+        "shutdown" => (Notice::ShuttingDown, 1, "shutting down".to_string()),
         other => {
             return Err(ApiError::not_found(format!(
                 "no action `{other}`; actions are pause, resume and shutdown"
@@ -110,7 +118,7 @@ async fn act(state: &AppState, principal: &Principal, action: &str) -> ApiResult
         tracing::warn!(actor = %principal.actor(), "shutdown asked for from the console");
         state.engine.shutdown();
     }
-    Ok(message)
+    Ok(acted)
 }
 
 pub async fn action_form(
@@ -118,8 +126,8 @@ pub async fn action_form(
     Extension(principal): Extension<Principal>,
     Path(action): Path<String>,
 ) -> ApiResult<Redirect> {
-    let message = act(&state, &principal, &action).await?;
-    Ok(done("/system", &message))
+    let (notice, count, _) = act(&state, &principal, &action).await?;
+    Ok(done("/system", notice, count))
 }
 
 pub async fn action_api(
@@ -127,7 +135,7 @@ pub async fn action_api(
     Extension(principal): Extension<Principal>,
     Path(action): Path<String>,
 ) -> ApiResult<Json<Done>> {
-    Ok(json_done(act(&state, &principal, &action).await?))
+    Ok(json_done(act(&state, &principal, &action).await?.2))
 }
 
 #[derive(Serialize)]

@@ -213,8 +213,8 @@ pub async fn revoke_token_form(
     Extension(principal): Extension<Principal>,
     Path(id): Path<i64>,
 ) -> ApiResult<axum::response::Redirect> {
-    let message = revoke(&state, &principal, id).await?;
-    Ok(super::done("/users", &message))
+    revoke(&state, &principal, id).await?;
+    Ok(super::done("/users", super::Notice::TokenRevoked, 1))
 }
 
 pub async fn revoke_token_api(

@@ -75,6 +75,64 @@ pub struct Project {
     pub connections: Connections,
     /// Every file the project was built from, for versioning.
     pub files: Vec<SourceFile>,
+    /// Values taken from the environment, never to be shown.
+    pub secrets: Secrets,
+}
+
+/// Values the definitions took from the environment (`${NAME}`), each with what to show
+/// instead, the reference as written. The console and the logs pass what they show through
+/// [`Secrets::redact`], so a secret that found its way into a description, a passenger or an
+/// error message is never shown.
+#[derive(Clone, Debug, Default)]
+pub struct Secrets(std::sync::Arc<Vec<(String, String)>>);
+
+impl Secrets {
+    /// Values shorter than this are not secrets worth hiding, and hiding them would garble
+    /// everything shown (a port number, `true`).
+    pub const MIN_LEN: usize = 6;
+
+    /// The secrets among `found` (value, shown instead), longest first so that a whole resolved
+    /// string is replaced before the values within it.
+    pub fn new(mut found: Vec<(String, String)>) -> Secrets {
+        found.retain(|(value, _)| value.len() >= Self::MIN_LEN);
+        found.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+        found.dedup_by(|a, b| a.0 == b.0);
+        Secrets(std::sync::Arc::new(found))
+    }
+
+    /// `text` with every secret replaced by its reference.
+    pub fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        let mut out = std::borrow::Cow::Borrowed(text);
+        for (value, shown) in self.0.iter() {
+            if out.contains(value.as_str()) {
+                out = std::borrow::Cow::Owned(out.replace(value.as_str(), shown));
+            }
+        }
+        out
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Makes these the secrets [`Secrets::current`] answers. The engine publishes the secrets
+    /// of every project it loads, so that what the process logs anywhere can be redacted.
+    pub fn publish(&self) {
+        *current_secrets().write().unwrap_or_else(|e| e.into_inner()) = self.clone();
+    }
+
+    /// The secrets last published in this process.
+    pub fn current() -> Secrets {
+        current_secrets()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+fn current_secrets() -> &'static std::sync::RwLock<Secrets> {
+    static CURRENT: std::sync::OnceLock<std::sync::RwLock<Secrets>> = std::sync::OnceLock::new();
+    CURRENT.get_or_init(Default::default)
 }
 
 impl Project {

@@ -24,7 +24,8 @@ use super::raw::{
 };
 use super::{
     Client, ComponentDef, ConfigError, Connection, ConnectionKind, Connections, Grant, Pipeline,
-    Position, Project, RetryPolicy, RunEnds, Schedule, SourceFile, System, User, UserRole, Window,
+    Position, Project, RetryPolicy, RunEnds, Schedule, Secrets, SourceFile, System, User, UserRole,
+    Window,
 };
 use crate::sandbox::{Sandbox, normalize};
 use crate::{BuildContext, Registry, Role};
@@ -55,19 +56,19 @@ pub fn validate(
     registry: &Registry,
     env: EnvLookup<'_>,
 ) -> Result<Project, Vec<ConfigError>> {
-    let mut errors = Vec::new();
-    let layout = Layout::of(&files, &mut errors);
+    let mut found = Found::default();
+    let layout = Layout::of(&files, &mut found.errors);
     let root_env = Env {
         lookup: env,
         granted: None,
     };
 
     let system = match layout.system {
-        Some(file) => check_file(file, root_env, &mut errors, |doc, value| {
+        Some(file) => check_file(file, root_env, &mut found, |doc, value| {
             system(doc, value, dir, &layout)
         }),
         None => {
-            errors.push(file_error(
+            found.errors.push(file_error(
                 "ferry.yaml",
                 "file is missing; every project needs a ferry.yaml",
             ));
@@ -76,7 +77,7 @@ pub fn validate(
     };
 
     let connections: Connections = match layout.connections {
-        Some(file) => check_file(file, root_env, &mut errors, |doc, value| {
+        Some(file) => check_file(file, root_env, &mut found, |doc, value| {
             connections(doc, value, dir)
         })
         .unwrap_or_default()
@@ -92,7 +93,7 @@ pub fn validate(
                 .settings
                 .or_else(|| client_files.pipelines.values().next().copied());
             if let Some(file) = first {
-                errors.push(file_error(
+                found.errors.push(file_error(
                     &file.path,
                     format!("invalid client name `{client_name}`; {NAME_RULE}"),
                 ));
@@ -114,9 +115,9 @@ pub fn validate(
             system.as_ref().and_then(System::store_file),
         );
         let settings = match client_files.settings {
-            Some(file) => check_file(file, client_env, &mut errors, client_settings),
+            Some(file) => check_file(file, client_env, &mut found, client_settings),
             None => {
-                errors.push(file_error(
+                found.errors.push(file_error(
                     &format!("clients/{client_name}/client.yaml"),
                     "file is missing; every client directory needs a client.yaml",
                 ));
@@ -127,7 +128,7 @@ pub fn validate(
         let mut pipelines = BTreeMap::new();
         for (&pipeline_name, &file) in &client_files.pipelines {
             if !is_valid_name(pipeline_name) {
-                errors.push(file_error(
+                found.errors.push(file_error(
                     &file.path,
                     format!("invalid pipeline name `{pipeline_name}`; {NAME_RULE}"),
                 ));
@@ -142,7 +143,7 @@ pub fn validate(
                 file,
                 pushers: Vec::new(),
             };
-            let pipeline = check_file(file, client_env, &mut errors, |doc, value| {
+            let pipeline = check_file(file, client_env, &mut found, |doc, value| {
                 pipeline(doc, value, &site)
             });
             if let Some(pipeline) = pipeline {
@@ -150,7 +151,7 @@ pub fn validate(
             }
         }
 
-        dependencies(client_files, &mut pipelines, &mut errors);
+        dependencies(client_files, &mut pipelines, &mut found.errors);
         if let Some(settings) = settings {
             let client = Client {
                 name: client_name.to_string(),
@@ -163,6 +164,10 @@ pub fn validate(
         }
     }
 
+    let Found {
+        mut errors,
+        secrets,
+    } = found;
     match system {
         Some(system) if errors.is_empty() => Ok(Project {
             dir: dir.to_path_buf(),
@@ -170,6 +175,7 @@ pub fn validate(
             clients,
             connections,
             files,
+            secrets: Secrets::new(secrets),
         }),
         _ => {
             // Stable: errors at one position stay in the order they were found.
@@ -281,15 +287,24 @@ fn file_error(file: &str, message: impl Into<String>) -> ConfigError {
 fn check_file<T>(
     file: &SourceFile,
     env: Env<'_>,
-    errors: &mut Vec<ConfigError>,
+    found: &mut Found,
     build: impl FnOnce(&mut Document, Value) -> Option<T>,
 ) -> Option<T> {
     let mut doc = Document::new(&file.path);
     let built = doc
         .load(&file.content, env)
         .and_then(|value| build(&mut doc, value));
-    errors.extend(doc.finish());
+    let (errors, secrets) = doc.finish();
+    found.errors.extend(errors);
+    found.secrets.extend(secrets);
     built
+}
+
+/// What checking the files found: errors, and values taken from the environment.
+#[derive(Default)]
+struct Found {
+    errors: Vec<ConfigError>,
+    secrets: Vec<(String, String)>,
 }
 
 /// `ferry.yaml`.
@@ -1409,8 +1424,8 @@ impl Document {
     }
 
     /// The errors, with every value taken from the environment replaced by its reference, so
-    /// that no secret is ever printed.
-    fn finish(mut self) -> Vec<ConfigError> {
+    /// that no secret is ever printed; and those values.
+    fn finish(mut self) -> (Vec<ConfigError>, Vec<(String, String)>) {
         self.secrets.retain(|(secret, _)| !secret.is_empty());
         // Longest first, so a whole resolved string is replaced before the values within it.
         self.secrets
@@ -1422,7 +1437,7 @@ impl Document {
             }
             errors.push(error);
         }
-        errors
+        (errors, self.secrets)
     }
 }
 
