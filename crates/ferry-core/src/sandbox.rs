@@ -101,7 +101,8 @@ impl Sandbox {
             return Err("the path is empty".to_string());
         }
         let path = normalize(&self.project.join(written));
-        self.check(&path, reach).map_err(|why| format!("`{written}` {why}"))?;
+        self.check(&path, reach)
+            .map_err(|why| format!("`{written}` {why}"))?;
         Ok(path)
     }
 
@@ -147,7 +148,8 @@ impl Sandbox {
             let store = real_or_lexical(store);
             let name = store.file_name().unwrap_or_default().to_string_lossy();
             let parent = store.parent().unwrap_or(Path::new("/"));
-            let files = ["", "-wal", "-shm", "-journal"].map(|end| parent.join(format!("{name}{end}")));
+            let files =
+                ["", "-wal", "-shm", "-journal"].map(|end| parent.join(format!("{name}{end}")));
             if files.iter().any(|file| real == file) || store.starts_with(real) {
                 return Some("is (or holds) ferry's store".to_string());
             }
@@ -245,7 +247,12 @@ mod tests {
 
     fn project() -> (tempfile::TempDir, Sandbox) {
         let dir = tempfile::tempdir().unwrap();
-        for sub in ["clients/alpha/pipelines", "clients/alpha/sql", "clients/beta", "data/alpha"] {
+        for sub in [
+            "clients/alpha/pipelines",
+            "clients/alpha/sql",
+            "clients/beta",
+            "data/alpha",
+        ] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
         let sandbox = Sandbox::new(
@@ -293,7 +300,9 @@ mod tests {
             assert!(error.starts_with(&format!("`{written}` ")), "{error}");
             // Only the path as the client wrote it is shown, never where the project is.
             assert!(
-                !error.replacen(written, "", 1).contains(dir.path().to_str().unwrap()),
+                !error
+                    .replacen(written, "", 1)
+                    .contains(dir.path().to_str().unwrap()),
                 "an absolute path of the server is shown: {error}"
             );
         }
@@ -325,7 +334,10 @@ mod tests {
     #[test]
     fn shown_paths_are_relative_to_the_project() {
         let (dir, sandbox) = project();
-        assert_eq!(sandbox.show(&dir.path().join("data/alpha/x")), "data/alpha/x");
+        assert_eq!(
+            sandbox.show(&dir.path().join("data/alpha/x")),
+            "data/alpha/x"
+        );
         assert_eq!(sandbox.show(Path::new("data/alpha/y")), "data/alpha/y");
         assert_eq!(sandbox.roots_shown(), "data/alpha/, shared/in/");
     }

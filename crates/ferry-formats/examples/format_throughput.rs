@@ -158,7 +158,8 @@ fn descriptor_set() -> Vec<u8> {
 
 fn codec(project: &Path, config: Value) -> Codec {
     let config: CodecConfig = serde_json::from_value(config).expect("a valid codec option");
-    Codec::build(&config, &ferry_core::sandbox::Sandbox::within(project, "")).expect("the codec builds")
+    Codec::build(&config, &ferry_core::sandbox::Sandbox::within(project, ""))
+        .expect("the codec builds")
 }
 
 /// How long `f` takes.

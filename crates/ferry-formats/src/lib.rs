@@ -375,7 +375,10 @@ mod tests {
 
     fn build(config: Value) -> Result<Codec, BuildError> {
         let config: CodecConfig = serde_json::from_value(config).unwrap();
-        Codec::build(&config, &Sandbox::within(std::path::Path::new("/nonexistent"), ""))
+        Codec::build(
+            &config,
+            &Sandbox::within(std::path::Path::new("/nonexistent"), ""),
+        )
     }
 
     #[test]

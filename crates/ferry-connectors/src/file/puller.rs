@@ -10,11 +10,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
+use ferry_core::sandbox::Sandbox;
 use ferry_core::{
     Attachment, Body, BuildContext, BuildError, Passenger, PullFailure, Pulled, Puller,
     PullerFactory, Seated, StepError,
 };
-use ferry_core::sandbox::Sandbox;
 use ferry_formats::Codec;
 use globset::{Glob, GlobMatcher};
 use serde_json::json;
@@ -22,8 +22,8 @@ use tracing::{debug, warn};
 
 use super::config::AFTER_SEAT_FORMS;
 use super::fs::{
-    confined,
-    Disposal, archive_dir, dispose_files, is_plain_name, is_settling, modified_millis, wanted,
+    Disposal, archive_dir, confined, dispose_files, is_plain_name, is_settling, modified_millis,
+    wanted,
 };
 use super::{AfterSeat, FilePullerConfig};
 use crate::processors::build_codec;

@@ -205,10 +205,15 @@ async fn unreadable_entries_fail_alone() {
         .collect();
     assert_eq!(failures.len(), 4, "{failures:?}");
     assert_eq!(failures[0].0, "b.xml");
-    assert!(failures[0].1.contains("broken symbolic link"), "{failures:?}");
+    assert!(
+        failures[0].1.contains("broken symbolic link"),
+        "{failures:?}"
+    );
     assert_eq!(failures[1].0, "b2.xml");
     assert!(
-        failures[1].1.contains("is outside the directories of client `acme`"),
+        failures[1]
+            .1
+            .contains("is outside the directories of client `acme`"),
         "{failures:?}"
     );
     assert_eq!(failures[2].0, "c.xml");

@@ -256,7 +256,10 @@ fn configuration_requires_connection_table_and_mode() {
         .err()
         .unwrap();
     assert_eq!(error.path, ["connection"]);
-    assert!(error.message.contains("granted to this client: dwh"), "{error}");
+    assert!(
+        error.message.contains("granted to this client: dwh"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -327,11 +327,11 @@ mod tests {
             path: path.into(),
             content: content.into(),
         })
-            .chain([ferry_core::config::SourceFile {
-                path: "clients/acme/pipelines/p.yaml".into(),
-                content: pipeline.into(),
-            }])
-            .collect();
+        .chain([ferry_core::config::SourceFile {
+            path: "clients/acme/pipelines/p.yaml".into(),
+            content: pipeline.into(),
+        }])
+        .collect();
         let registry = crate::registry();
         let result =
             ferry_core::config::validate(std::path::Path::new("/tmp"), files, &registry, &|_| None);

@@ -262,7 +262,10 @@ fn build_refuses_an_unknown_connection_with_the_known_ones() {
         error.message.contains("unknown connection `crm`"),
         "{error}"
     );
-    assert!(error.message.contains("granted to this client: erp"), "{error}");
+    assert!(
+        error.message.contains("granted to this client: erp"),
+        "{error}"
+    );
     let error = build(&erp, json!({ "query": "SELECT 1" })).err().unwrap();
     assert!(error.message.contains("connection"), "{error}");
 }

@@ -29,8 +29,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use calamine::{Data, Reader as _};
 use chrono::{NaiveDate, NaiveDateTime};
-use ferry_core::sandbox::Sandbox;
 use ferry_core::records::{self, BatchWriter, Chunk, Column, ColumnType};
+use ferry_core::sandbox::Sandbox;
 use ferry_core::{
     Body, BuildContext, BuildError, Passenger, PullFailure, Pulled, Puller, PullerFactory, Seated,
     StepError,
@@ -42,7 +42,8 @@ use super::{AfterSeat, Encoding, SheetRef, TableFormat, TablePullerConfig};
 use crate::columns::{self, Converter, Field, JsonPlan, Mapping, TabularPlan};
 use crate::file::AFTER_SEAT_FORMS_WITH_KEEP;
 use crate::file::fs::{
-    Disposal, archive_dir, confined, dispose_files, is_plain_name, is_settling, modified_millis, wanted,
+    Disposal, archive_dir, confined, dispose_files, is_plain_name, is_settling, modified_millis,
+    wanted,
 };
 
 /// The passengers' `source_system`.
@@ -383,7 +384,12 @@ impl Puller for TablePuller {
         } else {
             let settings = Arc::clone(&self.settings);
             tokio::task::spawn_blocking(move || {
-                dispose_files(&settings.sandbox, &settings.dir, &settings.disposal, &complete)
+                dispose_files(
+                    &settings.sandbox,
+                    &settings.dir,
+                    &settings.disposal,
+                    &complete,
+                )
             })
             .await
             .map_err(|error| StepError::retryable(format!("table ack task failed: {error}")))??;

@@ -62,7 +62,9 @@ impl Notice {
             Notice::RunStarted => "Run started.".into(),
             Notice::Paused => "Paused.".into(),
             Notice::Resumed => "Resumed.".into(),
-            Notice::Retried => format!("Retrying the failed and dead steps of {count} passenger(s)."),
+            Notice::Retried => {
+                format!("Retrying the failed and dead steps of {count} passenger(s).")
+            }
             Notice::Replayed => format!("Replaying {count} passenger(s) from the start."),
             Notice::Discarded => format!("Discarded {count} passenger(s)."),
             Notice::StepSkipped => "Step skipped.".into(),

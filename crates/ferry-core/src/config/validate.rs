@@ -334,7 +334,13 @@ fn system(doc: &mut Document, value: Value, dir: &Path, layout: &Layout) -> Opti
         .store
         .unwrap_or_else(|| "sqlite://data/ferry.db".to_string());
     let store_file = store.strip_prefix("sqlite://").map(Path::new);
-    let grants = grants(doc, raw.clients.unwrap_or_default(), dir, store_file, layout);
+    let grants = grants(
+        doc,
+        raw.clients.unwrap_or_default(),
+        dir,
+        store_file,
+        layout,
+    );
 
     Some(System {
         alias: raw.system_alias.unwrap_or_else(|| "ferry".to_string()),
@@ -361,7 +367,11 @@ fn grants(
     let mut failed = false;
     // Every granted directory (absolute), with its client and where it was granted.
     let mut taken: Vec<(std::path::PathBuf, String, String)> = Vec::new();
-    for client in layout.clients.keys().filter(|client| !raw.contains_key(**client)) {
+    for client in layout
+        .clients
+        .keys()
+        .filter(|client| !raw.contains_key(**client))
+    {
         let default = Sandbox::default_root(client);
         let shown = format!("its default {}/", default.display());
         taken.push((project.join(default), client.to_string(), shown));
@@ -372,7 +382,10 @@ fn grants(
             let known: Vec<&str> = layout.clients.keys().copied().collect();
             doc.error(
                 &path,
-                format!("no client `{client}` in clients/; clients are: {}", known.join(", ")),
+                format!(
+                    "no client `{client}` in clients/; clients are: {}",
+                    known.join(", ")
+                ),
             );
             failed = true;
             continue;
@@ -393,7 +406,10 @@ fn grants(
                     Some("holds the project's definitions")
                 } else if absolute.starts_with(project.join("clients")) {
                     Some("is inside clients/, where the definitions are")
-                } else if store.as_ref().is_some_and(|store| store.starts_with(&absolute)) {
+                } else if store
+                    .as_ref()
+                    .is_some_and(|store| store.starts_with(&absolute))
+                {
                     Some("holds ferry's store")
                 } else {
                     None
@@ -428,7 +444,9 @@ fn grants(
             } else {
                 doc.error(
                     &path.key("env").index(index),
-                    format!("invalid environment variable name `{name}`; use letters, digits and `_`"),
+                    format!(
+                        "invalid environment variable name `{name}`; use letters, digits and `_`"
+                    ),
                 );
                 failed = true;
             }

@@ -1268,9 +1268,11 @@ fn a_client_may_name_only_the_environment_variables_root_granted_it() {
             "clients/acme/client.yaml:1:1: queue_life_span: environment variable `KEEP` is not \
              granted to client `acme`; root lists the variables a client may use in ferry.yaml \
              under `clients: acme: env:`",
-            &p("3:1: description: environment variable `DB_PASSWORD` is not granted to client \
+            &p(
+                "3:1: description: environment variable `DB_PASSWORD` is not granted to client \
                 `acme`; root lists the variables a client may use in ferry.yaml under `clients: \
-                acme: env:`"),
+                acme: env:`"
+            ),
         ]
     );
     assert!(errors.iter().all(|error| !error.contains("hunter2")));
@@ -1285,7 +1287,10 @@ fn a_client_may_name_only_the_environment_variables_root_granted_it() {
 #[test]
 fn granted_directories_default_to_the_clients_data_directory() {
     let list = [
-        ("ferry.yaml", "clients: { acme: { paths: [inbox, /srv/drop/acme] } }\n"),
+        (
+            "ferry.yaml",
+            "clients: { acme: { paths: [inbox, /srv/drop/acme] } }\n",
+        ),
         ("clients/acme/client.yaml", ""),
         ("clients/beta/client.yaml", ""),
         (PIPELINE_FILE, COMPONENTS),
