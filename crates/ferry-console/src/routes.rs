@@ -236,16 +236,17 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { crate::ApiError::not_found("no such page") })
         .layer(from_fn_with_state(state.clone(), layout::error_pages))
         .layer(from_fn_with_state(state.clone(), security_headers))
-        .layer(from_fn_with_state(state.clone(), redact_secrets))
+        .layer(from_fn_with_state(state.clone(), redact))
         .with_state(state)
 }
 
-/// Never shows a value the definitions took from the environment (issue 12): every text
-/// answer (pages, the API, CSV and JSON exports) passes through [`Secrets::redact`] on its
-/// way out, whichever description, passenger or error message the value found its way into.
+/// Never shows a value the definitions took from the environment, nor where the server keeps
+/// the project (issue 12): every text answer (pages, the API, CSV and JSON exports) passes
+/// through [`Secrets::redact`] on its way out, and the project directory is taken off the paths
+/// in it, whichever description, passenger or error message they found their way into.
 ///
 /// [`Secrets::redact`]: ferry_core::config::Secrets::redact
-async fn redact_secrets(
+async fn redact(
     axum::extract::State(state): axum::extract::State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -253,24 +254,42 @@ async fn redact_secrets(
     use axum::http::header;
     use http_body_util::BodyExt;
     let response = next.run(request).await;
-    let secrets = state.engine.project().secrets.clone();
     let textual = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|kind| kind.starts_with("text/") || kind.contains("json"));
-    if secrets.is_empty() || !textual {
+    if !textual {
         return response;
     }
+    let project = state.engine.project();
+    let secrets = project.secrets.clone();
+    // As given and with its links resolved: messages may hold either.
+    let mut dirs = vec![project.dir.clone()];
+    dirs.extend(std::path::absolute(&project.dir).ok());
+    dirs.extend(project.dir.canonicalize().ok());
+    let prefixes: Vec<String> = dirs
+        .iter()
+        .filter(|dir| dir.is_absolute() && dir.parent().is_some())
+        .map(|dir| format!("{}/", dir.to_string_lossy().trim_end_matches('/')))
+        .collect();
     let (mut parts, body) = response.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
     let body = body.map_frame(move |frame| {
-        frame.map_data(|data| match std::str::from_utf8(&data) {
-            Ok(text) => match secrets.redact(text) {
+        frame.map_data(|data| {
+            let Ok(text) = std::str::from_utf8(&data) else {
+                return data;
+            };
+            let mut shown = secrets.redact(text);
+            for prefix in &prefixes {
+                if shown.contains(prefix.as_str()) {
+                    shown = std::borrow::Cow::Owned(shown.replace(prefix.as_str(), ""));
+                }
+            }
+            match shown {
                 std::borrow::Cow::Borrowed(_) => data,
-                std::borrow::Cow::Owned(redacted) => bytes::Bytes::from(redacted),
-            },
-            Err(_) => data,
+                std::borrow::Cow::Owned(shown) => bytes::Bytes::from(shown),
+            }
         })
     });
     axum::response::Response::from_parts(parts, axum::body::Body::new(body))

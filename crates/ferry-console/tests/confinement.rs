@@ -279,3 +279,30 @@ async fn a_granted_variable_is_used_but_never_shown() {
         "{pipelines}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_show_paths_relative_to_the_project() {
+    let console = Console::start().await;
+    let token = console.token("acme", "operator").await;
+    let server_path = console.dir.path().to_string_lossy().into_owned();
+    // `broken` writes into `blocked`, a file: its passengers are dead with an I/O error that
+    // names the path.
+    let dead = console.get(&token, "/api/v1/queue?state=dead").await.json();
+    let id = dead["passengers"][0]["id"].to_string();
+    let id = id.trim_matches('"');
+    let ada = console.login("acme", "ada").await;
+    for (who, path) in [
+        (&token, format!("/api/v1/passengers/{id}")),
+        (&ada, format!("/passengers/{id}")),
+        (&ada, "/dead".to_string()),
+    ] {
+        let answer = console.get(who, &path).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+        assert!(answer.body.contains("blocked"), "{path}: {}", answer.body);
+        assert!(
+            !answer.body.contains(&server_path),
+            "{path} shows where the project is: {}",
+            answer.body
+        );
+    }
+}
