@@ -148,7 +148,8 @@ fn project(web_port: u16) -> Project {
         "ferry.yaml",
         &format!(
             "system_alias: ferry BROWSER\nstore: sqlite://data/ferry.db\n\
-             web: {{ listen: 127.0.0.1:{web_port} }}\nworkers: 2\n"
+             web: {{ listen: 127.0.0.1:{web_port} }}\nworkers: 2\n{}",
+            support::GRANTS
         ),
     );
     // A file where the pusher's directory should be: every push fails until it is removed.

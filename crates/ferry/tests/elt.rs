@@ -92,7 +92,8 @@ impl Drop for MysqlTable {
 
 fn connections() -> String {
     format!(
-        "dwh: {{ type: postgres, url: \"{}\" }}\nerp: {{ type: mysql, url: \"{}\" }}\n",
+        "dwh: {{ type: postgres, url: \"{}\", clients: [acme] }}\n\
+         erp: {{ type: mysql, url: \"{}\", clients: [acme] }}\n",
         postgres_url(),
         mysql_url()
     )

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferry");
 
+/// What a test project grants its client `acme`: the folders its pipelines use.
+pub const GRANTS: &str = "clients: { acme: { paths: [inbox, outbox, archive, out] } }\n";
+
 /// A temporary project directory.
 pub struct Project {
     pub dir: tempfile::TempDir,
@@ -20,8 +23,10 @@ impl Project {
         let project = Project { dir };
         project.write(
             "ferry.yaml",
-            "system_alias: ferry TEST\nstore: sqlite://data/ferry.db\nworkers: 2\n\
-             web: { listen: \"127.0.0.1:0\" }\n",
+            &format!(
+                "system_alias: ferry TEST\nstore: sqlite://data/ferry.db\nworkers: 2\n\
+             web: {{ listen: \"127.0.0.1:0\" }}\n{GRANTS}"
+            ),
         );
         project.write("clients/acme/client.yaml", client_yaml);
         for (name, yaml) in pipelines {

@@ -856,3 +856,26 @@ fn codec_configuration_errors_name_their_key() {
     )
     .unwrap();
 }
+
+/// Issue 12: a directory that was inside the client's directories when the pipeline was
+/// validated, and became a symbolic link to a definition directory since, is not written.
+#[tokio::test]
+async fn a_pusher_never_follows_a_link_that_changed_since_validation() {
+    let project = tempfile::tempdir().unwrap();
+    let root_client = project.path().join("clients/root");
+    fs::create_dir_all(&root_client).unwrap();
+    fs::write(root_client.join("client.yaml"), "users: {}\n").unwrap();
+    let config = json!({ "path": "out", "name_template": "client.yaml" });
+    let pusher = build_pusher(project.path(), config).unwrap();
+    std::os::unix::fs::symlink(&root_client, project.path().join("out")).unwrap();
+    let results = pusher
+        .push_all(&[passenger("1", "users: {mallory: {}}")])
+        .await;
+    let error = results[0].clone().unwrap_err();
+    assert!(!error.retryable, "{error}");
+    assert!(
+        error.message.contains("another client's directory"),
+        "{error}"
+    );
+    assert_eq!(read(root_client.join("client.yaml")), "users: {}\n");
+}
