@@ -137,7 +137,7 @@ pub(crate) fn archive_dir(
     let archive = ctx
         .sandbox
         .data(move_to)
-        .map_err(|message| move_to_error(message))?;
+        .map_err(&move_to_error)?;
     // Compared as written: moving files into the directory they are taken from would take
     // them again forever.
     if archive.components().eq(dir.components()) {
