@@ -134,10 +134,7 @@ pub(crate) fn archive_dir(
     if move_to.is_empty() {
         return Err(move_to_error("the archive directory is empty".into()));
     }
-    let archive = ctx
-        .sandbox
-        .data(move_to)
-        .map_err(&move_to_error)?;
+    let archive = ctx.sandbox.data(move_to).map_err(&move_to_error)?;
     // Compared as written: moving files into the directory they are taken from would take
     // them again forever.
     if archive.components().eq(dir.components()) {
