@@ -252,6 +252,15 @@ pub enum StepChange {
     },
 }
 
+/// A lease held by a process that no longer runs.
+#[derive(Clone, Debug)]
+pub struct Abandoned {
+    pub pipeline: PipelineKey,
+    pub id: PassengerId,
+    pub token: LeaseToken,
+    pub steps: Vec<StepStatus>,
+}
+
 /// A worker's report on one leased passenger.
 #[derive(Clone, Debug)]
 pub struct Finished {
@@ -570,6 +579,16 @@ pub trait Store: Send + Sync {
 
     /// Gives leased passengers back unchanged, due now (used at shutdown).
     async fn release(&self, leases: &[(PassengerId, LeaseToken)], now: Timestamp) -> Result<()>;
+
+    /// The leases held by processes that no longer run, with their passengers' steps (open
+    /// steps show as in flight), so that the interrupted attempt can be counted (issue 12).
+    async fn abandoned_leases(&self) -> Result<Vec<Abandoned>>;
+
+    /// Records the interrupted attempts of abandoned leases like [`Store::finish`], and marks
+    /// those passengers to be leased alone until their results are recorded: a passenger that
+    /// kills the process then cannot take its batch-mates down with it, and goes dead after
+    /// its attempts instead of crash-looping. Returns how many reports applied.
+    async fn record_interrupted(&self, reports: &[Finished], now: Timestamp) -> Result<usize>;
 
     /// Gives back every lease held by processes that no longer run, due now; returns how many
     /// passengers it released. The SQLite store is worked by one process at a time (`ferry run`

@@ -22,7 +22,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use tracing::warn;
 
 use crate::{
-    ApiToken, AuditEntry, DeadGroup, DefinitionVersion, Finished, LeaseToken, Leased, LogLine,
+    Abandoned, ApiToken, AuditEntry, DeadGroup, DefinitionVersion, Finished, LeaseToken, Leased, LogLine,
     PassengerDetail, PipelineKey, PullerState, QueueEntry, QueueFilter, Result, RunCounts,
     RunFilter, RunId, RunRecord, RunStatus, SeatResult, Session, StateCounts, Store, StoreError,
     Throughput,
@@ -350,6 +350,19 @@ impl Store for SqliteStore {
         }
         let leases = leases.to_vec();
         self.write(move |conn| queue::release(conn, &leases, now))
+            .await
+    }
+
+    async fn abandoned_leases(&self) -> Result<Vec<Abandoned>> {
+        self.read(queue::abandoned_leases).await
+    }
+
+    async fn record_interrupted(&self, reports: &[Finished], now: Timestamp) -> Result<usize> {
+        if reports.is_empty() {
+            return Ok(0);
+        }
+        let reports = reports.to_vec();
+        self.write(move |conn| queue::record_interrupted(conn, &reports, now))
             .await
     }
 

@@ -61,6 +61,7 @@ macro_rules! store_test_suite {
                 lease_stays_within_its_pipeline_and_max,
                 expired_lease_comes_back_and_stale_reports_are_ignored,
                 recovered_leases_are_due_at_once,
+                interrupted_attempts_count_and_travel_alone,
                 concurrent_leases_never_share_a_passenger,
                 finish_done_completes_the_passenger,
                 processed_payload_is_kept_and_leased_again,

@@ -2,9 +2,11 @@
 
 mod support;
 
+use std::io::Write;
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
-use support::{Project, files, stderr, stdout, terminate, wait_for};
+use support::{Project, files, stderr, stdout, terminate, wait_for, wait_for_dead};
 
 /// A `file` puller reading `inbox` with `codec`, writing to `outbox`.
 fn files_pipeline(inbox: &str, codec: &str, outbox: &str) -> String {
@@ -64,4 +66,180 @@ fn a_deeply_nested_xml_file_is_refused_and_others_keep_flowing() {
     assert!(terminate(child), "{}", project.log());
     // Written to a file, the log carries no colour codes.
     assert!(!project.log().contains('\x1b'), "{}", project.log());
+}
+
+fn postgres_url() -> String {
+    std::env::var("FERRY_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test?sslmode=disable".into())
+}
+
+/// Runs SQL on PostgreSQL with `psql`.
+fn psql(sql: &str) {
+    let output = Command::new("psql")
+        .args([&postgres_url(), "-v", "ON_ERROR_STOP=1", "-tA", "-c", sql])
+        .output()
+        .expect("psql");
+    assert!(output.status.success(), "psql failed: {sql}\n{}", stderr(&output));
+}
+
+/// Drops a PostgreSQL schema when the test ends, also when it fails.
+struct Schema(String);
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                &postgres_url(),
+                "-c",
+                &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0),
+                "-c",
+                &format!("DELETE FROM ferry.loads WHERE target LIKE '{}.%'", self.0),
+            ])
+            .output();
+    }
+}
+
+/// A `psql` session holding an exclusive lock on `table` until dropped.
+struct Lock {
+    psql: Child,
+    /// psql ends when its input does: kept open while the lock is held.
+    _input: ChildStdin,
+}
+
+impl Lock {
+    fn take(table: &str) -> Lock {
+        let mut psql = Command::new("psql")
+            .args([&postgres_url(), "-v", "ON_ERROR_STOP=1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("psql");
+        let mut input = psql.stdin.take().expect("stdin");
+        writeln!(input, "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;").expect("lock");
+        input.flush().expect("flush");
+        Lock {
+            psql,
+            _input: input,
+        }
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = self.psql.kill();
+        let _ = self.psql.wait();
+    }
+}
+
+/// The counts of `ferry status` for `acme/<pipeline>` (scheduled `every 1s`): pending,
+/// in_flight, failed, dead.
+fn open_counts(project: &Project, pipeline: &str) -> Vec<String> {
+    let dir = project.path().to_str().unwrap();
+    let status = stdout(&project.ferry(&["status", dir]));
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(&format!("acme/{pipeline} ")))
+        .unwrap_or("")
+        .to_string();
+    line.split_whitespace()
+        .skip(3)
+        .take(4)
+        .map(str::to_string)
+        .collect()
+}
+
+/// A passenger in flight when the process dies counts that as an attempt: one that kills the
+/// process every time goes dead after its attempts instead of crash-looping. The "poison"
+/// here is a push that never returns (the target table is locked) and a `kill -9`.
+#[test]
+fn a_passenger_in_flight_at_each_death_goes_dead_after_its_attempts() {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let schema = format!("poison_{}_{nanos}", std::process::id());
+    let _schema = Schema(schema.clone());
+    psql(&format!(
+        "CREATE SCHEMA {schema}; CREATE TABLE {schema}.people (id bigint, name text)"
+    ));
+    let lock = Lock::take(&format!("{schema}.people"));
+
+    let pipeline = format!(
+        r#"
+schedule: every 1s
+pullers:
+  - type: table
+    path: inbox
+    pattern: "*.csv"
+    settle: 0s
+    after_seat: delete
+    columns:
+      - {{ name: id, type: integer }}
+      - {{ name: name }}
+pushers:
+  - type: postgres
+    connection: dwh
+    table: {schema}.people
+    mode: append
+retry: {{ max_attempts: 2, backoff: 1s, max_backoff: 1s }}
+"#
+    );
+    let project = Project::new("queue_life_span: 1d\n", &[("people", &pipeline)]);
+    project.write(
+        "connections.yaml",
+        &format!("dwh: {{ type: postgres, url: \"{}\" }}\n", postgres_url()),
+    );
+    project.write("inbox/people.csv", "id,name\n1,Ann\n2,Bob\n");
+    let dir = project.path().to_str().unwrap().to_string();
+
+    // Two deaths while the push hangs: the first attempt fails, the second one is the last.
+    let show = |id: &str| stdout(&project.ferry(&["queue", "-C", &dir, "show", id]));
+    let mut id = String::new();
+    for death in 1..=2 {
+        let mut child = project.spawn();
+        wait_for("the passenger in flight", Duration::from_secs(30), || {
+            let listed = stdout(&project.ferry(&["queue", "-C", &dir, "list"]));
+            id = listed
+                .lines()
+                .find(|l| l.contains("acme/people"))
+                .and_then(|l| l.split_whitespace().next())
+                .unwrap_or_default()
+                .to_string();
+            // Leased by this process, after the earlier death was counted.
+            let leased = match death {
+                1 => "in_flight".to_string(),
+                n => format!("in_flight attempts {}", n - 1),
+            };
+            !id.is_empty()
+                && show(&id).contains(&leased)
+                && open_counts(&project, "people") == ["0", "1", "0", "0"]
+        });
+        // Give the worker time to reach the locked table (the lease comes first).
+        std::thread::sleep(Duration::from_millis(500));
+        child.kill().expect("kill -9");
+        child.wait().expect("reap");
+    }
+    let child = project.spawn();
+    assert_eq!(wait_for_dead(&project, "acme/people"), id);
+    let shown = show(&id);
+    assert!(
+        shown.contains("gave up after 2 attempts: the process stopped while handling it"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("attempt 1") && shown.contains("the process stopped while handling it"),
+        "{shown}"
+    );
+    assert!(terminate(child), "{}", project.log());
+
+    // Once the cause is gone, a person's retry delivers it.
+    drop(lock);
+    let retry = project.ferry(&["queue", "-C", &dir, "retry", &id]);
+    assert!(retry.status.success(), "{}", stderr(&retry));
+    let child = project.spawn();
+    wait_for("the retried passenger complete", Duration::from_secs(30), || {
+        let shown = stdout(&project.ferry(&["queue", "-C", &dir, "show", &id]));
+        shown.contains("state          complete")
+    });
+    assert!(terminate(child), "{}", project.log());
 }

@@ -406,6 +406,62 @@ pub(crate) async fn recovered_leases_are_due_at_once<S: TestStore>() {
     assert_eq!(store.recover_leases(at(5)).await.unwrap(), 0);
 }
 
+/// Issue 12: the attempt a process's death interrupted counts, and each passenger of that
+/// lease travels alone until its results are recorded.
+pub(crate) async fn interrupted_attempts_count_and_travel_alone<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(seat_one(&store, &key, &three_steps(), &format!("x{n}"), at(n)).await);
+    }
+    let fourth = seat_one(&store, &key, &three_steps(), "x3", at(3)).await;
+    let batch = store.lease(&key, 3, LEASE, at(10)).await.unwrap();
+    assert_eq!(batch.len(), 3);
+
+    // The process died holding the lease.
+    let abandoned = store.abandoned_leases().await.unwrap();
+    assert_eq!(abandoned.len(), 3);
+    let mut reports = Vec::new();
+    for lease in &abandoned {
+        assert_eq!(lease.pipeline, key);
+        assert_eq!(lease.token, batch[0].token);
+        assert_eq!(
+            lease.steps.iter().map(|s| s.state).collect::<Vec<_>>(),
+            [StepState::InFlight; 3]
+        );
+        reports.push(Finished {
+            id: lease.id,
+            token: lease.token,
+            processed: None,
+            steps: vec![(0, retry_at("the process stopped while handling it", 20))],
+            split: None,
+        });
+    }
+    assert_eq!(store.record_interrupted(&reports, at(11)).await.unwrap(), 3);
+    assert_eq!(store.recover_leases(at(11)).await.unwrap(), 0);
+    let detail = store.get(ids[0]).await.unwrap();
+    assert_eq!(detail.entry.state, PassengerState::Failed);
+    assert_eq!(detail.steps[0].attempts, 1);
+    assert_eq!(detail.attempts[0].error, "the process stopped while handling it");
+
+    // Once due, each of the three is leased alone: a batch stops before one (the fourth was
+    // due first), and one is the whole batch. Then batches form again.
+    let before = store.lease(&key, 10, LEASE, at(30)).await.unwrap();
+    assert_eq!(before.len(), 1);
+    assert_eq!(before[0].passenger.id, fourth);
+    store.release(&[(fourth, before[0].token)], at(30)).await.unwrap();
+    for id in &ids {
+        let leased = store.lease(&key, 10, LEASE, at(30)).await.unwrap();
+        assert_eq!(leased.len(), 1, "an interrupted passenger travels alone");
+        assert_eq!(leased[0].passenger.id, *id);
+        finish_one(&store, report(&leased[0], vec![(0, StepChange::Done)]), at(31)).await;
+    }
+    let rest = store.lease(&key, 10, LEASE, at(50)).await.unwrap();
+    let rest: HashSet<PassengerId> = rest.iter().map(|l| l.passenger.id).collect();
+    assert_eq!(rest, HashSet::from([ids[0], ids[1], ids[2], fourth]));
+}
+
 pub(crate) async fn concurrent_leases_never_share_a_passenger<S: TestStore>() {
     let (_place, store) = S::create().await;
     let store = Arc::new(store);
