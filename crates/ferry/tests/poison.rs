@@ -28,7 +28,8 @@ pushers:
 }
 
 /// 20,000 nested `<a>` elements overflowed the stack of a runtime thread: exit 134 within a
-/// second, and again on every restart, stopping every client's pipelines.
+/// second, and again on every restart, stopping every client's pipelines. The other pipeline
+/// also writes a name of 250 bytes, which its temporary name once made too long.
 #[test]
 fn a_deeply_nested_xml_file_is_refused_and_others_keep_flowing() {
     let project = Project::new(
@@ -40,9 +41,12 @@ fn a_deeply_nested_xml_file_is_refused_and_others_keep_flowing() {
     );
     let deep = "<a>".repeat(20_000) + &"</a>".repeat(20_000);
     project.write("inbox/deep.xml", &deep);
-    for n in 0..10 {
+    for n in 0..9 {
         project.write(&format!("other-in/{n}.json"), &format!("{{\"n\": {n}}}"));
     }
+    // A legal name of 250 bytes: its temporary name must not pass the 255-byte limit.
+    let long = "x".repeat(245) + ".json";
+    project.write(&format!("other-in/{long}"), "{\"n\": 9}");
     let dir = project.path().to_str().unwrap().to_string();
 
     let peek = project.ferry(&["peek", "-C", &dir, "acme/deep"]);
@@ -52,8 +56,10 @@ fn a_deeply_nested_xml_file_is_refused_and_others_keep_flowing() {
 
     let mut child = project.spawn();
     wait_for("the other pipeline's 10 files", Duration::from_secs(30), || {
-        files(&project.join("other-out")).len() == 10
+        let out = files(&project.join("other-out"));
+        out.iter().filter(|name| !name.starts_with('.')).count() == 10
     });
+    assert!(project.join("other-out").join(&long).exists());
     assert!(
         child.try_wait().expect("wait").is_none(),
         "ferry stopped:\n{}",
