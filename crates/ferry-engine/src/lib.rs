@@ -21,6 +21,7 @@ mod cleaner;
 mod dependencies;
 pub mod observer;
 mod policy;
+mod recording;
 pub mod registrar;
 mod runner;
 pub mod testing;

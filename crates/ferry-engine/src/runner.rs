@@ -412,14 +412,17 @@ impl Run {
             self.log(LogLevel::Info, summary).await;
         }
         if let Some(id) = self.id {
-            let now = chrono::Utc::now();
-            if let Err(e) = self
-                .shared
-                .store
-                .finish_run(id, status, self.counts, error.as_deref(), now)
-                .await
-            {
-                tracing::error!(pipeline = %self.active.key, error = %e, "cannot record end of run");
+            // Tried again while the store refuses writes: a run left `running` would be
+            // reported as stopped unexpectedly by the next process (issue 12).
+            let what = format!("the end of run {id} of {}", self.active.key);
+            let store = &self.shared.store;
+            let counts = self.counts;
+            let recorded = crate::recording::persist(&self.shared, &what, || {
+                store.finish_run(id, status, counts, error.as_deref(), chrono::Utc::now())
+            })
+            .await;
+            if let Err(e) = recorded {
+                tracing::error!(pipeline = %self.active.key, error = %e, run = id, "cannot record the end of the run; the next start reports it as stopped unexpectedly");
             }
         } else if error.is_none() {
             // An empty continuous cycle: nothing to tell.

@@ -249,3 +249,109 @@ retry: {{ max_attempts: 2, backoff: 1s, max_backoff: 1s }}
     });
     assert!(terminate(child), "{}", project.log());
 }
+
+/// A small tmpfs mounted over a directory of the project, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: std::path::PathBuf, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(&dir).expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mounting a tmpfs needs root");
+        Tmpfs(dir)
+    }
+
+    /// Fills the file system to the last byte; returns the filler's path.
+    fn fill(&self) -> std::path::PathBuf {
+        let path = self.0.join("filler");
+        let mut file = std::fs::File::create(&path).expect("filler");
+        let chunk = vec![0u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        let mut byte = [0u8; 1];
+        while file.write_all(&byte[..]).is_ok() {
+            byte[0] = 1;
+        }
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// With the store on a full disk, a pushed batch's results could not be recorded and were
+/// never tried again: the passenger stayed in flight until its 300 s lease expired and was
+/// pushed again. Now they are kept and recorded once the disk has room.
+#[test]
+fn results_that_could_not_be_recorded_are_recorded_once_the_store_takes_writes() {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let schema = format!("full_{}_{nanos}", std::process::id());
+    let _schema = Schema(schema.clone());
+    psql(&format!(
+        "CREATE SCHEMA {schema}; CREATE TABLE {schema}.people (id bigint, name text)"
+    ));
+    let pipeline = format!(
+        r#"
+schedule: every 1s
+pullers:
+  - type: table
+    path: inbox
+    pattern: "*.csv"
+    settle: 0s
+    after_seat: delete
+    columns:
+      - {{ name: id, type: integer }}
+      - {{ name: name }}
+processors:
+  # The processed passenger is written with its results: 4 MB the store's log must grow by.
+  - type: set
+    metadata: {{ big: "{big}" }}
+pushers:
+  - type: postgres
+    connection: dwh
+    table: {schema}.people
+    mode: append
+"#,
+        big = "x".repeat(4 << 20)
+    );
+    let project = Project::new("queue_life_span: 1d\n", &[("people", &pipeline)]);
+    project.write(
+        "connections.yaml",
+        &format!("dwh: {{ type: postgres, url: \"{}\" }}\n", postgres_url()),
+    );
+    let disk = Tmpfs::mount(project.join("data"), "32m");
+
+    // The push waits on a lock while the store's disk fills up.
+    let lock = Lock::take(&format!("{schema}.people"));
+    let child = project.spawn();
+    project.write("inbox/people.csv", "id,name\n1,Ann\n2,Bob\n");
+    wait_for("the passenger in flight", Duration::from_secs(30), || {
+        open_counts(&project, "people") == ["0", "1", "0", "0"]
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let filler = disk.fill();
+    drop(lock);
+    wait_for("the failed recording", Duration::from_secs(30), || {
+        project.log().contains("database or disk is full")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::remove_file(filler).expect("make room");
+
+    // Long before the lease's 300 s, and without a second push.
+    wait_for("the results recorded", Duration::from_secs(30), || {
+        open_counts(&project, "people") == ["0", "0", "0", "0"]
+    });
+    assert!(terminate(child), "{}", project.log());
+    let log = project.log();
+    assert_eq!(log.matches("passengers pushed").count(), 1, "{log}");
+    assert!(log.contains("recorded after the store refused it"), "{log}");
+}
