@@ -459,6 +459,38 @@ pub struct DeadGroup {
     pub newest: Timestamp,
 }
 
+/// An input item a puller could not take, as a puller reports it to be quarantined.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Untakeable {
+    /// The puller's name in the pipeline.
+    pub puller: String,
+    /// What the puller calls the item (a file's name).
+    pub item: String,
+    /// Changes when the item changes (a file's size and modification time), so that a fixed
+    /// item is taken again; empty when the puller cannot tell.
+    pub fingerprint: String,
+    pub reason: String,
+}
+
+/// An input item in quarantine: later pulls skip it until a person retries or discards it, or
+/// it changes (issue 12: it was retried, and logged, on every run without end).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Quarantined {
+    pub id: i64,
+    pub client: String,
+    pub pipeline: String,
+    pub puller: String,
+    pub item: String,
+    pub fingerprint: String,
+    pub reason: String,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    /// How many pulls found it since it was quarantined.
+    pub times: u64,
+    /// A person discarded it: it stays skipped (until it changes) and is no longer listed.
+    pub discarded: bool,
+}
+
 /// Passengers seated per pipeline in one time bucket, for the dashboard's throughput chart.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Throughput {
@@ -641,6 +673,34 @@ pub trait Store: Send + Sync {
     /// Dead passengers grouped by pipeline and error (of one client, or of all), largest group
     /// first.
     async fn dead_groups(&self, client: Option<&str>) -> Result<Vec<DeadGroup>>;
+
+    /// Quarantines input items a puller of `pipeline` could not take. An item already
+    /// quarantined with the same fingerprint only counts one more sighting; a new or changed
+    /// one starts afresh. Returns, for each item, whether it is newly quarantined.
+    async fn quarantine(
+        &self,
+        pipeline: &PipelineKey,
+        items: &[Untakeable],
+        now: Timestamp,
+    ) -> Result<Vec<bool>>;
+
+    /// Quarantined items of one pipeline (discarded ones too: pullers skip them), or the
+    /// listed ones (not discarded) of one client or of all, oldest first.
+    async fn quarantined(
+        &self,
+        pipeline: Option<&PipelineKey>,
+        client: Option<&str>,
+    ) -> Result<Vec<Quarantined>>;
+
+    /// Ends the quarantine of item `id` of `client` (of any client when `None`): `retry`
+    /// removes it, so the next pull takes it again; otherwise it is discarded. Returns the
+    /// item as it was, or `None` when that client has no such item.
+    async fn end_quarantine(
+        &self,
+        id: i64,
+        client: Option<&str>,
+        retry: bool,
+    ) -> Result<Option<Quarantined>>;
 
     /// Ids of the dead passengers of one group, oldest first, at most `limit`.
     async fn dead_ids(

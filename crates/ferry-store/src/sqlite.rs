@@ -23,9 +23,9 @@ use tracing::warn;
 
 use crate::{
     Abandoned, ApiToken, AuditEntry, DeadGroup, DefinitionVersion, Finished, LeaseToken, Leased, LogLine,
-    PassengerDetail, PipelineKey, PullerState, QueueEntry, QueueFilter, Result, RunCounts,
+    PassengerDetail, PipelineKey, PullerState, Quarantined, QueueEntry, QueueFilter, Result, RunCounts,
     RunFilter, RunId, RunRecord, RunStatus, SeatResult, Session, StateCounts, Store, StoreError,
-    Throughput,
+    Throughput, Untakeable,
 };
 
 mod browse;
@@ -33,6 +33,7 @@ mod console;
 mod convert;
 mod filtered;
 mod journey;
+mod quarantine;
 mod queue;
 mod records;
 mod rows;
@@ -350,6 +351,41 @@ impl Store for SqliteStore {
         }
         let leases = leases.to_vec();
         self.write(move |conn| queue::release(conn, &leases, now))
+            .await
+    }
+
+    async fn quarantine(
+        &self,
+        pipeline: &PipelineKey,
+        items: &[Untakeable],
+        now: Timestamp,
+    ) -> Result<Vec<bool>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (key, items) = (pipeline.clone(), items.to_vec());
+        self.write(move |conn| quarantine::quarantine(conn, &key, &items, now))
+            .await
+    }
+
+    async fn quarantined(
+        &self,
+        pipeline: Option<&PipelineKey>,
+        client: Option<&str>,
+    ) -> Result<Vec<Quarantined>> {
+        let (key, client) = (pipeline.cloned(), client.map(str::to_owned));
+        self.read(move |conn| quarantine::list(conn, key.as_ref(), client.as_deref()))
+            .await
+    }
+
+    async fn end_quarantine(
+        &self,
+        id: i64,
+        client: Option<&str>,
+        retry: bool,
+    ) -> Result<Option<Quarantined>> {
+        let client = client.map(str::to_owned);
+        self.write(move |conn| quarantine::end(conn, id, client.as_deref(), retry))
             .await
     }
 

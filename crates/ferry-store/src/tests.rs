@@ -62,6 +62,7 @@ macro_rules! store_test_suite {
                 expired_lease_comes_back_and_stale_reports_are_ignored,
                 recovered_leases_are_due_at_once,
                 interrupted_attempts_count_and_travel_alone,
+                untakeable_input_is_quarantined_until_a_person_acts,
                 concurrent_leases_never_share_a_passenger,
                 finish_done_completes_the_passenger,
                 processed_payload_is_kept_and_leased_again,

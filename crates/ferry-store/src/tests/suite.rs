@@ -462,6 +462,53 @@ pub(crate) async fn interrupted_attempts_count_and_travel_alone<S: TestStore>() 
     assert_eq!(rest, HashSet::from([ids[0], ids[1], ids[2], fourth]));
 }
 
+/// Issue 12: input a puller cannot take is quarantined once, listed per client, skipped
+/// until a person retries or discards it, and taken afresh once it changes.
+pub(crate) async fn untakeable_input_is_quarantined_until_a_person_acts<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let other = PipelineKey::new("globex", "orders");
+    let bad = |item: &str, fingerprint: &str| crate::Untakeable {
+        puller: "file".into(),
+        item: item.into(),
+        fingerprint: fingerprint.into(),
+        reason: format!("{item} is malformed"),
+    };
+    let items = [bad("a.xml", "1"), bad("b.xml", "1")];
+    assert_eq!(store.quarantine(&key, &items, at(0)).await.unwrap(), [true, true]);
+    assert_eq!(store.quarantine(&key, &items, at(5)).await.unwrap(), [false, false]);
+    assert_eq!(
+        store.quarantine(&other, &[bad("c.xml", "1")], at(5)).await.unwrap(),
+        [true]
+    );
+
+    let listed = store.quarantined(None, Some("acme")).await.unwrap();
+    assert_eq!(listed.len(), 2, "only acme's: {listed:?}");
+    let a = listed[0].clone();
+    assert_eq!((a.item.as_str(), a.times), ("a.xml", 2));
+    assert_eq!((a.first_seen, a.last_seen), (at(0), at(5)));
+    assert_eq!(a.reason, "a.xml is malformed");
+    assert_eq!(store.quarantined(None, None).await.unwrap().len(), 3);
+
+    // Another client cannot act on it; its own client (or root) can.
+    assert_eq!(store.end_quarantine(a.id, Some("globex"), true).await.unwrap(), None);
+    let retried = store.end_quarantine(a.id, Some("acme"), true).await.unwrap();
+    assert_eq!(retried.map(|q| q.item), Some("a.xml".to_string()));
+    let b = store.quarantined(None, Some("acme")).await.unwrap()[0].clone();
+    assert!(store.end_quarantine(b.id, None, false).await.unwrap().is_some());
+    assert!(store.quarantined(None, Some("acme")).await.unwrap().is_empty());
+    // The pullers still skip a discarded item, until it changes.
+    let skipped = store.quarantined(Some(&key), None).await.unwrap();
+    assert_eq!(skipped.len(), 1);
+    assert!(skipped[0].discarded);
+    assert_eq!(store.quarantine(&key, &[bad("b.xml", "1")], at(6)).await.unwrap(), [false]);
+    assert_eq!(store.quarantine(&key, &[bad("b.xml", "2")], at(7)).await.unwrap(), [true]);
+    let listed = store.quarantined(None, Some("acme")).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].fingerprint.as_str(), listed[0].times), ("2", 1));
+    assert_eq!(listed[0].first_seen, at(7));
+}
+
 pub(crate) async fn concurrent_leases_never_share_a_passenger<S: TestStore>() {
     let (_place, store) = S::create().await;
     let store = Arc::new(store);
