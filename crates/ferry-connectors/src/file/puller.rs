@@ -1,5 +1,6 @@
 //! The `file` puller: one passenger per file of a directory, deleted or archived after seat.
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
@@ -41,6 +42,7 @@ impl PullerFactory for FilePullerFactory {
         let settings = Settings::validate(config, ctx)?;
         Ok(Box::new(FilePuller {
             settings: Arc::new(settings),
+            quarantined: Arc::default(),
             pipeline: format!("{}/{}", ctx.client, ctx.pipeline),
             component: ctx.component.clone(),
         }))
@@ -128,6 +130,8 @@ impl Settings {
 /// Pulls the files of one directory.
 pub struct FilePuller {
     settings: Arc<Settings>,
+    /// Files in quarantine, by name and [`fingerprint`]: left alone until they change.
+    quarantined: Arc<HashSet<(String, String)>>,
     /// `client/pipeline`, for logs.
     pipeline: String,
     component: String,
@@ -137,8 +141,9 @@ pub struct FilePuller {
 impl Puller for FilePuller {
     async fn pull(&mut self, max: usize) -> Result<Pulled, StepError> {
         let settings = Arc::clone(&self.settings);
+        let quarantined = Arc::clone(&self.quarantined);
         // One blocking task for the whole pull: listing, stats and reads.
-        let pulled = tokio::task::spawn_blocking(move || pull_files(&settings, max))
+        let pulled = tokio::task::spawn_blocking(move || pull_files(&settings, &quarantined, max))
             .await
             .map_err(|error| StepError::retryable(format!("file pull task failed: {error}")))??;
         debug!(
@@ -150,6 +155,10 @@ impl Puller for FilePuller {
             "pulled files"
         );
         Ok(pulled)
+    }
+
+    fn quarantined(&mut self, items: HashSet<(String, String)>) {
+        self.quarantined = Arc::new(items);
     }
 
     async fn ack(&mut self, seated: &[Seated]) -> Result<(), StepError> {
@@ -196,7 +205,11 @@ impl Puller for FilePuller {
 }
 
 /// Lists the directory and reads up to `max` files. Runs on a blocking thread.
-fn pull_files(settings: &Settings, max: usize) -> Result<Pulled, StepError> {
+fn pull_files(
+    settings: &Settings,
+    quarantined: &HashSet<(String, String)>,
+    max: usize,
+) -> Result<Pulled, StepError> {
     let list_error = |error: &io::Error| {
         StepError::io(&format!("cannot list {}", settings.dir.display()), error)
     };
@@ -225,10 +238,10 @@ fn pull_files(settings: &Settings, max: usize) -> Result<Pulled, StepError> {
     while next < candidates.len() && pulled.passengers.len() < max {
         let name = &candidates[next];
         next += 1;
-        match read_file(settings, name, now) {
+        match read_file(settings, quarantined, name, now) {
             Found::Passenger(passenger) => pulled.passengers.push(*passenger),
             Found::Failure(failure) => pulled.failures.push(failure),
-            Found::Settling => {}
+            Found::Settling | Found::Quarantined => {}
         }
     }
     // Possibly only settling files are left; then the next pull finds nothing and says so.
@@ -242,18 +255,27 @@ enum Found {
     Failure(PullFailure),
     /// Modified too recently: it may still be being written.
     Settling,
+    /// In quarantine, unchanged since: not read again.
+    Quarantined,
 }
 
 /// Reads one file into a passenger: the file as attachment, its description as JSON body.
-fn read_file(settings: &Settings, name: &OsStr, now: SystemTime) -> Found {
-    let failure = |error: StepError| {
+fn read_file(
+    settings: &Settings,
+    quarantined: &HashSet<(String, String)>,
+    name: &OsStr,
+    now: SystemTime,
+) -> Found {
+    let mut fingerprint_now = String::new();
+    let failure = |fingerprint: &str, error: StepError| {
         Found::Failure(PullFailure {
             external_id: name.to_string_lossy().into_owned(),
+            fingerprint: fingerprint.to_string(),
             error,
         })
     };
     let Some(name) = name.to_str() else {
-        return failure(StepError::permanent(
+        return failure(&fingerprint_now, StepError::permanent(
             "file name is not valid UTF-8, so it cannot be an external id",
         ));
     };
@@ -262,21 +284,21 @@ fn read_file(settings: &Settings, name: &OsStr, now: SystemTime) -> Found {
     let metadata = match fs::metadata(&path) {
         Ok(metadata) => metadata,
         Err(error) => {
-            return failure(StepError::io(
+            return failure(&fingerprint_now, StepError::io(
                 &format!("cannot read {}", path.display()),
                 &error,
             ));
         }
     };
     if metadata.is_dir() {
-        return failure(StepError::permanent(format!(
+        return failure(&fingerprint_now, StepError::permanent(format!(
             "{} is a symbolic link to a directory, not a file",
             path.display()
         )));
     }
     if !metadata.is_file() {
         // Never open a FIFO or a device: reading it could block forever.
-        return failure(StepError::permanent(format!(
+        return failure(&fingerprint_now, StepError::permanent(format!(
             "{} is not a regular file",
             path.display()
         )));
@@ -285,10 +307,14 @@ fn read_file(settings: &Settings, name: &OsStr, now: SystemTime) -> Found {
     if is_settling(modified, now, settings.settle) {
         return Found::Settling;
     }
+    fingerprint_now = fingerprint(metadata.len(), modified);
+    if quarantined.contains(&(name.to_string(), fingerprint_now.clone())) {
+        return Found::Quarantined;
+    }
     let content = match fs::read(&path) {
         Ok(content) => content,
         Err(error) => {
-            return failure(StepError::io(
+            return failure(&fingerprint_now, StepError::io(
                 &format!("cannot read {}", path.display()),
                 &error,
             ));
@@ -301,7 +327,7 @@ fn read_file(settings: &Settings, name: &OsStr, now: SystemTime) -> Found {
         Some(codec) => match codec.decode(&content) {
             Ok(value) => Some(value),
             Err(error) => {
-                return failure(StepError::permanent(format!(
+                return failure(&fingerprint_now, StepError::permanent(format!(
                     "cannot decode {}: {error}",
                     path.display()
                 )));
@@ -331,6 +357,11 @@ fn read_file(settings: &Settings, name: &OsStr, now: SystemTime) -> Found {
         content: Bytes::from(content),
     });
     Found::Passenger(Box::new(passenger))
+}
+
+/// What changes when a file changes: its size and modification time.
+fn fingerprint(size: u64, modified: SystemTime) -> String {
+    format!("{size}:{}", modified_millis(modified))
 }
 
 /// The external id of a file: its name and modification time, `invoice.xml@1732357200123`.

@@ -308,6 +308,15 @@ impl Current {
 
 #[async_trait]
 impl Puller for TablePuller {
+    /// Quarantined files are the failed ones: their fingerprint is the modification time
+    /// that failed. A file a person retried is read again.
+    fn quarantined(&mut self, items: HashSet<(String, String)>) {
+        self.state.failed = items
+            .into_iter()
+            .filter_map(|(name, modified)| Some((name, modified.parse().ok()?)))
+            .collect();
+    }
+
     async fn pull(&mut self, max: usize) -> Result<Pulled, StepError> {
         let settings = Arc::clone(&self.settings);
         let mut state = mem::take(&mut self.state);
@@ -423,7 +432,8 @@ fn pull_files(settings: &Settings, state: &mut State, max: usize) -> Result<Pull
                 Err(error) => {
                     // The spool could not be read back: read the file again on a later pull.
                     pulled.failures.push(PullFailure {
-                        external_id: format!("{}@{}", current.name, current.modified),
+                        external_id: current.name.clone(),
+                        fingerprint: current.modified.to_string(),
                         error: StepError::io(
                             &format!("{}: cannot read back the converted chunks", current.name),
                             &error,
@@ -464,7 +474,8 @@ fn pull_files(settings: &Settings, state: &mut State, max: usize) -> Result<Pull
                         .insert(candidate.name.clone(), candidate.modified);
                 }
                 pulled.failures.push(PullFailure {
-                    external_id: format!("{}@{}", candidate.name, candidate.modified),
+                    external_id: candidate.name.clone(),
+                    fingerprint: candidate.modified.to_string(),
                     error: StepError {
                         message: format!("{}: {}", candidate.name, error.message),
                         ..error
@@ -511,6 +522,7 @@ fn list_files(
             Err(error) => {
                 failures.push(PullFailure {
                     external_id: lossy.clone(),
+                    fingerprint: String::new(),
                     error: StepError::io(
                         &format!("cannot read {}", entry.path().display()),
                         &error,
@@ -538,6 +550,7 @@ fn list_files(
             state.failed.insert(lossy.clone(), modified);
             failures.push(PullFailure {
                 external_id: lossy,
+                fingerprint: modified.to_string(),
                 error: StepError::permanent(
                     "file name is not valid UTF-8, so it cannot be an external id",
                 ),

@@ -22,6 +22,7 @@ pub mod login;
 pub mod metrics;
 pub mod passenger;
 pub mod pipelines;
+pub mod quarantine;
 pub mod queue;
 pub mod runs;
 pub mod system;
