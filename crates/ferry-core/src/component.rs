@@ -130,6 +130,12 @@ pub trait Puller: Send {
     fn quarantined(&mut self, items: HashSet<(String, String)>) {
         let _ = items;
     }
+
+    /// The quarantined items (external ids) the last pull found changed or gone: their
+    /// quarantine ends (before the failures of that pull are quarantined afresh).
+    fn released(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// What a processor made of a passenger.

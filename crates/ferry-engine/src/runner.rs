@@ -284,6 +284,21 @@ async fn pull_until_drained(
             if !pulled.failures.is_empty() {
                 run.ensure().await;
             }
+            // Changed or gone since: their quarantine ends, before this pull's failures are
+            // quarantined (a changed item that fails again starts a new quarantine).
+            let released = puller.released();
+            if !released.is_empty() {
+                if let Some(skip) = quarantined.get_mut(name.as_str()) {
+                    skip.retain(|(item, _)| !released.contains(item));
+                }
+                if let Err(error) = shared
+                    .store
+                    .release_quarantined(&active.key, name, &released)
+                    .await
+                {
+                    tracing::error!(pipeline = %active.key, %error, "cannot end the quarantine of changed input");
+                }
+            }
             let new = quarantine(shared, active, name, &pulled.failures).await;
             for (failure, new) in pulled.failures.iter().zip(new) {
                 let message = format!("{name}: {}: {}", failure.external_id, failure.error);

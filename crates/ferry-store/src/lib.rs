@@ -702,6 +702,15 @@ pub trait Store: Send + Sync {
         retry: bool,
     ) -> Result<Option<Quarantined>>;
 
+    /// Ends the quarantine of `items` of puller `puller` of `pipeline`: they changed or are
+    /// gone.
+    async fn release_quarantined(
+        &self,
+        pipeline: &PipelineKey,
+        puller: &str,
+        items: &[String],
+    ) -> Result<()>;
+
     /// Ids of the dead passengers of one group, oldest first, at most `limit`.
     async fn dead_ids(
         &self,

@@ -389,6 +389,20 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn release_quarantined(
+        &self,
+        pipeline: &PipelineKey,
+        puller: &str,
+        items: &[String],
+    ) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let (key, puller, items) = (pipeline.clone(), puller.to_owned(), items.to_vec());
+        self.write(move |conn| quarantine::release(conn, &key, &puller, &items))
+            .await
+    }
+
     async fn abandoned_leases(&self) -> Result<Vec<Abandoned>> {
         self.read(queue::abandoned_leases).await
     }

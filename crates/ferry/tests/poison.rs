@@ -355,3 +355,55 @@ pushers:
     assert_eq!(log.matches("passengers pushed").count(), 1, "{log}");
     assert!(log.contains("recorded after the store refused it"), "{log}");
 }
+
+/// Input that cannot be taken was retried, and logged, on every run without end (3 bad files
+/// on a 1 s schedule: 3 error rows a second) and named only in the stored run log. Now it is
+/// quarantined once, shown in `ferry status` with its reason, and taken again once it changes.
+#[test]
+fn untakeable_input_is_quarantined_once_and_taken_again_when_it_changes() {
+    let project = Project::new(
+        "queue_life_span: 1h\n",
+        &[("orders", &files_pipeline("inbox", "json", "outbox"))],
+    );
+    for n in 1..=3 {
+        project.write(&format!("inbox/bad-{n}.json"), "{\n  \"order\": ,\n}");
+    }
+    project.write("inbox/good.json", "{\"order\": 1}");
+    let dir = project.path().to_str().unwrap().to_string();
+    let child = project.spawn();
+    wait_for("the good file delivered", Duration::from_secs(30), || {
+        project.join("outbox/good.json").exists()
+    });
+    let status = || stdout(&project.ferry(&["status", &dir]));
+    wait_for("three quarantined files", Duration::from_secs(10), || {
+        status().matches("quarantined #").count() == 3
+    });
+    let shown = status();
+    assert!(
+        shown.contains("bad-2.json: cannot decode") && shown.contains("JSON line 2"),
+        "{shown}"
+    );
+    // Runs go on, without trying (or logging) the bad files again.
+    std::thread::sleep(Duration::from_secs(3));
+    let shown = status();
+    assert!(shown.contains("failed 0)"), "{shown}");
+    assert_eq!(
+        project.log().matches("run finished with failures").count(),
+        1,
+        "{}",
+        project.log()
+    );
+
+    // A fixed file is a changed file: taken again.
+    project.write("inbox/bad-1.json", "{\"order\": 2}");
+    wait_for("the fixed file delivered", Duration::from_secs(30), || {
+        project.join("outbox/bad-1.json").exists()
+    });
+    // Its quarantine ended with it; a removed file's too.
+    std::fs::remove_file(project.join("inbox/bad-2.json")).unwrap();
+    wait_for("one quarantined file left", Duration::from_secs(10), || {
+        status().matches("quarantined #").count() == 1
+    });
+    assert!(status().contains("bad-3.json"), "{}", status());
+    assert!(terminate(child), "{}", project.log());
+}

@@ -43,6 +43,7 @@ impl PullerFactory for FilePullerFactory {
         Ok(Box::new(FilePuller {
             settings: Arc::new(settings),
             quarantined: Arc::default(),
+            released: Vec::new(),
             pipeline: format!("{}/{}", ctx.client, ctx.pipeline),
             component: ctx.component.clone(),
         }))
@@ -132,6 +133,8 @@ pub struct FilePuller {
     settings: Arc<Settings>,
     /// Files in quarantine, by name and [`fingerprint`]: left alone until they change.
     quarantined: Arc<HashSet<(String, String)>>,
+    /// Quarantined files the last pull found changed or gone.
+    released: Vec<String>,
     /// `client/pipeline`, for logs.
     pipeline: String,
     component: String,
@@ -143,9 +146,11 @@ impl Puller for FilePuller {
         let settings = Arc::clone(&self.settings);
         let quarantined = Arc::clone(&self.quarantined);
         // One blocking task for the whole pull: listing, stats and reads.
-        let pulled = tokio::task::spawn_blocking(move || pull_files(&settings, &quarantined, max))
+        let (pulled, released) =
+            tokio::task::spawn_blocking(move || pull_files(&settings, &quarantined, max))
             .await
             .map_err(|error| StepError::retryable(format!("file pull task failed: {error}")))??;
+        self.released = released;
         debug!(
             pipeline = %self.pipeline,
             component = %self.component,
@@ -159,6 +164,10 @@ impl Puller for FilePuller {
 
     fn quarantined(&mut self, items: HashSet<(String, String)>) {
         self.quarantined = Arc::new(items);
+    }
+
+    fn released(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.released)
     }
 
     async fn ack(&mut self, seated: &[Seated]) -> Result<(), StepError> {
@@ -204,12 +213,13 @@ impl Puller for FilePuller {
     }
 }
 
-/// Lists the directory and reads up to `max` files. Runs on a blocking thread.
+/// Lists the directory and reads up to `max` files, leaving quarantined ones alone. Runs on a
+/// blocking thread. Also returns the quarantined files found changed (and read) or gone.
 fn pull_files(
     settings: &Settings,
     quarantined: &HashSet<(String, String)>,
     max: usize,
-) -> Result<Pulled, StepError> {
+) -> Result<(Pulled, Vec<String>), StepError> {
     let list_error = |error: &io::Error| {
         StepError::io(&format!("cannot list {}", settings.dir.display()), error)
     };
@@ -230,6 +240,12 @@ fn pull_files(
     // By name, so that what is pulled first does not depend on the filesystem's order.
     candidates.sort_unstable();
 
+    let quarantined_names: HashSet<&str> = quarantined.iter().map(|(n, _)| n.as_str()).collect();
+    let mut released: Vec<String> = quarantined_names
+        .iter()
+        .filter(|name| !candidates.iter().any(|c| c.to_str() == Some(**name)))
+        .map(|name| name.to_string())
+        .collect();
     let now = SystemTime::now();
     let mut pulled = Pulled::default();
     let mut next = 0;
@@ -238,7 +254,18 @@ fn pull_files(
     while next < candidates.len() && pulled.passengers.len() < max {
         let name = &candidates[next];
         next += 1;
-        match read_file(settings, quarantined, name, now) {
+        let found = read_file(settings, quarantined, name, now);
+        let changed = match &found {
+            Found::Passenger(_) => true,
+            Found::Failure(failure) => !quarantined
+                .contains(&(failure.external_id.clone(), failure.fingerprint.clone())),
+            Found::Settling | Found::Quarantined => false,
+        };
+        if changed && let Some(name) = name.to_str().filter(|n| quarantined_names.contains(n)) {
+            // Read again: it changed since it was quarantined.
+            released.push(name.to_string());
+        }
+        match found {
             Found::Passenger(passenger) => pulled.passengers.push(*passenger),
             Found::Failure(failure) => pulled.failures.push(failure),
             Found::Settling | Found::Quarantined => {}
@@ -246,7 +273,7 @@ fn pull_files(
     }
     // Possibly only settling files are left; then the next pull finds nothing and says so.
     pulled.more = next < candidates.len();
-    Ok(pulled)
+    Ok((pulled, released))
 }
 
 /// What became of one directory entry.

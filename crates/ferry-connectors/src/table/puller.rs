@@ -240,6 +240,8 @@ struct State {
     /// Files that failed, by name, with the modification time that failed: not read again until
     /// it changes.
     failed: HashMap<String, i64>,
+    /// Failed files found changed or gone since: their quarantine ends.
+    released: Vec<String>,
     /// With `after_seat: keep`: files loaded completely, by name, with their modification time.
     kept: HashMap<String, i64>,
 }
@@ -315,6 +317,10 @@ impl Puller for TablePuller {
             .into_iter()
             .filter_map(|(name, modified)| Some((name, modified.parse().ok()?)))
             .collect();
+    }
+
+    fn released(&mut self) -> Vec<String> {
+        mem::take(&mut self.state.released)
     }
 
     async fn pull(&mut self, max: usize) -> Result<Pulled, StepError> {
@@ -539,6 +545,10 @@ fn list_files(
             continue;
         }
         let modified = modified_millis(modified_time);
+        if state.failed.get(&lossy).is_some_and(|failed| *failed != modified) {
+            state.failed.remove(&lossy);
+            state.released.push(lossy.clone());
+        }
         let seen = |map: &HashMap<String, i64>| map.get(&lossy) == Some(&modified);
         if seen(&state.failed)
             || seen(&state.kept)
@@ -563,7 +573,16 @@ fn list_files(
             size: metadata.len(),
         });
     }
-    state.failed.retain(|name, _| present.contains(name));
+    let gone: Vec<String> = state
+        .failed
+        .keys()
+        .filter(|name| !present.contains(*name))
+        .cloned()
+        .collect();
+    for name in gone {
+        state.failed.remove(&name);
+        state.released.push(name);
+    }
     state.kept.retain(|name, _| present.contains(name));
     // By name, so that what is read first does not depend on the filesystem's order.
     candidates.sort_unstable_by(|a, b| a.name.cmp(&b.name));

@@ -142,3 +142,18 @@ pub(super) fn end(
     }
     Ok(Some(item))
 }
+
+pub(super) fn release(
+    conn: &Connection,
+    key: &PipelineKey,
+    puller: &str,
+    items: &[String],
+) -> Result<()> {
+    let mut delete = conn.prepare_cached(
+        "DELETE FROM quarantine WHERE client = ?1 AND pipeline = ?2 AND puller = ?3 AND item = ?4",
+    )?;
+    for item in items {
+        delete.execute(params![key.client, key.pipeline, puller, item])?;
+    }
+    Ok(())
+}

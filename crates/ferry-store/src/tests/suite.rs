@@ -507,6 +507,14 @@ pub(crate) async fn untakeable_input_is_quarantined_until_a_person_acts<S: TestS
     assert_eq!(listed.len(), 1);
     assert_eq!((listed[0].fingerprint.as_str(), listed[0].times), ("2", 1));
     assert_eq!(listed[0].first_seen, at(7));
+
+    // A puller found it changed, or gone: its quarantine ends.
+    store
+        .release_quarantined(&key, "file", &["b.xml".to_string()])
+        .await
+        .unwrap();
+    assert!(store.quarantined(Some(&key), None).await.unwrap().is_empty());
+    assert_eq!(store.quarantined(None, None).await.unwrap().len(), 1, "globex's stays");
 }
 
 pub(crate) async fn concurrent_leases_never_share_a_passenger<S: TestStore>() {
