@@ -285,17 +285,24 @@ impl Drop for Tmpfs {
     }
 }
 
-/// With the store on a full disk, a pushed batch's results could not be recorded and were
-/// never tried again: the passenger stayed in flight until its 300 s lease expired and was
-/// pushed again. Now they are kept and recorded once the disk has room.
-#[test]
-fn results_that_could_not_be_recorded_are_recorded_once_the_store_takes_writes() {
+/// A project whose store is on a small tmpfs, running, with one passenger pushed whose results
+/// the store refused: its disk is full (`filler` fills it).
+struct FullDisk {
+    // Fields drop in this order: the mount before the project directory it is in.
+    _disk: Tmpfs,
+    project: Project,
+    child: Child,
+    filler: std::path::PathBuf,
+    _schema: Schema,
+}
+
+fn full_disk_after_a_push() -> FullDisk {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
     let schema = format!("full_{}_{nanos}", std::process::id());
-    let _schema = Schema(schema.clone());
+    let schema_guard = Schema(schema.clone());
     psql(&format!(
         "CREATE SCHEMA {schema}; CREATE TABLE {schema}.people (id bigint, name text)"
     ));
@@ -343,17 +350,54 @@ pushers:
     wait_for("the failed recording", Duration::from_secs(30), || {
         project.log().contains("database or disk is full")
     });
+    FullDisk {
+        _disk: disk,
+        project,
+        child,
+        filler,
+        _schema: schema_guard,
+    }
+}
+
+/// With the store on a full disk, a pushed batch's results could not be recorded and were
+/// never tried again: the passenger stayed in flight until its 300 s lease expired and was
+/// pushed again. Now they are kept and recorded once the disk has room.
+#[test]
+fn results_that_could_not_be_recorded_are_recorded_once_the_store_takes_writes() {
+    let full = full_disk_after_a_push();
+    let project = &full.project;
     std::thread::sleep(Duration::from_secs(2));
-    std::fs::remove_file(filler).expect("make room");
+    std::fs::remove_file(&full.filler).expect("make room");
 
     // Long before the lease's 300 s, and without a second push.
     wait_for("the results recorded", Duration::from_secs(30), || {
-        open_counts(&project, "people") == ["0", "0", "0", "0"]
+        open_counts(project, "people") == ["0", "0", "0", "0"]
     });
-    assert!(terminate(child), "{}", project.log());
+    assert!(terminate(full.child), "{}", project.log());
     let log = project.log();
     assert_eq!(log.matches("passengers pushed").count(), 1, "{log}");
     assert!(log.contains("recorded after the store refused it"), "{log}");
+}
+
+/// A clean shutdown while the store still refuses the results exits 0 and says which
+/// passengers will be pushed again; they are, once the store has room.
+#[test]
+fn a_shutdown_with_unrecorded_results_says_what_will_be_pushed_again() {
+    let full = full_disk_after_a_push();
+    let project = &full.project;
+    assert!(terminate(full.child), "{}", project.log());
+    let log = project.log();
+    assert!(
+        log.contains("stopping with results the store did not take: these passengers will be pushed again"),
+        "{log}"
+    );
+    std::fs::remove_file(&full.filler).expect("make room");
+    let child = project.spawn();
+    wait_for("the passenger delivered", Duration::from_secs(30), || {
+        open_counts(project, "people") == ["0", "0", "0", "0"]
+            && project.log().matches("passengers pushed").count() == 2
+    });
+    assert!(terminate(child), "{}", project.log());
 }
 
 /// Input that cannot be taken was retried, and logged, on every run without end (3 bad files
