@@ -10,8 +10,8 @@ use crate::AppState;
 use crate::auth::{self, Access};
 use crate::layout;
 use crate::pages::{
-    audit, dashboard, dead, definitions, export, login, metrics, passenger, pipelines, quarantine, queue, runs,
-    system, users,
+    audit, dashboard, dead, definitions, export, login, metrics, passenger, pipelines, quarantine,
+    queue, runs, system, users,
 };
 
 /// One route: method, path (axum syntax), who may use it, and its handler.

@@ -626,7 +626,11 @@ async fn real_answers_match_the_documented_schemas() {
     };
     let key = PipelineKey::new("acme", "orders");
     let now = chrono::Utc::now();
-    console.store.quarantine(&key, &[untakeable], now).await.unwrap();
+    console
+        .store
+        .quarantine(&key, &[untakeable], now)
+        .await
+        .unwrap();
     let things = Things {
         passenger: id,
         dead: console.store.list(&dead_filter, None, 1).await.unwrap()[0].id,

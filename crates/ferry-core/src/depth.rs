@@ -16,7 +16,9 @@ pub const MAX_DEPTH: usize = 100;
 
 /// The message of every depth error, so that they read the same whatever the format.
 pub fn too_deep_message() -> String {
-    format!("values nest deeper than {MAX_DEPTH} levels (the limit of arrays and objects inside each other)")
+    format!(
+        "values nest deeper than {MAX_DEPTH} levels (the limit of arrays and objects inside each other)"
+    )
 }
 
 /// Whether `value` has arrays or objects nested more than `limit` levels deep (a scalar is

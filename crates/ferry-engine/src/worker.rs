@@ -212,10 +212,15 @@ async fn process_batch(shared: &Shared, pipeline: &Active, leased: Vec<Leased>) 
 /// stay in flight until their lease expires and are pushed a second time. Returns whether the
 /// results are recorded; if not (shutdown came first), says which passengers go again.
 async fn record_results(shared: &Shared, pipeline: &Active, reports: &[Finished]) -> bool {
-    let what = format!("results of {} passenger(s) of {}", reports.len(), pipeline.key);
-    let recorded =
-        crate::recording::persist(shared, &what, || shared.store.finish(reports, chrono::Utc::now()))
-            .await;
+    let what = format!(
+        "results of {} passenger(s) of {}",
+        reports.len(),
+        pipeline.key
+    );
+    let recorded = crate::recording::persist(shared, &what, || {
+        shared.store.finish(reports, chrono::Utc::now())
+    })
+    .await;
     if let Err(error) = recorded {
         let ids: Vec<String> = reports.iter().map(|r| r.id.to_string()).collect();
         tracing::error!(

@@ -77,7 +77,10 @@ impl FormatError {
 /// [`ferry_core::depth::MAX_DEPTH`], so that nothing later recurses through it without bound.
 pub(crate) fn within_depth(format: &'static str, value: Value) -> Result<Value, FormatError> {
     if ferry_core::depth::nests_deeper_than(&value, ferry_core::depth::MAX_DEPTH) {
-        return Err(FormatError::new(format, ferry_core::depth::too_deep_message()));
+        return Err(FormatError::new(
+            format,
+            ferry_core::depth::too_deep_message(),
+        ));
     }
     Ok(value)
 }

@@ -128,12 +128,17 @@ mod tests {
     fn deep_nesting_is_refused_with_the_depth() {
         let deep = |levels: usize| "[".repeat(levels) + &"]".repeat(levels);
         for levels in [101, 20_000] {
-            let error = decode_json(deep(levels).as_bytes()).unwrap_err().to_string();
+            let error = decode_json(deep(levels).as_bytes())
+                .unwrap_err()
+                .to_string();
             assert!(error.contains("deeper than 100 levels"), "{error}");
         }
         assert!(decode_json(deep(100).as_bytes()).is_ok());
         let error = decode_ndjson(format!("1\n{}\n", deep(101)).as_bytes()).unwrap_err();
-        assert!(error.to_string().starts_with("NDJSON line 2: values nest"), "{error}");
+        assert!(
+            error.to_string().starts_with("NDJSON line 2: values nest"),
+            "{error}"
+        );
     }
 
     #[test]

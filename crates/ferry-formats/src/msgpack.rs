@@ -24,19 +24,20 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Value, FormatError> {
     // The value is read with a depth bound: rmpv recurses once per level, and so does
     // `to_json` below. rmpv counts two steps per array or map and two for the innermost
     // string, hence `2 * MAX_DEPTH + 2`; `within_depth` then checks the exact depth.
-    let value = rmpv::decode::read_value_with_max_depth(&mut rest, 2 * MAX_DEPTH + 2).map_err(|error| {
-        let message = match &error {
-            rmpv::decode::Error::DepthLimitExceeded => too_deep_message(),
-            rmpv::decode::Error::InvalidMarkerRead(io)
-            | rmpv::decode::Error::InvalidDataRead(io)
-                if io.kind() == std::io::ErrorKind::UnexpectedEof =>
-            {
-                "unexpected end of the data".to_string()
-            }
-            _ => error.to_string(),
-        };
-        FormatError::at(MSGPACK, Position::Byte(offset(rest)), message)
-    })?;
+    let value =
+        rmpv::decode::read_value_with_max_depth(&mut rest, 2 * MAX_DEPTH + 2).map_err(|error| {
+            let message = match &error {
+                rmpv::decode::Error::DepthLimitExceeded => too_deep_message(),
+                rmpv::decode::Error::InvalidMarkerRead(io)
+                | rmpv::decode::Error::InvalidDataRead(io)
+                    if io.kind() == std::io::ErrorKind::UnexpectedEof =>
+                {
+                    "unexpected end of the data".to_string()
+                }
+                _ => error.to_string(),
+            };
+            FormatError::at(MSGPACK, Position::Byte(offset(rest)), message)
+        })?;
     if !rest.is_empty() {
         return Err(FormatError::at(
             MSGPACK,

@@ -22,10 +22,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use tracing::warn;
 
 use crate::{
-    Abandoned, ApiToken, AuditEntry, DeadGroup, DefinitionVersion, Finished, LeaseToken, Leased, LogLine,
-    PassengerDetail, PipelineKey, PullerState, Quarantined, QueueEntry, QueueFilter, Result, RunCounts,
-    RunFilter, RunId, RunRecord, RunStatus, SeatResult, Session, StateCounts, Store, StoreError,
-    Throughput, Untakeable,
+    Abandoned, ApiToken, AuditEntry, DeadGroup, DefinitionVersion, Finished, LeaseToken, Leased,
+    LogLine, PassengerDetail, PipelineKey, PullerState, Quarantined, QueueEntry, QueueFilter,
+    Result, RunCounts, RunFilter, RunId, RunRecord, RunStatus, SeatResult, Session, StateCounts,
+    Store, StoreError, Throughput, Untakeable,
 };
 
 mod browse;

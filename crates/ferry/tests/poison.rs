@@ -55,10 +55,14 @@ fn a_deeply_nested_xml_file_is_refused_and_others_keep_flowing() {
     assert!(shown.contains("deeper than 100 levels"), "{shown}");
 
     let mut child = project.spawn();
-    wait_for("the other pipeline's 10 files", Duration::from_secs(30), || {
-        let out = files(&project.join("other-out"));
-        out.iter().filter(|name| !name.starts_with('.')).count() == 10
-    });
+    wait_for(
+        "the other pipeline's 10 files",
+        Duration::from_secs(30),
+        || {
+            let out = files(&project.join("other-out"));
+            out.iter().filter(|name| !name.starts_with('.')).count() == 10
+        },
+    );
     assert!(project.join("other-out").join(&long).exists());
     assert!(
         child.try_wait().expect("wait").is_none(),
@@ -66,8 +70,7 @@ fn a_deeply_nested_xml_file_is_refused_and_others_keep_flowing() {
         project.log()
     );
     wait_for("the deep file run failed", Duration::from_secs(10), || {
-        project.log().contains("pipeline=acme/deep run=")
-            && project.log().contains("failed=1")
+        project.log().contains("pipeline=acme/deep run=") && project.log().contains("failed=1")
     });
     assert!(terminate(child), "{}", project.log());
     // Written to a file, the log carries no colour codes.
@@ -85,7 +88,11 @@ fn psql(sql: &str) {
         .args([&postgres_url(), "-v", "ON_ERROR_STOP=1", "-tA", "-c", sql])
         .output()
         .expect("psql");
-    assert!(output.status.success(), "psql failed: {sql}\n{}", stderr(&output));
+    assert!(
+        output.status.success(),
+        "psql failed: {sql}\n{}",
+        stderr(&output)
+    );
 }
 
 /// Drops a PostgreSQL schema when the test ends, also when it fails.
@@ -243,10 +250,14 @@ retry: {{ max_attempts: 2, backoff: 1s, max_backoff: 1s }}
     let retry = project.ferry(&["queue", "-C", &dir, "retry", &id]);
     assert!(retry.status.success(), "{}", stderr(&retry));
     let child = project.spawn();
-    wait_for("the retried passenger complete", Duration::from_secs(30), || {
-        let shown = stdout(&project.ferry(&["queue", "-C", &dir, "show", &id]));
-        shown.contains("state          complete")
-    });
+    wait_for(
+        "the retried passenger complete",
+        Duration::from_secs(30),
+        || {
+            let shown = stdout(&project.ferry(&["queue", "-C", &dir, "show", &id]));
+            shown.contains("state          complete")
+        },
+    );
     assert!(terminate(child), "{}", project.log());
 }
 
@@ -388,7 +399,9 @@ fn a_shutdown_with_unrecorded_results_says_what_will_be_pushed_again() {
     assert!(terminate(full.child), "{}", project.log());
     let log = project.log();
     assert!(
-        log.contains("stopping with results the store did not take: these passengers will be pushed again"),
+        log.contains(
+            "stopping with results the store did not take: these passengers will be pushed again"
+        ),
         "{log}"
     );
     std::fs::remove_file(&full.filler).expect("make room");

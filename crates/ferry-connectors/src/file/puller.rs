@@ -148,8 +148,10 @@ impl Puller for FilePuller {
         // One blocking task for the whole pull: listing, stats and reads.
         let (pulled, released) =
             tokio::task::spawn_blocking(move || pull_files(&settings, &quarantined, max))
-            .await
-            .map_err(|error| StepError::retryable(format!("file pull task failed: {error}")))??;
+                .await
+                .map_err(|error| {
+                    StepError::retryable(format!("file pull task failed: {error}"))
+                })??;
         self.released = released;
         debug!(
             pipeline = %self.pipeline,
@@ -257,8 +259,9 @@ fn pull_files(
         let found = read_file(settings, quarantined, name, now);
         let changed = match &found {
             Found::Passenger(_) => true,
-            Found::Failure(failure) => !quarantined
-                .contains(&(failure.external_id.clone(), failure.fingerprint.clone())),
+            Found::Failure(failure) => {
+                !quarantined.contains(&(failure.external_id.clone(), failure.fingerprint.clone()))
+            }
             Found::Settling | Found::Quarantined => false,
         };
         if changed && let Some(name) = name.to_str().filter(|n| quarantined_names.contains(n)) {
@@ -302,33 +305,37 @@ fn read_file(
         })
     };
     let Some(name) = name.to_str() else {
-        return failure(&fingerprint_now, StepError::permanent(
-            "file name is not valid UTF-8, so it cannot be an external id",
-        ));
+        return failure(
+            &fingerprint_now,
+            StepError::permanent("file name is not valid UTF-8, so it cannot be an external id"),
+        );
     };
     let path = settings.dir.join(name);
     // Follows a symbolic link: what matters is what would be read.
     let metadata = match fs::metadata(&path) {
         Ok(metadata) => metadata,
         Err(error) => {
-            return failure(&fingerprint_now, StepError::io(
-                &format!("cannot read {}", path.display()),
-                &error,
-            ));
+            return failure(
+                &fingerprint_now,
+                StepError::io(&format!("cannot read {}", path.display()), &error),
+            );
         }
     };
     if metadata.is_dir() {
-        return failure(&fingerprint_now, StepError::permanent(format!(
-            "{} is a symbolic link to a directory, not a file",
-            path.display()
-        )));
+        return failure(
+            &fingerprint_now,
+            StepError::permanent(format!(
+                "{} is a symbolic link to a directory, not a file",
+                path.display()
+            )),
+        );
     }
     if !metadata.is_file() {
         // Never open a FIFO or a device: reading it could block forever.
-        return failure(&fingerprint_now, StepError::permanent(format!(
-            "{} is not a regular file",
-            path.display()
-        )));
+        return failure(
+            &fingerprint_now,
+            StepError::permanent(format!("{} is not a regular file", path.display())),
+        );
     }
     let modified = metadata.modified().unwrap_or(UNIX_EPOCH);
     if is_settling(modified, now, settings.settle) {
@@ -341,10 +348,10 @@ fn read_file(
     let content = match fs::read(&path) {
         Ok(content) => content,
         Err(error) => {
-            return failure(&fingerprint_now, StepError::io(
-                &format!("cannot read {}", path.display()),
-                &error,
-            ));
+            return failure(
+                &fingerprint_now,
+                StepError::io(&format!("cannot read {}", path.display()), &error),
+            );
         }
     };
 
@@ -354,10 +361,10 @@ fn read_file(
         Some(codec) => match codec.decode(&content) {
             Ok(value) => Some(value),
             Err(error) => {
-                return failure(&fingerprint_now, StepError::permanent(format!(
-                    "cannot decode {}: {error}",
-                    path.display()
-                )));
+                return failure(
+                    &fingerprint_now,
+                    StepError::permanent(format!("cannot decode {}: {error}", path.display())),
+                );
             }
         },
         None => None,

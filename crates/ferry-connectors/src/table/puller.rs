@@ -545,7 +545,11 @@ fn list_files(
             continue;
         }
         let modified = modified_millis(modified_time);
-        if state.failed.get(&lossy).is_some_and(|failed| *failed != modified) {
+        if state
+            .failed
+            .get(&lossy)
+            .is_some_and(|failed| *failed != modified)
+        {
             state.failed.remove(&lossy);
             state.released.push(lossy.clone());
         }

@@ -76,7 +76,10 @@ async fn act(state: &AppState, principal: &Principal, id: i64, action: &str) -> 
         .end_quarantine(id, principal.scope(), retry)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no quarantined item {id}")))?;
-    let detail = format!("{}/{} {}: {}", item.client, item.pipeline, item.puller, item.item);
+    let detail = format!(
+        "{}/{} {}: {}",
+        item.client, item.pipeline, item.puller, item.item
+    );
     record(
         state,
         principal,

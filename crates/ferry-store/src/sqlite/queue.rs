@@ -17,8 +17,8 @@ use super::convert::{
 use super::journey::{self, NotSkippable, StoredStep, UnknownStep};
 use super::rows::{self, PassengerRow};
 use crate::{
-    Abandoned, Finished, LeaseToken, Leased, PassengerState, PipelineKey, Result, SeatResult, StateCounts,
-    StepState, StepStatus, StoreError,
+    Abandoned, Finished, LeaseToken, Leased, PassengerState, PipelineKey, Result, SeatResult,
+    StateCounts, StepState, StepStatus, StoreError,
 };
 
 /// A lease stops taking passengers once their bodies add up to this many bytes (it always

@@ -443,19 +443,30 @@ pub(crate) async fn interrupted_attempts_count_and_travel_alone<S: TestStore>() 
     let detail = store.get(ids[0]).await.unwrap();
     assert_eq!(detail.entry.state, PassengerState::Failed);
     assert_eq!(detail.steps[0].attempts, 1);
-    assert_eq!(detail.attempts[0].error, "the process stopped while handling it");
+    assert_eq!(
+        detail.attempts[0].error,
+        "the process stopped while handling it"
+    );
 
     // Once due, each of the three is leased alone: a batch stops before one (the fourth was
     // due first), and one is the whole batch. Then batches form again.
     let before = store.lease(&key, 10, LEASE, at(30)).await.unwrap();
     assert_eq!(before.len(), 1);
     assert_eq!(before[0].passenger.id, fourth);
-    store.release(&[(fourth, before[0].token)], at(30)).await.unwrap();
+    store
+        .release(&[(fourth, before[0].token)], at(30))
+        .await
+        .unwrap();
     for id in &ids {
         let leased = store.lease(&key, 10, LEASE, at(30)).await.unwrap();
         assert_eq!(leased.len(), 1, "an interrupted passenger travels alone");
         assert_eq!(leased[0].passenger.id, *id);
-        finish_one(&store, report(&leased[0], vec![(0, StepChange::Done)]), at(31)).await;
+        finish_one(
+            &store,
+            report(&leased[0], vec![(0, StepChange::Done)]),
+            at(31),
+        )
+        .await;
     }
     let rest = store.lease(&key, 10, LEASE, at(50)).await.unwrap();
     let rest: HashSet<PassengerId> = rest.iter().map(|l| l.passenger.id).collect();
@@ -475,10 +486,19 @@ pub(crate) async fn untakeable_input_is_quarantined_until_a_person_acts<S: TestS
         reason: format!("{item} is malformed"),
     };
     let items = [bad("a.xml", "1"), bad("b.xml", "1")];
-    assert_eq!(store.quarantine(&key, &items, at(0)).await.unwrap(), [true, true]);
-    assert_eq!(store.quarantine(&key, &items, at(5)).await.unwrap(), [false, false]);
     assert_eq!(
-        store.quarantine(&other, &[bad("c.xml", "1")], at(5)).await.unwrap(),
+        store.quarantine(&key, &items, at(0)).await.unwrap(),
+        [true, true]
+    );
+    assert_eq!(
+        store.quarantine(&key, &items, at(5)).await.unwrap(),
+        [false, false]
+    );
+    assert_eq!(
+        store
+            .quarantine(&other, &[bad("c.xml", "1")], at(5))
+            .await
+            .unwrap(),
         [true]
     );
 
@@ -491,18 +511,51 @@ pub(crate) async fn untakeable_input_is_quarantined_until_a_person_acts<S: TestS
     assert_eq!(store.quarantined(None, None).await.unwrap().len(), 3);
 
     // Another client cannot act on it; its own client (or root) can.
-    assert_eq!(store.end_quarantine(a.id, Some("globex"), true).await.unwrap(), None);
-    let retried = store.end_quarantine(a.id, Some("acme"), true).await.unwrap();
+    assert_eq!(
+        store
+            .end_quarantine(a.id, Some("globex"), true)
+            .await
+            .unwrap(),
+        None
+    );
+    let retried = store
+        .end_quarantine(a.id, Some("acme"), true)
+        .await
+        .unwrap();
     assert_eq!(retried.map(|q| q.item), Some("a.xml".to_string()));
     let b = store.quarantined(None, Some("acme")).await.unwrap()[0].clone();
-    assert!(store.end_quarantine(b.id, None, false).await.unwrap().is_some());
-    assert!(store.quarantined(None, Some("acme")).await.unwrap().is_empty());
+    assert!(
+        store
+            .end_quarantine(b.id, None, false)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .quarantined(None, Some("acme"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // The pullers still skip a discarded item, until it changes.
     let skipped = store.quarantined(Some(&key), None).await.unwrap();
     assert_eq!(skipped.len(), 1);
     assert!(skipped[0].discarded);
-    assert_eq!(store.quarantine(&key, &[bad("b.xml", "1")], at(6)).await.unwrap(), [false]);
-    assert_eq!(store.quarantine(&key, &[bad("b.xml", "2")], at(7)).await.unwrap(), [true]);
+    assert_eq!(
+        store
+            .quarantine(&key, &[bad("b.xml", "1")], at(6))
+            .await
+            .unwrap(),
+        [false]
+    );
+    assert_eq!(
+        store
+            .quarantine(&key, &[bad("b.xml", "2")], at(7))
+            .await
+            .unwrap(),
+        [true]
+    );
     let listed = store.quarantined(None, Some("acme")).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!((listed[0].fingerprint.as_str(), listed[0].times), ("2", 1));
@@ -513,8 +566,18 @@ pub(crate) async fn untakeable_input_is_quarantined_until_a_person_acts<S: TestS
         .release_quarantined(&key, "file", &["b.xml".to_string()])
         .await
         .unwrap();
-    assert!(store.quarantined(Some(&key), None).await.unwrap().is_empty());
-    assert_eq!(store.quarantined(None, None).await.unwrap().len(), 1, "globex's stays");
+    assert!(
+        store
+            .quarantined(Some(&key), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.quarantined(None, None).await.unwrap().len(),
+        1,
+        "globex's stays"
+    );
 }
 
 pub(crate) async fn concurrent_leases_never_share_a_passenger<S: TestStore>() {
