@@ -10,8 +10,8 @@ use crate::AppState;
 use crate::auth::{self, Access};
 use crate::layout;
 use crate::pages::{
-    audit, dashboard, dead, definitions, export, login, metrics, passenger, pipelines, queue, runs,
-    system, users,
+    audit, dashboard, dead, definitions, export, login, metrics, passenger, pipelines, quarantine,
+    queue, runs, system, users,
 };
 
 /// One route: method, path (axum syntax), who may use it, and its handler.
@@ -98,6 +98,12 @@ pub fn table() -> Vec<Route> {
         ),
         route(g.clone(), "/dead", Op, get(dead::page)),
         route(p.clone(), "/dead/{action}", Op, post(dead::action_form)),
+        route(
+            p.clone(),
+            "/quarantine/{id}/{action}",
+            Op,
+            post(quarantine::action_form),
+        ),
         route(g.clone(), "/definitions", Op, get(definitions::page)),
         route(
             g.clone(),
@@ -189,6 +195,13 @@ pub fn table() -> Vec<Route> {
             "/api/v1/dead/{action}",
             Op,
             post(dead::action_api),
+        ),
+        route(g.clone(), "/api/v1/quarantine", Op, get(quarantine::api)),
+        route(
+            p.clone(),
+            "/api/v1/quarantine/{id}/{action}",
+            Op,
+            post(quarantine::action_api),
         ),
         route(g.clone(), "/api/v1/definitions", Op, get(definitions::api)),
         route(

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use ferry_console::auth::{Access, is_api};
 use ferry_console::routes::table;
 use ferry_core::{Attachment, Body, Passenger, PassengerId};
-use ferry_store::{PassengerState, QueueFilter, RunFilter};
+use ferry_store::{PassengerState, PipelineKey, QueueFilter, RunFilter, Untakeable};
 use serde_json::{Value, json};
 use support::{Answer, Console, Who};
 
@@ -464,6 +464,7 @@ struct Things {
     file: String,
     content: String,
     group: (String, String, String),
+    quarantined: i64,
 }
 
 /// A documented `path` filled with `t`: a state change of a passenger acts on a dead one.
@@ -484,6 +485,7 @@ fn fill(path: &str, t: &Things, action: Option<&str>, changes: bool) -> String {
                 ("id", _) if under("passengers") => t.passenger.to_string(),
                 ("id", _) if under("runs") => t.run.to_string(),
                 ("id", _) if under("tokens") => t.token.to_string(),
+                ("id", _) if under("quarantine") => t.quarantined.to_string(),
                 ("action", Some(action)) => action.to_string(),
                 _ => panic!(
                     "{path}: no rule fills `{segment}`; add one to fill() in tests/openapi.rs"
@@ -505,6 +507,7 @@ fn change(operation_id: &str, t: &Things) -> (Option<&'static str>, Option<Value
             Some("replay"),
             Some(json!({ "client": t.group.0, "pipeline": t.group.1, "error": t.group.2 })),
         ),
+        "actOnQuarantined" => (Some("retry"), None),
         "saveDefinition" => (None, Some(json!({ "content": t.content }))),
         "createToken" => (None, Some(json!({ "name": "openapi", "role": "operator" }))),
         "revokeToken" => (None, None),
@@ -615,6 +618,19 @@ async fn real_answers_match_the_documented_schemas() {
     console.token("acme", "operator").await;
     let group = console.store.dead_groups(Some("acme")).await.unwrap()[0].clone();
     let content = std::fs::read_to_string(console.dir.path().join(ORDERS_FILE)).unwrap();
+    let untakeable = Untakeable {
+        puller: "inbox".into(),
+        item: "broken.xml".into(),
+        fingerprint: "7:1".into(),
+        reason: "cannot decode broken.xml".into(),
+    };
+    let key = PipelineKey::new("acme", "orders");
+    let now = chrono::Utc::now();
+    console
+        .store
+        .quarantine(&key, &[untakeable], now)
+        .await
+        .unwrap();
     let things = Things {
         passenger: id,
         dead: console.store.list(&dead_filter, None, 1).await.unwrap()[0].id,
@@ -623,6 +639,7 @@ async fn real_answers_match_the_documented_schemas() {
         file: ORDERS_FILE.into(),
         content,
         group: (group.client, group.pipeline, group.error),
+        quarantined: console.store.quarantined(Some(&key), None).await.unwrap()[0].id,
     };
 
     let mut problems = Vec::new();

@@ -4,6 +4,7 @@
 //! `deny_unknown_fields`) and a `build` method; the blanket impls below parse the configuration
 //! from the definition and erase the types, once, for everyone.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
@@ -93,7 +94,12 @@ pub struct Seated {
 /// An item a puller found but could not turn into a passenger (an unreadable file, say).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PullFailure {
+    /// What the puller calls the item (a file's name).
     pub external_id: String,
+    /// Changes when the item changes (a file's size and modification time); empty when the
+    /// puller cannot tell. A permanent failure puts the item in quarantine until a person acts
+    /// or this changes (see [`Puller::quarantined`]).
+    pub fingerprint: String,
     pub error: StepError,
 }
 
@@ -129,6 +135,20 @@ pub trait Puller: Send {
     /// the first). Pullers without a position ignore it.
     fn restore(&mut self, state: Option<String>) {
         let _ = state;
+    }
+
+    /// Called at the start of every run, and when the run quarantines more, with the items in
+    /// quarantine as (external id, fingerprint) of its [`PullFailure`]s: a puller that can
+    /// tell an item's fingerprint before reading it leaves those alone. Others ignore it; the
+    /// engine then only stops logging them again.
+    fn quarantined(&mut self, items: HashSet<(String, String)>) {
+        let _ = items;
+    }
+
+    /// The quarantined items (external ids) the last pull found changed or gone: their
+    /// quarantine ends (before the failures of that pull are quarantined afresh).
+    fn released(&mut self) -> Vec<String> {
+        Vec::new()
     }
 }
 

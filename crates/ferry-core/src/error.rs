@@ -48,7 +48,10 @@ impl StepError {
         use std::io::ErrorKind::*;
         let message = format!("{context}: {error}");
         match error.kind() {
-            NotFound | PermissionDenied | InvalidInput | InvalidData => Self::permanent(message),
+            // A name the file system cannot hold stays too long on every retry.
+            NotFound | PermissionDenied | InvalidInput | InvalidData | InvalidFilename => {
+                Self::permanent(message)
+            }
             _ => Self::retryable(message),
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod component;
 pub mod config;
+pub mod depth;
 pub mod duration;
 pub mod error;
 pub mod passenger;

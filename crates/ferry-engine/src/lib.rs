@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ferry_core::config::{ComponentDef, Pipeline, Project, StepDef};
 use ferry_core::{BuildContext, BuildError, PassengerId, Processor, Pusher, Registry};
-use ferry_store::{LeaseToken, PipelineKey, Store};
+use ferry_store::{LeaseToken, PipelineKey, StepState, Store};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +21,7 @@ mod cleaner;
 mod dependencies;
 pub mod observer;
 mod policy;
+mod recording;
 pub mod registrar;
 mod runner;
 pub mod testing;
@@ -130,6 +131,49 @@ impl Shared {
     }
 }
 
+/// The reason recorded for an attempt that a process's death interrupted.
+pub const INTERRUPTED: &str = "the process stopped while handling it";
+
+/// Counts an attempt for every step that was due in a lease of an earlier process that died,
+/// under its pipeline's retry policy (issue 12): a passenger that kills the process goes dead
+/// after its attempts instead of crash-looping. Which step killed it is not known, so every
+/// step due in the lease is charged. Those passengers are then leased alone, so that their
+/// batch-mates are not charged again. Returns how many passengers it charged.
+async fn count_interrupted_attempts(
+    store: &dyn Store,
+    project: &Project,
+) -> Result<usize, EngineError> {
+    let now = chrono::Utc::now();
+    let error = ferry_core::StepError::retryable(INTERRUPTED);
+    let mut reports = Vec::new();
+    for lease in store.abandoned_leases().await? {
+        // A pipeline no longer defined has no policy; its lease is just given back.
+        let Some(pipeline) = project.pipeline(&lease.pipeline.client, &lease.pipeline.pipeline)
+        else {
+            continue;
+        };
+        let mut steps = Vec::new();
+        for step in &lease.steps {
+            let waiting = step.next_try_at.is_some_and(|at| at > now);
+            if step.state == StepState::InFlight && !waiting {
+                let change = policy::on_failure(&pipeline.retry, step.attempts, &error, now);
+                steps.push((step.index, change));
+            }
+        }
+        if steps.is_empty() {
+            continue;
+        }
+        reports.push(ferry_store::Finished {
+            id: lease.id,
+            token: lease.token,
+            processed: None,
+            steps,
+            split: None,
+        });
+    }
+    Ok(store.record_interrupted(&reports, now).await?)
+}
+
 /// The dispatcher of one project.
 #[derive(Clone)]
 pub struct Engine {
@@ -152,6 +196,13 @@ impl Engine {
             tracing::warn!(
                 abandoned,
                 "runs of an earlier process that stopped unexpectedly marked failed"
+            );
+        }
+        let interrupted = count_interrupted_attempts(store.as_ref(), &project).await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "passengers in flight when an earlier process stopped unexpectedly: the attempt counts"
             );
         }
         let recovered = store.recover_leases(chrono::Utc::now()).await?;

@@ -4,13 +4,15 @@
 //! is reached; a run that ends when delivered then waits for what it seated. Too many failed
 //! runs in a row pause the pipeline.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_core::config::{RunEnds, Schedule};
-use ferry_core::{PassengerId, Seated};
+use ferry_core::{PassengerId, PullFailure, Seated};
 use ferry_store::{
     LogLevel, LogLine, PassengerState, PullerState, RunCounts, RunId, RunStatus, SeatResult,
+    Untakeable,
 };
 
 use crate::{Active, Event, NamedPuller, Shared};
@@ -118,6 +120,46 @@ async fn wait_for_delivery(
     }
 }
 
+/// Quarantines the items of `failures` that failed for good (issue 12: they were retried, and
+/// logged, on every run without end). For each failure: `Some(true)` newly quarantined,
+/// `Some(false)` already quarantined, `None` not quarantined (a failure that may pass, or the
+/// store refused: it is logged every time, as before).
+async fn quarantine(
+    shared: &Shared,
+    active: &Active,
+    name: &str,
+    failures: &[PullFailure],
+) -> Vec<Option<bool>> {
+    let lasting: Vec<Untakeable> = failures
+        .iter()
+        .filter(|failure| !failure.error.retryable)
+        .map(|failure| Untakeable {
+            puller: name.to_string(),
+            item: failure.external_id.clone(),
+            fingerprint: failure.fingerprint.clone(),
+            reason: failure.error.message.clone(),
+        })
+        .collect();
+    let mut new = match shared
+        .store
+        .quarantine(&active.key, &lasting, chrono::Utc::now())
+        .await
+    {
+        Ok(new) => new.into_iter(),
+        Err(error) => {
+            tracing::error!(pipeline = %active.key, %error, "cannot quarantine input that cannot be taken");
+            Vec::new().into_iter()
+        }
+    };
+    failures
+        .iter()
+        .map(|failure| match failure.error.retryable {
+            true => None,
+            false => new.next(),
+        })
+        .collect()
+}
+
 /// Pauses the pipeline when its last `failure_limit` runs all failed, and says why.
 async fn pause_after_failures(shared: &Shared, active: &Active) {
     let limit = active.def.failure_limit as usize;
@@ -184,6 +226,19 @@ async fn pull_until_drained(
     run: &mut Run,
 ) -> Result<(), RunError> {
     let def = &active.def;
+    // Per puller, the items it leaves alone: (external id, fingerprint).
+    let mut quarantined: HashMap<String, HashSet<(String, String)>> = HashMap::new();
+    for item in shared
+        .store
+        .quarantined(Some(&active.key), None)
+        .await
+        .map_err(|e| format!("store: cannot read the quarantined items: {e}"))?
+    {
+        quarantined
+            .entry(item.puller)
+            .or_default()
+            .insert((item.item, item.fingerprint));
+    }
     for (name, puller) in pullers.iter_mut() {
         let state = shared
             .store
@@ -191,6 +246,7 @@ async fn pull_until_drained(
             .await
             .map_err(|e| format!("store: cannot read where puller {name} stands: {e}"))?;
         puller.restore(state);
+        puller.quarantined(quarantined.get(name).cloned().unwrap_or_default());
     }
     let mut drained = vec![false; pullers.len()];
     while drained.iter().any(|done| !done) {
@@ -228,13 +284,46 @@ async fn pull_until_drained(
             if !pulled.failures.is_empty() {
                 run.ensure().await;
             }
-            for failure in &pulled.failures {
-                run.counts.failed += 1;
-                run.log(
-                    LogLevel::Error,
-                    format!("{name}: {}: {}", failure.external_id, failure.error),
-                )
-                .await;
+            // Changed or gone since: their quarantine ends, before this pull's failures are
+            // quarantined (a changed item that fails again starts a new quarantine).
+            let released = puller.released();
+            if !released.is_empty() {
+                if let Some(skip) = quarantined.get_mut(name.as_str()) {
+                    skip.retain(|(item, _)| !released.contains(item));
+                }
+                if let Err(error) = shared
+                    .store
+                    .release_quarantined(&active.key, name, &released)
+                    .await
+                {
+                    tracing::error!(pipeline = %active.key, %error, "cannot end the quarantine of changed input");
+                }
+            }
+            let new = quarantine(shared, active, name, &pulled.failures).await;
+            for (failure, new) in pulled.failures.iter().zip(new) {
+                let message = format!("{name}: {}: {}", failure.external_id, failure.error);
+                match new {
+                    // Logged and counted when it was quarantined; left alone since.
+                    Some(false) => continue,
+                    Some(true) => {
+                        let skip = quarantined.entry(name.clone()).or_default();
+                        skip.insert((failure.external_id.clone(), failure.fingerprint.clone()));
+                        puller.quarantined(skip.clone());
+                        run.counts.failed += 1;
+                        run.log(
+                            LogLevel::Error,
+                            format!(
+                                "{message} (quarantined: skipped until a person retries or \
+                                 discards it, or it changes)"
+                            ),
+                        )
+                        .await;
+                    }
+                    None => {
+                        run.counts.failed += 1;
+                        run.log(LogLevel::Error, message).await;
+                    }
+                }
             }
             if pulled.passengers.is_empty() && pulled.state.is_none() {
                 continue;
@@ -412,14 +501,17 @@ impl Run {
             self.log(LogLevel::Info, summary).await;
         }
         if let Some(id) = self.id {
-            let now = chrono::Utc::now();
-            if let Err(e) = self
-                .shared
-                .store
-                .finish_run(id, status, self.counts, error.as_deref(), now)
-                .await
-            {
-                tracing::error!(pipeline = %self.active.key, error = %e, "cannot record end of run");
+            // Tried again while the store refuses writes: a run left `running` would be
+            // reported as stopped unexpectedly by the next process (issue 12).
+            let what = format!("the end of run {id} of {}", self.active.key);
+            let store = &self.shared.store;
+            let counts = self.counts;
+            let recorded = crate::recording::persist(&self.shared, &what, || {
+                store.finish_run(id, status, counts, error.as_deref(), chrono::Utc::now())
+            })
+            .await;
+            if let Err(e) = recorded {
+                tracing::error!(pipeline = %self.active.key, error = %e, run = id, "cannot record the end of the run; the next start reports it as stopped unexpectedly");
             }
         } else if error.is_none() {
             // An empty continuous cycle: nothing to tell.

@@ -196,14 +196,42 @@ async fn process_batch(shared: &Shared, pipeline: &Active, leased: Vec<Leased>) 
             }
         })
         .collect();
-    if let Err(error) = shared.store.finish(&reports, chrono::Utc::now()).await {
-        // Nothing is lost: the leases expire and the passengers are tried again.
-        tracing::error!(pipeline = %pipeline.key, %error, "cannot record results; the batch will be retried when its lease expires");
+    if !record_results(shared, pipeline, &reports).await {
+        // The leases stay in `in_flight`: shutdown gives them back, or they return when they
+        // expire; either way these passengers are pushed again.
+        return;
     }
     let mut in_flight = shared.in_flight.lock().expect("in-flight lock");
     for report in &reports {
         in_flight.remove(&report.id);
     }
+}
+
+/// Records a batch's results. When the store refuses them (a full disk), they are kept and
+/// recorded again with back-off until it accepts them (issue 12): otherwise the passengers
+/// stay in flight until their lease expires and are pushed a second time. Returns whether the
+/// results are recorded; if not (shutdown came first), says which passengers go again.
+async fn record_results(shared: &Shared, pipeline: &Active, reports: &[Finished]) -> bool {
+    let what = format!(
+        "results of {} passenger(s) of {}",
+        reports.len(),
+        pipeline.key
+    );
+    let recorded = crate::recording::persist(shared, &what, || {
+        shared.store.finish(reports, chrono::Utc::now())
+    })
+    .await;
+    if let Err(error) = recorded {
+        let ids: Vec<String> = reports.iter().map(|r| r.id.to_string()).collect();
+        tracing::error!(
+            pipeline = %pipeline.key,
+            %error,
+            passengers = %ids.join(", "),
+            "stopping with results the store did not take: these passengers will be pushed again"
+        );
+        return false;
+    }
+    true
 }
 
 /// Runs the passenger's open processors in order; stops at the first failure or filter.

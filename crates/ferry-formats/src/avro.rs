@@ -19,7 +19,7 @@ use num_bigint::BigInt;
 use serde_json::{Map, Value};
 
 use crate::config::AvroEncoding;
-use crate::error::{FormatError, Position, pointer_push};
+use crate::error::{FormatError, Position, pointer_push, within_depth};
 use crate::json::kind;
 use crate::msgpack::float;
 
@@ -66,6 +66,10 @@ impl AvroFormat {
     }
 
     pub(crate) fn decode(&self, bytes: &[u8]) -> Result<Value, FormatError> {
+        within_depth(AVRO, self.decode_any_depth(bytes)?)
+    }
+
+    fn decode_any_depth(&self, bytes: &[u8]) -> Result<Value, FormatError> {
         match (self.encoding, &self.schema) {
             (AvroEncoding::Container, _) => self.decode_container(bytes),
             (AvroEncoding::SingleObject, Some(schema)) => {

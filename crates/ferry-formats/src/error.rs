@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use serde_json::Value;
+
 /// Input that is not valid in its format, or a value that the format cannot hold.
 ///
 /// Its text names the format and the position, e.g. `CSV line 3: found 4 fields, expected 3`,
@@ -69,6 +71,18 @@ impl FormatError {
     ) -> Self {
         Self::at(format, Position::Path(pointer.into()), message)
     }
+}
+
+/// Refuses a decoded `value` whose arrays and objects nest deeper than
+/// [`ferry_core::depth::MAX_DEPTH`], so that nothing later recurses through it without bound.
+pub(crate) fn within_depth(format: &'static str, value: Value) -> Result<Value, FormatError> {
+    if ferry_core::depth::nests_deeper_than(&value, ferry_core::depth::MAX_DEPTH) {
+        return Err(FormatError::new(
+            format,
+            ferry_core::depth::too_deep_message(),
+        ));
+    }
+    Ok(value)
 }
 
 impl fmt::Display for FormatError {

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::error::FormatError;
+use crate::error::{FormatError, Position, within_depth};
 
 const JSON: &str = "JSON";
 const NDJSON: &str = "NDJSON";
@@ -16,6 +16,10 @@ pub(crate) fn strip_bom(bytes: &[u8]) -> &[u8] {
 /// apart, in [`FormatError::position`].
 fn message(error: &serde_json::Error) -> String {
     let text = error.to_string();
+    // serde_json stops at 128 levels; say so in the words every decoder uses.
+    if text.starts_with("recursion limit exceeded") {
+        return ferry_core::depth::too_deep_message();
+    }
     match text.rfind(" at line ") {
         Some(at) if error.line() > 0 => text[..at].to_string(),
         _ => text,
@@ -24,14 +28,15 @@ fn message(error: &serde_json::Error) -> String {
 
 /// One JSON document.
 pub(crate) fn decode_json(bytes: &[u8]) -> Result<Value, FormatError> {
-    serde_json::from_slice(strip_bom(bytes)).map_err(|error| {
+    let value = serde_json::from_slice(strip_bom(bytes)).map_err(|error| {
         FormatError::at_line(
             JSON,
             error.line() as u64,
             Some(error.column() as u64),
             message(&error),
         )
-    })
+    })?;
+    within_depth(JSON, value)
 }
 
 /// Compact JSON.
@@ -55,7 +60,13 @@ pub(crate) fn decode_ndjson(bytes: &[u8]) -> Result<Value, FormatError> {
                 message(&error),
             )
         })?;
-        items.push(item);
+        items.push(within_depth(NDJSON, item).map_err(|error| FormatError {
+            position: Some(Position::Line {
+                line: index as u64 + 1,
+                column: None,
+            }),
+            ..error
+        })?);
     }
     Ok(Value::Array(items))
 }
@@ -111,6 +122,23 @@ mod tests {
         );
         let error = decode_json(b"[1] [2]").unwrap_err();
         assert!(error.to_string().contains("trailing characters"), "{error}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_with_the_depth() {
+        let deep = |levels: usize| "[".repeat(levels) + &"]".repeat(levels);
+        for levels in [101, 20_000] {
+            let error = decode_json(deep(levels).as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("deeper than 100 levels"), "{error}");
+        }
+        assert!(decode_json(deep(100).as_bytes()).is_ok());
+        let error = decode_ndjson(format!("1\n{}\n", deep(101)).as_bytes()).unwrap_err();
+        assert!(
+            error.to_string().starts_with("NDJSON line 2: values nest"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -9,7 +9,9 @@ use chrono::{DateTime, SecondsFormat};
 use rmpv::Value as Pack;
 use serde_json::{Map, Number, Value};
 
-use crate::error::{FormatError, Position};
+use ferry_core::depth::{MAX_DEPTH, too_deep_message};
+
+use crate::error::{FormatError, Position, within_depth};
 
 const MSGPACK: &str = "MessagePack";
 
@@ -19,18 +21,23 @@ const TIMESTAMP_EXT: i8 = -1;
 pub(crate) fn decode(bytes: &[u8]) -> Result<Value, FormatError> {
     let mut rest = bytes;
     let offset = |rest: &[u8]| (bytes.len() - rest.len()) as u64;
-    let value = rmpv::decode::read_value(&mut rest).map_err(|error| {
-        let message = match &error {
-            rmpv::decode::Error::InvalidMarkerRead(io)
-            | rmpv::decode::Error::InvalidDataRead(io)
-                if io.kind() == std::io::ErrorKind::UnexpectedEof =>
-            {
-                "unexpected end of the data".to_string()
-            }
-            _ => error.to_string(),
-        };
-        FormatError::at(MSGPACK, Position::Byte(offset(rest)), message)
-    })?;
+    // The value is read with a depth bound: rmpv recurses once per level, and so does
+    // `to_json` below. rmpv counts two steps per array or map and two for the innermost
+    // string, hence `2 * MAX_DEPTH + 2`; `within_depth` then checks the exact depth.
+    let value =
+        rmpv::decode::read_value_with_max_depth(&mut rest, 2 * MAX_DEPTH + 2).map_err(|error| {
+            let message = match &error {
+                rmpv::decode::Error::DepthLimitExceeded => too_deep_message(),
+                rmpv::decode::Error::InvalidMarkerRead(io)
+                | rmpv::decode::Error::InvalidDataRead(io)
+                    if io.kind() == std::io::ErrorKind::UnexpectedEof =>
+                {
+                    "unexpected end of the data".to_string()
+                }
+                _ => error.to_string(),
+            };
+            FormatError::at(MSGPACK, Position::Byte(offset(rest)), message)
+        })?;
     if !rest.is_empty() {
         return Err(FormatError::at(
             MSGPACK,
@@ -38,7 +45,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Value, FormatError> {
             format!("{} bytes after the end of the value", rest.len()),
         ));
     }
-    to_json(value)
+    within_depth(MSGPACK, to_json(value)?)
 }
 
 pub(crate) fn encode(value: &Value) -> Result<Vec<u8>, FormatError> {
@@ -182,6 +189,18 @@ mod tests {
             decode(&pack(&other)).unwrap_err().to_string(),
             "MessagePack: extension type 5 has no JSON form"
         );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_with_the_depth() {
+        // 20,000 arrays of one: 0x91 each, then nil.
+        let mut deep = vec![0x91; 20_000];
+        deep.push(0xC0);
+        let error = decode(&deep).unwrap_err().to_string();
+        assert!(error.contains("deeper than 100 levels"), "{error}");
+        let mut fine = vec![0x91; MAX_DEPTH];
+        fine.push(0xC0);
+        decode(&fine).unwrap();
     }
 
     #[test]

@@ -10,7 +10,7 @@ use prost::Message as _;
 use prost_reflect::{DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions};
 use serde_json::Value;
 
-use crate::error::{FormatError, Position};
+use crate::error::{FormatError, Position, within_depth};
 
 const PROTOBUF: &str = "Protobuf";
 
@@ -38,9 +38,10 @@ impl ProtobufFormat {
         let options = SerializeOptions::new()
             .use_proto_field_name(true)
             .stringify_64_bit_integers(false);
-        message
+        let value = message
             .serialize_with_options(serde_json::value::Serializer, &options)
-            .map_err(|error| FormatError::new(PROTOBUF, error.to_string()))
+            .map_err(|error| FormatError::new(PROTOBUF, error.to_string()))?;
+        within_depth(PROTOBUF, value)
     }
 
     /// The offset and name of the top-level field that fails to decode: prost tells neither.

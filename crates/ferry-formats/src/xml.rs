@@ -17,8 +17,9 @@ use quick_xml::{Reader, XmlVersion};
 use serde_json::{Map, Value};
 
 use ferry_core::TextPosition;
+use ferry_core::depth::{MAX_DEPTH, too_deep_message};
 
-use crate::error::{FormatError, Position, pointer_push};
+use crate::error::{FormatError, Position, pointer_push, within_depth};
 use crate::json::{kind, strip_bom};
 
 const XML: &str = "XML";
@@ -131,6 +132,11 @@ impl XmlFormat {
                         format!("a second root element `<{name}>`: a document has one"),
                     ));
                 }
+                Event::Start(_) if stack.len() >= MAX_DEPTH => {
+                    // Elements nest in a Vec here, but the value they make is walked by
+                    // recursive code everywhere after (issue 12: 20,000 levels aborted ferry).
+                    return Err(error_at(bytes, at, too_deep_message()));
+                }
                 Event::Start(start) => stack.push(Open::new(&start, bytes, at)?),
                 Event::Empty(start) => {
                     let element = Open::new(&start, bytes, at)?;
@@ -200,8 +206,8 @@ impl XmlFormat {
             ));
         };
         match &self.root {
-            None => Ok(Value::Object(Map::from_iter([(name, value)]))),
-            Some(expected) if *expected == name => Ok(value),
+            None => within_depth(XML, Value::Object(Map::from_iter([(name, value)]))),
+            Some(expected) if *expected == name => within_depth(XML, value),
             Some(expected) => Err(error_at(
                 bytes,
                 at,
@@ -613,6 +619,26 @@ mod tests {
             error.to_string(),
             "XML line 2, column 1: the document is not valid UTF-8"
         );
+    }
+
+    /// Issue 12: 20,000 nested elements overflowed the stack of whatever walked the value.
+    #[test]
+    fn deep_nesting_is_refused_with_the_depth() {
+        let deep = |levels: usize| "<a>".repeat(levels) + &"</a>".repeat(levels);
+        let error = decode(&deep(20_000)).unwrap_err();
+        assert_eq!(
+            error,
+            format!(
+                "XML line 1, column {}: {}",
+                MAX_DEPTH * 3 + 1,
+                too_deep_message()
+            )
+        );
+        assert!(decode(&deep(MAX_DEPTH - 1)).is_ok());
+        // Repeated elements become arrays, one more level each.
+        let repeated = "<a><b/><b>".repeat(60) + &"</b></a>".repeat(60);
+        let error = decode(&repeated).unwrap_err();
+        assert!(error.contains("deeper than 100 levels"), "{error}");
     }
 
     #[test]

@@ -252,6 +252,15 @@ pub enum StepChange {
     },
 }
 
+/// A lease held by a process that no longer runs.
+#[derive(Clone, Debug)]
+pub struct Abandoned {
+    pub pipeline: PipelineKey,
+    pub id: PassengerId,
+    pub token: LeaseToken,
+    pub steps: Vec<StepStatus>,
+}
+
 /// A worker's report on one leased passenger.
 #[derive(Clone, Debug)]
 pub struct Finished {
@@ -450,6 +459,38 @@ pub struct DeadGroup {
     pub newest: Timestamp,
 }
 
+/// An input item a puller could not take, as a puller reports it to be quarantined.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Untakeable {
+    /// The puller's name in the pipeline.
+    pub puller: String,
+    /// What the puller calls the item (a file's name).
+    pub item: String,
+    /// Changes when the item changes (a file's size and modification time), so that a fixed
+    /// item is taken again; empty when the puller cannot tell.
+    pub fingerprint: String,
+    pub reason: String,
+}
+
+/// An input item in quarantine: later pulls skip it until a person retries or discards it, or
+/// it changes (issue 12: it was retried, and logged, on every run without end).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Quarantined {
+    pub id: i64,
+    pub client: String,
+    pub pipeline: String,
+    pub puller: String,
+    pub item: String,
+    pub fingerprint: String,
+    pub reason: String,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    /// How many pulls found it since it was quarantined.
+    pub times: u64,
+    /// A person discarded it: it stays skipped (until it changes) and is no longer listed.
+    pub discarded: bool,
+}
+
 /// Passengers seated per pipeline in one time bucket, for the dashboard's throughput chart.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Throughput {
@@ -571,6 +612,16 @@ pub trait Store: Send + Sync {
     /// Gives leased passengers back unchanged, due now (used at shutdown).
     async fn release(&self, leases: &[(PassengerId, LeaseToken)], now: Timestamp) -> Result<()>;
 
+    /// The leases held by processes that no longer run, with their passengers' steps (open
+    /// steps show as in flight), so that the interrupted attempt can be counted (issue 12).
+    async fn abandoned_leases(&self) -> Result<Vec<Abandoned>>;
+
+    /// Records the interrupted attempts of abandoned leases like [`Store::finish`], and marks
+    /// those passengers to be leased alone until their results are recorded: a passenger that
+    /// kills the process then cannot take its batch-mates down with it, and goes dead after
+    /// its attempts instead of crash-looping. Returns how many reports applied.
+    async fn record_interrupted(&self, reports: &[Finished], now: Timestamp) -> Result<usize>;
+
     /// Gives back every lease held by processes that no longer run, due now; returns how many
     /// passengers it released. The SQLite store is worked by one process at a time (`ferry run`
     /// holds a lock on the project), so at that process's start every lease is a dead one's.
@@ -622,6 +673,43 @@ pub trait Store: Send + Sync {
     /// Dead passengers grouped by pipeline and error (of one client, or of all), largest group
     /// first.
     async fn dead_groups(&self, client: Option<&str>) -> Result<Vec<DeadGroup>>;
+
+    /// Quarantines input items a puller of `pipeline` could not take. An item already
+    /// quarantined with the same fingerprint only counts one more sighting; a new or changed
+    /// one starts afresh. Returns, for each item, whether it is newly quarantined.
+    async fn quarantine(
+        &self,
+        pipeline: &PipelineKey,
+        items: &[Untakeable],
+        now: Timestamp,
+    ) -> Result<Vec<bool>>;
+
+    /// Quarantined items of one pipeline (discarded ones too: pullers skip them), or the
+    /// listed ones (not discarded) of one client or of all, oldest first.
+    async fn quarantined(
+        &self,
+        pipeline: Option<&PipelineKey>,
+        client: Option<&str>,
+    ) -> Result<Vec<Quarantined>>;
+
+    /// Ends the quarantine of item `id` of `client` (of any client when `None`): `retry`
+    /// removes it, so the next pull takes it again; otherwise it is discarded. Returns the
+    /// item as it was, or `None` when that client has no such item.
+    async fn end_quarantine(
+        &self,
+        id: i64,
+        client: Option<&str>,
+        retry: bool,
+    ) -> Result<Option<Quarantined>>;
+
+    /// Ends the quarantine of `items` of puller `puller` of `pipeline`: they changed or are
+    /// gone.
+    async fn release_quarantined(
+        &self,
+        pipeline: &PipelineKey,
+        puller: &str,
+        items: &[String],
+    ) -> Result<()>;
 
     /// Ids of the dead passengers of one group, oldest first, at most `limit`.
     async fn dead_ids(

@@ -22,10 +22,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use tracing::warn;
 
 use crate::{
-    ApiToken, AuditEntry, DeadGroup, DefinitionVersion, Finished, LeaseToken, Leased, LogLine,
-    PassengerDetail, PipelineKey, PullerState, QueueEntry, QueueFilter, Result, RunCounts,
-    RunFilter, RunId, RunRecord, RunStatus, SeatResult, Session, StateCounts, Store, StoreError,
-    Throughput,
+    Abandoned, ApiToken, AuditEntry, DeadGroup, DefinitionVersion, Finished, LeaseToken, Leased,
+    LogLine, PassengerDetail, PipelineKey, PullerState, Quarantined, QueueEntry, QueueFilter,
+    Result, RunCounts, RunFilter, RunId, RunRecord, RunStatus, SeatResult, Session, StateCounts,
+    Store, StoreError, Throughput, Untakeable,
 };
 
 mod browse;
@@ -33,6 +33,7 @@ mod console;
 mod convert;
 mod filtered;
 mod journey;
+mod quarantine;
 mod queue;
 mod records;
 mod rows;
@@ -350,6 +351,68 @@ impl Store for SqliteStore {
         }
         let leases = leases.to_vec();
         self.write(move |conn| queue::release(conn, &leases, now))
+            .await
+    }
+
+    async fn quarantine(
+        &self,
+        pipeline: &PipelineKey,
+        items: &[Untakeable],
+        now: Timestamp,
+    ) -> Result<Vec<bool>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (key, items) = (pipeline.clone(), items.to_vec());
+        self.write(move |conn| quarantine::quarantine(conn, &key, &items, now))
+            .await
+    }
+
+    async fn quarantined(
+        &self,
+        pipeline: Option<&PipelineKey>,
+        client: Option<&str>,
+    ) -> Result<Vec<Quarantined>> {
+        let (key, client) = (pipeline.cloned(), client.map(str::to_owned));
+        self.read(move |conn| quarantine::list(conn, key.as_ref(), client.as_deref()))
+            .await
+    }
+
+    async fn end_quarantine(
+        &self,
+        id: i64,
+        client: Option<&str>,
+        retry: bool,
+    ) -> Result<Option<Quarantined>> {
+        let client = client.map(str::to_owned);
+        self.write(move |conn| quarantine::end(conn, id, client.as_deref(), retry))
+            .await
+    }
+
+    async fn release_quarantined(
+        &self,
+        pipeline: &PipelineKey,
+        puller: &str,
+        items: &[String],
+    ) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let (key, puller, items) = (pipeline.clone(), puller.to_owned(), items.to_vec());
+        self.write(move |conn| quarantine::release(conn, &key, &puller, &items))
+            .await
+    }
+
+    async fn abandoned_leases(&self) -> Result<Vec<Abandoned>> {
+        self.read(queue::abandoned_leases).await
+    }
+
+    async fn record_interrupted(&self, reports: &[Finished], now: Timestamp) -> Result<usize> {
+        if reports.is_empty() {
+            return Ok(0);
+        }
+        let reports = reports.to_vec();
+        self.write(move |conn| queue::record_interrupted(conn, &reports, now))
             .await
     }
 

@@ -61,6 +61,8 @@ macro_rules! store_test_suite {
                 lease_stays_within_its_pipeline_and_max,
                 expired_lease_comes_back_and_stale_reports_are_ignored,
                 recovered_leases_are_due_at_once,
+                interrupted_attempts_count_and_travel_alone,
+                untakeable_input_is_quarantined_until_a_person_acts,
                 concurrent_leases_never_share_a_passenger,
                 finish_done_completes_the_passenger,
                 processed_payload_is_kept_and_leased_again,
@@ -153,7 +155,7 @@ mod sqlite_file {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .unwrap();
-        assert_eq!((mode.as_str(), page_size, version), ("wal", 16_384, 6));
+        assert_eq!((mode.as_str(), page_size, version), ("wal", 16_384, 7));
     }
 
     /// Seats one passenger in acme/invoices.

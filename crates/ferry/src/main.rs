@@ -372,11 +372,15 @@ async fn shutdown_signal() {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| Redacted(std::io::stderr()))
+        // Colour codes only for a person at a terminal: in a log file or journal they are
+        // noise that breaks grep (issue 12).
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

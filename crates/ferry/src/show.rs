@@ -65,6 +65,21 @@ pub async fn status(project: &Project, store: &dyn Store) -> anyhow::Result<()> 
         if let Some(reason) = reasons.get(&key) {
             println!("{:<32} ↳ {reason}", "");
         }
+        for item in store.quarantined(Some(&key), None).await? {
+            if item.discarded {
+                continue;
+            }
+            println!(
+                "{:<32} ↳ quarantined #{} {}: {}: {} (since {}, seen {} time(s); retry or discard it in the console's dead letters)",
+                "",
+                item.id,
+                item.puller,
+                item.item,
+                item.reason,
+                item.first_seen.format(TIME),
+                item.times
+            );
+        }
     }
     // Passengers of pipelines that are no longer defined still need attention.
     for (key, by_state) in &counts {

@@ -22,10 +22,32 @@ pub(crate) fn confined(sandbox: &Sandbox, path: &Path) -> Result<(), StepError> 
         .map_err(|why| StepError::permanent(format!("{} {why}", sandbox.show(path))))
 }
 
+/// The longest file name (in bytes) of the file systems ferry writes to: ext4, XFS, btrfs,
+/// tmpfs and NTFS all stop at 255.
+const NAME_MAX: usize = 255;
+
 /// The name a half-written file gets next to its final name: deterministic, so a retry after a
 /// crash overwrites the leftover, and hidden, so the `file` puller never picks it up.
+///
+/// It is never longer than [`NAME_MAX`] when the final name is not (issue 12: names of 245–255
+/// bytes failed with "File name too long"): a long name is cut, and a hash of the whole name
+/// keeps the temporary names of two long names with the same beginning apart.
 pub(crate) fn temp_name(final_name: &str) -> String {
-    format!(".{final_name}.ferry-tmp")
+    const SUFFIX: &str = ".ferry-tmp";
+    let plain = format!(".{final_name}{SUFFIX}");
+    if plain.len() <= NAME_MAX {
+        return plain;
+    }
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(final_name.as_bytes());
+    let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    // `.` + cut name + `~` + hash + suffix.
+    let room = NAME_MAX - 1 - 1 - hash.len() - SUFFIX.len();
+    let mut cut = room.min(final_name.len());
+    while !final_name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(".{}~{hash}{SUFFIX}", &final_name[..cut])
 }
 
 /// Makes the entries of a directory (created, renamed, removed files) durable.

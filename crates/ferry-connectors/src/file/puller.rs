@@ -1,5 +1,6 @@
 //! The `file` puller: one passenger per file of a directory, deleted or archived after seat.
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
@@ -43,6 +44,8 @@ impl PullerFactory for FilePullerFactory {
         let settings = Settings::validate(config, ctx)?;
         Ok(Box::new(FilePuller {
             settings: Arc::new(settings),
+            quarantined: Arc::default(),
+            released: Vec::new(),
             pipeline: format!("{}/{}", ctx.client, ctx.pipeline),
             component: ctx.component.clone(),
         }))
@@ -133,6 +136,10 @@ impl Settings {
 /// Pulls the files of one directory.
 pub struct FilePuller {
     settings: Arc<Settings>,
+    /// Files in quarantine, by name and [`fingerprint`]: left alone until they change.
+    quarantined: Arc<HashSet<(String, String)>>,
+    /// Quarantined files the last pull found changed or gone.
+    released: Vec<String>,
     /// `client/pipeline`, for logs.
     pipeline: String,
     component: String,
@@ -142,10 +149,15 @@ pub struct FilePuller {
 impl Puller for FilePuller {
     async fn pull(&mut self, max: usize) -> Result<Pulled, StepError> {
         let settings = Arc::clone(&self.settings);
+        let quarantined = Arc::clone(&self.quarantined);
         // One blocking task for the whole pull: listing, stats and reads.
-        let pulled = tokio::task::spawn_blocking(move || pull_files(&settings, max))
-            .await
-            .map_err(|error| StepError::retryable(format!("file pull task failed: {error}")))??;
+        let (pulled, released) =
+            tokio::task::spawn_blocking(move || pull_files(&settings, &quarantined, max))
+                .await
+                .map_err(|error| {
+                    StepError::retryable(format!("file pull task failed: {error}"))
+                })??;
+        self.released = released;
         debug!(
             pipeline = %self.pipeline,
             component = %self.component,
@@ -155,6 +167,14 @@ impl Puller for FilePuller {
             "pulled files"
         );
         Ok(pulled)
+    }
+
+    fn quarantined(&mut self, items: HashSet<(String, String)>) {
+        self.quarantined = Arc::new(items);
+    }
+
+    fn released(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.released)
     }
 
     async fn ack(&mut self, seated: &[Seated]) -> Result<(), StepError> {
@@ -200,8 +220,13 @@ impl Puller for FilePuller {
     }
 }
 
-/// Lists the directory and reads up to `max` files. Runs on a blocking thread.
-fn pull_files(settings: &Settings, max: usize) -> Result<Pulled, StepError> {
+/// Lists the directory and reads up to `max` files, leaving quarantined ones alone. Runs on a
+/// blocking thread. Also returns the quarantined files found changed (and read) or gone.
+fn pull_files(
+    settings: &Settings,
+    quarantined: &HashSet<(String, String)>,
+    max: usize,
+) -> Result<(Pulled, Vec<String>), StepError> {
     confined(&settings.sandbox, &settings.dir)?;
     let list_error = |error: &io::Error| {
         StepError::io(&format!("cannot list {}", settings.dir.display()), error)
@@ -223,6 +248,12 @@ fn pull_files(settings: &Settings, max: usize) -> Result<Pulled, StepError> {
     // By name, so that what is pulled first does not depend on the filesystem's order.
     candidates.sort_unstable();
 
+    let quarantined_names: HashSet<&str> = quarantined.iter().map(|(n, _)| n.as_str()).collect();
+    let mut released: Vec<String> = quarantined_names
+        .iter()
+        .filter(|name| !candidates.iter().any(|c| c.to_str() == Some(**name)))
+        .map(|name| name.to_string())
+        .collect();
     let now = SystemTime::now();
     let mut pulled = Pulled::default();
     let mut next = 0;
@@ -231,15 +262,27 @@ fn pull_files(settings: &Settings, max: usize) -> Result<Pulled, StepError> {
     while next < candidates.len() && pulled.passengers.len() < max {
         let name = &candidates[next];
         next += 1;
-        match read_file(settings, name, now) {
+        let found = read_file(settings, quarantined, name, now);
+        let changed = match &found {
+            Found::Passenger(_) => true,
+            Found::Failure(failure) => {
+                !quarantined.contains(&(failure.external_id.clone(), failure.fingerprint.clone()))
+            }
+            Found::Settling | Found::Quarantined => false,
+        };
+        if changed && let Some(name) = name.to_str().filter(|n| quarantined_names.contains(n)) {
+            // Read again: it changed since it was quarantined.
+            released.push(name.to_string());
+        }
+        match found {
             Found::Passenger(passenger) => pulled.passengers.push(*passenger),
             Found::Failure(failure) => pulled.failures.push(failure),
-            Found::Settling => {}
+            Found::Settling | Found::Quarantined => {}
         }
     }
     // Possibly only settling files are left; then the next pull finds nothing and says so.
     pulled.more = next < candidates.len();
-    Ok(pulled)
+    Ok((pulled, released))
 }
 
 /// What became of one directory entry.
@@ -248,60 +291,77 @@ enum Found {
     Failure(PullFailure),
     /// Modified too recently: it may still be being written.
     Settling,
+    /// In quarantine, unchanged since: not read again.
+    Quarantined,
 }
 
 /// Reads one file into a passenger: the file as attachment, its description as JSON body.
-fn read_file(settings: &Settings, name: &OsStr, now: SystemTime) -> Found {
-    let failure = |error: StepError| {
+fn read_file(
+    settings: &Settings,
+    quarantined: &HashSet<(String, String)>,
+    name: &OsStr,
+    now: SystemTime,
+) -> Found {
+    let mut fingerprint_now = String::new();
+    let failure = |fingerprint: &str, error: StepError| {
         Found::Failure(PullFailure {
             external_id: name.to_string_lossy().into_owned(),
+            fingerprint: fingerprint.to_string(),
             error,
         })
     };
     let Some(name) = name.to_str() else {
-        return failure(StepError::permanent(
-            "file name is not valid UTF-8, so it cannot be an external id",
-        ));
+        return failure(
+            &fingerprint_now,
+            StepError::permanent("file name is not valid UTF-8, so it cannot be an external id"),
+        );
     };
     let path = settings.dir.join(name);
     // A symbolic link in the directory may lead anywhere: what would be read must be inside.
     if let Err(error) = confined(&settings.sandbox, &path) {
-        return failure(error);
+        return failure(&fingerprint_now, error);
     }
     // Follows a symbolic link: what matters is what would be read.
     let metadata = match fs::metadata(&path) {
         Ok(metadata) => metadata,
         Err(error) => {
-            return failure(StepError::io(
-                &format!("cannot read {}", path.display()),
-                &error,
-            ));
+            return failure(
+                &fingerprint_now,
+                StepError::io(&format!("cannot read {}", path.display()), &error),
+            );
         }
     };
     if metadata.is_dir() {
-        return failure(StepError::permanent(format!(
-            "{} is a symbolic link to a directory, not a file",
-            path.display()
-        )));
+        return failure(
+            &fingerprint_now,
+            StepError::permanent(format!(
+                "{} is a symbolic link to a directory, not a file",
+                path.display()
+            )),
+        );
     }
     if !metadata.is_file() {
         // Never open a FIFO or a device: reading it could block forever.
-        return failure(StepError::permanent(format!(
-            "{} is not a regular file",
-            path.display()
-        )));
+        return failure(
+            &fingerprint_now,
+            StepError::permanent(format!("{} is not a regular file", path.display())),
+        );
     }
     let modified = metadata.modified().unwrap_or(UNIX_EPOCH);
     if is_settling(modified, now, settings.settle) {
         return Found::Settling;
     }
+    fingerprint_now = fingerprint(metadata.len(), modified);
+    if quarantined.contains(&(name.to_string(), fingerprint_now.clone())) {
+        return Found::Quarantined;
+    }
     let content = match fs::read(&path) {
         Ok(content) => content,
         Err(error) => {
-            return failure(StepError::io(
-                &format!("cannot read {}", path.display()),
-                &error,
-            ));
+            return failure(
+                &fingerprint_now,
+                StepError::io(&format!("cannot read {}", path.display()), &error),
+            );
         }
     };
 
@@ -311,10 +371,10 @@ fn read_file(settings: &Settings, name: &OsStr, now: SystemTime) -> Found {
         Some(codec) => match codec.decode(&content) {
             Ok(value) => Some(value),
             Err(error) => {
-                return failure(StepError::permanent(format!(
-                    "cannot decode {}: {error}",
-                    path.display()
-                )));
+                return failure(
+                    &fingerprint_now,
+                    StepError::permanent(format!("cannot decode {}: {error}", path.display())),
+                );
             }
         },
         None => None,
@@ -341,6 +401,11 @@ fn read_file(settings: &Settings, name: &OsStr, now: SystemTime) -> Found {
         content: Bytes::from(content),
     });
     Found::Passenger(Box::new(passenger))
+}
+
+/// What changes when a file changes: its size and modification time.
+fn fingerprint(size: u64, modified: SystemTime) -> String {
+    format!("{size}:{}", modified_millis(modified))
 }
 
 /// The external id of a file: its name and modification time, `invoice.xml@1732357200123`.

@@ -413,6 +413,32 @@ async fn writes_bodies_under_template_names_creating_directories() {
     assert_eq!(read(out.join("edi/2.txt")), "two");
 }
 
+/// Issue 12: the temporary name added 11 bytes, so legal names of 245–255 bytes failed with
+/// "File name too long", retried as if the failure would pass.
+#[tokio::test]
+async fn names_up_to_the_file_system_limit_are_written() {
+    let project = tempfile::tempdir().unwrap();
+    let config = json!({ "path": "out", "name_template": "{external_id}" });
+    let pusher = build_pusher(project.path(), config).unwrap();
+    // Two long names that differ only at their end, one with a multi-byte character there.
+    let a = "a".repeat(254) + "1";
+    let b = "a".repeat(252) + "é2";
+    let results = pusher
+        .push_all(&[passenger(&a, "one"), passenger(&b, "two")])
+        .await;
+    assert_eq!(results, [Ok(()), Ok(())]);
+    let out = project.path().join("out");
+    assert_eq!(tree(&out), [a.clone(), b.clone()]);
+    assert_eq!(read(out.join(&a)), "one");
+    assert_eq!(read(out.join(&b)), "two");
+
+    // A name the file system cannot hold stays too long: a permanent error, not a retry.
+    let results = pusher.push_all(&[passenger(&"a".repeat(256), "x")]).await;
+    let error = results[0].clone().unwrap_err();
+    assert!(!error.retryable, "{error:?}");
+    assert!(tree(&out).len() == 2, "{:?}", tree(&out));
+}
+
 #[tokio::test]
 async fn writes_attachments_or_body_as_configured() {
     let project = tempfile::tempdir().unwrap();

@@ -245,6 +245,8 @@ struct State {
     /// Files that failed, by name, with the modification time that failed: not read again until
     /// it changes.
     failed: HashMap<String, i64>,
+    /// Failed files found changed or gone since: their quarantine ends.
+    released: Vec<String>,
     /// With `after_seat: keep`: files loaded completely, by name, with their modification time.
     kept: HashMap<String, i64>,
 }
@@ -313,6 +315,19 @@ impl Current {
 
 #[async_trait]
 impl Puller for TablePuller {
+    /// Quarantined files are the failed ones: their fingerprint is the modification time
+    /// that failed. A file a person retried is read again.
+    fn quarantined(&mut self, items: HashSet<(String, String)>) {
+        self.state.failed = items
+            .into_iter()
+            .filter_map(|(name, modified)| Some((name, modified.parse().ok()?)))
+            .collect();
+    }
+
+    fn released(&mut self) -> Vec<String> {
+        mem::take(&mut self.state.released)
+    }
+
     async fn pull(&mut self, max: usize) -> Result<Pulled, StepError> {
         let settings = Arc::clone(&self.settings);
         let mut state = mem::take(&mut self.state);
@@ -433,7 +448,8 @@ fn pull_files(settings: &Settings, state: &mut State, max: usize) -> Result<Pull
                 Err(error) => {
                     // The spool could not be read back: read the file again on a later pull.
                     pulled.failures.push(PullFailure {
-                        external_id: format!("{}@{}", current.name, current.modified),
+                        external_id: current.name.clone(),
+                        fingerprint: current.modified.to_string(),
                         error: StepError::io(
                             &format!("{}: cannot read back the converted chunks", current.name),
                             &error,
@@ -474,7 +490,8 @@ fn pull_files(settings: &Settings, state: &mut State, max: usize) -> Result<Pull
                         .insert(candidate.name.clone(), candidate.modified);
                 }
                 pulled.failures.push(PullFailure {
-                    external_id: format!("{}@{}", candidate.name, candidate.modified),
+                    external_id: candidate.name.clone(),
+                    fingerprint: candidate.modified.to_string(),
                     error: StepError {
                         message: format!("{}: {}", candidate.name, error.message),
                         ..error
@@ -522,6 +539,7 @@ fn list_files(
             Err(error) => {
                 failures.push(PullFailure {
                     external_id: lossy.clone(),
+                    fingerprint: String::new(),
                     error: StepError::io(
                         &format!("cannot read {}", entry.path().display()),
                         &error,
@@ -538,6 +556,14 @@ fn list_files(
             continue;
         }
         let modified = modified_millis(modified_time);
+        if state
+            .failed
+            .get(&lossy)
+            .is_some_and(|failed| *failed != modified)
+        {
+            state.failed.remove(&lossy);
+            state.released.push(lossy.clone());
+        }
         let seen = |map: &HashMap<String, i64>| map.get(&lossy) == Some(&modified);
         if seen(&state.failed)
             || seen(&state.kept)
@@ -549,6 +575,7 @@ fn list_files(
             state.failed.insert(lossy.clone(), modified);
             failures.push(PullFailure {
                 external_id: lossy,
+                fingerprint: modified.to_string(),
                 error: StepError::permanent(
                     "file name is not valid UTF-8, so it cannot be an external id",
                 ),
@@ -561,7 +588,16 @@ fn list_files(
             size: metadata.len(),
         });
     }
-    state.failed.retain(|name, _| present.contains(name));
+    let gone: Vec<String> = state
+        .failed
+        .keys()
+        .filter(|name| !present.contains(*name))
+        .cloned()
+        .collect();
+    for name in gone {
+        state.failed.remove(&name);
+        state.released.push(name);
+    }
     state.kept.retain(|name, _| present.contains(name));
     // By name, so that what is read first does not depend on the filesystem's order.
     candidates.sort_unstable_by(|a, b| a.name.cmp(&b.name));

@@ -7,7 +7,7 @@ use ferry_store::{DeadGroup, PipelineKey};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{Done, Notice, Page, done, json_done, record};
+use super::{Done, Notice, Page, done, json_done, quarantine, record};
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
@@ -30,6 +30,7 @@ pub async fn api(
 
 pub async fn page(State(state): State<AppState>, page: Page) -> ApiResult<Markup> {
     let groups = groups(&state, &page.principal).await?;
+    let quarantined = quarantine::items(&state, &page.principal).await?;
     let csrf = page.chrome.csrf();
     let body = html! {
         table #dead data-live {
@@ -60,6 +61,7 @@ pub async fn page(State(state): State<AppState>, page: Page) -> ApiResult<Markup
                 @if groups.is_empty() { tr { td colspan="5" .muted { "No dead passengers. " } } }
             }
         }
+        (quarantine::section(&quarantined, &csrf))
     };
     Ok(page.render("Dead letters", body))
 }

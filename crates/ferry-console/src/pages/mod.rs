@@ -22,6 +22,7 @@ pub mod login;
 pub mod metrics;
 pub mod passenger;
 pub mod pipelines;
+pub mod quarantine;
 pub mod queue;
 pub mod runs;
 pub mod system;
@@ -53,6 +54,8 @@ pub enum Notice {
     PausedAll,
     ResumedAll,
     ShuttingDown,
+    TakenAgain,
+    InputDiscarded,
 }
 
 impl Notice {
@@ -73,6 +76,8 @@ impl Notice {
             Notice::PausedAll => format!("Paused {count} pipeline(s)."),
             Notice::ResumedAll => format!("Resumed {count} pipeline(s)."),
             Notice::ShuttingDown => "Shutting down.".into(),
+            Notice::TakenAgain => "Taken again on the next pull.".into(),
+            Notice::InputDiscarded => "Quarantined input discarded.".into(),
         }
     }
 }

@@ -17,8 +17,8 @@ use super::convert::{
 use super::journey::{self, NotSkippable, StoredStep, UnknownStep};
 use super::rows::{self, PassengerRow};
 use crate::{
-    Finished, LeaseToken, Leased, PassengerState, PipelineKey, Result, SeatResult, StateCounts,
-    StepState, StepStatus, StoreError,
+    Abandoned, Finished, LeaseToken, Leased, PassengerState, PipelineKey, Result, SeatResult,
+    StateCounts, StepState, StepStatus, StoreError,
 };
 
 /// A lease stops taking passengers once their bodies add up to this many bytes (it always
@@ -208,7 +208,8 @@ pub(super) fn claim(
     let mut select_due = conn.prepare_cached(
         "SELECT seq, state, id, source_system, external_id, created_at, parent,
                 (SELECT length(body) + coalesce(length(processed_body), 0) FROM payloads
-                 WHERE payloads.seq = passengers.seq)
+                 WHERE payloads.seq = passengers.seq),
+                alone
          FROM passengers
          WHERE client = ?1 AND pipeline = ?2
            AND (state = 'pending' OR state = 'failed' OR state = 'in_flight')
@@ -223,6 +224,12 @@ pub(super) fn claim(
     let mut bytes = 0;
     while let Some(row) = rows.next()? {
         if bytes >= LEASE_BYTES {
+            break;
+        }
+        // A passenger that was in flight when a process died travels alone: should it kill
+        // the process again, no other passenger's attempt is spent with it (issue 12).
+        let alone = row.get::<_, i64>(8)? != 0;
+        if alone && !due.is_empty() {
             break;
         }
         bytes += row.get::<_, Option<i64>>(7)?.unwrap_or(0);
@@ -241,6 +248,9 @@ pub(super) fn claim(
             created_at: time(row.get(5)?)?,
             parent: row.get::<_, Option<[u8; 16]>>(6)?.map(id_from_bytes),
         });
+        if alone {
+            break;
+        }
     }
     drop(rows);
     if due.is_empty() {
@@ -255,7 +265,7 @@ pub(super) fn claim(
     let token: LeaseToken = rand::random();
     conn.prepare_cached(
         "UPDATE passengers
-         SET state = 'in_flight', due_at = ?2, lease_token = ?3, updated_at = ?4
+         SET state = 'in_flight', due_at = ?2, lease_token = ?3, updated_at = ?4, alone = 0
          WHERE seq IN (SELECT value FROM json_each(?1))",
     )?
     .execute(params![
@@ -480,6 +490,54 @@ pub(super) fn release(
         updates.settle(passenger, state, now, None);
     }
     updates.write(conn, now)
+}
+
+/// Every in-flight passenger with its steps: at a process's start, every lease is a dead one's.
+pub(super) fn abandoned_leases(conn: &Connection) -> Result<Vec<Abandoned>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT id, lease_token, client, pipeline FROM passengers WHERE state = 'in_flight'",
+    )?;
+    let leases = statement
+        .query_map([], |row| {
+            Ok((
+                id_from_bytes(row.get(0)?),
+                row.get::<_, LeaseToken>(1)?,
+                PipelineKey::new(row.get::<_, String>(2)?, row.get::<_, String>(3)?),
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut found = rows::find_with_steps(conn, leases.iter().map(|(id, _, _)| *id))?;
+    let mut abandoned = Vec::with_capacity(leases.len());
+    for (id, token, pipeline) in leases {
+        let Some((_, steps)) = found.remove(&id) else {
+            continue;
+        };
+        let steps = steps
+            .into_iter()
+            .map(|step| rows::step_status(step, true))
+            .collect::<Result<Vec<_>>>()?;
+        abandoned.push(Abandoned {
+            pipeline,
+            id,
+            token,
+            steps,
+        });
+    }
+    Ok(abandoned)
+}
+
+/// [`finish`], then marks the passengers to be leased alone (see [`claim`]).
+pub(super) fn record_interrupted(
+    conn: &Connection,
+    reports: &[Finished],
+    now: Timestamp,
+) -> Result<usize> {
+    let applied = finish(conn, reports, now)?;
+    let mut mark = conn.prepare_cached("UPDATE passengers SET alone = 1 WHERE id = ?1")?;
+    for report in reports {
+        mark.execute([id_bytes(report.id)])?;
+    }
+    Ok(applied)
 }
 
 /// Releases every lease, as [`release`] would for its holder.

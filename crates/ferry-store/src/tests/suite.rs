@@ -406,6 +406,180 @@ pub(crate) async fn recovered_leases_are_due_at_once<S: TestStore>() {
     assert_eq!(store.recover_leases(at(5)).await.unwrap(), 0);
 }
 
+/// Issue 12: the attempt a process's death interrupted counts, and each passenger of that
+/// lease travels alone until its results are recorded.
+pub(crate) async fn interrupted_attempts_count_and_travel_alone<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(seat_one(&store, &key, &three_steps(), &format!("x{n}"), at(n)).await);
+    }
+    let fourth = seat_one(&store, &key, &three_steps(), "x3", at(3)).await;
+    let batch = store.lease(&key, 3, LEASE, at(10)).await.unwrap();
+    assert_eq!(batch.len(), 3);
+
+    // The process died holding the lease.
+    let abandoned = store.abandoned_leases().await.unwrap();
+    assert_eq!(abandoned.len(), 3);
+    let mut reports = Vec::new();
+    for lease in &abandoned {
+        assert_eq!(lease.pipeline, key);
+        assert_eq!(lease.token, batch[0].token);
+        assert_eq!(
+            lease.steps.iter().map(|s| s.state).collect::<Vec<_>>(),
+            [StepState::InFlight; 3]
+        );
+        reports.push(Finished {
+            id: lease.id,
+            token: lease.token,
+            processed: None,
+            steps: vec![(0, retry_at("the process stopped while handling it", 20))],
+            split: None,
+        });
+    }
+    assert_eq!(store.record_interrupted(&reports, at(11)).await.unwrap(), 3);
+    assert_eq!(store.recover_leases(at(11)).await.unwrap(), 0);
+    let detail = store.get(ids[0]).await.unwrap();
+    assert_eq!(detail.entry.state, PassengerState::Failed);
+    assert_eq!(detail.steps[0].attempts, 1);
+    assert_eq!(
+        detail.attempts[0].error,
+        "the process stopped while handling it"
+    );
+
+    // Once due, each of the three is leased alone: a batch stops before one (the fourth was
+    // due first), and one is the whole batch. Then batches form again.
+    let before = store.lease(&key, 10, LEASE, at(30)).await.unwrap();
+    assert_eq!(before.len(), 1);
+    assert_eq!(before[0].passenger.id, fourth);
+    store
+        .release(&[(fourth, before[0].token)], at(30))
+        .await
+        .unwrap();
+    for id in &ids {
+        let leased = store.lease(&key, 10, LEASE, at(30)).await.unwrap();
+        assert_eq!(leased.len(), 1, "an interrupted passenger travels alone");
+        assert_eq!(leased[0].passenger.id, *id);
+        finish_one(
+            &store,
+            report(&leased[0], vec![(0, StepChange::Done)]),
+            at(31),
+        )
+        .await;
+    }
+    let rest = store.lease(&key, 10, LEASE, at(50)).await.unwrap();
+    let rest: HashSet<PassengerId> = rest.iter().map(|l| l.passenger.id).collect();
+    assert_eq!(rest, HashSet::from([ids[0], ids[1], ids[2], fourth]));
+}
+
+/// Issue 12: input a puller cannot take is quarantined once, listed per client, skipped
+/// until a person retries or discards it, and taken afresh once it changes.
+pub(crate) async fn untakeable_input_is_quarantined_until_a_person_acts<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let other = PipelineKey::new("globex", "orders");
+    let bad = |item: &str, fingerprint: &str| crate::Untakeable {
+        puller: "file".into(),
+        item: item.into(),
+        fingerprint: fingerprint.into(),
+        reason: format!("{item} is malformed"),
+    };
+    let items = [bad("a.xml", "1"), bad("b.xml", "1")];
+    assert_eq!(
+        store.quarantine(&key, &items, at(0)).await.unwrap(),
+        [true, true]
+    );
+    assert_eq!(
+        store.quarantine(&key, &items, at(5)).await.unwrap(),
+        [false, false]
+    );
+    assert_eq!(
+        store
+            .quarantine(&other, &[bad("c.xml", "1")], at(5))
+            .await
+            .unwrap(),
+        [true]
+    );
+
+    let listed = store.quarantined(None, Some("acme")).await.unwrap();
+    assert_eq!(listed.len(), 2, "only acme's: {listed:?}");
+    let a = listed[0].clone();
+    assert_eq!((a.item.as_str(), a.times), ("a.xml", 2));
+    assert_eq!((a.first_seen, a.last_seen), (at(0), at(5)));
+    assert_eq!(a.reason, "a.xml is malformed");
+    assert_eq!(store.quarantined(None, None).await.unwrap().len(), 3);
+
+    // Another client cannot act on it; its own client (or root) can.
+    assert_eq!(
+        store
+            .end_quarantine(a.id, Some("globex"), true)
+            .await
+            .unwrap(),
+        None
+    );
+    let retried = store
+        .end_quarantine(a.id, Some("acme"), true)
+        .await
+        .unwrap();
+    assert_eq!(retried.map(|q| q.item), Some("a.xml".to_string()));
+    let b = store.quarantined(None, Some("acme")).await.unwrap()[0].clone();
+    assert!(
+        store
+            .end_quarantine(b.id, None, false)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .quarantined(None, Some("acme"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The pullers still skip a discarded item, until it changes.
+    let skipped = store.quarantined(Some(&key), None).await.unwrap();
+    assert_eq!(skipped.len(), 1);
+    assert!(skipped[0].discarded);
+    assert_eq!(
+        store
+            .quarantine(&key, &[bad("b.xml", "1")], at(6))
+            .await
+            .unwrap(),
+        [false]
+    );
+    assert_eq!(
+        store
+            .quarantine(&key, &[bad("b.xml", "2")], at(7))
+            .await
+            .unwrap(),
+        [true]
+    );
+    let listed = store.quarantined(None, Some("acme")).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].fingerprint.as_str(), listed[0].times), ("2", 1));
+    assert_eq!(listed[0].first_seen, at(7));
+
+    // A puller found it changed, or gone: its quarantine ends.
+    store
+        .release_quarantined(&key, "file", &["b.xml".to_string()])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .quarantined(Some(&key), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.quarantined(None, None).await.unwrap().len(),
+        1,
+        "globex's stays"
+    );
+}
+
 pub(crate) async fn concurrent_leases_never_share_a_passenger<S: TestStore>() {
     let (_place, store) = S::create().await;
     let store = Arc::new(store);
