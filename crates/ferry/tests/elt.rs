@@ -340,3 +340,190 @@ pushers:
         "the chunk's rows went with its failed transaction"
     );
 }
+
+/// How many chunks `ferry.loads` holds for `target` (`schema.table`): recorded ones, or only
+/// those of completed loads. 0 while the bookkeeping table does not exist yet.
+fn chunks_recorded(target: &str, completed: bool) -> u64 {
+    let filter = match completed {
+        true => " AND completed_at IS NOT NULL",
+        false => "",
+    };
+    let output = Command::new("psql")
+        .args([
+            &postgres_url(),
+            "-tA",
+            "-c",
+            &format!("SELECT count(*) FROM ferry.loads WHERE target = '{target}'{filter}"),
+        ])
+        .output()
+        .expect("psql");
+    stdout(&output).trim().parse().unwrap_or(0)
+}
+
+/// Asserts that two listings hold the same lines, naming the first difference (the listings
+/// are too long to print whole).
+fn assert_same_rows(what: &str, expected: &str, actual: &str) {
+    let expected: Vec<&str> = expected.lines().collect();
+    let actual: Vec<&str> = actual.lines().collect();
+    let first_difference = expected
+        .iter()
+        .zip(&actual)
+        .position(|(e, a)| e != a)
+        .unwrap_or(expected.len().min(actual.len()));
+    assert!(
+        expected == actual,
+        "{what}: {} source rows, {} target rows; first difference at row {}: source {:?}, \
+         target {:?}",
+        expected.len(),
+        actual.len(),
+        first_difference + 1,
+        expected.get(first_difference),
+        actual.get(first_difference)
+    );
+}
+
+/// Issue 12: loads `mode` from MariaDB into PostgreSQL (a full load, or incremental with a
+/// cursor), kills `ferry` with `kill -9` twice mid-load at different points (a few chunks
+/// into the first run; further into the second, which started its own load or continued the
+/// interrupted one), lets a third run finish, and compares the target with the source row by
+/// row: every source row exactly once, and nothing arriving later changes that.
+fn two_kills_mid_load_leave_each_row_once(mode: &str, incremental: bool) {
+    const ROWS: u64 = 10_000;
+    let source = unique("kill_src");
+    let _source = MysqlTable(source.clone());
+    mysql(&format!(
+        "CREATE TABLE {source} (id INT PRIMARY KEY, name VARCHAR(64), amount DECIMAL(12,2));
+         INSERT INTO {source} SELECT seq, concat('customer ', seq), seq / 100 \
+         FROM seq_1_to_{ROWS};"
+    ));
+    let schema = unique("kill_dst");
+    let _schema = Schema(schema.clone());
+    psql(&format!("CREATE SCHEMA {schema}"));
+    let target = format!("{schema}.customers");
+
+    let cursor = match incremental {
+        true => "\n    cursor: id",
+        false => "",
+    };
+    let keys = match mode {
+        "merge" | "history" => "\n    keys: [id]",
+        _ => "",
+    };
+    // SLEEP makes the source slow (about 0.6 ms a row), so that a load takes seconds and
+    // the kills land while it is being pulled and pushed. `every 1h`: each start runs once.
+    let pipeline = format!(
+        r#"
+schedule: every 1h
+batch_size: 4
+pullers:
+  - type: sql
+    connection: erp
+    query: SELECT id, name, amount FROM {source} WHERE SLEEP(0.0005) = 0
+    chunk_rows: 200{cursor}
+pushers:
+  - type: postgres
+    connection: dwh
+    table: {target}
+    mode: {mode}{keys}
+"#
+    );
+    let project = Project::new("queue_life_span: 1d\n", &[("customers", &pipeline)]);
+    project.write("connections.yaml", &connections());
+
+    let mut first = project.spawn();
+    wait_for("a few chunks loaded", Duration::from_secs(120), || {
+        chunks_recorded(&target, false) >= 3
+    });
+    first.kill().expect("kill -9");
+    first.wait().expect("reap");
+    let after_first = chunks_recorded(&target, false);
+
+    let mut second = project.spawn();
+    wait_for("more chunks loaded", Duration::from_secs(120), || {
+        chunks_recorded(&target, false) >= after_first + 8
+    });
+    second.kill().expect("kill -9");
+    second.wait().expect("reap");
+    assert_eq!(
+        chunks_recorded(&target, true),
+        0,
+        "both crashes must happen mid-load; a load completed before:\n{}",
+        project.log()
+    );
+
+    let third = project.spawn();
+    wait_for("a completed load", Duration::from_secs(180), || {
+        chunks_recorded(&target, true) > 0
+    });
+    // Chunks of the interrupted loads still in the queue arrive after the new load: they
+    // must change nothing.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(terminate(third), "{}", project.log());
+
+    let expected = mysql(&format!(
+        "SELECT concat_ws('|', id, name, amount) FROM {source} ORDER BY id"
+    ));
+    let current = match mode {
+        "history" => " WHERE is_current",
+        _ => "",
+    };
+    let actual = psql(&format!(
+        "SELECT id, name, amount FROM {target}{current} ORDER BY id"
+    ));
+    assert_same_rows(mode, &expected, &actual);
+    if mode == "history" {
+        assert_eq!(
+            psql(&format!("SELECT count(*) FROM {target}")),
+            ROWS.to_string(),
+            "one version per key: nothing was closed or inserted twice"
+        );
+    }
+    assert_eq!(
+        psql(&format!(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = '{schema}' \
+             AND tablename LIKE '%\\_\\_ferry\\_%'"
+        )),
+        "0",
+        "no shadow table is left behind"
+    );
+}
+
+#[test]
+fn a_full_append_killed_twice_is_loaded_once() {
+    two_kills_mid_load_leave_each_row_once("append", false);
+}
+
+#[test]
+fn a_full_merge_killed_twice_is_loaded_once() {
+    two_kills_mid_load_leave_each_row_once("merge", false);
+}
+
+#[test]
+fn a_full_replace_killed_twice_is_loaded_once() {
+    two_kills_mid_load_leave_each_row_once("replace", false);
+}
+
+#[test]
+fn a_full_history_killed_twice_is_loaded_once() {
+    two_kills_mid_load_leave_each_row_once("history", false);
+}
+
+#[test]
+fn an_incremental_append_killed_twice_is_loaded_once() {
+    two_kills_mid_load_leave_each_row_once("append", true);
+}
+
+#[test]
+fn an_incremental_merge_killed_twice_is_loaded_once() {
+    two_kills_mid_load_leave_each_row_once("merge", true);
+}
+
+#[test]
+fn an_incremental_replace_killed_twice_is_loaded_once() {
+    two_kills_mid_load_leave_each_row_once("replace", true);
+}
+
+#[test]
+fn an_incremental_history_killed_twice_is_loaded_once() {
+    two_kills_mid_load_leave_each_row_once("history", true);
+}
