@@ -851,6 +851,112 @@ async fn an_older_load_never_overwrites_a_newer_one() {
     test.finish().await;
 }
 
+/// A chunk of a full load of the series `erp` (as the `sql` puller marks them).
+fn series_chunk(body: Body, load: &str, number: u64, last: bool) -> Passenger {
+    let mut passenger = chunk(body, load, number, last);
+    passenger
+        .metadata
+        .insert(ferry_core::records::SERIES.into(), "erp".into());
+    passenger
+}
+
+/// Issue 12: load `a` is interrupted (its last chunk never comes before load `b` starts);
+/// its chunks that arrive after `b` started are skipped, its shadow is dropped, and only
+/// `b` is ever visible, in every mode. A full `append` shows nothing before its end.
+#[tokio::test]
+async fn a_newer_full_load_supersedes_an_interrupted_one_in_every_mode() {
+    let test = Test::start("series_superseded").await;
+    for mode in ["append", "merge", "replace", "history"] {
+        let table = test.table(mode);
+        let pusher = test.pusher(json!({ "table": table, "mode": mode, "keys": ["id"] }));
+        let current = match mode {
+            "history" => " WHERE is_current",
+            _ => "",
+        };
+        let sql = format!("SELECT id, name FROM {table}{current} ORDER BY id");
+        // UUIDv7 ids, as the puller makes them: `b` is newer.
+        let a = uuid::Uuid::now_v7().to_string();
+        let b = uuid::Uuid::now_v7().to_string();
+        let a1 = series_chunk(people(&[(1, "a"), (2, "a")]), &a, 1, false);
+        let a2 = series_chunk(people(&[(3, "a")]), &a, 2, false);
+        let a3 = series_chunk(people(&[(4, "a")]), &a, 3, true);
+        let b1 = series_chunk(people(&[(1, "b"), (2, "b")]), &b, 1, false);
+        let b2 = series_chunk(people(&[(3, "b")]), &b, 2, true);
+
+        push_ok(pusher.as_ref(), &[&a1]).await;
+        if mode == "append" {
+            assert_eq!(
+                test.value(&format!("SELECT count(*) FROM {table}")).await,
+                s("0"),
+                "a full append is staged until its end"
+            );
+        }
+        // `b` starts: `a` is abandoned, its late chunks (the last one too) are skipped.
+        push_ok(pusher.as_ref(), &[&b1, &a2]).await;
+        push_ok(pusher.as_ref(), &[&a3]).await;
+        let shadows = match mode {
+            "merge" => s("0"),
+            _ => s("1"),
+        };
+        assert_eq!(test.shadows().await, shadows, "{mode}: only b's shadow is left");
+        push_ok(pusher.as_ref(), &[&b2]).await;
+        let expected = [
+            [s("1"), s("b")],
+            [s("2"), s("b")],
+            [s("3"), s("b")],
+        ];
+        assert_eq!(test.rows(&sql).await, expected, "{mode}");
+        assert_eq!(test.shadows().await, s("0"), "{mode}");
+        let states = test
+            .rows(&format!(
+                "SELECT load, bool_and(completed_at IS NOT NULL), \
+                        bool_and(abandoned_at IS NOT NULL) \
+                 FROM ferry.loads WHERE target = '{table}' GROUP BY load ORDER BY load"
+            ))
+            .await;
+        assert_eq!(
+            states,
+            [
+                [Some(a.clone()), s("f"), s("t")],
+                [Some(b.clone()), s("t"), s("f")]
+            ],
+            "{mode}: a abandoned, b complete"
+        );
+        // A chunk of `a` seen again later (a retry) is still skipped.
+        let a2_again = series_chunk(people(&[(3, "a")]), &a, 2, false);
+        push_ok(pusher.as_ref(), &[&a2_again]).await;
+        assert_eq!(test.rows(&sql).await, expected, "{mode}");
+    }
+    test.finish().await;
+}
+
+/// Loads of other series, other pipelines and loads without a series are not superseded.
+#[tokio::test]
+async fn only_a_newer_load_of_the_same_series_supersedes() {
+    let test = Test::start("series_scope").await;
+    let table = test.table("people");
+    let pusher = test.pusher(json!({ "table": table, "mode": "append" }));
+    let a = uuid::Uuid::now_v7().to_string();
+    let plain = uuid::Uuid::now_v7().to_string();
+    let other = uuid::Uuid::now_v7().to_string();
+    let a1 = series_chunk(people(&[(1, "a")]), &a, 1, false);
+    let a2 = series_chunk(people(&[(2, "a")]), &a, 2, true);
+    // Newer, but without a series (a file, say) and of another series.
+    let plain1 = chunk(people(&[(10, "plain")]), &plain, 1, true);
+    let mut other1 = series_chunk(people(&[(20, "other")]), &other, 1, true);
+    other1
+        .metadata
+        .insert(ferry_core::records::SERIES.into(), "crm".into());
+    push_ok(pusher.as_ref(), &[&a1, &plain1, &other1, &a2]).await;
+    assert_eq!(
+        test.rows(&format!("SELECT id FROM {table} ORDER BY id"))
+            .await,
+        [[s("1")], [s("2")], [s("10")], [s("20")]]
+    );
+    assert_eq!(test.shadows().await, s("0"));
+    test.finish().await;
+}
+
 #[tokio::test]
 async fn replace_refuses_to_drop_dependent_views() {
     let test = Test::start("replace_view").await;
