@@ -898,13 +898,13 @@ async fn a_newer_full_load_supersedes_an_interrupted_one_in_every_mode() {
             "merge" => s("0"),
             _ => s("1"),
         };
-        assert_eq!(test.shadows().await, shadows, "{mode}: only b's shadow is left");
+        assert_eq!(
+            test.shadows().await,
+            shadows,
+            "{mode}: only b's shadow is left"
+        );
         push_ok(pusher.as_ref(), &[&b2]).await;
-        let expected = [
-            [s("1"), s("b")],
-            [s("2"), s("b")],
-            [s("3"), s("b")],
-        ];
+        let expected = [[s("1"), s("b")], [s("2"), s("b")], [s("3"), s("b")]];
         assert_eq!(test.rows(&sql).await, expected, "{mode}");
         assert_eq!(test.shadows().await, s("0"), "{mode}");
         let states = test

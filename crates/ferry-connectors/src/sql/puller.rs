@@ -1,12 +1,12 @@
 //! The `sql` puller: one load per run, its chunks pulled as they are read.
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use ferry_core::config::Connection;
 use ferry_core::records::{self, Chunk};
 use ferry_core::{
     BuildContext, BuildError, Passenger, Pulled, Puller, PullerFactory, Seated, StepError,
 };
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use tracing::debug;
 use uuid::Uuid;

@@ -781,7 +781,8 @@ async fn incremental_loads_resume_after_the_state_without_splitting_ties() {
         );
         assert_eq!(first_column(&rest), [vec![6, 7, 8, 9, 9, 9, 9]]);
         assert!(
-            rest.iter().all(|p| !p.metadata.contains_key(records::SERIES)),
+            rest.iter()
+                .all(|p| !p.metadata.contains_key(records::SERIES)),
             "incremental loads are not superseded"
         );
 
@@ -863,8 +864,7 @@ async fn timestamp_cursors_start_after_start_and_resume_after_their_text() {
     let mut puller = build(&erp, config).unwrap();
     let pulled = puller.pull(1).await.unwrap();
     assert_eq!(sorted_first_column(&pulled.passengers), [vec![1, 2, 3]]);
-    let state: serde_json::Value =
-        serde_json::from_str(pulled.state.as_deref().unwrap()).unwrap();
+    let state: serde_json::Value = serde_json::from_str(pulled.state.as_deref().unwrap()).unwrap();
     assert_eq!(state["cursor"], "2024-01-02");
     puller.restore(pulled.state);
     let (passengers, _) = pull_load(&mut puller, 10).await;
