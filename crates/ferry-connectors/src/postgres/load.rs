@@ -801,6 +801,16 @@ impl PostgresPusher {
                 let create = schema::create_table(shadow, &columns, &self.keys);
                 return client.batch_execute(&create).await;
             }
+            // `append`'s staging is UNLOGGED: its rows are written to the WAL once, when they
+            // move into the table, so staging costs little more than COPY into the table
+            // (BENCHMARKS.md). A PostgreSQL crash empties unlogged tables: `unstage` counts
+            // the rows before it moves them.
+            (Mode::Append, target) => {
+                let columns = schema::staging_columns(target, columns);
+                let create = schema::create_table(shadow, &columns, &[]);
+                let create = create.replacen("CREATE TABLE", "CREATE UNLOGGED TABLE", 1);
+                return client.batch_execute(&create).await;
+            }
             (_, target) => {
                 let columns = schema::staging_columns(target, columns);
                 return client
@@ -1151,6 +1161,31 @@ impl PostgresPusher {
                 load.describe()
             ))
         })?;
+        // The shadow is unlogged: after a crash of PostgreSQL it is empty (or holds only the
+        // chunks staged since). Such a load cannot complete; its chunks fail (retryably)
+        // until the next run's load supersedes it, and they are skipped.
+        let counts = client
+            .query_one(
+                &format!(
+                    "SELECT (SELECT count(*) FROM {shadow}), \
+                            (SELECT sum(rows)::bigint FROM ferry.loads \
+                             WHERE target = $1 AND load = $2)"
+                ),
+                &[&self.target.name(), &load.load],
+            )
+            .await
+            .map_err(|error| self.error(&load.describe(), &error))?;
+        let (staged_rows, recorded_rows): (i64, Option<i64>) = (counts.get(0), counts.get(1));
+        if Some(staged_rows) != recorded_rows {
+            return Err(StepError::retryable(format!(
+                "{}: load {}: the staging table {shadow_name} holds {staged_rows} of the {} \
+                 rows its chunks loaded (PostgreSQL restarted after a crash, which empties \
+                 unlogged tables); the load cannot complete and is superseded by the next run's",
+                self.target.name(),
+                load.load,
+                recorded_rows.unwrap_or(0)
+            )));
+        }
         let list = quote_list(staged.columns.iter().map(|c| c.name.as_str()));
         let sql = format!(
             "INSERT INTO {} ({list}) SELECT {list} FROM {shadow}; DROP TABLE {shadow}",

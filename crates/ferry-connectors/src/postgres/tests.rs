@@ -930,6 +930,55 @@ async fn a_newer_full_load_supersedes_an_interrupted_one_in_every_mode() {
     test.finish().await;
 }
 
+/// A full `append` stages in an unlogged table, which a crash of PostgreSQL empties: the load
+/// then refuses to complete (retryably) rather than move what is left, and the next load
+/// supersedes it.
+#[tokio::test]
+async fn a_full_append_whose_staging_was_emptied_does_not_complete() {
+    let test = Test::start("series_unlogged").await;
+    let table = test.table("people");
+    let pusher = test.pusher(json!({ "table": table, "mode": "append" }));
+    let a = uuid::Uuid::now_v7().to_string();
+    let a1 = series_chunk(people(&[(1, "a"), (2, "a")]), &a, 1, false);
+    let a2 = series_chunk(people(&[(3, "a")]), &a, 2, true);
+    push_ok(pusher.as_ref(), &[&a1]).await;
+    let persistence = test
+        .value(&format!(
+            "SELECT string_agg(relpersistence::text, '') FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE nspname = '{}' AND relname LIKE '%\\_\\_ferry\\_%'",
+            test.schema
+        ))
+        .await;
+    assert_eq!(persistence, s("u"), "one unlogged staging table");
+    // What a restart of PostgreSQL after a crash does to an unlogged table.
+    test.exec(&format!(
+        "DO $$ DECLARE t text; BEGIN \
+           SELECT quote_ident(tablename) INTO t FROM pg_tables \
+           WHERE schemaname = '{0}' AND tablename LIKE '%\\_\\_ferry\\_%'; \
+           EXECUTE 'TRUNCATE {0}.' || t; END $$",
+        test.schema
+    ))
+    .await;
+    let error = push_err(pusher.as_ref(), &a2).await;
+    assert!(error.retryable, "{error}");
+    assert!(error.message.contains("holds 1 of the 3 rows"), "{error}");
+    assert_eq!(
+        test.value(&format!("SELECT count(*) FROM {table}")).await,
+        s("0")
+    );
+    // The next load supersedes it; the retried chunk is then skipped.
+    let b = uuid::Uuid::now_v7().to_string();
+    let b1 = series_chunk(people(&[(1, "b")]), &b, 1, true);
+    push_ok(pusher.as_ref(), &[&b1, &a2]).await;
+    assert_eq!(
+        test.rows(&format!("SELECT id, name FROM {table}")).await,
+        [[s("1"), s("b")]]
+    );
+    assert_eq!(test.shadows().await, s("0"));
+    test.finish().await;
+}
+
 /// Loads of other series, other pipelines and loads without a series are not superseded.
 #[tokio::test]
 async fn only_a_newer_load_of_the_same_series_supersedes() {
