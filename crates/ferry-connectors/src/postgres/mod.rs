@@ -40,9 +40,11 @@
 //!
 //! # Modes
 //!
-//! - `append`: COPY into the table; a load of a series (below) is COPYed into a shadow table
-//!   like `replace`, and the transaction that completes it moves the rows into the table
-//!   (`INSERT … SELECT`, then `DROP`), so they become visible together.
+//! - `append`: COPY into the table; a load of a series (below) is COPYed into an `UNLOGGED`
+//!   shadow table with the batch's columns (typed as in the table), and the transaction that
+//!   completes it checks that the shadow holds every row `ferry.loads` counted (a crash of
+//!   PostgreSQL empties unlogged tables) and moves the rows into the table (`INSERT … SELECT`,
+//!   then `DROP`), so they become visible together.
 //! - `merge`: COPY into a temporary table, then `INSERT … ON CONFLICT (keys) DO UPDATE`. The
 //!   table needs a primary key or unique index on exactly the keys: a table the pusher creates
 //!   gets the keys as primary key; an existing one without such an index fails permanently.
