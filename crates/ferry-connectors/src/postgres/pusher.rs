@@ -240,8 +240,6 @@ const BOOKKEEPING: &str = "\
         PRIMARY KEY (target, passenger),
         UNIQUE (target, load, chunk)
     );
-    -- Added after the first release: tables made before it get the column here.
-    ALTER TABLE ferry.loads ADD COLUMN IF NOT EXISTS series text;
     CREATE INDEX IF NOT EXISTS loads_series ON ferry.loads (target, series, load)
         WHERE series IS NOT NULL;
     CREATE TABLE IF NOT EXISTS ferry.migrations (
@@ -251,6 +249,15 @@ const BOOKKEEPING: &str = "\
         applied_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (target, file)
     );
+    COMMIT;";
+
+/// `ferry.loads.series` for a table made before it (under the same lock as [`BOOKKEEPING`]).
+const SERIES: &str = "\
+    BEGIN;
+    SELECT pg_advisory_xact_lock(hashtext('ferry'), 0);
+    ALTER TABLE ferry.loads ADD COLUMN IF NOT EXISTS series text;
+    CREATE INDEX IF NOT EXISTS loads_series ON ferry.loads (target, series, load)
+        WHERE series IS NOT NULL;
     COMMIT;";
 
 #[async_trait]
@@ -373,18 +380,24 @@ impl PostgresPusher {
         // even when the schema exists, and a loading role may not have it.
         let exists = client
             .query_one(
-                "SELECT to_regclass('ferry.migrations') IS NOT NULL \
-                    AND EXISTS (SELECT 1 FROM pg_attribute \
-                                WHERE attrelid = to_regclass('ferry.loads') \
-                                  AND attname = 'series' AND NOT attisdropped)",
+                "SELECT to_regclass('ferry.loads') IS NOT NULL \
+                    AND to_regclass('ferry.migrations') IS NOT NULL, \
+                    EXISTS (SELECT 1 FROM pg_attribute \
+                            WHERE attrelid = to_regclass('ferry.loads') \
+                              AND attname = 'series' AND NOT attisdropped)",
                 &[],
             )
             .await
             .map_err(|error| self.error("cannot look for the bookkeeping tables", &error))?;
-        if exists.get::<_, bool>(0) {
-            return Ok(());
-        }
-        if let Err(error) = client.batch_execute(BOOKKEEPING).await {
+        let (tables, series): (bool, bool) = (exists.get(0), exists.get(1));
+        let sql = match (tables, series) {
+            (true, true) => return Ok(()),
+            // Made by a ferry from before `series`: only the column and its index are added,
+            // which needs no right to create schemas.
+            (true, false) => SERIES,
+            (false, _) => BOOKKEEPING,
+        };
+        if let Err(error) = client.batch_execute(sql).await {
             let _ = client.batch_execute("ROLLBACK").await;
             return Err(self.error("cannot create the bookkeeping tables ferry.*", &error));
         }
