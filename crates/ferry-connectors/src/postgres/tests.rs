@@ -979,6 +979,59 @@ async fn a_full_append_whose_staging_was_emptied_does_not_complete() {
     test.finish().await;
 }
 
+/// A `ferry.loads` made by a ferry from before `series` gets the column (in a database of its
+/// own, since the shared one's table is in use by the other tests).
+#[tokio::test]
+async fn bookkeeping_from_before_series_gets_the_column() {
+    let test = Test::start("series_upgrade").await;
+    let database = format!("ferry_upgrade_{}", uuid::Uuid::now_v7().simple());
+    test.exec(&format!("CREATE DATABASE {database}")).await;
+    let other = url().replacen("/test?", &format!("/{database}?"), 1);
+    let (client, connection) = tokio_postgres::connect(&other, NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    // The bookkeeping as the first release made it.
+    client
+        .batch_execute(
+            "CREATE SCHEMA ferry;
+             CREATE TABLE ferry.loads (pipeline text NOT NULL, target text NOT NULL,
+                 load text NOT NULL, chunk bigint NOT NULL, last boolean NOT NULL,
+                 passenger uuid NOT NULL, rows bigint NOT NULL,
+                 loaded_at timestamptz NOT NULL DEFAULT now(), completed_at timestamptz,
+                 abandoned_at timestamptz, PRIMARY KEY (target, passenger),
+                 UNIQUE (target, load, chunk));
+             CREATE TABLE ferry.migrations (target text NOT NULL, file text NOT NULL,
+                 hash text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),
+                 PRIMARY KEY (target, file));",
+        )
+        .await
+        .unwrap();
+    let pusher = build_at(
+        test.project.path(),
+        &other,
+        json!({ "connection": "dwh", "table": "public.people", "mode": "append" }),
+    )
+    .unwrap();
+    let load = uuid::Uuid::now_v7().to_string();
+    let one = series_chunk(people(&[(1, "Ann")]), &load, 1, true);
+    push_ok(pusher.as_ref(), &[&one]).await;
+    let rows = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM people), \
+                    (SELECT series FROM ferry.loads)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.get::<_, i64>(0), 1);
+    assert_eq!(rows.get::<_, Option<String>>(1).as_deref(), Some("erp"));
+    drop(pusher);
+    drop(client);
+    let _ = connection.await;
+    test.exec(&format!("DROP DATABASE {database} WITH (FORCE)"))
+        .await;
+    test.finish().await;
+}
+
 /// Loads of other series, other pipelines and loads without a series are not superseded.
 #[tokio::test]
 async fn only_a_newer_load_of_the_same_series_supersedes() {
