@@ -73,9 +73,10 @@
 //!
 //! # Series: a newer full load supersedes an interrupted one (issue 12)
 //!
-//! A full load of an `sql` puller is pulled anew every run, with a new load id, so an
-//! interrupted one is never completed by a later run. Its chunks carry the metadata `series`
-//! (the puller's name, [`ferry_core::records::SERIES`]), recorded in `ferry.loads.series`.
+//! A full load of an `sql` puller (or an `http` load) is pulled anew every run, with a new
+//! load id, so an interrupted one is never completed by a later run. Its chunks carry the
+//! metadata `series` (the puller's name, [`ferry_core::records::SERIES`]), recorded in
+//! `ferry.loads.series`.
 //! Within one target, pipeline and series, loads are ordered by their ids (UUIDv7, made at
 //! pull):
 //!
