@@ -51,7 +51,7 @@ pullers:
     count: 1
 pushers:
   - type: file
-    path: $WORK/out
+    path: data/$1/out
 YAML
 }
 for client in root acme globex; do

@@ -310,10 +310,11 @@ run_ferry() {
 system_alias: bench
 web: { listen: "127.0.0.1:0" }
 workers: $FERRY_WORKERS
+clients: { bench: { paths: ["$(dirname "$CSV")"] } }
 YAML
   cat > "$dir/connections.yaml" <<YAML
-dwh: { type: postgres, url: "$PG_URL" }
-erp: { type: mysql, url: "$MY_URL" }
+dwh: { type: postgres, url: "$PG_URL", clients: [bench] }
+erp: { type: mysql, url: "$MY_URL", clients: [bench] }
 YAML
   : > "$dir/clients/bench/client.yaml"
   if [ "$load" = csv ]; then

@@ -27,6 +27,7 @@ cat > "$WORK/ferry.yaml" <<YAML
 system_alias: ferry BENCH
 store: sqlite://data/ferry.db
 workers: $WORKERS
+clients: { bench: { paths: ["$OUTBOX"] } }
 YAML
 echo "queue_life_span: 1d" > "$WORK/clients/bench/client.yaml"
 cat > "$WORK/clients/bench/pipelines/queue.yaml" <<YAML

@@ -40,6 +40,12 @@ pub const CHUNK: &str = "chunk";
 pub const LAST: &str = "last";
 /// Metadata key: how many rows the chunk holds.
 pub const ROWS: &str = "rows";
+/// Metadata key: on the chunks of a load that replaces the earlier loads of the same source
+/// (a full load of an `sql` puller, an `http` load), the name of that source within the
+/// pipeline. Within one target, pipeline and series, a newer load (a greater `load` id)
+/// supersedes every older one that is not complete: the older one is discarded whole, never
+/// applied beside the newer.
+pub const SERIES: &str = "series";
 
 /// Rows per chunk unless a puller is told otherwise.
 pub const DEFAULT_CHUNK_ROWS: usize = 10_000;

@@ -341,3 +341,256 @@ pushers:
         "the chunk's rows went with its failed transaction"
     );
 }
+
+/// How many chunks `ferry.loads` holds for `target` (`schema.table`): recorded ones, or only
+/// those of completed loads. 0 while the bookkeeping table does not exist yet.
+fn chunks_recorded(target: &str, completed: bool) -> u64 {
+    let filter = match completed {
+        true => " AND completed_at IS NOT NULL",
+        false => "",
+    };
+    let output = Command::new("psql")
+        .args([
+            &postgres_url(),
+            "-tA",
+            "-c",
+            &format!("SELECT count(*) FROM ferry.loads WHERE target = '{target}'{filter}"),
+        ])
+        .output()
+        .expect("psql");
+    stdout(&output).trim().parse().unwrap_or(0)
+}
+
+/// Asserts that two listings hold the same lines, naming the first difference (the listings
+/// are too long to print whole).
+fn assert_same_rows(what: &str, expected: &str, actual: &str) {
+    let expected: Vec<&str> = expected.lines().collect();
+    let actual: Vec<&str> = actual.lines().collect();
+    let first_difference = expected
+        .iter()
+        .zip(&actual)
+        .position(|(e, a)| e != a)
+        .unwrap_or(expected.len().min(actual.len()));
+    assert!(
+        expected == actual,
+        "{what}: {} source rows, {} target rows; first difference at row {}: source {:?}, \
+         target {:?}",
+        expected.len(),
+        actual.len(),
+        first_difference + 1,
+        expected.get(first_difference),
+        actual.get(first_difference)
+    );
+}
+
+/// Issue 12: loads `mode` from MariaDB into PostgreSQL (a full load, or incremental with a
+/// cursor), kills `ferry` with `kill -9` twice mid-load at different points (a few chunks
+/// into the first run; further into the second, which started its own load or continued the
+/// interrupted one), lets a third run finish (full loads: after the source changed), and
+/// compares the target with the source row by row: every source row exactly once, with its
+/// current values, and nothing arriving later changes that.
+///
+/// `slow`: the source takes seconds, so both kills land while the load is still pulled;
+/// otherwise the whole load is seated at once and the kills land while it is pushed (then the
+/// interrupted load may complete from the queue before the next one supersedes it).
+fn two_kills_mid_load_leave_each_row_once(mode: &str, incremental: bool, slow: bool) {
+    const ROWS: u64 = 10_000;
+    let source = unique("kill_src");
+    let _source = MysqlTable(source.clone());
+    mysql(&format!(
+        "CREATE TABLE {source} (id INT PRIMARY KEY, name VARCHAR(64), amount DECIMAL(12,2));
+         INSERT INTO {source} SELECT seq, concat('customer ', seq), seq / 100 \
+         FROM seq_1_to_{ROWS};"
+    ));
+    let schema = unique("kill_dst");
+    let _schema = Schema(schema.clone());
+    psql(&format!("CREATE SCHEMA {schema}"));
+    let target = format!("{schema}.customers");
+
+    let cursor = match incremental {
+        true => "\n    cursor: id",
+        false => "",
+    };
+    let keys = match mode {
+        "merge" | "history" => "\n    keys: [id]",
+        _ => "",
+    };
+    // SLEEP makes the source slow (about 0.6 ms a row), so that a load takes seconds and
+    // the kills land while it is being pulled and pushed. `every 1h`: each start runs once.
+    let (pace, chunk_rows) = match slow {
+        true => (" WHERE SLEEP(0.0005) = 0", 200),
+        false => ("", 100),
+    };
+    let pipeline = format!(
+        r#"
+schedule: every 1h
+batch_size: 4
+pullers:
+  - type: sql
+    connection: erp
+    query: SELECT id, name, amount FROM {source}{pace}
+    chunk_rows: {chunk_rows}{cursor}
+pushers:
+  - type: postgres
+    connection: dwh
+    table: {target}
+    mode: {mode}{keys}
+"#
+    );
+    let project = Project::new("queue_life_span: 1d\n", &[("customers", &pipeline)]);
+    project.write("connections.yaml", &connections());
+
+    let mut first = project.spawn();
+    wait_for("a few chunks loaded", Duration::from_secs(120), || {
+        chunks_recorded(&target, false) >= 3
+    });
+    first.kill().expect("kill -9");
+    first.wait().expect("reap");
+    let after_first = chunks_recorded(&target, false);
+    assert_eq!(
+        chunks_recorded(&target, true),
+        0,
+        "the first crash must happen mid-load; a load completed before:\n{}",
+        project.log()
+    );
+
+    let mut second = project.spawn();
+    wait_for("more chunks loaded", Duration::from_secs(120), || {
+        chunks_recorded(&target, false) >= after_first + 8
+    });
+    second.kill().expect("kill -9");
+    second.wait().expect("reap");
+    // With a fast source the interrupted load may have completed from the queue before the
+    // second crash, which then interrupts the second run's load.
+    if slow {
+        assert_eq!(
+            chunks_recorded(&target, true),
+            0,
+            "both crashes must happen mid-load; a load completed before:\n{}",
+            project.log()
+        );
+    }
+    if !incremental {
+        // The source changes before the load that completes: chunks of the interrupted loads
+        // still carry the old values, which must never overwrite the new ones.
+        mysql(&format!(
+            "UPDATE {source} SET name = concat('renamed ', id) WHERE id % 7 = 0"
+        ));
+    }
+
+    let started = psql("SELECT clock_timestamp()");
+    let third = project.spawn();
+    wait_for("a completed load", Duration::from_secs(180), || {
+        match incremental {
+            // The interrupted load, continued.
+            true => chunks_recorded(&target, true) > 0,
+            // A load pulled by this run (an older one may complete first, from the queue).
+            false => {
+                let done = Command::new("psql")
+                    .args([
+                        &postgres_url(),
+                        "-tA",
+                        "-c",
+                        &format!(
+                            "SELECT count(*) FROM (SELECT load FROM ferry.loads \
+                             WHERE target = '{target}' GROUP BY load \
+                             HAVING bool_and(completed_at IS NOT NULL) \
+                                AND min(loaded_at) > '{started}') x"
+                        ),
+                    ])
+                    .output()
+                    .expect("psql");
+                stdout(&done).trim() == "1"
+            }
+        }
+    });
+    // Chunks of the interrupted loads still in the queue arrive after the new load: they
+    // must change nothing.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(terminate(third), "{}", project.log());
+
+    let expected = mysql(&format!(
+        "SELECT concat_ws('|', id, name, amount) FROM {source} ORDER BY id"
+    ));
+    let current = match mode {
+        "history" => " WHERE is_current",
+        _ => "",
+    };
+    let actual = psql(&format!(
+        "SELECT id, name, amount FROM {target}{current} ORDER BY id"
+    ));
+    assert_same_rows(mode, &expected, &actual);
+    if mode == "history" {
+        assert_eq!(
+            psql(&format!("SELECT count(*) FROM {target}")),
+            ROWS.to_string(),
+            "one version per key: nothing was closed or inserted twice"
+        );
+    }
+    assert_eq!(
+        psql(&format!(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = '{schema}' \
+             AND tablename LIKE '%\\_\\_ferry\\_%'"
+        )),
+        "0",
+        "no shadow table is left behind"
+    );
+}
+
+#[test]
+fn a_full_append_killed_twice_is_loaded_once() {
+    two_kills_mid_load_leave_each_row_once("append", false, true);
+}
+
+#[test]
+fn a_full_merge_killed_twice_is_loaded_once() {
+    two_kills_mid_load_leave_each_row_once("merge", false, true);
+}
+
+#[test]
+fn a_full_replace_killed_twice_is_loaded_once() {
+    two_kills_mid_load_leave_each_row_once("replace", false, true);
+}
+
+#[test]
+fn a_full_history_killed_twice_is_loaded_once() {
+    two_kills_mid_load_leave_each_row_once("history", false, true);
+}
+
+#[test]
+fn an_incremental_append_killed_twice_is_loaded_once() {
+    two_kills_mid_load_leave_each_row_once("append", true, true);
+}
+
+#[test]
+fn an_incremental_merge_killed_twice_is_loaded_once() {
+    two_kills_mid_load_leave_each_row_once("merge", true, true);
+}
+
+#[test]
+fn an_incremental_replace_killed_twice_is_loaded_once() {
+    two_kills_mid_load_leave_each_row_once("replace", true, true);
+}
+
+#[test]
+fn an_incremental_history_killed_twice_is_loaded_once() {
+    two_kills_mid_load_leave_each_row_once("history", true, true);
+}
+
+// A full `append` is left out: when its wholly seated load completes from the queue before the
+// next run's load starts, the table holds both snapshots (docs/elt.md, "After a crash").
+
+#[test]
+fn a_wholly_seated_full_merge_killed_while_pushed_ends_as_the_source() {
+    two_kills_mid_load_leave_each_row_once("merge", false, false);
+}
+
+#[test]
+fn a_wholly_seated_full_replace_killed_while_pushed_ends_as_the_source() {
+    two_kills_mid_load_leave_each_row_once("replace", false, false);
+}
+
+#[test]
+fn a_wholly_seated_full_history_killed_while_pushed_ends_as_the_source() {
+    two_kills_mid_load_leave_each_row_once("history", false, false);
+}

@@ -49,14 +49,16 @@ impl Project {
         std::fs::write(path, content).expect("write");
     }
 
-    /// Starts `ferry run` on the project, logging to a file in the project.
+    /// Starts `ferry run` on the project, logging to a file in the project. `FERRY_TEST_BIN`
+    /// names another binary to run instead (a build from before a fix, to see a test fail).
     pub fn spawn(&self) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.join("ferry.log"))
             .expect("log file");
-        Command::new(BIN)
+        let bin = std::env::var("FERRY_TEST_BIN").unwrap_or_else(|_| BIN.to_string());
+        Command::new(bin)
             .arg("run")
             .arg(self.path())
             .env("RUST_LOG", "info")

@@ -441,7 +441,14 @@ impl Puller for HttpPuller {
         loop {
             while passengers.len() < max {
                 match run.take_ready(&settings) {
-                    Some(passenger) => passengers.push(passenger),
+                    Some(mut passenger) => {
+                        // Every run reads the whole API again: a newer load supersedes an
+                        // older one that was interrupted, so that it is discarded whole.
+                        passenger
+                            .metadata
+                            .insert(records::SERIES.into(), self.component.clone());
+                        passengers.push(passenger)
+                    }
                     None => break,
                 }
             }

@@ -444,6 +444,12 @@ async fn rows_of_pages_are_packed_into_chunks_of_one_load() {
     assert_eq!(places[0].load, places[1].load);
     assert_eq!(chunks[0].external_id, format!("{}:1", places[0].load));
     assert_eq!(chunks[1].metadata[records::ROWS], "3");
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c.metadata.contains_key(records::SERIES)),
+        "each run is a full load that supersedes an interrupted older one"
+    );
 
     // The next run is a new load.
     let again = pull_run(&mut puller, 10).await;

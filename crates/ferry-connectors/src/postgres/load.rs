@@ -26,6 +26,8 @@ struct Load<'a> {
     /// The chunk's number, from 1.
     number: i64,
     last: bool,
+    /// The series of a load that supersedes older ones ([`records::SERIES`]).
+    series: Option<String>,
 }
 
 impl Load<'_> {
@@ -36,6 +38,13 @@ impl Load<'_> {
 
     fn names(&self) -> impl Iterator<Item = &str> {
         self.batch.columns.iter().map(|c| c.name.as_str())
+    }
+
+    /// Whether the chunk goes to the load's shadow table rather than into the target:
+    /// always for `replace` and `history`, and for `append` when the load belongs to a series
+    /// (a full load, whose rows must become visible together at its end).
+    fn staged(&self, mode: Mode) -> bool {
+        mode.stages() || (mode == Mode::Append && self.series.is_some())
     }
 
     /// The batch's columns that are not keys (`{data_columns}`).
@@ -228,6 +237,7 @@ impl PostgresPusher {
             load: chunk.load,
             number,
             last: chunk.last,
+            series: passenger.metadata.get(records::SERIES).cloned(),
         })
     }
 
@@ -284,9 +294,21 @@ impl PostgresPusher {
         }
         if state.superseded {
             self.record(session, load).await?;
+            if load.series.is_some() {
+                // Discarded whole: its staging goes, and it can never complete.
+                if !*locked {
+                    self.take_lock(client).await?;
+                    *locked = true;
+                }
+                self.abandon(client, std::slice::from_ref(&load.load))
+                    .await?;
+            }
             self.skipped(
                 load.passenger,
-                "a newer load of the table was already applied",
+                &format!(
+                    "{} was superseded by a newer load of the table",
+                    load.describe()
+                ),
             );
             return Ok(());
         }
@@ -298,6 +320,9 @@ impl PostgresPusher {
         };
         let completes = last.is_some_and(|last| state.chunks + 1 >= last);
 
+        if first && let Some(series) = &load.series {
+            self.abandon_older(client, series, &load.load).await?;
+        }
         let data_columns = load.data_columns(&self.keys);
         let values = self.values(Some(data_columns.as_slice()), Some(&load.load));
         match self.mode {
@@ -308,6 +333,9 @@ impl PostgresPusher {
                         .await?;
                 }
                 match self.mode {
+                    Mode::Append if load.staged(self.mode) => {
+                        self.stage(session, load, first).await?
+                    }
                     Mode::Append => {
                         let target = self.target.quoted();
                         self.copy(client, &target, load).await?;
@@ -321,7 +349,7 @@ impl PostgresPusher {
                     self.run_scripts(client, "before", &self.before, &values)
                         .await?;
                 }
-                self.stage(session, load).await?;
+                self.stage(session, load, first).await?;
             }
         }
         self.record(session, load).await?;
@@ -391,12 +419,16 @@ impl PostgresPusher {
                 .query_one(
                     "SELECT count(*) >= max(chunk) FILTER (WHERE last) \
                             AND bool_and(completed_at IS NULL) \
+                            AND bool_and(abandoned_at IS NULL) \
                      FROM ferry.loads WHERE target = $1 AND load = $2",
                     &[&target, load],
                 )
                 .await
                 .map_err(|error| self.error("cannot read ferry.loads", &error))?;
             if row.get::<_, Option<bool>>(0) == Some(true) {
+                if chunk.staged(self.mode) {
+                    self.unstage(session, chunk).await?;
+                }
                 let data = chunk.data_columns(&self.keys);
                 let values = self.values(Some(&data), Some(load));
                 self.finish(session, load, &values).await?;
@@ -418,6 +450,8 @@ impl PostgresPusher {
                     &load.number,
                     &load.passenger.id.0,
                     &staged,
+                    &load.series,
+                    &self.pipeline,
                 ],
             )
             .await
@@ -447,6 +481,7 @@ impl PostgresPusher {
                     &load.last,
                     &load.passenger.id.0,
                     &rows,
+                    &load.series,
                 ],
             )
             .await
@@ -694,9 +729,14 @@ impl PostgresPusher {
         Ok(())
     }
 
-    /// `replace` and `history`: COPYs the chunk into the load's shadow table, creating it with
-    /// the first chunk.
-    async fn stage(&self, session: &Session, load: &Load<'_>) -> Result<(), StepError> {
+    /// `replace`, `history` and the `append` of a series: COPYs the chunk into the load's
+    /// shadow table, creating it with the `first` chunk.
+    async fn stage(
+        &self,
+        session: &Session,
+        load: &Load<'_>,
+        first: bool,
+    ) -> Result<(), StepError> {
         let client = &session.client;
         let shadow_name = self.target.shadow(&load.load);
         let shadow = self.target.sibling(&shadow_name);
@@ -713,6 +753,16 @@ impl PostgresPusher {
                 .filter(|c| table.column(&c.name).is_none())
                 .cloned()
                 .collect(),
+            // A later chunk finds no shadow when a newer load abandoned this one meanwhile:
+            // it must not stage the load again; the next attempt sees it superseded.
+            None if !first => {
+                return Err(StepError::retryable(format!(
+                    "{}: {}: the shadow table {shadow_name} is gone (a newer load \
+                     superseded this one?)",
+                    self.target.name(),
+                    load.describe()
+                )));
+            }
             None => {
                 let target = self.describe(session, &self.target.quoted()).await?;
                 if target.is_none() {
@@ -749,6 +799,16 @@ impl PostgresPusher {
             (Mode::Replace, None) => {
                 let columns = schema::staging_columns(None, columns);
                 let create = schema::create_table(shadow, &columns, &self.keys);
+                return client.batch_execute(&create).await;
+            }
+            // `append`'s staging is UNLOGGED: its rows are written to the WAL once, when they
+            // move into the table, so staging costs little more than COPY into the table
+            // (BENCHMARKS.md). A PostgreSQL crash empties unlogged tables: `unstage` counts
+            // the rows before it moves them.
+            (Mode::Append, target) => {
+                let columns = schema::staging_columns(target, columns);
+                let create = schema::create_table(shadow, &columns, &[]);
+                let create = create.replacen("CREATE TABLE", "CREATE UNLOGGED TABLE", 1);
                 return client.batch_execute(&create).await;
             }
             (_, target) => {
@@ -1015,7 +1075,6 @@ impl PostgresPusher {
     /// is in, and their late chunks are superseded.
     async fn drop_older_shadows(&self, client: &Client, load: &Load<'_>) -> Result<(), StepError> {
         let target = self.target.name();
-        let context = "cannot drop the shadows of older loads";
         let rows = client
             .query(
                 "SELECT DISTINCT load FROM ferry.loads \
@@ -1027,13 +1086,43 @@ impl PostgresPusher {
                 &[&target, &load.load],
             )
             .await
-            .map_err(|error| self.error(context, &error))?;
-        if rows.is_empty() {
+            .map_err(|error| self.error("cannot look for older incomplete loads", &error))?;
+        let older: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+        self.abandon(client, &older).await
+    }
+
+    /// The first chunk of a load of `series`: every older load of the series that is not
+    /// complete is abandoned, so that it is discarded whole (issue 12).
+    async fn abandon_older(
+        &self,
+        client: &Client,
+        series: &str,
+        load: &str,
+    ) -> Result<(), StepError> {
+        let target = self.target.name();
+        let rows = client
+            .query(
+                "SELECT DISTINCT load FROM ferry.loads \
+                 WHERE target = $1 AND series = $2 AND pipeline = $3 AND load < $4 \
+                   AND completed_at IS NULL AND abandoned_at IS NULL",
+                &[&target, &series, &self.pipeline, &load],
+            )
+            .await
+            .map_err(|error| self.error("cannot look for older incomplete loads", &error))?;
+        let older: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+        self.abandon(client, &older).await
+    }
+
+    /// Abandons incomplete `loads`: drops their shadow tables (if they have any) and marks
+    /// them in `ferry.loads`, so that none of them is ever applied.
+    async fn abandon(&self, client: &Client, loads: &[String]) -> Result<(), StepError> {
+        if loads.is_empty() {
             return Ok(());
         }
-        let older: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+        let target = self.target.name();
+        let context = "cannot abandon older incomplete loads";
         let mut sql = String::new();
-        for old in &older {
+        for old in loads {
             let shadow = self.target.sibling(&self.target.shadow(old));
             sql.push_str(&format!("DROP TABLE IF EXISTS {shadow};"));
         }
@@ -1043,8 +1132,9 @@ impl PostgresPusher {
             .map_err(|error| self.error(context, &error))?;
         client
             .execute(
-                "UPDATE ferry.loads SET abandoned_at = now() WHERE target = $1 AND load = ANY($2)",
-                &[&target, &older],
+                "UPDATE ferry.loads SET abandoned_at = now() \
+                 WHERE target = $1 AND load = ANY($2) AND abandoned_at IS NULL",
+                &[&target, &loads],
             )
             .await
             .map_err(|error| self.error(context, &error))?;
@@ -1052,10 +1142,61 @@ impl PostgresPusher {
             pipeline = %self.pipeline,
             component = %self.component,
             target = %target,
-            abandoned = older.len(),
-            "dropped the shadows of older incomplete loads"
+            abandoned = loads.len(),
+            "abandoned incomplete loads and dropped their shadows"
         );
         Ok(())
+    }
+
+    /// `append` of a series, when the load is complete: its rows move from the shadow table
+    /// into the target in the completing transaction, so they become visible together.
+    async fn unstage(&self, session: &Session, load: &Load<'_>) -> Result<(), StepError> {
+        let client = &session.client;
+        let shadow_name = self.target.shadow(&load.load);
+        let shadow = self.target.sibling(&shadow_name);
+        let staged = self.describe(session, &shadow).await?.ok_or_else(|| {
+            StepError::permanent(format!(
+                "{}: {}: the shadow table {shadow_name} is gone",
+                self.target.name(),
+                load.describe()
+            ))
+        })?;
+        // The shadow is unlogged: after a crash of PostgreSQL it is empty (or holds only the
+        // chunks staged since). Such a load cannot complete; its chunks fail (retryably)
+        // until the next run's load supersedes it, and they are skipped.
+        let counts = client
+            .query_one(
+                &format!(
+                    "SELECT (SELECT count(*) FROM {shadow}), \
+                            (SELECT sum(rows)::bigint FROM ferry.loads \
+                             WHERE target = $1 AND load = $2)"
+                ),
+                &[&self.target.name(), &load.load],
+            )
+            .await
+            .map_err(|error| self.error(&load.describe(), &error))?;
+        let (staged_rows, recorded_rows): (i64, Option<i64>) = (counts.get(0), counts.get(1));
+        if Some(staged_rows) != recorded_rows {
+            return Err(StepError::retryable(format!(
+                "{}: load {}: the staging table {shadow_name} holds {staged_rows} of the {} \
+                 rows its chunks loaded (PostgreSQL restarted after a crash, which empties \
+                 unlogged tables); the load cannot complete and is superseded by the next run's",
+                self.target.name(),
+                load.load,
+                recorded_rows.unwrap_or(0)
+            )));
+        }
+        let list = quote_list(staged.columns.iter().map(|c| c.name.as_str()));
+        let sql = format!(
+            "INSERT INTO {} ({list}) SELECT {list} FROM {shadow}; DROP TABLE {shadow}",
+            self.target.quoted()
+        );
+        client.batch_execute(&sql).await.map_err(|error| {
+            self.error(
+                &format!("{}: cannot move the load into the table", load.describe()),
+                &error,
+            )
+        })
     }
 }
 

@@ -40,7 +40,11 @@
 //!
 //! # Modes
 //!
-//! - `append`: COPY into the table.
+//! - `append`: COPY into the table; a load of a series (below) is COPYed into an `UNLOGGED`
+//!   shadow table with the batch's columns (typed as in the table), and the transaction that
+//!   completes it checks that the shadow holds every row `ferry.loads` counted (a crash of
+//!   PostgreSQL empties unlogged tables) and moves the rows into the table (`INSERT … SELECT`,
+//!   then `DROP`), so they become visible together.
 //! - `merge`: COPY into a temporary table, then `INSERT … ON CONFLICT (keys) DO UPDATE`. The
 //!   table needs a primary key or unique index on exactly the keys: a table the pusher creates
 //!   gets the keys as primary key; an existing one without such an index fails permanently.
@@ -66,6 +70,26 @@
 //! (its chunks' passenger ids, UUIDv7 made at pull, are smaller) is *superseded*: its chunks are
 //! recorded and reported done but not applied, so a late chunk can never put old content back
 //! over newer. When a load completes, the shadows of older incomplete loads are dropped.
+//!
+//! # Series: a newer full load supersedes an interrupted one (issue 12)
+//!
+//! A full load of an `sql` puller (or an `http` load) is pulled anew every run, with a new
+//! load id, so an interrupted one is never completed by a later run. Its chunks carry the
+//! metadata `series` (the puller's name, [`ferry_core::records::SERIES`]), recorded in
+//! `ferry.loads.series`.
+//! Within one target, pipeline and series, loads are ordered by their ids (UUIDv7, made at
+//! pull):
+//!
+//! - the first chunk of a load abandons every older load of its series that is not complete:
+//!   their shadow tables are dropped and `abandoned_at` is set, under the table's lock;
+//! - a chunk of a load that is older than any recorded load of its series, or abandoned, is
+//!   *superseded*: recorded, not applied, reported done with a warning (and its load marked
+//!   abandoned), so it neither brings old values back (`merge`) nor completes (`append`'s
+//!   completion skips abandoned loads);
+//! - a later chunk whose shadow table is gone (abandoned meanwhile) fails retryably rather
+//!   than staging the load again; the next attempt finds it superseded.
+//!
+//! Whatever the crash point, a full load is thus applied whole or not at all.
 //!
 //! # Content hash (`replace`)
 //!
@@ -128,9 +152,10 @@
 //!
 //! Schema `ferry` in the target database, created once per pusher start under an advisory
 //! lock: `ferry.loads` (one row per loaded chunk: pipeline `client/pipeline`, target, load,
-//! chunk, last, passenger, rows, loaded_at, completed_at, abandoned_at; unique on
-//! `(target, passenger)` and on `(target, load, chunk)`) and `ferry.migrations` (target, file,
-//! hash, applied_at). Nothing removes old `ferry.loads` rows yet.
+//! chunk, last, passenger, rows, loaded_at, completed_at, abandoned_at, series; unique on
+//! `(target, passenger)` and on `(target, load, chunk)`; `series` is added to tables made
+//! before it) and `ferry.migrations` (target, file, hash, applied_at). Nothing removes old
+//! `ferry.loads` rows yet.
 
 mod config;
 mod load;

@@ -199,18 +199,24 @@ pub(super) struct Statements {
 }
 
 /// What `ferry.loads` knows about a chunk and its load; see [`Statements::state`].
+///
+/// `$5`: the mode stages its loads (superseded by a newer completed load); `$6`: the chunk's
+/// series (superseded by any newer load of the series, or once abandoned); `$7`: the pipeline.
 const STATE: &str = "\
     SELECT \
       EXISTS (SELECT 1 FROM ferry.loads WHERE target = $1 AND passenger = $4), \
       (SELECT passenger FROM ferry.loads WHERE target = $1 AND load = $2 AND chunk = $3), \
       (SELECT count(*) FROM ferry.loads WHERE target = $1 AND load = $2), \
       (SELECT max(chunk) FROM ferry.loads WHERE target = $1 AND load = $2 AND last), \
-      $5::boolean AND EXISTS (SELECT 1 FROM ferry.loads \
-        WHERE target = $1 AND passenger > $4 AND load <> $2 AND completed_at IS NOT NULL)";
+      ($5::boolean AND EXISTS (SELECT 1 FROM ferry.loads \
+        WHERE target = $1 AND passenger > $4 AND load <> $2 AND completed_at IS NOT NULL)) \
+      OR ($6::text IS NOT NULL AND EXISTS (SELECT 1 FROM ferry.loads \
+        WHERE target = $1 AND series = $6 AND pipeline = $7 \
+          AND (load > $2 OR (load = $2 AND abandoned_at IS NOT NULL))))";
 
 const RECORD: &str = "\
-    INSERT INTO ferry.loads (pipeline, target, load, chunk, last, passenger, rows) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    INSERT INTO ferry.loads (pipeline, target, load, chunk, last, passenger, rows, series) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
 const COMPLETE: &str = "\
     UPDATE ferry.loads SET completed_at = now() WHERE target = $1 AND load = $2";
@@ -233,9 +239,12 @@ const BOOKKEEPING: &str = "\
         loaded_at timestamptz NOT NULL DEFAULT now(),
         completed_at timestamptz,
         abandoned_at timestamptz,
+        series text,
         PRIMARY KEY (target, passenger),
         UNIQUE (target, load, chunk)
     );
+    CREATE INDEX IF NOT EXISTS loads_series ON ferry.loads (target, series, load)
+        WHERE series IS NOT NULL;
     CREATE TABLE IF NOT EXISTS ferry.migrations (
         target text NOT NULL,
         file text NOT NULL,
@@ -243,6 +252,15 @@ const BOOKKEEPING: &str = "\
         applied_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (target, file)
     );
+    COMMIT;";
+
+/// `ferry.loads.series` for a table made before it (under the same lock as [`BOOKKEEPING`]).
+const SERIES: &str = "\
+    BEGIN;
+    SELECT pg_advisory_xact_lock(hashtext('ferry'), 0);
+    ALTER TABLE ferry.loads ADD COLUMN IF NOT EXISTS series text;
+    CREATE INDEX IF NOT EXISTS loads_series ON ferry.loads (target, series, load)
+        WHERE series IS NOT NULL;
     COMMIT;";
 
 #[async_trait]
@@ -366,15 +384,23 @@ impl PostgresPusher {
         let exists = client
             .query_one(
                 "SELECT to_regclass('ferry.loads') IS NOT NULL \
-                    AND to_regclass('ferry.migrations') IS NOT NULL",
+                    AND to_regclass('ferry.migrations') IS NOT NULL, \
+                    EXISTS (SELECT 1 FROM pg_attribute \
+                            WHERE attrelid = to_regclass('ferry.loads') \
+                              AND attname = 'series' AND NOT attisdropped)",
                 &[],
             )
             .await
             .map_err(|error| self.error("cannot look for the bookkeeping tables", &error))?;
-        if exists.get::<_, bool>(0) {
-            return Ok(());
-        }
-        if let Err(error) = client.batch_execute(BOOKKEEPING).await {
+        let (tables, series): (bool, bool) = (exists.get(0), exists.get(1));
+        let sql = match (tables, series) {
+            (true, true) => return Ok(()),
+            // Made by a ferry from before `series`: only the column and its index are added,
+            // which needs no right to create schemas.
+            (true, false) => SERIES,
+            (false, _) => BOOKKEEPING,
+        };
+        if let Err(error) = client.batch_execute(sql).await {
             let _ = client.batch_execute("ROLLBACK").await;
             return Err(self.error("cannot create the bookkeeping tables ferry.*", &error));
         }

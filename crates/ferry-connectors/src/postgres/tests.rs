@@ -855,6 +855,214 @@ async fn an_older_load_never_overwrites_a_newer_one() {
     test.finish().await;
 }
 
+/// A chunk of a full load of the series `erp` (as the `sql` puller marks them).
+fn series_chunk(body: Body, load: &str, number: u64, last: bool) -> Passenger {
+    let mut passenger = chunk(body, load, number, last);
+    passenger
+        .metadata
+        .insert(ferry_core::records::SERIES.into(), "erp".into());
+    passenger
+}
+
+/// Issue 12: load `a` is interrupted (its last chunk never comes before load `b` starts);
+/// its chunks that arrive after `b` started are skipped, its shadow is dropped, and only
+/// `b` is ever visible, in every mode. A full `append` shows nothing before its end.
+#[tokio::test]
+async fn a_newer_full_load_supersedes_an_interrupted_one_in_every_mode() {
+    let test = Test::start("series_superseded").await;
+    for mode in ["append", "merge", "replace", "history"] {
+        let table = test.table(mode);
+        let pusher = test.pusher(json!({ "table": table, "mode": mode, "keys": ["id"] }));
+        let current = match mode {
+            "history" => " WHERE is_current",
+            _ => "",
+        };
+        let sql = format!("SELECT id, name FROM {table}{current} ORDER BY id");
+        // UUIDv7 ids, as the puller makes them: `b` is newer.
+        let a = uuid::Uuid::now_v7().to_string();
+        let b = uuid::Uuid::now_v7().to_string();
+        let a1 = series_chunk(people(&[(1, "a"), (2, "a")]), &a, 1, false);
+        let a2 = series_chunk(people(&[(3, "a")]), &a, 2, false);
+        let a3 = series_chunk(people(&[(4, "a")]), &a, 3, true);
+        let b1 = series_chunk(people(&[(1, "b"), (2, "b")]), &b, 1, false);
+        let b2 = series_chunk(people(&[(3, "b")]), &b, 2, true);
+
+        push_ok(pusher.as_ref(), &[&a1]).await;
+        if mode == "append" {
+            assert_eq!(
+                test.value(&format!("SELECT count(*) FROM {table}")).await,
+                s("0"),
+                "a full append is staged until its end"
+            );
+        }
+        // `b` starts: `a` is abandoned, its late chunks (the last one too) are skipped.
+        push_ok(pusher.as_ref(), &[&b1, &a2]).await;
+        push_ok(pusher.as_ref(), &[&a3]).await;
+        let shadows = match mode {
+            "merge" => s("0"),
+            _ => s("1"),
+        };
+        assert_eq!(
+            test.shadows().await,
+            shadows,
+            "{mode}: only b's shadow is left"
+        );
+        push_ok(pusher.as_ref(), &[&b2]).await;
+        let expected = [[s("1"), s("b")], [s("2"), s("b")], [s("3"), s("b")]];
+        assert_eq!(test.rows(&sql).await, expected, "{mode}");
+        assert_eq!(test.shadows().await, s("0"), "{mode}");
+        let states = test
+            .rows(&format!(
+                "SELECT load, bool_and(completed_at IS NOT NULL), \
+                        bool_and(abandoned_at IS NOT NULL) \
+                 FROM ferry.loads WHERE target = '{table}' GROUP BY load ORDER BY load"
+            ))
+            .await;
+        assert_eq!(
+            states,
+            [
+                [Some(a.clone()), s("f"), s("t")],
+                [Some(b.clone()), s("t"), s("f")]
+            ],
+            "{mode}: a abandoned, b complete"
+        );
+        // A chunk of `a` seen again later (a retry) is still skipped.
+        let a2_again = series_chunk(people(&[(3, "a")]), &a, 2, false);
+        push_ok(pusher.as_ref(), &[&a2_again]).await;
+        assert_eq!(test.rows(&sql).await, expected, "{mode}");
+    }
+    test.finish().await;
+}
+
+/// A full `append` stages in an unlogged table, which a crash of PostgreSQL empties: the load
+/// then refuses to complete (retryably) rather than move what is left, and the next load
+/// supersedes it.
+#[tokio::test]
+async fn a_full_append_whose_staging_was_emptied_does_not_complete() {
+    let test = Test::start("series_unlogged").await;
+    let table = test.table("people");
+    let pusher = test.pusher(json!({ "table": table, "mode": "append" }));
+    let a = uuid::Uuid::now_v7().to_string();
+    let a1 = series_chunk(people(&[(1, "a"), (2, "a")]), &a, 1, false);
+    let a2 = series_chunk(people(&[(3, "a")]), &a, 2, true);
+    push_ok(pusher.as_ref(), &[&a1]).await;
+    let persistence = test
+        .value(&format!(
+            "SELECT string_agg(relpersistence::text, '') FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE nspname = '{}' AND relname LIKE '%\\_\\_ferry\\_%'",
+            test.schema
+        ))
+        .await;
+    assert_eq!(persistence, s("u"), "one unlogged staging table");
+    // What a restart of PostgreSQL after a crash does to an unlogged table.
+    test.exec(&format!(
+        "DO $$ DECLARE t text; BEGIN \
+           SELECT quote_ident(tablename) INTO t FROM pg_tables \
+           WHERE schemaname = '{0}' AND tablename LIKE '%\\_\\_ferry\\_%'; \
+           EXECUTE 'TRUNCATE {0}.' || t; END $$",
+        test.schema
+    ))
+    .await;
+    let error = push_err(pusher.as_ref(), &a2).await;
+    assert!(error.retryable, "{error}");
+    assert!(error.message.contains("holds 1 of the 3 rows"), "{error}");
+    assert_eq!(
+        test.value(&format!("SELECT count(*) FROM {table}")).await,
+        s("0")
+    );
+    // The next load supersedes it; the retried chunk is then skipped.
+    let b = uuid::Uuid::now_v7().to_string();
+    let b1 = series_chunk(people(&[(1, "b")]), &b, 1, true);
+    push_ok(pusher.as_ref(), &[&b1, &a2]).await;
+    assert_eq!(
+        test.rows(&format!("SELECT id, name FROM {table}")).await,
+        [[s("1"), s("b")]]
+    );
+    assert_eq!(test.shadows().await, s("0"));
+    test.finish().await;
+}
+
+/// A `ferry.loads` made by a ferry from before `series` gets the column (in a database of its
+/// own, since the shared one's table is in use by the other tests).
+#[tokio::test]
+async fn bookkeeping_from_before_series_gets_the_column() {
+    let test = Test::start("series_upgrade").await;
+    let database = format!("ferry_upgrade_{}", uuid::Uuid::now_v7().simple());
+    test.exec(&format!("CREATE DATABASE {database}")).await;
+    let other = url().replacen("/test?", &format!("/{database}?"), 1);
+    let (client, connection) = tokio_postgres::connect(&other, NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    // The bookkeeping as the first release made it.
+    client
+        .batch_execute(
+            "CREATE SCHEMA ferry;
+             CREATE TABLE ferry.loads (pipeline text NOT NULL, target text NOT NULL,
+                 load text NOT NULL, chunk bigint NOT NULL, last boolean NOT NULL,
+                 passenger uuid NOT NULL, rows bigint NOT NULL,
+                 loaded_at timestamptz NOT NULL DEFAULT now(), completed_at timestamptz,
+                 abandoned_at timestamptz, PRIMARY KEY (target, passenger),
+                 UNIQUE (target, load, chunk));
+             CREATE TABLE ferry.migrations (target text NOT NULL, file text NOT NULL,
+                 hash text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),
+                 PRIMARY KEY (target, file));",
+        )
+        .await
+        .unwrap();
+    let pusher = build_at(
+        test.project.path(),
+        &other,
+        json!({ "connection": "dwh", "table": "public.people", "mode": "append" }),
+    )
+    .unwrap();
+    let load = uuid::Uuid::now_v7().to_string();
+    let one = series_chunk(people(&[(1, "Ann")]), &load, 1, true);
+    push_ok(pusher.as_ref(), &[&one]).await;
+    let rows = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM people), \
+                    (SELECT series FROM ferry.loads)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.get::<_, i64>(0), 1);
+    assert_eq!(rows.get::<_, Option<String>>(1).as_deref(), Some("erp"));
+    drop(pusher);
+    drop(client);
+    let _ = connection.await;
+    test.exec(&format!("DROP DATABASE {database} WITH (FORCE)"))
+        .await;
+    test.finish().await;
+}
+
+/// Loads of other series, other pipelines and loads without a series are not superseded.
+#[tokio::test]
+async fn only_a_newer_load_of_the_same_series_supersedes() {
+    let test = Test::start("series_scope").await;
+    let table = test.table("people");
+    let pusher = test.pusher(json!({ "table": table, "mode": "append" }));
+    let a = uuid::Uuid::now_v7().to_string();
+    let plain = uuid::Uuid::now_v7().to_string();
+    let other = uuid::Uuid::now_v7().to_string();
+    let a1 = series_chunk(people(&[(1, "a")]), &a, 1, false);
+    let a2 = series_chunk(people(&[(2, "a")]), &a, 2, true);
+    // Newer, but without a series (a file, say) and of another series.
+    let plain1 = chunk(people(&[(10, "plain")]), &plain, 1, true);
+    let mut other1 = series_chunk(people(&[(20, "other")]), &other, 1, true);
+    other1
+        .metadata
+        .insert(ferry_core::records::SERIES.into(), "crm".into());
+    push_ok(pusher.as_ref(), &[&a1, &plain1, &other1, &a2]).await;
+    assert_eq!(
+        test.rows(&format!("SELECT id FROM {table} ORDER BY id"))
+            .await,
+        [[s("1")], [s("2")], [s("10")], [s("20")]]
+    );
+    assert_eq!(test.shadows().await, s("0"));
+    test.finish().await;
+}
+
 #[tokio::test]
 async fn replace_refuses_to_drop_dependent_views() {
     let test = Test::start("replace_view").await;

@@ -7,6 +7,12 @@
 //! size. One file per database (`postgres.rs`, `mysql.rs`, `sqlite.rs`) connects, reads the
 //! column types from the result's metadata and writes the values in PostgreSQL's text form;
 //! [`chunk`] cuts the rows into chunks. [`check`] tells whether a connection works.
+//!
+//! After a crash (issue 12): an incremental load's state names the load while it is unfinished,
+//! and the next run continues it under the same id, numbering its chunks after the last seated
+//! one. A full load cannot be continued, so each run is a new load; its chunks carry
+//! `records::SERIES` (the puller's name), and the `postgres` pusher discards an older load of
+//! the series that did not complete once a newer one starts.
 
 mod chunk;
 mod config;

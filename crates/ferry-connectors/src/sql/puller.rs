@@ -6,6 +6,7 @@ use ferry_core::records::{self, Chunk};
 use ferry_core::{
     BuildContext, BuildError, Passenger, Pulled, Puller, PullerFactory, Seated, StepError,
 };
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use tracing::debug;
 use uuid::Uuid;
@@ -31,6 +32,7 @@ impl PullerFactory for SqlPullerFactory {
         let settings = Settings::validate(config, ctx)?;
         Ok(Box::new(SqlPuller {
             after: settings.start.clone(),
+            unfinished: None,
             settings,
             load: None,
             pipeline: format!("{}/{}", ctx.client, ctx.pipeline),
@@ -122,6 +124,9 @@ pub struct SqlPuller {
     /// Incremental mode: the cursor value the next load starts after (the state last
     /// returned or restored, else `start`).
     after: Option<String>,
+    /// Incremental mode: the load whose last chunk was not seated yet, which the next load
+    /// continues (its id and the number of its last seated chunk).
+    unfinished: Option<(String, u64)>,
     /// The load being pulled; `None` between loads.
     load: Option<Load>,
     /// `client/pipeline`, for logs.
@@ -129,11 +134,49 @@ pub struct SqlPuller {
     component: String,
 }
 
+/// An incremental puller's state: the cursor, and the load to continue when the last one was
+/// interrupted (a crash, a failed run) before its last chunk was seated. Kept as JSON while a
+/// load is unfinished, else as the cursor's text alone (as before loads were continued).
+#[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Position {
+    cursor: Option<String>,
+    /// The unfinished load's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    load: Option<String>,
+    /// The number of its last seated chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chunk: Option<u64>,
+}
+
+impl Position {
+    fn parse(state: String) -> Position {
+        match serde_json::from_str::<Position>(&state) {
+            Ok(position) => position,
+            Err(_) => Position {
+                cursor: Some(state),
+                ..Position::default()
+            },
+        }
+    }
+
+    fn into_state(self) -> Option<String> {
+        match self.load {
+            // A struct of strings and numbers always serializes.
+            Some(_) => Some(serde_json::to_string(&self).unwrap_or_default()),
+            None => self.cursor,
+        }
+    }
+}
+
 /// A load in progress: its reader task streams chunks into `chunks`. Dropping it closes the
 /// channel, which makes the reader stop and disconnect.
 struct Load {
-    /// A UUIDv7, fresh for every load.
+    /// A UUIDv7, fresh for every load; an interrupted incremental load keeps its id when it
+    /// is continued.
     id: String,
+    /// Chunks of the load seated before this part of it (a continued load): the reader's
+    /// chunks are numbered after them.
+    offset: u64,
     /// Where the load started (incremental mode): part of an empty chunk's external id.
     after: Option<String>,
     chunks: mpsc::Receiver<Result<Ready, StepError>>,
@@ -142,8 +185,8 @@ struct Load {
 }
 
 impl SqlPuller {
-    /// Starts the reader task of a new load.
-    fn start_load(&self) -> Load {
+    /// Starts the reader task of a new load, or of the rest of an interrupted incremental one.
+    fn start_load(&mut self) -> Load {
         // One finished chunk waits in the channel while the reader fills the next one.
         let (sender, chunks) = mpsc::channel(1);
         let settings = &self.settings;
@@ -158,17 +201,24 @@ impl SqlPuller {
             cursor,
             sender,
         };
-        let id = Uuid::now_v7().to_string();
+        // A full load cannot be continued: without an order, "the rest" of a result is not
+        // defined. A newer load supersedes it instead (see `records::SERIES`).
+        let (id, offset) = match self.unfinished.take() {
+            Some((id, offset)) if settings.cursor.is_some() => (id, offset),
+            _ => (Uuid::now_v7().to_string(), 0),
+        };
         debug!(
             pipeline = %self.pipeline,
             component = %self.component,
             load = %id,
+            continued_after_chunk = offset,
             incremental = settings.cursor.is_some(),
             "starting an sql load"
         );
         tokio::spawn(run_load(job));
         Load {
             id,
+            offset,
             after: self.after.clone(),
             chunks,
             failed: None,
@@ -186,17 +236,34 @@ impl SqlPuller {
             // (from the same state) makes the same id, so the queue drops the copy.
             (Some(_), Some(first), Some(last)) => format!("{first}..{last}:{}", chunk.rows),
             // Nothing after the cursor: the same id on every run until new rows come.
-            (Some(_), _, _) => format!("{}..:0", load.after.as_deref().unwrap_or("")),
+            (Some(_), _, _) if load.offset == 0 => {
+                format!("{}..:0", load.after.as_deref().unwrap_or(""))
+            }
+            // The end of a continued load: it must be seated even when an empty chunk from
+            // the same cursor was seated before, or the load would never complete.
+            (Some(_), _, _) => format!(
+                "{}..:0:{}:{}",
+                load.after.as_deref().unwrap_or(""),
+                load.id,
+                load.offset + chunk.number
+            ),
             (None, _, _) => format!("{}:{}", load.id, chunk.number),
         };
         let mut passenger = Passenger::pulled(self.settings.source_system.clone(), external_id)
             .with_body(chunk.body);
         Chunk {
             load: load.id.clone(),
-            number: chunk.number,
+            number: load.offset + chunk.number,
             last: chunk.last,
         }
         .mark(&mut passenger);
+        if self.settings.cursor.is_none() {
+            // Every run pulls the whole result again: a newer load supersedes an older one
+            // that was interrupted, so that it is discarded whole (issue 12).
+            passenger
+                .metadata
+                .insert(records::SERIES.into(), self.component.clone());
+        }
         passenger
             .metadata
             .insert(records::ROWS.into(), chunk.rows.to_string());
@@ -266,20 +333,32 @@ impl Puller for SqlPuller {
             .iter()
             .rev()
             .find_map(|chunk| chunk.last_cursor.clone());
+        let last_number = chunks.last().map_or(0, |chunk| load.offset + chunk.number);
         let passengers: Vec<Passenger> = chunks
             .into_iter()
             .map(|chunk| self.passenger(&load, chunk))
             .collect();
 
         let more = !finished;
+        let load_id = load.id.clone();
         if more {
             self.load = Some(load);
         }
         if last_cursor.is_some() {
             self.after = last_cursor;
         }
+        // The state names the load while it is unfinished, so that a run after a crash
+        // continues it rather than leaving its seated chunks as a load that never completes.
         let state = match self.settings.cursor {
-            Some(_) => self.after.clone(),
+            Some(_) => {
+                let unfinished = more.then(|| load_id.clone());
+                Position {
+                    cursor: self.after.clone(),
+                    chunk: unfinished.as_ref().map(|_| last_number),
+                    load: unfinished,
+                }
+                .into_state()
+            }
             None => None,
         };
         debug!(
@@ -302,12 +381,19 @@ impl Puller for SqlPuller {
         Ok(())
     }
 
-    /// A new run: continue after the seated cursor value (else `start`), in a new load.
+    /// A new run: continue after the seated cursor value (else `start`), in a new load or
+    /// in the load the seated state names as unfinished.
     fn restore(&mut self, state: Option<String>) {
         // Dropping an unfinished load stops its reader.
         self.load = None;
-        if self.settings.cursor.is_some() {
-            self.after = state.or_else(|| self.settings.start.clone());
+        self.unfinished = None;
+        if self.settings.cursor.is_none() {
+            return;
+        }
+        let position = state.map(Position::parse).unwrap_or_default();
+        self.after = position.cursor.or_else(|| self.settings.start.clone());
+        if let (Some(load), Some(chunk)) = (position.load, position.chunk) {
+            self.unfinished = Some((load, chunk));
         }
     }
 }

@@ -410,6 +410,10 @@ async fn postgres_types_map_to_batch_types_in_postgres_text_form() {
 
     assert_eq!(passengers.len(), 1);
     assert_eq!(state, None, "a full load has no state");
+    assert!(
+        passengers[0].metadata.contains_key(records::SERIES),
+        "a full load supersedes older ones of its puller"
+    );
     let (columns, rows) = batch(&passengers[0]);
     use ColumnType::*;
     assert_eq!(
@@ -756,9 +760,35 @@ async fn incremental_loads_resume_after_the_state_without_splitting_ties() {
 
         let pulled = puller.pull(1).await.unwrap();
         assert!(pulled.more);
-        assert_eq!(pulled.state, some("5"), "{kind}");
         assert_eq!(first_column(&pulled.passengers), [vec![1, 2, 3, 4, 5]]);
         assert_eq!(pulled.passengers[0].external_id, "1..5:5");
+        // The load is unfinished: the state names it, so that a new run continues it.
+        let load = Chunk::of(&pulled.passengers[0]).unwrap().load;
+        let state: serde_json::Value = serde_json::from_str(&pulled.state.unwrap()).unwrap();
+        assert_eq!(
+            state,
+            json!({ "cursor": "5", "load": load, "chunk": 1 }),
+            "{kind}"
+        );
+        puller.restore(Some(state.to_string()));
+        let (rest, finished) = pull_load(&mut puller, 10).await;
+        assert_eq!(finished, some("9"), "a finished load's state is the cursor");
+        let places: Vec<Chunk> = rest.iter().map(|p| Chunk::of(p).unwrap()).collect();
+        assert_eq!(
+            places,
+            [Chunk {
+                load: load.clone(),
+                number: 2,
+                last: true
+            }],
+            "{kind}: the rest of the same load, numbered after its seated chunk"
+        );
+        assert_eq!(first_column(&rest), [vec![6, 7, 8, 9, 9, 9, 9]]);
+        assert!(
+            rest.iter()
+                .all(|p| !p.metadata.contains_key(records::SERIES)),
+            "incremental loads are not superseded"
+        );
 
         // A new run from the seated state; rows arrived meanwhile.
         puller.restore(some("5"));
@@ -838,7 +868,8 @@ async fn timestamp_cursors_start_after_start_and_resume_after_their_text() {
     let mut puller = build(&erp, config).unwrap();
     let pulled = puller.pull(1).await.unwrap();
     assert_eq!(sorted_first_column(&pulled.passengers), [vec![1, 2, 3]]);
-    assert_eq!(pulled.state, some("2024-01-02"));
+    let state: serde_json::Value = serde_json::from_str(pulled.state.as_deref().unwrap()).unwrap();
+    assert_eq!(state["cursor"], "2024-01-02");
     puller.restore(pulled.state);
     let (passengers, _) = pull_load(&mut puller, 10).await;
     client
