@@ -302,6 +302,10 @@ async fn pulled_strings_are_escaped_and_attachments_are_downloads() {
             policy.contains("script-src 'self'") && !policy.contains("unsafe-inline"),
             "{path}: no inline scripts run: {policy}"
         );
+        assert!(
+            policy.contains("base-uri 'none'"),
+            "{path}: no <base> moves relative links: {policy}"
+        );
     }
     let detail = console.get(&ada, &format!("/passengers/{id}")).await.body;
     for shown in [
@@ -941,4 +945,24 @@ async fn a_token_follows_its_makers_role() {
     std::fs::write(&client_yaml, support::users(&[("otto", "operator")])).unwrap();
     eventually("ada is gone", || async { ada_role().is_none() }).await;
     assert_eq!(status("/api/v1/queue").await, StatusCode::UNAUTHORIZED);
+}
+
+/// Issue 12: a link cannot make a page of ferry say what its author wants; the address names a
+/// notice from a fixed list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_come_from_a_fixed_list_not_from_the_address() {
+    let console = Console::start().await;
+    let ada = console.login("acme", "ada").await;
+    let forged = console
+        .get(&ada, "/?notice=Your%20session%20expired%3A%20log%20in%20at%20evil.example")
+        .await;
+    assert_eq!(forged.status, StatusCode::OK);
+    assert!(!forged.body.contains("evil.example"), "{}", forged.body);
+    assert!(!forged.body.contains("class=\"notice\""), "{}", forged.body);
+    let known = console.get(&ada, "/dead?notice=replayed&n=3").await;
+    assert!(
+        known.body.contains("Replaying 3 passenger(s) from the start."),
+        "{}",
+        known.body
+    );
 }

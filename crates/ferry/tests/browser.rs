@@ -438,8 +438,8 @@ async fn walk_through(browser: &Browser, project: &Project) -> anyhow::Result<()
     browser
         .submit("form[action='/pipelines/acme/deliveries/run'] button")
         .await?;
-    let notice = browser.text("main").await?;
-    ensure!(notice.contains("run started"), "{notice}");
+    let notice = browser.text("div.notice").await?;
+    ensure!(notice.contains("Run started."), "{notice}");
     // And the orders, one of which is not JSON.
     browser.open("/").await?;
     browser
