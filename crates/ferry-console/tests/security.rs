@@ -954,14 +954,19 @@ async fn notices_come_from_a_fixed_list_not_from_the_address() {
     let console = Console::start().await;
     let ada = console.login("acme", "ada").await;
     let forged = console
-        .get(&ada, "/?notice=Your%20session%20expired%3A%20log%20in%20at%20evil.example")
+        .get(
+            &ada,
+            "/?notice=Your%20session%20expired%3A%20log%20in%20at%20evil.example",
+        )
         .await;
     assert_eq!(forged.status, StatusCode::OK);
     assert!(!forged.body.contains("evil.example"), "{}", forged.body);
     assert!(!forged.body.contains("class=\"notice\""), "{}", forged.body);
     let known = console.get(&ada, "/dead?notice=replayed&n=3").await;
     assert!(
-        known.body.contains("Replaying 3 passenger(s) from the start."),
+        known
+            .body
+            .contains("Replaying 3 passenger(s) from the start."),
         "{}",
         known.body
     );

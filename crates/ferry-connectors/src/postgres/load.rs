@@ -1162,41 +1162,48 @@ impl PostgresPusher {
             ))
         })?;
         // The shadow is unlogged: after a crash of PostgreSQL it is empty (or holds only the
-        // chunks staged since). Such a load cannot complete; its chunks fail (retryably)
-        // until the next run's load supersedes it, and they are skipped.
-        let counts = client
+        // chunks staged since). Such a load cannot complete: the rows moved are counted against
+        // the rows its chunks recorded, and a shortfall fails the completing transaction (so
+        // nothing moves) and its chunks (retryably) until the next run's load supersedes it.
+        // Counting what the move reports saves a scan of the shadow table.
+        let recorded: Option<i64> = client
             .query_one(
-                &format!(
-                    "SELECT (SELECT count(*) FROM {shadow}), \
-                            (SELECT sum(rows)::bigint FROM ferry.loads \
-                             WHERE target = $1 AND load = $2)"
-                ),
+                "SELECT sum(rows)::bigint FROM ferry.loads WHERE target = $1 AND load = $2",
                 &[&self.target.name(), &load.load],
             )
             .await
-            .map_err(|error| self.error(&load.describe(), &error))?;
-        let (staged_rows, recorded_rows): (i64, Option<i64>) = (counts.get(0), counts.get(1));
-        if Some(staged_rows) != recorded_rows {
+            .map_err(|error| self.error(&load.describe(), &error))?
+            .get(0);
+        let list = quote_list(staged.columns.iter().map(|c| c.name.as_str()));
+        let moved = client
+            .execute(
+                &format!(
+                    "INSERT INTO {} ({list}) SELECT {list} FROM {shadow}",
+                    self.target.quoted()
+                ),
+                &[],
+            )
+            .await
+            .map_err(|error| {
+                self.error(
+                    &format!("{}: cannot move the load into the table", load.describe()),
+                    &error,
+                )
+            })?;
+        let recorded = recorded.unwrap_or(0);
+        if i64::try_from(moved).ok() != Some(recorded) {
             return Err(StepError::retryable(format!(
-                "{}: load {}: the staging table {shadow_name} holds {staged_rows} of the {} \
+                "{}: load {}: the staging table {shadow_name} holds {moved} of the {recorded} \
                  rows its chunks loaded (PostgreSQL restarted after a crash, which empties \
                  unlogged tables); the load cannot complete and is superseded by the next run's",
                 self.target.name(),
                 load.load,
-                recorded_rows.unwrap_or(0)
             )));
         }
-        let list = quote_list(staged.columns.iter().map(|c| c.name.as_str()));
-        let sql = format!(
-            "INSERT INTO {} ({list}) SELECT {list} FROM {shadow}; DROP TABLE {shadow}",
-            self.target.quoted()
-        );
-        client.batch_execute(&sql).await.map_err(|error| {
-            self.error(
-                &format!("{}: cannot move the load into the table", load.describe()),
-                &error,
-            )
-        })
+        client
+            .batch_execute(&format!("DROP TABLE {shadow}"))
+            .await
+            .map_err(|error| self.error(&load.describe(), &error))
     }
 }
 
