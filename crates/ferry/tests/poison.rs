@@ -330,7 +330,10 @@ pullers:
       - {{ name: id, type: integer }}
       - {{ name: name }}
 processors:
-  # The processed passenger is written with its results: 4 MB the store's log must grow by.
+  # The processed passenger is written with its results: 8.5 MB the store's log must grow by,
+  # more than any write before (this definition, stored at start, is 0.5 MB).
+  - type: set
+    metadata: {{ half: "{half}" }}
   - type: set
     metadata: {{ big: "{big}" }}
 pushers:
@@ -339,7 +342,8 @@ pushers:
     table: {schema}.people
     mode: append
 "#,
-        big = "x".repeat(4 << 20)
+        half = "x".repeat(512 << 10),
+        big = "{metadata.half}".repeat(16)
     );
     let project = Project::new("queue_life_span: 1d\n", &[("people", &pipeline)]);
     project.write(
@@ -358,9 +362,22 @@ pushers:
     std::thread::sleep(Duration::from_millis(500));
     let filler = disk.fill();
     drop(lock);
-    wait_for("the failed recording", Duration::from_secs(30), || {
-        project.log().contains("database or disk is full")
-    });
+    // The results refused (checkpoints and other writes may be refused before that).
+    let refused = |log: String| {
+        log.lines()
+            .any(|l| l.contains("the store refused a write") && l.contains("results of"))
+    };
+    for _ in 0..300 {
+        if refused(project.log()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        refused(project.log()),
+        "no refused results:\n{}",
+        project.log()
+    );
     FullDisk {
         _disk: disk,
         project,
