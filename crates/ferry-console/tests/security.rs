@@ -324,7 +324,11 @@ async fn pulled_strings_are_escaped_and_attachments_are_downloads() {
     };
     let key = ferry_store::PipelineKey::new("acme", "orders");
     let now = chrono::Utc::now();
-    console.store.quarantine(&key, &[untakeable], now).await.unwrap();
+    console
+        .store
+        .quarantine(&key, &[untakeable], now)
+        .await
+        .unwrap();
     let dead = console.get(&ada, "/dead").await;
     assert!(!dead.body.contains("<script>alert"), "{}", dead.body);
     assert!(
@@ -420,7 +424,11 @@ async fn console_state_changes_need_the_session_csrf_token_and_gets_change_nothi
     };
     let key = PipelineKey::new("acme", "orders");
     let now = chrono::Utc::now();
-    console.store.quarantine(&key, &[untakeable], now).await.unwrap();
+    console
+        .store
+        .quarantine(&key, &[untakeable], now)
+        .await
+        .unwrap();
     let quarantined = console.store.quarantined(Some(&key), None).await.unwrap()[0].id;
     let group_fields = [
         ("client", group.client.as_str()),
