@@ -479,5 +479,29 @@ fn untakeable_input_is_quarantined_once_and_taken_again_when_it_changes() {
         status().matches("quarantined #").count() == 1
     });
     assert!(status().contains("bad-3.json"), "{}", status());
+
+    // A person asks for it again: read, failed, quarantined anew (and logged once more).
+    let listed = stdout(&project.ferry(&["queue", "-C", &dir, "quarantined"]));
+    let number = listed
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.strip_prefix('#'))
+        .unwrap_or_default()
+        .to_string();
+    assert!(listed.contains("bad-3.json"), "{listed}");
+    let retried = project.ferry(&["queue", "-C", &dir, "retry-input", &number]);
+    assert!(retried.status.success(), "{}", stderr(&retried));
+    wait_for("bad-3.json tried again", Duration::from_secs(10), || {
+        project.log().matches("run finished with failures").count() == 2
+    });
+    let discarded = stdout(&project.ferry(&["queue", "-C", &dir, "quarantined"]));
+    let number = discarded.split_whitespace().next().unwrap_or_default();
+    let number = number.trim_start_matches('#').to_string();
+    let discard = project.ferry(&["queue", "-C", &dir, "discard-input", &number]);
+    assert!(discard.status.success(), "{}", stderr(&discard));
+    assert!(
+        stdout(&project.ferry(&["queue", "-C", &dir, "quarantined"]))
+            .contains("no quarantined input")
+    );
     assert!(terminate(child), "{}", project.log());
 }
