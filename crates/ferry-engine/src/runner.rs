@@ -230,12 +230,13 @@ async fn pull_until_drained(
             // A puller that says "more" but returns nothing would make the run spin.
             let empty = pulled.passengers.is_empty() && pulled.failures.is_empty();
             drained[index] = !pulled.more || empty;
-            if !pulled.failures.is_empty() {
-                run.ensure().await;
-            }
             let reports = quarantine
                 .take_failures(shared, active, name, puller.as_mut(), &pulled.failures)
                 .await;
+            // Items already in quarantine make no run of their own.
+            if !reports.is_empty() {
+                run.ensure().await;
+            }
             for message in reports {
                 run.counts.failed += 1;
                 run.log(LogLevel::Error, message).await;
