@@ -126,6 +126,7 @@ struct Snapshot {
     runs: Vec<(i64, &'static str)>,
     steps: BTreeMap<String, String>,
     files: BTreeMap<String, String>,
+    quarantined: Vec<ferry_store::Quarantined>,
 }
 
 impl Snapshot {
@@ -171,6 +172,7 @@ impl Snapshot {
                 .collect(),
             steps,
             files,
+            quarantined: store.quarantined(None, None).await.unwrap(),
         }
     }
 }
@@ -316,9 +318,28 @@ async fn pulled_strings_are_escaped_and_attachments_are_downloads() {
     ] {
         assert!(detail.contains(&shown), "the page shows {shown}:\n{detail}");
     }
-    // A page the passenger may end up on when its push failed: its error names it.
+    // A page the passenger may end up on when its push failed: its error names it. Pulled
+    // names and reasons of quarantined input show there too.
+    let untakeable = ferry_store::Untakeable {
+        puller: "inbox".into(),
+        item: format!("{XSS}.xml"),
+        fingerprint: "1:1".into(),
+        reason: format!("cannot decode {XSS}.xml"),
+    };
+    let key = ferry_store::PipelineKey::new("acme", "orders");
+    let now = chrono::Utc::now();
+    console
+        .store
+        .quarantine(&key, &[untakeable], now)
+        .await
+        .unwrap();
     let dead = console.get(&ada, "/dead").await;
     assert!(!dead.body.contains("<script>alert"), "{}", dead.body);
+    assert!(
+        dead.body.contains(&format!("cannot decode {ESCAPED}.xml")),
+        "the dead letters page shows the quarantined item, escaped:\n{}",
+        dead.body
+    );
 
     let token = console.token("acme", "operator").await;
     let downloads = [
@@ -399,6 +420,20 @@ async fn console_state_changes_need_the_session_csrf_token_and_gets_change_nothi
     )
     .unwrap();
     let edited = format!("{orders}# edited\n");
+    let untakeable = ferry_store::Untakeable {
+        puller: "inbox".into(),
+        item: "broken.xml".into(),
+        fingerprint: "1:1".into(),
+        reason: "cannot decode broken.xml".into(),
+    };
+    let key = PipelineKey::new("acme", "orders");
+    let now = chrono::Utc::now();
+    console
+        .store
+        .quarantine(&key, &[untakeable], now)
+        .await
+        .unwrap();
+    let quarantined = console.store.quarantined(Some(&key), None).await.unwrap()[0].id;
     let group_fields = [
         ("client", group.client.as_str()),
         ("pipeline", group.pipeline.as_str()),
@@ -413,6 +448,8 @@ async fn console_state_changes_need_the_session_csrf_token_and_gets_change_nothi
         (&ada, format!("/passengers/{dead}/steps/0/skip"), vec![]),
         (&ada, "/dead/replay".into(), group_fields.to_vec()),
         (&ada, "/dead/discard".into(), group_fields.to_vec()),
+        (&ada, format!("/quarantine/{quarantined}/retry"), vec![]),
+        (&ada, format!("/quarantine/{quarantined}/discard"), vec![]),
         (
             &ada,
             "/tokens".into(),

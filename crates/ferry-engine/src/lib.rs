@@ -21,6 +21,7 @@ mod cleaner;
 mod dependencies;
 pub mod observer;
 mod policy;
+mod quarantine;
 mod recording;
 pub mod registrar;
 mod runner;

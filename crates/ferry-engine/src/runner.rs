@@ -4,17 +4,16 @@
 //! is reached; a run that ends when delivered then waits for what it seated. Too many failed
 //! runs in a row pause the pipeline.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_core::config::{RunEnds, Schedule};
-use ferry_core::{PassengerId, PullFailure, Seated};
+use ferry_core::{PassengerId, Seated};
 use ferry_store::{
     LogLevel, LogLine, PassengerState, PullerState, RunCounts, RunId, RunStatus, SeatResult,
-    Untakeable,
 };
 
+use crate::quarantine::Quarantine;
 use crate::{Active, Event, NamedPuller, Shared};
 
 /// Longest a single pull or ack may take before it counts as failed.
@@ -120,46 +119,6 @@ async fn wait_for_delivery(
     }
 }
 
-/// Quarantines the items of `failures` that failed for good (issue 12: they were retried, and
-/// logged, on every run without end). For each failure: `Some(true)` newly quarantined,
-/// `Some(false)` already quarantined, `None` not quarantined (a failure that may pass, or the
-/// store refused: it is logged every time, as before).
-async fn quarantine(
-    shared: &Shared,
-    active: &Active,
-    name: &str,
-    failures: &[PullFailure],
-) -> Vec<Option<bool>> {
-    let lasting: Vec<Untakeable> = failures
-        .iter()
-        .filter(|failure| !failure.error.retryable)
-        .map(|failure| Untakeable {
-            puller: name.to_string(),
-            item: failure.external_id.clone(),
-            fingerprint: failure.fingerprint.clone(),
-            reason: failure.error.message.clone(),
-        })
-        .collect();
-    let mut new = match shared
-        .store
-        .quarantine(&active.key, &lasting, chrono::Utc::now())
-        .await
-    {
-        Ok(new) => new.into_iter(),
-        Err(error) => {
-            tracing::error!(pipeline = %active.key, %error, "cannot quarantine input that cannot be taken");
-            Vec::new().into_iter()
-        }
-    };
-    failures
-        .iter()
-        .map(|failure| match failure.error.retryable {
-            true => None,
-            false => new.next(),
-        })
-        .collect()
-}
-
 /// Pauses the pipeline when its last `failure_limit` runs all failed, and says why.
 async fn pause_after_failures(shared: &Shared, active: &Active) {
     let limit = active.def.failure_limit as usize;
@@ -226,19 +185,9 @@ async fn pull_until_drained(
     run: &mut Run,
 ) -> Result<(), RunError> {
     let def = &active.def;
-    // Per puller, the items it leaves alone: (external id, fingerprint).
-    let mut quarantined: HashMap<String, HashSet<(String, String)>> = HashMap::new();
-    for item in shared
-        .store
-        .quarantined(Some(&active.key), None)
+    let mut quarantine = Quarantine::load(shared, active)
         .await
-        .map_err(|e| format!("store: cannot read the quarantined items: {e}"))?
-    {
-        quarantined
-            .entry(item.puller)
-            .or_default()
-            .insert((item.item, item.fingerprint));
-    }
+        .map_err(|e| format!("store: cannot read the quarantined items: {e}"))?;
     for (name, puller) in pullers.iter_mut() {
         let state = shared
             .store
@@ -246,7 +195,7 @@ async fn pull_until_drained(
             .await
             .map_err(|e| format!("store: cannot read where puller {name} stands: {e}"))?;
         puller.restore(state);
-        puller.quarantined(quarantined.get(name).cloned().unwrap_or_default());
+        puller.quarantined(quarantine.of(name));
     }
     let mut drained = vec![false; pullers.len()];
     while drained.iter().any(|done| !done) {
@@ -281,49 +230,16 @@ async fn pull_until_drained(
             // A puller that says "more" but returns nothing would make the run spin.
             let empty = pulled.passengers.is_empty() && pulled.failures.is_empty();
             drained[index] = !pulled.more || empty;
-            if !pulled.failures.is_empty() {
+            let reports = quarantine
+                .take_failures(shared, active, name, puller.as_mut(), &pulled.failures)
+                .await;
+            // Items already in quarantine make no run of their own.
+            if !reports.is_empty() {
                 run.ensure().await;
             }
-            // Changed or gone since: their quarantine ends, before this pull's failures are
-            // quarantined (a changed item that fails again starts a new quarantine).
-            let released = puller.released();
-            if !released.is_empty() {
-                if let Some(skip) = quarantined.get_mut(name.as_str()) {
-                    skip.retain(|(item, _)| !released.contains(item));
-                }
-                if let Err(error) = shared
-                    .store
-                    .release_quarantined(&active.key, name, &released)
-                    .await
-                {
-                    tracing::error!(pipeline = %active.key, %error, "cannot end the quarantine of changed input");
-                }
-            }
-            let new = quarantine(shared, active, name, &pulled.failures).await;
-            for (failure, new) in pulled.failures.iter().zip(new) {
-                let message = format!("{name}: {}: {}", failure.external_id, failure.error);
-                match new {
-                    // Logged and counted when it was quarantined; left alone since.
-                    Some(false) => continue,
-                    Some(true) => {
-                        let skip = quarantined.entry(name.clone()).or_default();
-                        skip.insert((failure.external_id.clone(), failure.fingerprint.clone()));
-                        puller.quarantined(skip.clone());
-                        run.counts.failed += 1;
-                        run.log(
-                            LogLevel::Error,
-                            format!(
-                                "{message} (quarantined: skipped until a person retries or \
-                                 discards it, or it changes)"
-                            ),
-                        )
-                        .await;
-                    }
-                    None => {
-                        run.counts.failed += 1;
-                        run.log(LogLevel::Error, message).await;
-                    }
-                }
+            for message in reports {
+                run.counts.failed += 1;
+                run.log(LogLevel::Error, message).await;
             }
             if pulled.passengers.is_empty() && pulled.state.is_none() {
                 continue;

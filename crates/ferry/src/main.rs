@@ -146,6 +146,18 @@ enum QueueCommand {
         #[arg(required = true)]
         ids: Vec<PassengerId>,
     },
+    /// List quarantined input: items a puller could not take, with their reason.
+    Quarantined,
+    /// Take quarantined input items (by the number `quarantined` shows) again on the next pull.
+    RetryInput {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+    /// Leave quarantined input items alone for good (until they change).
+    DiscardInput {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -406,6 +418,30 @@ impl<W: std::io::Write> std::io::Write for Redacted<W> {
     }
 }
 
+/// Ends the quarantine of input items: `retry` takes them again on the next pull, else they are
+/// discarded.
+async fn end_quarantine(
+    store: &dyn ferry_store::Store,
+    ids: &[i64],
+    retry: bool,
+) -> anyhow::Result<()> {
+    for &id in ids {
+        let Some(item) = store.end_quarantine(id, None, retry).await? else {
+            bail!("#{id}: no quarantined input with this number (see `ferry queue quarantined`)");
+        };
+        let verb = if retry {
+            "taken again on the next pull"
+        } else {
+            "discarded"
+        };
+        println!(
+            "#{id} {}/{} {}: {verb}",
+            item.client, item.pipeline, item.item
+        );
+    }
+    Ok(())
+}
+
 async fn queue(dir: &Path, command: QueueCommand) -> anyhow::Result<ExitCode> {
     let (project, store) = open(dir).await?;
     let now = chrono::Utc::now();
@@ -464,6 +500,27 @@ async fn queue(dir: &Path, command: QueueCommand) -> anyhow::Result<ExitCode> {
                 println!("{id}: replaying through {}", pipeline.key());
             }
         }
+        QueueCommand::Quarantined => {
+            let items = store.quarantined(None, None).await?;
+            if items.is_empty() {
+                println!("no quarantined input");
+            }
+            for item in items {
+                println!(
+                    "#{:<6} {}/{} {}: {}: {} (since {}, seen {} time(s))",
+                    item.id,
+                    item.client,
+                    item.pipeline,
+                    item.puller,
+                    item.item,
+                    item.reason,
+                    item.first_seen.format("%Y-%m-%d %H:%M:%S"),
+                    item.times
+                );
+            }
+        }
+        QueueCommand::RetryInput { ids } => end_quarantine(store.as_ref(), &ids, true).await?,
+        QueueCommand::DiscardInput { ids } => end_quarantine(store.as_ref(), &ids, false).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

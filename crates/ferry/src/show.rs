@@ -70,14 +70,15 @@ pub async fn status(project: &Project, store: &dyn Store) -> anyhow::Result<()> 
                 continue;
             }
             println!(
-                "{:<32} ↳ quarantined #{} {}: {}: {} (since {}, seen {} time(s); retry or discard it in the console's dead letters)",
+                "{:<32} ↳ quarantined #{} {}: {}: {} (since {}, seen {} time(s); `ferry queue retry-input|discard-input {}`, or the console's dead letters)",
                 "",
                 item.id,
                 item.puller,
                 item.item,
                 item.reason,
                 item.first_seen.format(TIME),
-                item.times
+                item.times,
+                item.id
             );
         }
     }

@@ -36,17 +36,23 @@ fn a_deeply_nested_xml_file_is_refused_and_others_keep_flowing() {
         "queue_life_span: 1h\n",
         &[
             ("deep", &files_pipeline("inbox", "xml", "outbox")),
-            ("other", &files_pipeline("other-in", "json", "other-out")),
+            (
+                "other",
+                &files_pipeline("out/other-in", "json", "out/other-out"),
+            ),
         ],
     );
     let deep = "<a>".repeat(20_000) + &"</a>".repeat(20_000);
     project.write("inbox/deep.xml", &deep);
     for n in 0..9 {
-        project.write(&format!("other-in/{n}.json"), &format!("{{\"n\": {n}}}"));
+        project.write(
+            &format!("out/other-in/{n}.json"),
+            &format!("{{\"n\": {n}}}"),
+        );
     }
     // A legal name of 250 bytes: its temporary name must not pass the 255-byte limit.
     let long = "x".repeat(245) + ".json";
-    project.write(&format!("other-in/{long}"), "{\"n\": 9}");
+    project.write(&format!("out/other-in/{long}"), "{\"n\": 9}");
     let dir = project.path().to_str().unwrap().to_string();
 
     let peek = project.ferry(&["peek", "-C", &dir, "acme/deep"]);
@@ -59,11 +65,11 @@ fn a_deeply_nested_xml_file_is_refused_and_others_keep_flowing() {
         "the other pipeline's 10 files",
         Duration::from_secs(30),
         || {
-            let out = files(&project.join("other-out"));
+            let out = files(&project.join("out/other-out"));
             out.iter().filter(|name| !name.starts_with('.')).count() == 10
         },
     );
-    assert!(project.join("other-out").join(&long).exists());
+    assert!(project.join("out/other-out").join(&long).exists());
     assert!(
         child.try_wait().expect("wait").is_none(),
         "ferry stopped:\n{}",
@@ -200,7 +206,10 @@ retry: {{ max_attempts: 2, backoff: 1s, max_backoff: 1s }}
     let project = Project::new("queue_life_span: 1d\n", &[("people", &pipeline)]);
     project.write(
         "connections.yaml",
-        &format!("dwh: {{ type: postgres, url: \"{}\" }}\n", postgres_url()),
+        &format!(
+            "dwh: {{ type: postgres, url: \"{}\", clients: [acme] }}\n",
+            postgres_url()
+        ),
     );
     project.write("inbox/people.csv", "id,name\n1,Ann\n2,Bob\n");
     let dir = project.path().to_str().unwrap().to_string();
@@ -330,7 +339,10 @@ pullers:
       - {{ name: id, type: integer }}
       - {{ name: name }}
 processors:
-  # The processed passenger is written with its results: 4 MB the store's log must grow by.
+  # The processed passenger is written with its results: 8.5 MB the store's log must grow by,
+  # more than any write before (this definition, stored at start, is 0.5 MB).
+  - type: set
+    metadata: {{ half: "{half}" }}
   - type: set
     metadata: {{ big: "{big}" }}
 pushers:
@@ -339,12 +351,16 @@ pushers:
     table: {schema}.people
     mode: append
 "#,
-        big = "x".repeat(4 << 20)
+        half = "x".repeat(512 << 10),
+        big = "{metadata.half}".repeat(16)
     );
     let project = Project::new("queue_life_span: 1d\n", &[("people", &pipeline)]);
     project.write(
         "connections.yaml",
-        &format!("dwh: {{ type: postgres, url: \"{}\" }}\n", postgres_url()),
+        &format!(
+            "dwh: {{ type: postgres, url: \"{}\", clients: [acme] }}\n",
+            postgres_url()
+        ),
     );
     let disk = Tmpfs::mount(project.join("data"), "32m");
 
@@ -358,9 +374,22 @@ pushers:
     std::thread::sleep(Duration::from_millis(500));
     let filler = disk.fill();
     drop(lock);
-    wait_for("the failed recording", Duration::from_secs(30), || {
-        project.log().contains("database or disk is full")
-    });
+    // The results refused (checkpoints and other writes may be refused before that).
+    let refused = |log: String| {
+        log.lines()
+            .any(|l| l.contains("the store refused a write") && l.contains("results of"))
+    };
+    for _ in 0..300 {
+        if refused(project.log()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        refused(project.log()),
+        "no refused results:\n{}",
+        project.log()
+    );
     FullDisk {
         _disk: disk,
         project,
@@ -462,5 +491,29 @@ fn untakeable_input_is_quarantined_once_and_taken_again_when_it_changes() {
         status().matches("quarantined #").count() == 1
     });
     assert!(status().contains("bad-3.json"), "{}", status());
+
+    // A person asks for it again: read, failed, quarantined anew (and logged once more).
+    let listed = stdout(&project.ferry(&["queue", "-C", &dir, "quarantined"]));
+    let number = listed
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.strip_prefix('#'))
+        .unwrap_or_default()
+        .to_string();
+    assert!(listed.contains("bad-3.json"), "{listed}");
+    let retried = project.ferry(&["queue", "-C", &dir, "retry-input", &number]);
+    assert!(retried.status.success(), "{}", stderr(&retried));
+    wait_for("bad-3.json tried again", Duration::from_secs(10), || {
+        project.log().matches("run finished with failures").count() == 2
+    });
+    let discarded = stdout(&project.ferry(&["queue", "-C", &dir, "quarantined"]));
+    let number = discarded.split_whitespace().next().unwrap_or_default();
+    let number = number.trim_start_matches('#').to_string();
+    let discard = project.ferry(&["queue", "-C", &dir, "discard-input", &number]);
+    assert!(discard.status.success(), "{}", stderr(&discard));
+    assert!(
+        stdout(&project.ferry(&["queue", "-C", &dir, "quarantined"]))
+            .contains("no quarantined input")
+    );
     assert!(terminate(child), "{}", project.log());
 }
