@@ -8,12 +8,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{Project, stdout, terminate, wait_for};
-
-fn postgres_url() -> String {
-    std::env::var("FERRY_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test?sslmode=disable".into())
-}
+use support::{Project, Schema, postgres_url, stdout, terminate, wait_for};
 
 fn mysql_url() -> String {
     std::env::var("FERRY_TEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
@@ -62,23 +57,6 @@ fn unique(prefix: &str) -> String {
         .unwrap()
         .subsec_nanos();
     format!("{prefix}_{}_{nanos}", std::process::id())
-}
-
-/// Drops a PostgreSQL schema when the test ends, also when it fails.
-struct Schema(String);
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args([
-                &postgres_url(),
-                "-c",
-                &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0),
-                "-c",
-                &format!("DELETE FROM ferry.loads WHERE target LIKE '{}.%'", self.0),
-            ])
-            .output();
-    }
 }
 
 /// Drops a MariaDB table when the test ends.

@@ -6,7 +6,9 @@ use std::io::Write;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
-use support::{Project, files, stderr, stdout, terminate, wait_for, wait_for_dead};
+use support::{
+    Project, Schema, files, postgres_url, stderr, stdout, terminate, wait_for, wait_for_dead,
+};
 
 /// A `file` puller reading `inbox` with `codec`, writing to `outbox`.
 fn files_pipeline(inbox: &str, codec: &str, outbox: &str) -> String {
@@ -83,11 +85,6 @@ fn a_deeply_nested_xml_file_is_refused_and_others_keep_flowing() {
     assert!(!project.log().contains('\x1b'), "{}", project.log());
 }
 
-fn postgres_url() -> String {
-    std::env::var("FERRY_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test?sslmode=disable".into())
-}
-
 /// Runs SQL on PostgreSQL with `psql`.
 fn psql(sql: &str) {
     let output = Command::new("psql")
@@ -99,23 +96,6 @@ fn psql(sql: &str) {
         "psql failed: {sql}\n{}",
         stderr(&output)
     );
-}
-
-/// Drops a PostgreSQL schema when the test ends, also when it fails.
-struct Schema(String);
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args([
-                &postgres_url(),
-                "-c",
-                &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0),
-                "-c",
-                &format!("DELETE FROM ferry.loads WHERE target LIKE '{}.%'", self.0),
-            ])
-            .output();
-    }
 }
 
 /// A `psql` session holding an exclusive lock on `table` until dropped.

@@ -151,3 +151,27 @@ pub fn wait_for_dead(project: &Project, pipeline: &str) -> String {
     });
     id
 }
+
+/// The PostgreSQL of the tests (`FERRY_TEST_POSTGRES`).
+pub fn postgres_url() -> String {
+    std::env::var("FERRY_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test?sslmode=disable".into())
+}
+
+/// Drops a PostgreSQL schema, and the load records of its tables, when the test ends, also
+/// when it fails.
+pub struct Schema(pub String);
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                &postgres_url(),
+                "-c",
+                &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0),
+                "-c",
+                &format!("DELETE FROM ferry.loads WHERE target LIKE '{}.%'", self.0),
+            ])
+            .output();
+    }
+}
