@@ -18,7 +18,7 @@ use ferry_console::routes::{Route, table};
 use ferry_core::{Attachment, Body, Passenger, PassengerId};
 use ferry_store::{
     ApiToken, AuditEntry, PassengerState, PipelineKey, Quarantined, QueueFilter, RunFilter,
-    StateCounts, StepStatus, Untakeable,
+    StateCounts, StepStatus,
 };
 use serde_json::{Value, json};
 use support::{Answer, Console, User, Who, administrator, eventually};
@@ -82,19 +82,10 @@ impl Objects {
 /// The id of a quarantined item of the client, quarantined when there is none (any more).
 async fn spare_quarantined(console: &Console, client: &str) -> i64 {
     let listed = console.store.quarantined(None, Some(client)).await.unwrap();
-    if let Some(item) = listed.first() {
-        return item.id;
+    match listed.first() {
+        Some(item) => item.id,
+        None => console.quarantine_one(client).await,
     }
-    let item = Untakeable {
-        puller: "inbox".into(),
-        item: format!("broken-{}.xml", uuid::Uuid::now_v7()),
-        fingerprint: "1:1".into(),
-        reason: "cannot decode it".into(),
-    };
-    let key = PipelineKey::new(client, "orders");
-    let now = chrono::Utc::now();
-    console.store.quarantine(&key, &[item], now).await.unwrap();
-    console.store.quarantined(None, Some(client)).await.unwrap()[0].id
 }
 
 /// The id of the client's token named `spare`, created when there is none (any more).

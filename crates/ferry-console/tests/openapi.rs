@@ -12,7 +12,7 @@ use bytes::Bytes;
 use ferry_console::auth::{Access, is_api};
 use ferry_console::routes::table;
 use ferry_core::{Attachment, Body, Passenger, PassengerId};
-use ferry_store::{PassengerState, PipelineKey, QueueFilter, RunFilter, Untakeable};
+use ferry_store::{PassengerState, QueueFilter, RunFilter};
 use serde_json::{Value, json};
 use support::{Answer, Console, Who};
 
@@ -618,19 +618,7 @@ async fn real_answers_match_the_documented_schemas() {
     console.token("acme", "operator").await;
     let group = console.store.dead_groups(Some("acme")).await.unwrap()[0].clone();
     let content = std::fs::read_to_string(console.dir.path().join(ORDERS_FILE)).unwrap();
-    let untakeable = Untakeable {
-        puller: "inbox".into(),
-        item: "broken.xml".into(),
-        fingerprint: "7:1".into(),
-        reason: "cannot decode broken.xml".into(),
-    };
-    let key = PipelineKey::new("acme", "orders");
-    let now = chrono::Utc::now();
-    console
-        .store
-        .quarantine(&key, &[untakeable], now)
-        .await
-        .unwrap();
+    let quarantined = console.quarantine_one("acme").await;
     let things = Things {
         passenger: id,
         dead: console.store.list(&dead_filter, None, 1).await.unwrap()[0].id,
@@ -639,7 +627,7 @@ async fn real_answers_match_the_documented_schemas() {
         file: ORDERS_FILE.into(),
         content,
         group: (group.client, group.pipeline, group.error),
-        quarantined: console.store.quarantined(Some(&key), None).await.unwrap()[0].id,
+        quarantined,
     };
 
     let mut problems = Vec::new();

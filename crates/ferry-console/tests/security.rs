@@ -420,20 +420,7 @@ async fn console_state_changes_need_the_session_csrf_token_and_gets_change_nothi
     )
     .unwrap();
     let edited = format!("{orders}# edited\n");
-    let untakeable = ferry_store::Untakeable {
-        puller: "inbox".into(),
-        item: "broken.xml".into(),
-        fingerprint: "1:1".into(),
-        reason: "cannot decode broken.xml".into(),
-    };
-    let key = PipelineKey::new("acme", "orders");
-    let now = chrono::Utc::now();
-    console
-        .store
-        .quarantine(&key, &[untakeable], now)
-        .await
-        .unwrap();
-    let quarantined = console.store.quarantined(Some(&key), None).await.unwrap()[0].id;
+    let quarantined = console.quarantine_one("acme").await;
     let group_fields = [
         ("client", group.client.as_str()),
         ("pipeline", group.pipeline.as_str()),

@@ -101,6 +101,22 @@ pub fn pipeline(count: u64, to: &str) -> String {
 }
 
 impl Console {
+    /// Puts a new input item of `client`'s `orders` pipeline in quarantine, as its puller does
+    /// with a file it cannot take; returns the item's id.
+    pub async fn quarantine_one(&self, client: &str) -> i64 {
+        let item = ferry_store::Untakeable {
+            puller: "inbox".into(),
+            item: format!("broken-{}.xml", uuid::Uuid::now_v7()),
+            fingerprint: "1:1".into(),
+            reason: "cannot decode it".into(),
+        };
+        let key = ferry_store::PipelineKey::new(client, "orders");
+        let now = chrono::Utc::now();
+        self.store.quarantine(&key, &[item], now).await.unwrap();
+        let listed = self.store.quarantined(Some(&key), None).await.unwrap();
+        listed.iter().map(|item| item.id).max().unwrap()
+    }
+
     /// A running console; each `orders` pipeline is run once and `broken` too, so the queue
     /// holds complete and dead passengers of both clients.
     pub async fn start() -> Console {
