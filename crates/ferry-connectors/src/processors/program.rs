@@ -8,7 +8,8 @@
 //!
 //! The standard library comes without its environment, system and network functions (they are
 //! not compiled into ferry, so `get_env_var` cannot read ferry's secrets and no program reaches
-//! the outside) and without `log` (it would write payloads into ferry's log).
+//! the outside), without `log` (it would write payloads into ferry's log), and without the
+//! parsers that recurse without a bound or read files from anywhere ([`LEFT_OUT`]).
 
 use std::sync::OnceLock;
 
@@ -25,10 +26,29 @@ use vrl::value::{Kind, ObjectMap, Secrets, Value};
 
 /// Functions of VRL's standard library that ferry leaves out, with the reason, for errors and
 /// the documentation. (The environment, system and network functions are not even compiled in.)
-const LEFT_OUT: &[(&str, &str)] = &[(
-    "log",
-    "it would write passenger data into ferry's log; set metadata instead",
-)];
+const LEFT_OUT: &[(&str, &str)] = &[
+    (
+        "log",
+        "it would write passenger data into ferry's log; set metadata instead",
+    ),
+    // Issue 12: these parse outside data with unbounded recursion, so one deeply nested
+    // document would overflow the stack and stop the whole process.
+    (
+        "parse_xml",
+        "it has no depth bound (a deeply nested document stops the process); decode XML with \
+         the `decode` processor (`codec: xml`) before the program",
+    ),
+    (
+        "parse_ruby_hash",
+        "it has no depth bound (a deeply nested hash stops the process)",
+    ),
+    // It reads alias files from any path of the server, outside the client's directories.
+    (
+        "parse_groks",
+        "its `alias_sources` read files anywhere on the server; use `parse_grok` once per \
+         pattern",
+    ),
+];
 
 /// The functions a program may call: VRL's standard library minus [`LEFT_OUT`].
 fn functions() -> &'static [Box<dyn Function>] {
@@ -690,6 +710,24 @@ mod tests {
                 .message
                 .contains("ferry leaves out `log`")
         );
+        // Issue 12: 20,000 nested elements overflowed the stack in these (a poison passenger
+        // stopped every pipeline); a file read from anywhere in the other.
+        for (call, name) in [
+            ("parse_xml!(\"<a/>\")", "parse_xml"),
+            ("parse_ruby_hash!(\"{}\")", "parse_ruby_hash"),
+            (
+                "parse_groks!(\"x\", patterns: [\"%{WORD:w}\"])",
+                "parse_groks",
+            ),
+        ] {
+            let error = compile_error(call);
+            assert!(
+                error
+                    .message
+                    .contains(&format!("ferry leaves out `{name}`")),
+                "{call}: {error}"
+            );
+        }
         // The rest of the standard library, crypto included, is there.
         compiled("sha2(\"x\") ; md5(\"x\") ; upcase(\"x\") ; parse_json!(\"{}\")");
     }
