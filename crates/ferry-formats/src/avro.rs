@@ -47,6 +47,9 @@ impl AvroFormat {
         let mut marker = [0u8; 16];
         if let Some(schema) = &schema {
             ResolvedSchema::try_from(schema).map_err(|error| error.to_string())?;
+            if let Some(name) = recursive_type(schema) {
+                return Err(recursion_refused(&name));
+            }
             header.extend(SINGLE_OBJECT_MAGIC);
             header.extend(
                 schema
@@ -96,6 +99,15 @@ impl AvroFormat {
                 format!("not a readable Avro container file: {error}"),
             )
         })?;
+        // The file's schema says how its records are laid out, whatever the configured one:
+        // a recursive one lets a datum nest deeper than any bound (issue 12).
+        if let Some(name) = recursive_type(reader.writer_schema()) {
+            return Err(FormatError::at(
+                AVRO,
+                Position::Byte(0),
+                recursion_refused(&name),
+            ));
+        }
         // Records arrive resolved to the configured schema when there is one, else they are in
         // the file's own (which the reader owns, so it is copied out before reading).
         let schema = match &self.schema {
@@ -460,6 +472,42 @@ fn decimal_text(unscaled: &BigInt, scale: usize) -> String {
     let digits = format!("{digits:0>width$}", width = scale + 1);
     let (whole, fraction) = digits.split_at(digits.len() - scale);
     format!("{sign}{whole}.{fraction}")
+}
+
+/// Why a recursive schema is refused.
+fn recursion_refused(name: &str) -> String {
+    format!(
+        "the record `{name}` contains itself; recursive Avro schemas are not read, since \
+         apache-avro decodes them without a depth bound and a deeply nested datum would \
+         overflow the stack"
+    )
+}
+
+/// The full name of a record that contains itself (through a reference to its own name, at
+/// any depth), if `schema` has one.
+fn recursive_type(schema: &Schema) -> Option<String> {
+    fn walk(schema: &Schema, open: &mut Vec<String>) -> Option<String> {
+        match schema {
+            Schema::Ref { name } => {
+                let name = name.fullname(None);
+                open.contains(&name).then_some(name)
+            }
+            Schema::Record(record) => {
+                open.push(record.name.fullname(None));
+                let found = record
+                    .fields
+                    .iter()
+                    .find_map(|field| walk(&field.schema, open));
+                open.pop();
+                found
+            }
+            Schema::Array(array) => walk(&array.items, open),
+            Schema::Map(map) => walk(&map.types, open),
+            Schema::Union(union) => union.variants().iter().find_map(|v| walk(v, open)),
+            _ => None,
+        }
+    }
+    walk(schema, &mut Vec::new())
 }
 
 // ---- JSON to Avro -------------------------------------------------------------------------
@@ -1145,5 +1193,29 @@ mod tests {
         assert!(parse_decimal(".", 2).is_err());
         assert_eq!(time_text(45_296_789_000_000, 3).unwrap(), "12:34:56.789");
         assert_eq!(parse_time("12:34:56.789").unwrap(), 45_296_789_000_000);
+    }
+
+    /// Issue 12: a recursive schema is refused, configured or in a container file.
+    #[test]
+    fn recursive_schemas_are_refused() {
+        let list = r#"{"type": "record", "name": "Node", "fields": [
+            {"name": "value", "type": "long"},
+            {"name": "next", "type": ["null", "Node"]}]}"#;
+        let schema = Schema::parse_str(list).unwrap();
+        assert_eq!(recursive_type(&schema).as_deref(), Some("Node"));
+        let error = AvroFormat::new(Some(schema.clone()), AvroEncoding::Raw).unwrap_err();
+        assert!(error.contains("`Node` contains itself"), "{error}");
+        let mut writer = apache_avro::Writer::new(&schema, Vec::new());
+        let mut node = apache_avro::types::Record::new(&schema).unwrap();
+        node.put("value", 1i64);
+        node.put("next", Avro::Union(0, Box::new(Avro::Null)));
+        writer.append(node).unwrap();
+        let file = writer.into_inner().unwrap();
+        let error = AvroFormat::new(None, AvroEncoding::Container)
+            .unwrap()
+            .decode(&file)
+            .unwrap_err();
+        assert!(error.to_string().contains("contains itself"), "{error}");
+        assert_eq!(recursive_type(&Schema::parse_str(ORDER).unwrap()), None);
     }
 }
