@@ -17,6 +17,7 @@ mod error;
 mod extract;
 mod layout;
 mod pages;
+mod redact;
 pub mod routes;
 
 pub use error::ApiError;

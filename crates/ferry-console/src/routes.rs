@@ -255,10 +255,8 @@ pub fn router(state: AppState) -> Router {
 
 /// Never shows a value the definitions took from the environment, nor where the server keeps
 /// the project (issue 12): every text answer (pages, the API, CSV and JSON exports) passes
-/// through [`Secrets::redact`] on its way out, and the project directory is taken off the paths
-/// in it, whichever description, passenger or error message they found their way into.
-///
-/// [`Secrets::redact`]: ferry_core::config::Secrets::redact
+/// through the [`Redactor`](crate::redact::Redactor) on its way out, whichever description,
+/// passenger or error message they found their way into.
 async fn redact(
     axum::extract::State(state): axum::extract::State<AppState>,
     request: axum::extract::Request,
@@ -275,17 +273,7 @@ async fn redact(
     if !textual {
         return response;
     }
-    let project = state.engine.project();
-    let secrets = project.secrets.clone();
-    // As given and with its links resolved: messages may hold either.
-    let mut dirs = vec![project.dir.clone()];
-    dirs.extend(std::path::absolute(&project.dir).ok());
-    dirs.extend(project.dir.canonicalize().ok());
-    let prefixes: Vec<String> = dirs
-        .iter()
-        .filter(|dir| dir.is_absolute() && dir.parent().is_some())
-        .map(|dir| format!("{}/", dir.to_string_lossy().trim_end_matches('/')))
-        .collect();
+    let redactor = crate::redact::Redactor::of(&state.engine.project());
     let (mut parts, body) = response.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
     let body = body.map_frame(move |frame| {
@@ -293,13 +281,7 @@ async fn redact(
             let Ok(text) = std::str::from_utf8(&data) else {
                 return data;
             };
-            let mut shown = secrets.redact(text);
-            for prefix in &prefixes {
-                if shown.contains(prefix.as_str()) {
-                    shown = std::borrow::Cow::Owned(shown.replace(prefix.as_str(), ""));
-                }
-            }
-            match shown {
+            match redactor.apply(text) {
                 std::borrow::Cow::Borrowed(_) => data,
                 std::borrow::Cow::Owned(shown) => bytes::Bytes::from(shown),
             }

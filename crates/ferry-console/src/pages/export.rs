@@ -30,6 +30,7 @@ use crate::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Query;
+use crate::redact::Redactor;
 
 /// Rows read from the store at a time, and sent at a time.
 const PAGE: usize = 1000;
@@ -165,6 +166,7 @@ pub async fn queue(
     let format = Format::parse(&format.format)?;
     let pager = Pager {
         store: state.store.clone(),
+        redactor: Redactor::of(&state.engine.project()),
         list: List::Queue {
             filter: query.filter(&principal)?,
             before: query.before,
@@ -184,6 +186,7 @@ pub async fn runs(
     let format = Format::parse(&format.format)?;
     let pager = Pager {
         store: state.store.clone(),
+        redactor: Redactor::of(&state.engine.project()),
         list: List::Runs {
             filter: query.filter(&principal)?,
             before: query.before,
@@ -208,6 +211,8 @@ enum List {
 /// Reads a list from the store a page at a time.
 struct Pager {
     store: std::sync::Arc<dyn Store>,
+    /// For the cells of an xlsx export (text answers pass the console's middleware).
+    redactor: Redactor,
     list: List,
     finished: bool,
 }
@@ -437,7 +442,9 @@ async fn xlsx(mut pager: Pager, first: Vec<Row>) -> ApiResult<(tokio::fs::File, 
     let (pages, received) = mpsc::channel::<Vec<Row>>(2);
     let columns = pager.columns();
     let sheet = pager.name();
-    let writer = tokio::task::spawn_blocking(move || write_xlsx(sheet, columns, received));
+    let redactor = pager.redactor.clone();
+    let writer =
+        tokio::task::spawn_blocking(move || write_xlsx(sheet, columns, &redactor, received));
     let mut pending = Some(first);
     loop {
         let rows = match pending.take() {
@@ -460,6 +467,7 @@ async fn xlsx(mut pager: Pager, first: Vec<Row>) -> ApiResult<(tokio::fs::File, 
 fn write_xlsx(
     sheet_name: &str,
     columns: &[&str],
+    redactor: &Redactor,
     mut pages: mpsc::Receiver<Vec<Row>>,
 ) -> ApiResult<(std::fs::File, u64)> {
     let failed = |error: XlsxError| ApiError::internal(format!("cannot write xlsx: {error}"));
@@ -495,8 +503,12 @@ fn write_xlsx(
             }
             for (col, cell) in (0u16..).zip(line.cells()) {
                 match cell {
-                    Cell::Text(text) => sheet.write_string(row, col, cell_text(text)),
-                    Cell::Owned(text) => sheet.write_string(row, col, cell_text(&text)),
+                    Cell::Text(text) => {
+                        sheet.write_string(row, col, cell_text(&redactor.apply(text)))
+                    }
+                    Cell::Owned(text) => {
+                        sheet.write_string(row, col, cell_text(&redactor.apply(&text)))
+                    }
                     Cell::Number(n) => sheet.write_number(row, col, n as f64),
                     Cell::Time(at) => {
                         sheet.write_datetime_with_format(row, col, at.naive_utc(), &time)
