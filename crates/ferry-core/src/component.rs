@@ -17,7 +17,8 @@ use crate::{BuildError, Passenger, StepError};
 /// What a component knows about where it runs, for resolving relative paths and naming.
 #[derive(Clone, Debug, Default)]
 pub struct BuildContext {
-    /// The project directory; relative paths in definitions resolve against it.
+    /// The project directory. Paths in definitions resolve through [`BuildContext::data_path`]
+    /// and [`BuildContext::definition_path`], never against it directly.
     pub project_dir: PathBuf,
     pub client: String,
     pub pipeline: String,

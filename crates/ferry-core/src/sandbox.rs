@@ -188,7 +188,7 @@ impl Sandbox {
 }
 
 /// `path` made absolute against the working directory, without `.` or `..`.
-fn absolute(path: &Path) -> PathBuf {
+pub fn absolute(path: &Path) -> PathBuf {
     match std::path::absolute(path) {
         Ok(path) => normalize(&path),
         Err(_) => normalize(path),

@@ -8,25 +8,10 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{Project, Schema, postgres_url, stdout, terminate, wait_for};
-
-fn mysql_url() -> String {
-    std::env::var("FERRY_TEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
-}
-
-/// Runs SQL on PostgreSQL with `psql`; returns the unaligned output.
-fn psql(sql: &str) -> String {
-    let output = Command::new("psql")
-        .args([&postgres_url(), "-v", "ON_ERROR_STOP=1", "-tA", "-c", sql])
-        .output()
-        .expect("psql");
-    assert!(
-        output.status.success(),
-        "psql failed: {sql}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout(&output).trim().to_string()
-}
+use support::{
+    Project, Schema, connections, mysql_url, postgres_url, psql, stdout, terminate, unique,
+    wait_for,
+};
 
 /// Runs SQL on MariaDB with the `mysql` client.
 fn mysql(sql: &str) -> String {
@@ -50,15 +35,6 @@ fn mysql(sql: &str) -> String {
     stdout(&output).trim().to_string()
 }
 
-/// A name no other test or run uses.
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{prefix}_{}_{nanos}", std::process::id())
-}
-
 /// Drops a MariaDB table when the test ends.
 struct MysqlTable(String);
 
@@ -66,15 +42,6 @@ impl Drop for MysqlTable {
     fn drop(&mut self) {
         let _ = std::panic::catch_unwind(|| mysql(&format!("DROP TABLE IF EXISTS {}", self.0)));
     }
-}
-
-fn connections() -> String {
-    format!(
-        "dwh: {{ type: postgres, url: \"{}\", clients: [acme] }}\n\
-         erp: {{ type: mysql, url: \"{}\", clients: [acme] }}\n",
-        postgres_url(),
-        mysql_url()
-    )
 }
 
 fn target_count(schema: &str, table: &str) -> u64 {

@@ -7,7 +7,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
 use support::{
-    Project, Schema, files, postgres_url, stderr, stdout, terminate, wait_for, wait_for_dead,
+    Project, Schema, connections, files, postgres_url, psql, stderr, stdout, terminate, unique,
+    wait_for, wait_for_dead,
 };
 
 /// A `file` puller reading `inbox` with `codec`, writing to `outbox`.
@@ -85,17 +86,15 @@ fn a_deeply_nested_xml_file_is_refused_and_others_keep_flowing() {
     assert!(!project.log().contains('\x1b'), "{}", project.log());
 }
 
-/// Runs SQL on PostgreSQL with `psql`.
-fn psql(sql: &str) {
-    let output = Command::new("psql")
-        .args([&postgres_url(), "-v", "ON_ERROR_STOP=1", "-tA", "-c", sql])
-        .output()
-        .expect("psql");
-    assert!(
-        output.status.success(),
-        "psql failed: {sql}\n{}",
-        stderr(&output)
-    );
+/// A new PostgreSQL schema holding an empty table `people (id bigint, name text)`, dropped when
+/// the guard is.
+fn people_schema(prefix: &str) -> (String, Schema) {
+    let schema = unique(prefix);
+    let guard = Schema(schema.clone());
+    psql(&format!(
+        "CREATE SCHEMA {schema}; CREATE TABLE {schema}.people (id bigint, name text)"
+    ));
+    (schema, guard)
 }
 
 /// A `psql` session holding an exclusive lock on `table` until dropped.
@@ -152,15 +151,7 @@ fn open_counts(project: &Project, pipeline: &str) -> Vec<String> {
 /// here is a push that never returns (the target table is locked) and a `kill -9`.
 #[test]
 fn a_passenger_in_flight_at_each_death_goes_dead_after_its_attempts() {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let schema = format!("poison_{}_{nanos}", std::process::id());
-    let _schema = Schema(schema.clone());
-    psql(&format!(
-        "CREATE SCHEMA {schema}; CREATE TABLE {schema}.people (id bigint, name text)"
-    ));
+    let (schema, _schema) = people_schema("poison");
     let lock = Lock::take(&format!("{schema}.people"));
 
     let pipeline = format!(
@@ -184,13 +175,7 @@ retry: {{ max_attempts: 2, backoff: 1s, max_backoff: 1s }}
 "#
     );
     let project = Project::new("queue_life_span: 1d\n", &[("people", &pipeline)]);
-    project.write(
-        "connections.yaml",
-        &format!(
-            "dwh: {{ type: postgres, url: \"{}\", clients: [acme] }}\n",
-            postgres_url()
-        ),
-    );
+    project.write("connections.yaml", &connections());
     project.write("inbox/people.csv", "id,name\n1,Ann\n2,Bob\n");
     let dir = project.path().to_str().unwrap().to_string();
 
@@ -297,15 +282,7 @@ struct FullDisk {
 }
 
 fn full_disk_after_a_push() -> FullDisk {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let schema = format!("full_{}_{nanos}", std::process::id());
-    let schema_guard = Schema(schema.clone());
-    psql(&format!(
-        "CREATE SCHEMA {schema}; CREATE TABLE {schema}.people (id bigint, name text)"
-    ));
+    let (schema, schema_guard) = people_schema("full");
     let pipeline = format!(
         r#"
 schedule: every 1s
@@ -335,13 +312,7 @@ pushers:
         big = "{metadata.half}".repeat(16)
     );
     let project = Project::new("queue_life_span: 1d\n", &[("people", &pipeline)]);
-    project.write(
-        "connections.yaml",
-        &format!(
-            "dwh: {{ type: postgres, url: \"{}\", clients: [acme] }}\n",
-            postgres_url()
-        ),
-    );
+    project.write("connections.yaml", &connections());
     let disk = Tmpfs::mount(project.join("data"), "32m");
 
     // The push waits on a lock while the store's disk fills up.

@@ -158,6 +158,45 @@ pub fn postgres_url() -> String {
         .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test?sslmode=disable".into())
 }
 
+/// The MariaDB of the tests (`FERRY_TEST_MYSQL`).
+pub fn mysql_url() -> String {
+    std::env::var("FERRY_TEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+}
+
+/// connections.yaml of the test databases: `dwh` (PostgreSQL) and `erp` (MariaDB), granted to
+/// `acme`.
+pub fn connections() -> String {
+    format!(
+        "dwh: {{ type: postgres, url: \"{}\", clients: [acme] }}\n\
+         erp: {{ type: mysql, url: \"{}\", clients: [acme] }}\n",
+        postgres_url(),
+        mysql_url()
+    )
+}
+
+/// Runs SQL on PostgreSQL with `psql`; returns the unaligned output.
+pub fn psql(sql: &str) -> String {
+    let output = Command::new("psql")
+        .args([&postgres_url(), "-v", "ON_ERROR_STOP=1", "-tA", "-c", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        output.status.success(),
+        "psql failed: {sql}\n{}",
+        stderr(&output)
+    );
+    stdout(&output).trim().to_string()
+}
+
+/// A name no other test or run uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}_{}_{nanos}", std::process::id())
+}
+
 /// Drops a PostgreSQL schema, and the load records of its tables, when the test ends, also
 /// when it fails.
 pub struct Schema(pub String);

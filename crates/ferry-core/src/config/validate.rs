@@ -27,7 +27,7 @@ use super::{
     Position, Project, RetryPolicy, RunEnds, Schedule, Secrets, SourceFile, System, User, UserRole,
     Window,
 };
-use crate::sandbox::{Sandbox, normalize};
+use crate::sandbox::{Sandbox, absolute, normalize};
 use crate::{BuildContext, Registry, Role};
 
 #[cfg(test)]
@@ -361,7 +361,7 @@ fn grants(
     layout: &Layout,
 ) -> Option<BTreeMap<String, Grant>> {
     let root = KeyPath::root().key("clients");
-    let project = normalize(&std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()));
+    let project = absolute(dir);
     let store = store.map(|store| normalize(&project.join(store)));
     let mut grants = BTreeMap::new();
     let mut failed = false;
