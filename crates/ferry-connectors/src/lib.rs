@@ -9,20 +9,33 @@ mod columns;
 pub mod file;
 pub mod generate;
 pub mod http;
+#[cfg(feature = "mysql")]
+pub mod mysql;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod processors;
 pub mod sql;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 pub mod table;
 
 use ferry_core::Registry;
 
-/// Every puller, processor and pusher ferry knows, by `type:` name.
+/// Every connection type, puller, processor and pusher ferry knows, by `type:` name.
 ///
 /// This is the one place a new connector is added. An optional connector gets a
 /// `#[cfg(feature = "…")]` on its line; an unknown `type:` fails in [`Registry`] with the list of
 /// valid names.
 pub fn registry() -> Registry {
     Registry {
+        connections: vec![
+            #[cfg(feature = "mysql")]
+            Box::new(mysql::MysqlConnectionFactory),
+            #[cfg(feature = "postgres")]
+            Box::new(postgres::PostgresConnectionFactory),
+            #[cfg(feature = "sqlite")]
+            Box::new(sqlite::SqliteConnectionFactory),
+        ],
         pullers: vec![
             Box::new(file::FilePullerFactory),
             Box::new(generate::GeneratePullerFactory),
@@ -43,6 +56,7 @@ pub fn registry() -> Registry {
         ],
         pushers: vec![
             Box::new(file::FilePusherFactory),
+            #[cfg(feature = "postgres")]
             Box::new(postgres::PostgresPusherFactory),
         ],
     }
@@ -58,6 +72,7 @@ mod tests {
     #[test]
     fn registry_lists_every_component() {
         let registry = registry();
+        assert_eq!(registry.connection_types(), ["mysql", "postgres", "sqlite"]);
         assert_eq!(
             registry.type_names(Role::Puller),
             ["file", "generate", "http", "sql", "table"]

@@ -5,7 +5,7 @@
 //! from the definition and erase the types, once, for everyone.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
@@ -227,6 +227,55 @@ pub trait PusherFactory: Send + Sync + 'static {
     ) -> Result<Box<dyn Pusher>, BuildError>;
 }
 
+/// A connection type: how `connections.yaml` describes one kind of external system, and how to
+/// tell whether a connection of that kind works. The components that use a connection read it
+/// through the same [`ConnectionFactory::config`], so they see what validation saw.
+#[async_trait]
+pub trait ConnectionFactory: Send + Sync + 'static {
+    /// The `type:` name in `connections.yaml`.
+    const TYPE: &'static str;
+    /// Other names accepted for `type:` (`mariadb` for `mysql`); stored under [`Self::TYPE`].
+    const ALIASES: &'static [&'static str] = &[];
+    /// The typed, checked connection.
+    type Config: Send;
+    /// Reads and checks `connection.config` (a relative path resolves against `project_dir`).
+    /// Must not connect to anything: validation calls it.
+    fn config(connection: &Connection, project_dir: &Path) -> Result<Self::Config, BuildError>;
+    /// Connects, makes a trivial request and describes the system in one line
+    /// (`PostgreSQL 15.20, database test`). The error says what failed and never holds a
+    /// secret. `ferry check` calls it for every connection.
+    async fn check(config: Self::Config) -> Result<String, String>;
+}
+
+/// A [`ConnectionFactory`] with its configuration type erased.
+#[async_trait]
+pub trait DynConnectionFactory: Send + Sync {
+    fn type_name(&self) -> &'static str;
+    fn aliases(&self) -> &'static [&'static str];
+    fn validate(&self, connection: &Connection, project_dir: &Path) -> Result<(), BuildError>;
+    async fn check(&self, connection: &Connection, project_dir: &Path) -> Result<String, String>;
+}
+
+#[async_trait]
+impl<F: ConnectionFactory> DynConnectionFactory for F {
+    fn type_name(&self) -> &'static str {
+        F::TYPE
+    }
+
+    fn aliases(&self) -> &'static [&'static str] {
+        F::ALIASES
+    }
+
+    fn validate(&self, connection: &Connection, project_dir: &Path) -> Result<(), BuildError> {
+        F::config(connection, project_dir).map(drop)
+    }
+
+    async fn check(&self, connection: &Connection, project_dir: &Path) -> Result<String, String> {
+        let config = F::config(connection, project_dir).map_err(|error| error.to_string())?;
+        F::check(config).await
+    }
+}
+
 /// A [`PullerFactory`] with its configuration type erased.
 pub trait DynPullerFactory: Send + Sync {
     fn type_name(&self) -> &'static str;
@@ -353,14 +402,47 @@ impl Role {
     }
 }
 
-/// Every component type ferry knows, for validating definitions and building pipelines.
+/// Every connection and component type ferry knows, for validating definitions, checking
+/// connections and building pipelines.
 pub struct Registry {
+    pub connections: Vec<Box<dyn DynConnectionFactory>>,
     pub pullers: Vec<Box<dyn DynPullerFactory>>,
     pub processors: Vec<Box<dyn DynProcessorFactory>>,
     pub pushers: Vec<Box<dyn DynPusherFactory>>,
 }
 
 impl Registry {
+    /// The connection type `written` in `connections.yaml`, by its name or an alias.
+    pub fn connection_type(&self, written: &str) -> Option<&dyn DynConnectionFactory> {
+        self.connections
+            .iter()
+            .find(|f| f.type_name() == written || f.aliases().contains(&written))
+            .map(|f| &**f)
+    }
+
+    /// The connection types' names, sorted, for "valid types are …" messages.
+    pub fn connection_types(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.connections.iter().map(|f| f.type_name()).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Checks that `connection` works ([`ConnectionFactory::check`]).
+    pub async fn check_connection(
+        &self,
+        connection: &Connection,
+        project_dir: &Path,
+    ) -> Result<String, String> {
+        match self.connection_type(&connection.kind) {
+            Some(factory) => factory.check(connection, project_dir).await,
+            None => Err(format!(
+                "unknown connection type `{}`; valid types are: {}",
+                connection.kind,
+                self.connection_types().join(", ")
+            )),
+        }
+    }
+
     /// The `type:` names of one role, sorted, for "valid types are …" messages.
     pub fn type_names(&self, role: Role) -> Vec<&'static str> {
         let mut names: Vec<_> = match role {

@@ -13,9 +13,9 @@ pub mod sandbox;
 pub mod template;
 
 pub use component::{
-    BuildContext, DynProcessorFactory, DynPullerFactory, DynPusherFactory, Outcome, Processor,
-    ProcessorFactory, PullFailure, Pulled, Puller, PullerFactory, Pusher, PusherFactory, Registry,
-    Role, Seated,
+    BuildContext, ConnectionFactory, DynConnectionFactory, DynProcessorFactory, DynPullerFactory,
+    DynPusherFactory, Outcome, Processor, ProcessorFactory, PullFailure, Pulled, Puller,
+    PullerFactory, Pusher, PusherFactory, Registry, Role, Seated,
 };
 pub use error::{BuildError, StepError, TextPosition};
 pub use passenger::{Attachment, Body, Metadata, Passenger, PassengerId, media_type_of};

@@ -273,17 +273,22 @@ async fn check(dir: &Path) -> anyhow::Result<ExitCode> {
         println!("no connections to check (connections.yaml defines none)");
         return Ok(ExitCode::SUCCESS);
     }
-    let checks = project.connections.values().map(|connection| async move {
-        let result = tokio::time::timeout(CHECK_TIMEOUT, ferry_connectors::sql::check(connection))
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())));
-        (connection, result)
+    let registry = registry();
+    let checks = project.connections.values().map(|connection| {
+        let (registry, dir) = (&registry, &project.dir);
+        async move {
+            let checked = registry.check_connection(connection, dir);
+            let result = tokio::time::timeout(CHECK_TIMEOUT, checked)
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())));
+            (connection, result)
+        }
     });
     let mut failed = 0;
     for (connection, result) in futures::future::join_all(checks).await {
         // An error names the connection and its URL (without the password) itself.
         let (mark, what) = match result {
-            Ok(description) => ("ok  ", format!("{description} ({})", connection.redacted())),
+            Ok(description) => ("ok  ", description),
             Err(error) => {
                 failed += 1;
                 ("FAIL", error)

@@ -232,6 +232,60 @@ fn check_tests_every_connection_and_never_prints_a_password() {
     );
 }
 
+/// The machine's PostgreSQL serves TLS with Debian's self-signed "snakeoil" certificate, made
+/// out to `localhost`.
+const SNAKEOIL: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+
+#[test]
+fn check_reaches_postgres_over_tls_and_names_a_wrong_certificate_authority() {
+    let project = Project::new("", &[]);
+    let url = support::postgres_url().replace("?sslmode=disable", "");
+    let localhost = url.replace("127.0.0.1", "localhost");
+    // Certificate authorities that did not sign the server's certificate: the public ones.
+    let public = "/etc/ssl/certs/ca-certificates.crt";
+    project.write(
+        "connections.yaml",
+        &format!(
+            "required: {{ type: postgres, url: \"{url}\", tls: {{ mode: require }} }}\n\
+             right_ca: {{ type: postgres, url: \"{url}\", tls: {{ mode: verify-ca, ca_file: {SNAKEOIL} }} }}\n\
+             full: {{ type: postgres, url: \"{localhost}\", tls: {{ mode: verify-full, ca_file: {SNAKEOIL} }} }}\n\
+             wrong_ca: {{ type: postgres, url: \"{url}\", tls: {{ mode: verify-ca, ca_file: {public} }} }}\n\
+             wrong_name: {{ type: postgres, url: \"{url}\", tls: {{ mode: verify-full, ca_file: {SNAKEOIL} }} }}\n"
+        ),
+    );
+    let dir = project.path().to_str().unwrap().to_string();
+    let output = project.ferry(&["check", &dir]);
+    let text = format!("{}{}", stdout(&output), support::stderr(&output));
+    assert!(!output.status.success(), "{text}");
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{text}"))
+            .to_string()
+    };
+    for name in ["required", "right_ca", "full"] {
+        assert!(line(name).starts_with("ok"), "{text}");
+    }
+    assert!(line("wrong_ca").starts_with("FAIL"), "{text}");
+    assert!(line("wrong_ca").contains("UnknownIssuer"), "{text}");
+    assert!(line("wrong_name").starts_with("FAIL"), "{text}");
+    assert!(line("wrong_name").contains("not valid for name"), "{text}");
+
+    // A CA file that is missing is a definition error, at its key.
+    project.write(
+        "connections.yaml",
+        &format!("lost: {{ type: postgres, url: \"{url}\", tls: {{ mode: verify-ca, ca_file: certs/none.pem }} }}\n"),
+    );
+    let output = project.ferry(&["check", &dir]);
+    let text = format!("{}{}", stdout(&output), support::stderr(&output));
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains("connections.yaml:1:")
+            && text.contains("lost.tls.ca_file: no such file: certs/none.pem"),
+        "{text}"
+    );
+}
+
 #[test]
 fn an_sql_error_in_a_step_fails_the_run_and_keeps_the_rows_out() {
     let schema = unique("elt_step");

@@ -1,5 +1,7 @@
-//! `postgres` pusher: loads record batches into a PostgreSQL table with COPY (append, replace,
-//! merge, history), exactly once per chunk, with SQL steps and versioned table migrations.
+//! PostgreSQL: the `postgres` connection type ([`connection`], with TLS), the `sql` puller's
+//! reader, and the `postgres` pusher, which loads record batches into a table with COPY
+//! (append, replace, merge, history), exactly once per chunk, with SQL steps and versioned
+//! table migrations.
 //!
 //! # How a chunk is loaded
 //!
@@ -158,14 +160,18 @@
 //! `ferry.loads` rows yet.
 
 mod config;
+pub mod connection;
 mod load;
 mod pusher;
+mod reader;
 mod schema;
 mod script;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 pub use config::{Mode, PostgresPusherConfig};
+pub use connection::PostgresConnectionFactory;
 pub use pusher::{PostgresPusher, PostgresPusherFactory};
 
 #[cfg(doc)]

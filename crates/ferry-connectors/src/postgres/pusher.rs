@@ -7,13 +7,15 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ferry_core::config::ConnectionKind;
-use ferry_core::{BuildContext, BuildError, Passenger, Pusher, PusherFactory, StepError};
+use ferry_core::{
+    BuildContext, BuildError, ConnectionFactory, Passenger, Pusher, PusherFactory, StepError,
+};
 use tokio_postgres::error::{DbError, ErrorPosition};
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 use tracing::{debug, info, warn};
 
 use super::config::{Mode, PostgresPusherConfig};
+use super::connection::{ConnectError, PostgresConnectionFactory};
 use super::schema::{self, HISTORY_COLUMNS};
 use super::script::{self, Migration, Placeholder, Script, Values};
 use super::{Target, quote_list, quote_literal};
@@ -42,17 +44,23 @@ impl PusherFactory for PostgresPusherFactory {
         config: PostgresPusherConfig,
         ctx: &BuildContext,
     ) -> Result<Box<dyn Pusher>, BuildError> {
-        let connection = ctx.connection("connection", &config.connection)?;
-        if connection.kind != ConnectionKind::Postgres {
+        let named = ctx.connection("connection", &config.connection)?;
+        if named.kind != <PostgresConnectionFactory as ConnectionFactory>::TYPE {
             return Err(BuildError::at(
                 "connection",
                 format!(
                     "connection `{}` is not a PostgreSQL connection; the postgres pusher needs \
-                     a `postgres://` URL",
-                    connection.name
+                     a `postgres` connection",
+                    named.name
                 ),
             ));
         }
+        let connection = super::connection::open(named, &ctx.project_dir).map_err(|error| {
+            BuildError::at(
+                "connection",
+                format!("connection `{}`: {error}", named.name),
+            )
+        })?;
         let mut pg: tokio_postgres::Config = connection.url.parse().map_err(|error| {
             BuildError::at(
                 "connection",
@@ -86,6 +94,7 @@ impl PusherFactory for PostgresPusherFactory {
         Ok(Box::new(PostgresPusher {
             connection: format!("`{}` ({})", connection.name, connection.redacted()),
             pg,
+            tls: connection.tls,
             target,
             mode: config.mode,
             keys,
@@ -163,6 +172,8 @@ pub struct PostgresPusher {
     /// The connection's name and redacted URL, for messages.
     pub(super) connection: String,
     pg: tokio_postgres::Config,
+    /// How connections are secured.
+    tls: crate::sql::Tls,
     pub(super) target: Target,
     pub(super) mode: Mode,
     pub(super) keys: Vec<String>,
@@ -350,22 +361,31 @@ impl PostgresPusher {
     }
 
     async fn connect(&self) -> Result<Client, StepError> {
-        let (client, connection) = self.pg.connect(NoTls).await.map_err(|error| {
-            let message = format!(
-                "{}: cannot connect to {}: {}",
+        let connected = super::connection::connect(&self.pg, &self.tls).await;
+        let (client, driver) = connected.map_err(|error| {
+            let what = format!(
+                "{}: cannot connect to {}",
                 self.target.name(),
-                self.connection,
-                chain(&error)
+                self.connection
             );
-            match error.as_db_error() {
-                // Authentication failed, no such database: a person must fix the connection.
-                Some(db) if !retryable_state(db.code().code()) => StepError::permanent(message),
-                _ => StepError::retryable(message),
+            match error {
+                ConnectError::Tls(detail) => StepError::permanent(format!("{what}: {detail}")),
+                ConnectError::Postgres(error) => {
+                    let message = format!("{what}: {}", chain(&error));
+                    match error.as_db_error() {
+                        // Authentication failed, no such database: a person must fix the
+                        // connection.
+                        Some(db) if !retryable_state(db.code().code()) => {
+                            StepError::permanent(message)
+                        }
+                        _ => StepError::retryable(message),
+                    }
+                }
             }
         })?;
         let (pipeline, component) = (self.pipeline.clone(), self.component.clone());
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            if let Ok(Err(error)) = driver.await {
                 debug!(%pipeline, %component, error = %chain(&error), "postgres connection ended");
             }
         });

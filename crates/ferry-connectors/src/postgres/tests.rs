@@ -10,7 +10,7 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use ferry_core::config::{Connection, ConnectionKind};
+use ferry_core::config::Connection;
 use ferry_core::records::{BatchWriter, Chunk, Column, ColumnType};
 use ferry_core::{Body, BuildContext, BuildError, DynPusherFactory, Passenger, Pusher, StepError};
 use serde_json::{Value, json};
@@ -27,8 +27,8 @@ fn url() -> String {
 fn ctx(project: &Path, url: &str) -> BuildContext {
     let connection = Connection {
         name: "dwh".into(),
-        kind: ConnectionKind::Postgres,
-        url: url.into(),
+        kind: "postgres".into(),
+        config: serde_json::Map::from_iter([("url".to_string(), url.into())]),
         clients: vec!["acme".into()],
     };
     BuildContext {

@@ -6,7 +6,7 @@ use ferry_core::records::{BatchWriter, Column};
 
 /// A finished chunk of a load, as a reader hands it to the puller.
 #[derive(Debug)]
-pub(super) struct Ready {
+pub(crate) struct Ready {
     /// From 1 within the load.
     pub number: u64,
     pub rows: usize,
@@ -26,7 +26,7 @@ pub(super) struct Ready {
 /// then the fields into [`Chunker::writer`], then `end_row` on it; at the end
 /// [`Chunker::finish`] gives the last chunk. A chunk is only finished when the row after it is
 /// there, so it knows whether it is the last one.
-pub(super) struct Chunker {
+pub(crate) struct Chunker {
     columns: Vec<Column>,
     chunk_rows: usize,
     writer: BatchWriter,

@@ -4,9 +4,11 @@
 //! Each run is one *load*: a reader task runs the query and streams its result into chunks of
 //! `chunk_rows` rows (`ferry_core::records` batches), handed to the puller through a channel
 //! that holds one finished chunk, so memory stays at a couple of chunks whatever the result's
-//! size. One file per database (`postgres.rs`, `mysql.rs`, `sqlite.rs`) connects, reads the
-//! column types from the result's metadata and writes the values in PostgreSQL's text form;
-//! [`chunk`] cuts the rows into chunks. [`check`] tells whether a connection works.
+//! size. Each database's folder (`postgres/reader.rs`, `mysql/reader.rs`, `sqlite/reader.rs`)
+//! implements [`connection::Database`]: it connects, reads the column types from the result's
+//! metadata and writes the values in PostgreSQL's text form; [`chunk`] cuts the rows into
+//! chunks. What the databases share (the connection, its URL and TLS keys, messages that never
+//! show a password) is here.
 //!
 //! After a crash (issue 12): an incremental load's state names the load while it is unfinished,
 //! and the next run continues it under the same id, numbering its chunks after the last seated
@@ -14,71 +16,64 @@
 //! `records::SERIES` (the puller's name), and the `postgres` pusher discards an older load of
 //! the series that did not complete once a newer one starts.
 
-mod chunk;
+pub(crate) mod chunk;
 mod config;
-mod mysql;
-mod postgres;
+pub(crate) mod connection;
 mod puller;
-mod sqlite;
 #[cfg(test)]
 mod tests;
 
 use ferry_core::StepError;
-use ferry_core::config::{Connection, ConnectionKind};
 use ferry_core::records::{Column, ColumnType};
 use tokio::sync::mpsc;
 
 pub use config::SqlPullerConfig;
+pub use connection::{ServerConfig, SqlConnection, Tls, TlsConfig, TlsMode};
 pub use puller::{SqlPuller, SqlPullerFactory};
 
 use chunk::Ready;
 
 /// How long connecting may take before it counts as failed (retryable).
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Connects to `connection`, runs a trivial query and describes the database in one line
-/// (`PostgreSQL 15.20, database test`, `MariaDB 10.11.19, database test`,
-/// `SQLite 3.50.2, 12 tables`). The error names the connection and says what failed, without
-/// the password. `ferry check` calls this for every connection.
-pub async fn check(connection: &Connection) -> Result<String, String> {
-    let checked = match connection.kind {
-        ConnectionKind::Postgres => postgres::check(connection).await,
-        ConnectionKind::Mysql => mysql::check(connection).await,
-        ConnectionKind::Sqlite => sqlite::check(connection).await,
-    };
-    checked.map_err(|error| error.message)
+/// with its URL (`PostgreSQL 15.20, database test (postgres://ferry:***@db/test)`,
+/// `MariaDB 10.11.19, database test (…)`, `SQLite 3.50.2, 12 tables (…)`). The error names the
+/// connection and says what failed, without the password. Each database's connection type
+/// checks through it.
+pub(crate) async fn check(connection: &SqlConnection) -> Result<String, String> {
+    match connection.database.check(connection).await {
+        Ok(description) => Ok(format!("{description} ({})", connection.redacted())),
+        Err(error) => Err(error.message),
+    }
 }
 
 /// What a reader needs to run one load.
-struct Job {
-    connection: Connection,
+pub(crate) struct Job {
+    pub(crate) connection: SqlConnection,
     /// The query as configured, trailing `;` removed.
-    query: String,
-    chunk_rows: usize,
+    pub(crate) query: String,
+    pub(crate) chunk_rows: usize,
     /// Incremental mode; `None` for a full load.
-    cursor: Option<CursorJob>,
+    pub(crate) cursor: Option<CursorJob>,
     /// Where finished chunks go; a reader that fails sends its error last.
-    sender: mpsc::Sender<Result<Ready, StepError>>,
+    pub(crate) sender: mpsc::Sender<Result<Ready, StepError>>,
 }
 
 /// Incremental mode of a load.
 #[derive(Clone, Debug)]
-struct CursorJob {
+pub(crate) struct CursorJob {
     /// The cursor column's name as configured.
-    column: String,
+    pub(crate) column: String,
     /// Pull only rows whose cursor value is greater than this one (the database's text form);
     /// `None`: every row with a cursor value.
-    after: Option<String>,
+    pub(crate) after: Option<String>,
 }
 
 /// Runs one load: the query of `job` on its connection, streamed into chunks sent to
 /// `job.sender`. A failure is sent as the last item.
 async fn run_load(job: Job) {
-    let result = match job.connection.kind {
-        ConnectionKind::Postgres => postgres::read(&job).await,
-        ConnectionKind::Mysql => mysql::read(&job).await,
-        ConnectionKind::Sqlite => sqlite::read(&job).await,
-    };
+    let result = job.connection.database.read(&job).await;
     if let Err(error) = result {
         // Nobody is listening when the puller dropped the load: then the error does not matter.
         let _ = job.sender.send(Err(error)).await;
@@ -87,17 +82,17 @@ async fn run_load(job: Job) {
 
 /// Sends a finished chunk to the puller; fails when the puller dropped the load (a new run
 /// started, or the pipeline stopped), which ends the reader.
-async fn send(job: &Job, chunk: Ready) -> Result<(), StepError> {
+pub(crate) async fn send(job: &Job, chunk: Ready) -> Result<(), StepError> {
     job.sender.send(Ok(chunk)).await.map_err(|_| abandoned())
 }
 
 /// The error that ends a reader whose load nobody waits for any more.
-fn abandoned() -> StepError {
+pub(crate) fn abandoned() -> StepError {
     StepError::retryable("the load was abandoned by the puller")
 }
 
 /// How messages name a connection: its name and its URL without the password.
-fn label(connection: &Connection) -> String {
+pub(crate) fn label(connection: &SqlConnection) -> String {
     format!(
         "connection `{}` ({})",
         connection.name,
@@ -105,12 +100,10 @@ fn label(connection: &Connection) -> String {
     )
 }
 
-/// A failure of `connection`: `connection `erp` (postgres://erp:***@db/erp): {what}: {detail}`.
-/// The database's text is scrubbed of the password, in case a driver ever echoes it.
 /// What `connect` gives, or a retryable error when the server does not answer within
 /// [`CONNECT_TIMEOUT`].
-async fn within_connect_timeout<T>(
-    connection: &Connection,
+pub(crate) async fn within_connect_timeout<T>(
+    connection: &SqlConnection,
     connect: impl Future<Output = T>,
 ) -> Result<T, StepError> {
     tokio::time::timeout(CONNECT_TIMEOUT, connect)
@@ -125,7 +118,14 @@ async fn within_connect_timeout<T>(
         })
 }
 
-fn failure(connection: &Connection, retryable: bool, what: &str, detail: &str) -> StepError {
+/// A failure of `connection`: `connection `erp` (postgres://erp:***@db/erp): {what}: {detail}`.
+/// The database's text is scrubbed of the password, in case a driver ever echoes it.
+pub(crate) fn failure(
+    connection: &SqlConnection,
+    retryable: bool,
+    what: &str,
+    detail: &str,
+) -> StepError {
     let message = scrub(
         &format!("{}: {what}: {detail}", label(connection)),
         &connection.url,
@@ -138,7 +138,7 @@ fn failure(connection: &Connection, retryable: bool, what: &str, detail: &str) -
 
 /// `message` with every occurrence of the password in `url` (as written and percent-decoded)
 /// replaced by `***`.
-fn scrub(message: &str, url: &str) -> String {
+pub(crate) fn scrub(message: &str, url: &str) -> String {
     let Some(password) = url_password(url) else {
         return message.to_string();
     };
@@ -187,8 +187,8 @@ fn percent_decode(text: &str) -> String {
 /// The index of the cursor column `name` in the result's `columns`: the column of that name,
 /// else the one column whose name differs only in case. Fails (permanently) when the result
 /// has no such column, or when its type has no useful order.
-fn find_cursor(
-    connection: &Connection,
+pub(crate) fn find_cursor(
+    connection: &SqlConnection,
     columns: &[Column],
     name: &str,
 ) -> Result<usize, StepError> {
@@ -232,13 +232,13 @@ fn find_cursor(
 }
 
 /// `name` quoted as an SQL identifier with double quotes (PostgreSQL, SQLite).
-fn quote_double(name: &str) -> String {
+pub(crate) fn quote_double(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Undoes PostgreSQL's COPY text escapes (`\\`, `\t`, `\n`, `\r`, `\b`, `\f`, `\v`, octal
 /// `\NNN` and hex `\xHH`) of one field into `out`.
-fn unescape_copy(field: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn unescape_copy(field: &[u8], out: &mut Vec<u8>) {
     out.clear();
     let mut i = 0;
     while i < field.len() {

@@ -1,7 +1,7 @@
 //! The `sql` puller: one load per run, its chunks pulled as they are read.
 
+use super::SqlConnection;
 use async_trait::async_trait;
-use ferry_core::config::Connection;
 use ferry_core::records::{self, Chunk};
 use ferry_core::{
     BuildContext, BuildError, Passenger, Pulled, Puller, PullerFactory, Seated, StepError,
@@ -44,7 +44,7 @@ impl PullerFactory for SqlPullerFactory {
 /// An `sql` puller's configuration, validated.
 #[derive(Debug)]
 struct Settings {
-    connection: Connection,
+    connection: SqlConnection,
     /// `sql:<connection name>`.
     source_system: String,
     /// Trailing `;` removed.
@@ -59,7 +59,7 @@ struct Settings {
 impl Settings {
     /// Checks the configuration and reads the query file; connects to nothing.
     fn validate(config: SqlPullerConfig, ctx: &BuildContext) -> Result<Settings, BuildError> {
-        let connection = ctx.connection("connection", &config.connection)?.clone();
+        let connection = super::connection::connection(ctx, "connection", &config.connection)?;
         let (key, query) = match (config.query, config.file) {
             (Some(query), None) => ("query", query),
             (None, Some(file)) => (

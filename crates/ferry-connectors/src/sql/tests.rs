@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_core::config::{Connection, ConnectionKind};
+use ferry_core::config::Connection;
 use ferry_core::records::{self, Chunk, Column, ColumnType};
 use ferry_core::{BuildContext, BuildError, DynPullerFactory, Passenger, Puller};
 use mysql_async::prelude::Queryable;
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use uuid::Uuid;
 
-use super::{SqlPullerFactory, check};
+use super::SqlPullerFactory;
 
 const PASSWORD: &str = "s3cret-Pw";
 
@@ -29,13 +29,30 @@ fn mysql_url() -> String {
     std::env::var("FERRY_TEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
 }
 
-fn connection(kind: ConnectionKind, url: &str) -> Connection {
+/// The connection types the tests read, by name.
+const POSTGRES: &str = "postgres";
+const MYSQL: &str = "mysql";
+const SQLITE: &str = "sqlite";
+
+/// Connection `erp` of type `kind`: a URL, or for SQLite the database file's absolute path.
+fn connection(kind: &str, url: &str) -> Connection {
+    let key = match kind {
+        SQLITE => "path",
+        _ => "url",
+    };
     Connection {
         name: "erp".into(),
-        kind,
-        url: url.into(),
+        kind: kind.into(),
+        config: serde_json::Map::from_iter([(key.to_string(), Value::from(url))]),
         clients: vec!["acme".into()],
     }
+}
+
+/// `ferry check` of `connection`.
+async fn check(connection: &Connection) -> Result<String, String> {
+    crate::registry()
+        .check_connection(connection, Path::new("/"))
+        .await
 }
 
 fn ctx(connections: Vec<Connection>, project: &Path) -> BuildContext {
@@ -158,7 +175,7 @@ fn sqlite() -> (TempDir, Connection, rusqlite::Connection) {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("erp.db");
     let db = rusqlite::Connection::open(&path).unwrap();
-    let connection = connection(ConnectionKind::Sqlite, path.to_str().unwrap());
+    let connection = connection(SQLITE, path.to_str().unwrap());
     (dir, connection, db)
 }
 
@@ -176,24 +193,25 @@ enum Fixture {
 
 impl Fixture {
     /// A table `(id integer primary key, v integer)` with rows `(i, values[i - 1])`.
-    async fn new(kind: ConnectionKind, table: &str, values: &[i64]) -> (Fixture, Connection) {
+    async fn new(kind: &str, table: &str, values: &[i64]) -> (Fixture, Connection) {
         let create = format!("CREATE TABLE {table} (id integer PRIMARY KEY, v integer)");
         let (mut fixture, connection) = match kind {
-            ConnectionKind::Postgres => {
+            POSTGRES => {
                 let client = postgres().await;
                 client.batch_execute(&create).await.unwrap();
                 (Fixture::Postgres(client), connection(kind, &postgres_url()))
             }
-            ConnectionKind::Mysql => {
+            MYSQL => {
                 let mut conn = mysql().await;
                 mysql_run(&mut conn, &[&create]).await;
                 (Fixture::Mysql(conn), connection(kind, &mysql_url()))
             }
-            ConnectionKind::Sqlite => {
+            SQLITE => {
                 let (dir, connection, db) = sqlite();
                 db.execute_batch(&create).unwrap();
                 (Fixture::Sqlite { _dir: dir, db }, connection)
             }
+            other => unreachable!("no fixture for {other}"),
         };
         let rows: Vec<(i64, i64)> = values
             .iter()
@@ -226,17 +244,13 @@ impl Fixture {
     }
 }
 
-const KINDS: [ConnectionKind; 3] = [
-    ConnectionKind::Postgres,
-    ConnectionKind::Mysql,
-    ConnectionKind::Sqlite,
-];
+const KINDS: [&str; 3] = [POSTGRES, MYSQL, SQLITE];
 
 // ---- configuration --------------------------------------------------------------------------
 
 #[test]
 fn build_needs_exactly_one_of_query_and_file() {
-    let erp = connection(ConnectionKind::Postgres, &postgres_url());
+    let erp = connection(POSTGRES, &postgres_url());
     let error = build(&erp, json!({ "connection": "erp" })).err().unwrap();
     assert_eq!(error.path, ["query"]);
     assert!(error.message.contains("`file: NAME.sql`"), "{error}");
@@ -253,7 +267,7 @@ fn build_needs_exactly_one_of_query_and_file() {
 
 #[test]
 fn build_refuses_an_unknown_connection_with_the_known_ones() {
-    let erp = connection(ConnectionKind::Postgres, &postgres_url());
+    let erp = connection(POSTGRES, &postgres_url());
     let error = build(&erp, json!({ "connection": "crm", "query": "SELECT 1" }))
         .err()
         .unwrap();
@@ -272,7 +286,7 @@ fn build_refuses_an_unknown_connection_with_the_known_ones() {
 
 #[test]
 fn build_checks_chunk_rows_cursor_and_start() {
-    let erp = connection(ConnectionKind::Postgres, &postgres_url());
+    let erp = connection(POSTGRES, &postgres_url());
     for chunk_rows in [0, 1_000_001] {
         let config = json!({ "connection": "erp", "query": "SELECT 1", "chunk_rows": chunk_rows });
         let error = build(&erp, config).err().unwrap();
@@ -297,7 +311,7 @@ fn build_checks_chunk_rows_cursor_and_start() {
 
 #[test]
 fn build_refuses_unknown_keys() {
-    let erp = connection(ConnectionKind::Postgres, &postgres_url());
+    let erp = connection(POSTGRES, &postgres_url());
     let config = json!({ "connection": "erp", "query": "SELECT 1", "table": "x" });
     let error = build(&erp, config).err().unwrap();
     assert!(error.message.contains("unknown field `table`"), "{error}");
@@ -306,7 +320,7 @@ fn build_refuses_unknown_keys() {
 #[test]
 fn build_never_connects() {
     let nowhere = connection(
-        ConnectionKind::Postgres,
+        POSTGRES,
         &format!("postgres://root:{PASSWORD}@127.0.0.1:1/test"),
     );
     build(
@@ -314,7 +328,7 @@ fn build_never_connects() {
         json!({ "connection": "erp", "query": "SELECT 1" }),
     )
     .unwrap();
-    let missing = connection(ConnectionKind::Sqlite, "/nonexistent/erp.db");
+    let missing = connection(SQLITE, "/nonexistent/erp.db");
     build(
         &missing,
         json!({ "connection": "erp", "query": "SELECT 1" }),
@@ -328,7 +342,7 @@ fn the_query_file_is_read_at_build_from_the_clients_sql_directory() {
     let sql_dir = project.path().join("clients/acme/sql");
     fs::create_dir_all(sql_dir.join("reports")).unwrap();
     fs::write(sql_dir.join("reports/customers.sql"), "SELECT 1 AS id;\n").unwrap();
-    let erp = connection(ConnectionKind::Postgres, &postgres_url());
+    let erp = connection(POSTGRES, &postgres_url());
     let ctx = ctx(vec![erp], project.path());
     let build = |config: Value| DynPullerFactory::build(&SqlPullerFactory, &config, &ctx);
 
@@ -399,7 +413,7 @@ async fn postgres_types_map_to_batch_types_in_postgres_text_form() {
         .await
         .unwrap();
 
-    let erp = connection(ConnectionKind::Postgres, &postgres_url());
+    let erp = connection(POSTGRES, &postgres_url());
     let query = format!("SELECT * FROM {schema}.t ORDER BY id;");
     let mut puller = build(&erp, json!({ "connection": "erp", "query": query })).unwrap();
     let (passengers, state) = pull_load(&mut puller, 10).await;
@@ -526,7 +540,7 @@ async fn mysql_types_map_to_batch_types_in_postgres_text_form() {
     )
     .await;
 
-    let erp = connection(ConnectionKind::Mysql, &mysql_url());
+    let erp = connection(MYSQL, &mysql_url());
     let query = format!("SELECT * FROM {table} ORDER BY id");
     let mut puller = build(&erp, json!({ "connection": "erp", "query": query })).unwrap();
     let (passengers, _) = pull_load(&mut puller, 10).await;
@@ -845,7 +859,7 @@ async fn timestamp_cursors_start_after_start_and_resume_after_their_text() {
         ))
         .await
         .unwrap();
-    let erp = connection(ConnectionKind::Postgres, &postgres_url());
+    let erp = connection(POSTGRES, &postgres_url());
     let query = format!("SELECT id, at FROM {schema}.t");
     let config = json!({
         "connection": "erp", "query": query, "cursor": "AT", "start": "2024-01-01 00:00:00+00",
@@ -894,7 +908,7 @@ async fn mysql_and_sqlite_datetime_cursors_start_after_start() {
         ],
     )
     .await;
-    let erp = connection(ConnectionKind::Mysql, &mysql_url());
+    let erp = connection(MYSQL, &mysql_url());
     let query = format!("SELECT id, at, name FROM {table}");
     let config =
         json!({ "connection": "erp", "query": query, "cursor": "at", "start": "2024-01-01" });
@@ -977,7 +991,7 @@ async fn a_pull_cancelled_by_a_timeout_keeps_its_load() {
         .batch_execute(&format!("CREATE SEQUENCE {sequence}"))
         .await
         .unwrap();
-    let erp = connection(ConnectionKind::Postgres, &postgres_url());
+    let erp = connection(POSTGRES, &postgres_url());
     // Every run of the query takes the next number: a second load would read 2.
     let query = format!("SELECT nextval('{sequence}') AS n FROM pg_sleep(0.5)");
     let mut puller = build(&erp, json!({ "connection": "erp", "query": query })).unwrap();
@@ -996,7 +1010,7 @@ async fn a_pull_cancelled_by_a_timeout_keeps_its_load() {
 
 #[tokio::test]
 async fn a_failure_after_some_chunks_comes_after_them() {
-    let erp = connection(ConnectionKind::Postgres, &postgres_url());
+    let erp = connection(POSTGRES, &postgres_url());
     // Row 15 divides by zero, after two chunks of 5 went out.
     let query = "SELECT i, 1 / (i - 15) AS x FROM generate_series(1, 20) AS i";
     let config = json!({ "connection": "erp", "query": query, "chunk_rows": 5 });
@@ -1034,7 +1048,7 @@ async fn pull_error(erp: &Connection, query: &str) -> ferry_core::StepError {
 #[tokio::test]
 async fn postgres_errors_name_the_connection_and_hide_the_password() {
     let refused = connection(
-        ConnectionKind::Postgres,
+        POSTGRES,
         &format!("postgres://root:{PASSWORD}@127.0.0.1:1/test?sslmode=disable"),
     );
     let error = pull_error(&refused, "SELECT 1").await;
@@ -1043,12 +1057,12 @@ async fn postgres_errors_name_the_connection_and_hide_the_password() {
     assert!(error.message.contains("cannot connect"), "{error}");
 
     let url = postgres_url().replace("/test", "/ferry_no_such_database");
-    let wrong_database = connection(ConnectionKind::Postgres, &url);
+    let wrong_database = connection(POSTGRES, &url);
     let error = pull_error(&wrong_database, "SELECT 1").await;
     assert!(!error.retryable, "{error}");
     assert!(error.message.contains("does not exist"), "{error}");
 
-    let erp = connection(ConnectionKind::Postgres, &postgres_url());
+    let erp = connection(POSTGRES, &postgres_url());
     let error = pull_error(&erp, "SELEC 1").await;
     assert!(!error.retryable, "{error}");
     assert!(error.message.contains("syntax error"), "{error}");
@@ -1059,28 +1073,25 @@ async fn postgres_errors_name_the_connection_and_hide_the_password() {
 
 #[tokio::test]
 async fn mysql_errors_name_the_connection_and_hide_the_password() {
-    let refused = connection(
-        ConnectionKind::Mysql,
-        &format!("mysql://root:{PASSWORD}@127.0.0.1:1/test"),
-    );
+    let refused = connection(MYSQL, &format!("mysql://root:{PASSWORD}@127.0.0.1:1/test"));
     let error = pull_error(&refused, "SELECT 1").await;
     assert!(error.retryable, "{error}");
     assert!(error.message.contains("root:***@127.0.0.1:1"), "{error}");
 
     // root has no password: giving one is a wrong password.
     let url = mysql_url().replace("root@", &format!("root:{PASSWORD}@"));
-    let wrong_password = connection(ConnectionKind::Mysql, &url);
+    let wrong_password = connection(MYSQL, &url);
     let error = pull_error(&wrong_password, "SELECT 1").await;
     assert!(!error.retryable, "{error}");
     assert!(error.message.contains("Access denied"), "{error}");
 
     let url = mysql_url().replace("/test", "/ferry_no_such_database");
-    let wrong_database = connection(ConnectionKind::Mysql, &url);
+    let wrong_database = connection(MYSQL, &url);
     let error = pull_error(&wrong_database, "SELECT 1").await;
     assert!(!error.retryable, "{error}");
     assert!(error.message.contains("ferry_no_such_database"), "{error}");
 
-    let erp = connection(ConnectionKind::Mysql, &mysql_url());
+    let erp = connection(MYSQL, &mysql_url());
     let error = pull_error(&erp, "SELEC 1").await;
     assert!(!error.retryable, "{error}");
     assert!(error.message.contains("SQL syntax"), "{error}");
@@ -1091,7 +1102,7 @@ async fn mysql_errors_name_the_connection_and_hide_the_password() {
 
 #[tokio::test]
 async fn sqlite_errors_name_the_database_file() {
-    let missing = connection(ConnectionKind::Sqlite, "/nonexistent/erp.db");
+    let missing = connection(SQLITE, "/nonexistent/erp.db");
     let error = pull_error(&missing, "SELECT 1").await;
     assert!(!error.retryable, "{error}");
     assert!(error.message.contains("/nonexistent/erp.db"), "{error}");
@@ -1102,51 +1113,231 @@ async fn sqlite_errors_name_the_database_file() {
     assert!(error.message.contains("syntax error"), "{error}");
 }
 
+// ---- connections ----------------------------------------------------------------------------
+
+/// Connection `erp` of type `kind` with the keys of `config`.
+fn defined(kind: &str, config: Value) -> Connection {
+    Connection {
+        name: "erp".into(),
+        kind: kind.into(),
+        config: config.as_object().unwrap().clone(),
+        clients: vec![],
+    }
+}
+
+/// What the connection type `kind` makes of `config`, or the key path and message of its error.
+fn open(kind: &str, config: Value) -> Result<super::SqlConnection, (Vec<String>, String)> {
+    let connection = defined(kind, config);
+    let dir = Path::new("/srv/ferry");
+    let opened = match kind {
+        POSTGRES => crate::postgres::connection::open(&connection, dir),
+        MYSQL => crate::mysql::connection::open(&connection, dir),
+        _ => crate::sqlite::connection::open(&connection, dir),
+    };
+    opened.map_err(|error| (error.path, error.message))
+}
+
+#[test]
+fn a_server_connection_is_a_url_or_the_fields_to_make_one() {
+    let fields = json!({
+        "host": "erp.local", "port": 3306, "database": "erp",
+        "user": "reader", "password": "p@ss/word",
+    });
+    let erp = open(MYSQL, fields).unwrap();
+    assert_eq!(erp.url, "mysql://reader:p%40ss%2Fword@erp.local:3306/erp");
+    assert_eq!(erp.tls.mode, super::TlsMode::Disable, "MySQL's default");
+    let dwh = open(POSTGRES, json!({ "url": "postgresql://ferry@db/dwh" })).unwrap();
+    assert_eq!(dwh.tls.mode, super::TlsMode::Prefer, "libpq's default");
+    let plain = open(
+        POSTGRES,
+        json!({ "url": "postgres://db/dwh?sslmode=disable" }),
+    )
+    .unwrap();
+    assert_eq!(plain.tls.mode, super::TlsMode::Disable, "the URL's sslmode");
+    let maria = open(MYSQL, json!({ "url": "mariadb://root@db/erp" })).unwrap();
+    assert_eq!(maria.url, "mysql://root@db/erp");
+    let local = open(SQLITE, json!({ "path": "data/source.db" })).unwrap();
+    assert_eq!(local.url, "/srv/ferry/data/source.db");
+    // Debug output never shows the password.
+    let debug = format!(
+        "{:?}",
+        open(MYSQL, json!({ "url": "mysql://u:hunter2@h/d" })).unwrap()
+    );
+    assert!(!debug.contains("hunter2"), "{debug}");
+}
+
+#[test]
+fn a_broken_connection_is_refused_at_its_key() {
+    let key = |path: &[&str]| path.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+    let cases = [
+        (
+            POSTGRES,
+            json!({ "url": "mysql://x/y" }),
+            key(&["url"]),
+            "this url starts with `postgres://`",
+        ),
+        (
+            POSTGRES,
+            json!({ "url": "postgres://x/y", "host": "z" }),
+            key(&["host"]),
+            "give either `url` or the fields",
+        ),
+        (
+            MYSQL,
+            json!({ "user": "u" }),
+            key(&[]),
+            "missing key `url` (or `host`",
+        ),
+        (
+            MYSQL,
+            json!({ "host": "h", "colour": "red" }),
+            key(&["colour"]),
+            "unknown field `colour`",
+        ),
+        (
+            MYSQL,
+            json!({ "host": "h", "tls": { "mode": "prefer" } }),
+            key(&["tls", "mode"]),
+            "MySQL connections have no `prefer`",
+        ),
+        (
+            POSTGRES,
+            json!({ "host": "h", "tls": { "mode": "verify-ca" } }),
+            key(&["tls", "ca_file"]),
+            "need `ca_file`",
+        ),
+        (
+            POSTGRES,
+            json!({ "host": "h", "tls": { "ca_file": "none.pem" } }),
+            key(&["tls", "ca_file"]),
+            "no such file: none.pem",
+        ),
+        (
+            POSTGRES,
+            json!({ "host": "h", "tls": { "mode": "sometimes" } }),
+            key(&["tls", "mode"]),
+            "unknown variant `sometimes`",
+        ),
+        (
+            SQLITE,
+            json!({}),
+            key(&[]),
+            "a SQLite connection needs `path`",
+        ),
+        (
+            SQLITE,
+            json!({ "url": "file:x.db" }),
+            key(&["url"]),
+            "a SQLite url starts with `sqlite://`",
+        ),
+    ];
+    for (kind, config, path, message) in cases {
+        let (found_path, found) = open(kind, config.clone()).unwrap_err();
+        assert_eq!(found_path, path, "{kind} {config}: {found}");
+        assert!(found.contains(message), "{kind} {config}: {found}");
+    }
+}
+
+#[test]
+fn a_client_certificate_needs_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("client.pem");
+    fs::write(&cert, "not a certificate").unwrap();
+    let config = json!({ "host": "h", "tls": { "mode": "require", "client_cert": cert } });
+    let (path, message) = open(POSTGRES, config).unwrap_err();
+    assert_eq!(path, ["tls", "client_key"]);
+    assert!(message.contains("needs `client_key`"), "{message}");
+    // A file that is no PEM certificate is named.
+    let config = json!({ "host": "h", "tls": { "mode": "verify-ca", "ca_file": cert } });
+    let (path, message) = open(POSTGRES, config).unwrap_err();
+    assert_eq!(path, ["tls"]);
+    assert!(message.contains("client.pem"), "{message}");
+}
+
+/// The machine's PostgreSQL serves TLS with Debian's self-signed certificate for `localhost`.
+const SNAKEOIL: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+
+#[tokio::test]
+async fn postgres_connections_are_secured_as_their_tls_mode_says() {
+    let url = postgres_url().replace("?sslmode=disable", "");
+    let tls = |tls: Value| {
+        let mut erp = connection(POSTGRES, &url);
+        erp.config.insert("tls".into(), tls);
+        erp
+    };
+    let required = check(&tls(json!({ "mode": "require" }))).await;
+    assert!(required.is_ok(), "{required:?}");
+    let right_ca = check(&tls(json!({ "mode": "verify-ca", "ca_file": SNAKEOIL }))).await;
+    assert!(right_ca.is_ok(), "{right_ca:?}");
+    // The server really encrypts: a session that asks for TLS sees `ssl = t`.
+    let secure = open(
+        POSTGRES,
+        json!({ "url": url, "tls": { "mode": "require" } }),
+    )
+    .unwrap();
+    let config: tokio_postgres::Config = secure.url.parse().unwrap();
+    let (client, _task) = crate::postgres::connection::connect(&config, &secure.tls)
+        .await
+        .unwrap();
+    let row = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "the session is encrypted");
+
+    let public = "/etc/ssl/certs/ca-certificates.crt";
+    let wrong_ca = check(&tls(json!({ "mode": "verify-ca", "ca_file": public }))).await;
+    let error = wrong_ca.unwrap_err();
+    assert!(error.contains("connection `erp` ("), "{error}");
+    assert!(error.contains("UnknownIssuer"), "{error}");
+    let wrong_name = check(&tls(json!({ "mode": "verify-full", "ca_file": SNAKEOIL }))).await;
+    assert!(wrong_name.unwrap_err().contains("not valid for name"));
+}
+
 // ---- check ----------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn check_describes_each_kind_of_database() {
-    let postgres = check(&connection(ConnectionKind::Postgres, &postgres_url()))
-        .await
-        .unwrap();
+    let postgres = check(&connection(POSTGRES, &postgres_url())).await.unwrap();
     assert!(postgres.starts_with("PostgreSQL "), "{postgres}");
-    assert!(postgres.ends_with(", database test"), "{postgres}");
+    assert!(
+        postgres.contains(", database test (postgres://"),
+        "{postgres}"
+    );
 
-    let mysql = check(&connection(ConnectionKind::Mysql, &mysql_url()))
-        .await
-        .unwrap();
+    let mysql = check(&connection(MYSQL, &mysql_url())).await.unwrap();
     assert!(
         mysql.starts_with("MariaDB ") || mysql.starts_with("MySQL "),
         "{mysql}"
     );
-    assert!(mysql.ends_with(", database test"), "{mysql}");
+    assert!(mysql.contains(", database test (mysql://"), "{mysql}");
 
     let (_dir, erp, db) = sqlite();
     db.execute_batch("CREATE TABLE a (x); CREATE TABLE b (y);")
         .unwrap();
     let sqlite = check(&erp).await.unwrap();
     assert!(sqlite.starts_with("SQLite 3."), "{sqlite}");
-    assert!(sqlite.ends_with(", 2 tables"), "{sqlite}");
+    assert!(sqlite.contains(", 2 tables ("), "{sqlite}");
 }
 
 #[tokio::test]
 async fn check_reports_a_refused_connection_without_the_password() {
     for (kind, url) in [
         (
-            ConnectionKind::Postgres,
+            POSTGRES,
             format!("postgres://root:{PASSWORD}@127.0.0.1:1/test?sslmode=disable"),
         ),
-        (
-            ConnectionKind::Mysql,
-            format!("mysql://root:{PASSWORD}@127.0.0.1:1/test"),
-        ),
+        (MYSQL, format!("mysql://root:{PASSWORD}@127.0.0.1:1/test")),
     ] {
         let error = check(&connection(kind, &url)).await.unwrap_err();
         assert!(error.contains("connection `erp` ("), "{error}");
         assert!(error.contains("root:***@127.0.0.1:1"), "{error}");
         assert!(!error.contains(PASSWORD), "{error}");
     }
-    let error = check(&connection(ConnectionKind::Sqlite, "/nonexistent/erp.db"))
+    let error = check(&connection(SQLITE, "/nonexistent/erp.db"))
         .await
         .unwrap_err();
     assert!(error.contains("/nonexistent/erp.db"), "{error}");
@@ -1200,7 +1391,7 @@ async fn throughput() {
         ],
     )
     .await;
-    let erp = connection(ConnectionKind::Mysql, &mysql_url());
+    let erp = connection(MYSQL, &mysql_url());
     let query = format!("SELECT * FROM {table}");
     measure("MariaDB", &erp, &query, rows).await;
     mysql_run(&mut conn, &[&format!("DROP TABLE {table}")]).await;
@@ -1216,7 +1407,7 @@ async fn throughput() {
         ))
         .await
         .unwrap();
-    let erp = connection(ConnectionKind::Postgres, &postgres_url());
+    let erp = connection(POSTGRES, &postgres_url());
     measure("PostgreSQL", &erp, &query, rows).await;
     client
         .batch_execute(&format!("DROP TABLE {table}"))

@@ -201,24 +201,23 @@ impl Grant {
 /// The named connections of a project, shared by every component that names one.
 pub type Connections = std::sync::Arc<BTreeMap<String, Connection>>;
 
-/// A named database connection from `connections.yaml`. Its URL holds the password, so its
-/// `Debug` output and [`Connection::redacted`] leave it out.
-#[derive(Clone, PartialEq, Eq)]
+/// A named connection from `connections.yaml`: how to reach one external system (a database, a
+/// mailbox, a broker). The core keeps only its name, its type and the rest of its definition;
+/// the connection type registered under `kind` ([`crate::ConnectionFactory`]) reads and checks
+/// `config`. The definition may hold a password, so `Debug` leaves `config` out.
+#[derive(Clone, PartialEq)]
 pub struct Connection {
     pub name: String,
-    pub kind: ConnectionKind,
-    /// `postgres://…`, `mysql://…` or, for SQLite, the database file's absolute path.
-    pub url: String,
+    /// The connection type's name as registered (`postgres`, `mysql`, `sqlite`, …); an alias
+    /// written in the file (`mariadb`) is stored under the registered name.
+    pub kind: String,
+    /// Every key of the definition but `type` and `clients`, `${NAME}` references replaced.
+    pub config: serde_json::Map<String, serde_json::Value>,
     /// The clients whose pipelines may use it (`clients:`); root grants each one by name.
     pub clients: Vec<String>,
 }
 
 impl Connection {
-    /// The URL with its password replaced by `***`, for messages.
-    pub fn redacted(&self) -> String {
-        redact_url(&self.url)
-    }
-
     /// Whether pipelines of `client` may use this connection: root granted it by name.
     pub fn allows(&self, client: &str) -> bool {
         self.clients.iter().any(|c| c == client)
@@ -230,9 +229,8 @@ impl fmt::Debug for Connection {
         f.debug_struct("Connection")
             .field("name", &self.name)
             .field("kind", &self.kind)
-            .field("url", &self.redacted())
             .field("clients", &self.clients)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -254,31 +252,6 @@ pub fn redact_url(url: &str) -> String {
             &rest[at..]
         ),
         None => url.to_string(),
-    }
-}
-
-/// The database system a connection talks to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ConnectionKind {
-    Postgres,
-    /// MySQL and MariaDB.
-    Mysql,
-    Sqlite,
-}
-
-impl ConnectionKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnectionKind::Postgres => "postgres",
-            ConnectionKind::Mysql => "mysql",
-            ConnectionKind::Sqlite => "sqlite",
-        }
-    }
-}
-
-impl fmt::Display for ConnectionKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -613,8 +586,11 @@ mod tests {
         assert_eq!(redact_url("/data/source.db"), "/data/source.db");
         let connection = Connection {
             name: "dwh".into(),
-            kind: ConnectionKind::Postgres,
-            url: "postgres://u:hunter2@h/d".into(),
+            kind: "postgres".into(),
+            config: serde_json::json!({ "url": "postgres://u:hunter2@h/d" })
+                .as_object()
+                .unwrap()
+                .clone(),
             clients: vec!["acme".into()],
         };
         assert!(!format!("{connection:?}").contains("hunter2"));

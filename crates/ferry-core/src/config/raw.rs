@@ -100,24 +100,17 @@ pub(crate) struct RawPipeline {
     pub run_ends: Option<String>,
 }
 
-/// One connection in `connections.yaml`: a `url`, or the fields to make one.
+/// One connection in `connections.yaml`: its type, the clients it serves, and the keys its
+/// connection type reads (`url`, `host`, `path`, `tls`, …).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct RawConnection {
-    /// `postgres`, `mysql` (also for MariaDB) or `sqlite`; required.
+    /// The connection type's name (`postgres`, `mysql`, `sqlite`, …); required.
     #[serde(rename = "type")]
     pub kind: Option<String>,
-    /// The whole URL, e.g. `postgres://ferry:${PG_PASSWORD}@db:5432/dwh`.
-    pub url: Option<String>,
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    pub database: Option<String>,
-    pub user: Option<String>,
-    pub password: Option<String>,
-    /// SQLite: the database file, relative to the project directory.
-    pub path: Option<String>,
     /// The clients whose pipelines may use it. Default: none (only `ferry check` uses it).
     pub clients: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub config: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `retry:` in a pipeline.

@@ -23,9 +23,8 @@ use super::raw::{
     RawWeb,
 };
 use super::{
-    Client, ComponentDef, ConfigError, Connection, ConnectionKind, Connections, Grant, Pipeline,
-    Position, Project, RetryPolicy, RunEnds, Schedule, Secrets, SourceFile, System, User, UserRole,
-    Window,
+    Client, ComponentDef, ConfigError, Connection, Connections, Grant, Pipeline, Position, Project,
+    RetryPolicy, RunEnds, Schedule, Secrets, SourceFile, System, User, UserRole, Window,
 };
 use crate::sandbox::{Sandbox, absolute, normalize};
 use crate::{BuildContext, Registry, Role};
@@ -78,7 +77,7 @@ pub fn validate(
 
     let connections: Connections = match layout.connections {
         Some(file) => check_file(file, root_env, &mut found, |doc, value| {
-            connections(doc, value, dir)
+            connections(doc, value, dir, registry)
         })
         .unwrap_or_default()
         .into(),
@@ -456,11 +455,12 @@ fn grants(
     (!failed).then_some(grants)
 }
 
-/// `connections.yaml`: named connections, each a URL or the fields to make one.
+/// `connections.yaml`: named connections, each read and checked by its connection type.
 fn connections(
     doc: &mut Document,
     value: Value,
     dir: &Path,
+    registry: &Registry,
 ) -> Option<BTreeMap<String, Connection>> {
     let root = KeyPath::root();
     let Value::Object(map) = empty_as_mapping(value) else {
@@ -483,119 +483,40 @@ fn connections(
         let Some(raw) = doc.deserialize::<RawConnection>(value, &path) else {
             continue;
         };
-        if let Some(connection) = connection(doc, &path, name.clone(), raw, dir) {
+        if let Some(connection) = connection(doc, &path, name.clone(), raw, dir, registry) {
             connections.insert(name, connection);
         }
     }
     Some(connections)
 }
 
-/// One connection of `connections.yaml`.
+/// One connection of `connections.yaml`: its type must be registered, and that type checks
+/// the rest of its keys.
 fn connection(
     doc: &mut Document,
     path: &KeyPath,
     name: String,
     raw: RawConnection,
     dir: &Path,
+    registry: &Registry,
 ) -> Option<Connection> {
-    let kind = match raw.kind.as_deref() {
-        Some("postgres" | "postgresql") => ConnectionKind::Postgres,
-        Some("mysql" | "mariadb") => ConnectionKind::Mysql,
-        Some("sqlite") => ConnectionKind::Sqlite,
-        Some(other) => {
-            doc.error(
-                &path.key("type"),
-                format!(
-                    "unknown connection type `{other}`; valid types are: mysql, postgres, sqlite"
-                ),
-            );
-            return None;
-        }
-        None => {
-            doc.error(path, "missing key `type`: postgres, mysql or sqlite");
-            return None;
-        }
+    let valid_types = || registry.connection_types().join(", ");
+    let Some(written) = raw.kind else {
+        doc.error(
+            path,
+            format!("missing key `type`; valid types are: {}", valid_types()),
+        );
+        return None;
     };
-    let fields = [
-        ("host", raw.host.is_some()),
-        ("port", raw.port.is_some()),
-        ("database", raw.database.is_some()),
-        ("user", raw.user.is_some()),
-        ("password", raw.password.is_some()),
-    ];
-    let given: Vec<&str> = fields.iter().filter(|f| f.1).map(|f| f.0).collect();
-    let url = match (kind, raw.url, raw.path) {
-        (_, Some(_), _) if !given.is_empty() => {
-            doc.error(
-                &path.key(given[0]),
-                "give either `url` or the fields (`host`, `port`, `database`, `user`, \
-                 `password`), not both",
-            );
-            return None;
-        }
-        (ConnectionKind::Sqlite, None, Some(file)) if given.is_empty() => {
-            dir.join(file).to_string_lossy().into_owned()
-        }
-        (ConnectionKind::Sqlite, Some(url), None) => match url.strip_prefix("sqlite://") {
-            Some(file) => dir.join(file).to_string_lossy().into_owned(),
-            None => {
-                doc.error(&path.key("url"), "a SQLite url starts with `sqlite://`");
-                return None;
-            }
-        },
-        (ConnectionKind::Sqlite, _, _) => {
-            doc.error(
-                path,
-                "a SQLite connection needs `path`: the database file, relative to the project",
-            );
-            return None;
-        }
-        (_, _, Some(_)) => {
-            doc.error(&path.key("path"), "only SQLite connections have a `path`");
-            return None;
-        }
-        (kind, Some(url), None) => {
-            let schemes: &[&str] = match kind {
-                ConnectionKind::Postgres => &["postgres://", "postgresql://"],
-                _ => &["mysql://", "mariadb://"],
-            };
-            if !schemes.iter().any(|s| url.starts_with(s)) {
-                doc.error(
-                    &path.key("url"),
-                    format!("a {kind} url starts with `{}`", schemes[0]),
-                );
-                return None;
-            }
-            url.replacen("mariadb://", "mysql://", 1)
-        }
-        (kind, None, None) => {
-            let Some(host) = raw.host else {
-                doc.error(path, "missing key `url` (or `host`, `database`, `user`…)");
-                return None;
-            };
-            let scheme = match kind {
-                ConnectionKind::Postgres => "postgres",
-                _ => "mysql",
-            };
-            let mut url = format!("{scheme}://");
-            if let Some(user) = &raw.user {
-                url.push_str(&percent_encode(user));
-                if let Some(password) = &raw.password {
-                    url.push(':');
-                    url.push_str(&percent_encode(password));
-                }
-                url.push('@');
-            }
-            url.push_str(&host);
-            if let Some(port) = raw.port {
-                url.push_str(&format!(":{port}"));
-            }
-            if let Some(database) = &raw.database {
-                url.push('/');
-                url.push_str(&percent_encode(database));
-            }
-            url
-        }
+    let Some(factory) = registry.connection_type(&written) else {
+        doc.error(
+            &path.key("type"),
+            format!(
+                "unknown connection type `{written}`; valid types are: {}",
+                valid_types()
+            ),
+        );
+        return None;
     };
     let clients = raw.clients.unwrap_or_default();
     for (index, client) in clients.iter().enumerate() {
@@ -607,25 +528,21 @@ fn connection(
             return None;
         }
     }
-    Some(Connection {
+    let connection = Connection {
         name,
-        kind,
-        url,
+        kind: factory.type_name().to_string(),
+        config: raw.config,
         clients,
-    })
-}
-
-/// `text` with every byte but unreserved URL characters percent-encoded.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::new();
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
+    };
+    if let Err(error) = factory.validate(&connection, dir) {
+        let config = Value::Object(connection.config.clone());
+        doc.error(
+            &path_in_value(path, &config, &error.path),
+            tidy(&error.message),
+        );
+        return None;
     }
-    out
+    Some(connection)
 }
 
 /// `depends_on:` of a client's pipelines: every name a pipeline of the same client, no

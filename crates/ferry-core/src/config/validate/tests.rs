@@ -148,8 +148,38 @@ impl PusherFactory for FilePusher {
     }
 }
 
+/// A connection type whose `url` must start with `db://`; `warehouse` is an alias.
+struct Database;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatabaseConfig {
+    url: String,
+}
+
+#[async_trait]
+impl crate::ConnectionFactory for Database {
+    const TYPE: &'static str = "database";
+    const ALIASES: &'static [&'static str] = &["warehouse"];
+    type Config = String;
+
+    fn config(connection: &Connection, _project_dir: &Path) -> Result<String, BuildError> {
+        let config: DatabaseConfig =
+            crate::component::parse_config(&Value::Object(connection.config.clone()))?;
+        match config.url.starts_with("db://") {
+            true => Ok(config.url),
+            false => Err(BuildError::at("url", "a database url starts with `db://`")),
+        }
+    }
+
+    async fn check(url: String) -> Result<String, String> {
+        Ok(url)
+    }
+}
+
 fn registry() -> Registry {
     Registry {
+        connections: vec![Box::new(Database)],
         pullers: vec![Box::new(FilePuller), Box::new(GeneratePuller)],
         processors: vec![Box::new(Passthrough)],
         pushers: vec![Box::new(FilePusher)],
@@ -294,19 +324,12 @@ failure_limit: 5
 
 const FULL_CONNECTIONS: &str = "\
 dwh:
-  type: postgres
-  url: postgres://ferry:${PG_PASSWORD}@db:5432/dwh
+  type: database
+  url: db://ferry:${PG_PASSWORD}@db:5432/dwh
 erp:
-  type: mariadb
-  host: erp.local
-  port: 3306
-  database: erp
-  user: reader
-  password: p@ss/word
+  type: warehouse
+  url: db://erp.local/erp
   clients: [acme]
-local:
-  type: sqlite
-  path: data/source.db
 ";
 
 #[test]
@@ -324,21 +347,21 @@ fn full_project_becomes_exact_domain_values() {
         [
             Connection {
                 name: "dwh".into(),
-                kind: ConnectionKind::Postgres,
-                url: "postgres://ferry:s3cret@db:5432/dwh".into(),
+                kind: "database".into(),
+                config: json!({ "url": "db://ferry:s3cret@db:5432/dwh" })
+                    .as_object()
+                    .unwrap()
+                    .clone(),
                 clients: vec![],
             },
             Connection {
                 name: "erp".into(),
-                kind: ConnectionKind::Mysql,
-                url: "mysql://reader:p%40ss%2Fword@erp.local:3306/erp".into(),
+                kind: "database".into(),
+                config: json!({ "url": "db://erp.local/erp" })
+                    .as_object()
+                    .unwrap()
+                    .clone(),
                 clients: vec!["acme".into()],
-            },
-            Connection {
-                name: "local".into(),
-                kind: ConnectionKind::Sqlite,
-                url: "/srv/ferry/data/source.db".into(),
-                clients: vec![],
             },
         ]
     );
@@ -1130,26 +1153,24 @@ fn project_errors(list: &[(&str, &str)]) -> Vec<String> {
 fn broken_connections_are_reported_at_their_keys() {
     let connections = "\
 a: { type: oracle, url: x }
-b: { type: postgres, url: mysql://x/y }
-c: { type: postgres, url: postgres://x/y, host: z }
-d: { type: sqlite }
-e: { url: postgres://x/y }
-f: { type: mysql, host: h, colour: red }
+b: { type: database, url: mysql://x/y }
+c: { type: database, url: db://x/y, clients: [Big] }
+d: { type: database }
+e: { url: db://x/y }
+f: { type: database, url: db://x/y, colour: red }
 ";
     let list = [("ferry.yaml", ""), ("connections.yaml", connections)];
     assert_eq!(
         project_errors(&list),
         [
             "connections.yaml:1:6: a.type: unknown connection type `oracle`; valid types are: \
-             mysql, postgres, sqlite",
-            "connections.yaml:2:22: b.url: a postgres url starts with `postgres://`",
-            "connections.yaml:3:43: c.host: give either `url` or the fields (`host`, `port`, \
-             `database`, `user`, `password`), not both",
-            "connections.yaml:4:1: d: a SQLite connection needs `path`: the database file, \
-             relative to the project",
-            "connections.yaml:5:1: e: missing key `type`: postgres, mysql or sqlite",
-            "connections.yaml:6:28: f.colour: unknown key `colour`; expected one of `type`, \
-             `url`, `host`, `port`, `database`, `user`, `password`, `path`, `clients`",
+             database",
+            "connections.yaml:2:22: b.url: a database url starts with `db://`",
+            "connections.yaml:3:47: c.clients[0]: invalid client name `Big`; use lowercase \
+             letters, digits, `_` and `-`, starting with a letter or a digit",
+            "connections.yaml:4:1: d: missing key `url`",
+            "connections.yaml:5:1: e: missing key `type`; valid types are: database",
+            "connections.yaml:6:37: f.colour: unknown key `colour`; expected `url`",
         ]
     );
 }
@@ -1160,7 +1181,7 @@ fn a_connection_secret_never_appears_in_an_error() {
         ("ferry.yaml", ""),
         (
             "connections.yaml",
-            "a: { type: postgres, url: \"mysql://u:${PW}@h/d\" }\n",
+            "a: { type: database, url: \"mysql://u:${PW}@h/d\" }\n",
         ),
     ];
     let errors = errors_of(&list, &[("PW", "hunter2")]);

@@ -12,22 +12,22 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use crate::sql::SqlConnection;
 use chrono::{DateTime, NaiveDateTime};
 use ferry_core::StepError;
-use ferry_core::config::Connection;
 use ferry_core::records::{BatchWriter, Column, ColumnType};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{OpenFlags, params_from_iter};
 use tokio::sync::mpsc;
 
-use super::chunk::{Chunker, Ready};
-use super::{CursorJob, Job, abandoned, failure, find_cursor, quote_double};
+use crate::sql::chunk::{Chunker, Ready};
+use crate::sql::{CursorJob, Job, abandoned, failure, find_cursor, quote_double};
 
 /// How long a read waits for a writer's lock before failing (retryable).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Opens the database file read-only: a puller never creates or changes it.
-fn open(connection: &Connection) -> Result<rusqlite::Connection, StepError> {
+fn open(connection: &SqlConnection) -> Result<rusqlite::Connection, StepError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let db = rusqlite::Connection::open_with_flags(&connection.url, flags)
         .map_err(|error| classify(connection, "cannot open the database", &error))?;
@@ -37,7 +37,7 @@ fn open(connection: &Connection) -> Result<rusqlite::Connection, StepError> {
 }
 
 /// `SQLite 3.50.2, 12 tables`.
-pub(super) async fn check(connection: &Connection) -> Result<String, StepError> {
+pub(super) async fn check(connection: &SqlConnection) -> Result<String, StepError> {
     let connection = connection.clone();
     tokio::task::spawn_blocking(move || {
         let db = open(&connection)?;
@@ -70,7 +70,7 @@ pub(super) async fn read(job: &Job) -> Result<(), StepError> {
 
 /// What the blocking thread needs of the job.
 struct Reader {
-    connection: Connection,
+    connection: SqlConnection,
     query: String,
     chunk_rows: usize,
     cursor: Option<CursorJob>,
@@ -396,7 +396,7 @@ fn julian_day(day: f64) -> Option<NaiveDateTime> {
 
 /// A failure with SQLite's own text, classified: a busy or locked database and I/O errors are
 /// retryable; SQL errors, a missing or unreadable file and the rest are permanent.
-fn classify(connection: &Connection, what: &str, error: &rusqlite::Error) -> StepError {
+fn classify(connection: &SqlConnection, what: &str, error: &rusqlite::Error) -> StepError {
     use rusqlite::ErrorCode::*;
     let retryable = match error.sqlite_error_code() {
         Some(DatabaseBusy | DatabaseLocked | SystemIoFailure | OutOfMemory | DiskFull) => true,

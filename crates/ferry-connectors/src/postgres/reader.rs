@@ -1,8 +1,8 @@
-//! PostgreSQL: the result is read with `COPY (query) TO STDOUT`, whose text format is already
-//! the record batch format, and the column types come from preparing the query.
+//! PostgreSQL for the `sql` puller: the result is read with `COPY (query) TO STDOUT`, whose text
+//! format is already the record batch format, and the column types come from preparing the
+//! query.
 //!
-//! Connections are made with `NoTls`: a URL for a server that requires TLS fails with
-//! tokio-postgres' own message. The session uses `DateStyle ISO`, `bytea_output hex` and exact
+//! The session uses `DateStyle ISO`, `bytea_output hex` and exact
 //! floats, so that every value is in PostgreSQL's standard text form; timestamps with time zone
 //! carry the session time zone's offset.
 
@@ -10,15 +10,18 @@ use std::error::Error as _;
 use std::pin::pin;
 
 use ferry_core::StepError;
-use ferry_core::config::Connection;
 use ferry_core::records::{Column, ColumnType};
 use futures::StreamExt;
 use tokio::task::JoinHandle;
+use tokio_postgres::Client;
 use tokio_postgres::types::{Kind, Type};
-use tokio_postgres::{Client, NoTls};
 
-use super::chunk::{Chunker, Ready};
-use super::{Job, failure, find_cursor, quote_double, send, unescape_copy, within_connect_timeout};
+use super::connection::ConnectError;
+use crate::sql::chunk::{Chunker, Ready};
+use crate::sql::{
+    Job, SqlConnection, failure, find_cursor, quote_double, send, unescape_copy,
+    within_connect_timeout,
+};
 
 /// Settings that make every value come out in PostgreSQL's standard text form, whatever the
 /// server's defaults.
@@ -26,23 +29,26 @@ const SESSION: &str = "SET DateStyle TO ISO; SET IntervalStyle TO postgres; \
                        SET bytea_output TO hex; SET extra_float_digits TO 3";
 
 /// Connects; the returned task drives the connection until it is aborted.
-async fn connect(connection: &Connection) -> Result<(Client, JoinHandle<()>), StepError> {
+async fn connect(
+    connection: &SqlConnection,
+) -> Result<(Client, JoinHandle<Result<(), tokio_postgres::Error>>), StepError> {
     let config: tokio_postgres::Config = connection
         .url
         .parse()
         .map_err(|error| classify(connection, "invalid connection URL", &error))?;
-    let connected = within_connect_timeout(connection, config.connect(NoTls)).await?;
-    let (client, driver) =
-        connected.map_err(|error| classify(connection, "cannot connect", &error))?;
-    let task = tokio::spawn(async move {
-        // Its errors reach the client's calls, which report them.
-        let _ = driver.await;
-    });
-    Ok((client, task))
+    // The driver task's errors reach the client's calls, which report them.
+    let connect = super::connection::connect(&config, &connection.tls);
+    match within_connect_timeout(connection, connect).await? {
+        Ok(connected) => Ok(connected),
+        Err(ConnectError::Postgres(error)) => Err(classify(connection, "cannot connect", &error)),
+        Err(ConnectError::Tls(detail)) => {
+            Err(failure(connection, false, "cannot connect", &detail))
+        }
+    }
 }
 
 /// `PostgreSQL 15.20, database test`.
-pub(super) async fn check(connection: &Connection) -> Result<String, StepError> {
+pub(super) async fn check(connection: &SqlConnection) -> Result<String, StepError> {
     let (client, task) = connect(connection).await?;
     let row = client
         .query_one(
@@ -65,7 +71,7 @@ pub(super) async fn read(job: &Job) -> Result<(), StepError> {
     let result = tokio::select! {
         result = stream(&client, job) => result,
         // The puller dropped the load: stop at once, the result is not wanted any more.
-        _ = job.sender.closed() => Err(super::abandoned()),
+        _ = job.sender.closed() => Err(crate::sql::abandoned()),
     };
     // Closing the socket also makes the server stop sending.
     task.abort();
@@ -235,7 +241,7 @@ impl CopyRows {
 }
 
 /// A row the COPY stream should never send.
-fn bad_row(connection: &Connection, detail: &str) -> StepError {
+fn bad_row(connection: &SqlConnection, detail: &str) -> StepError {
     failure(connection, true, "unexpected COPY data", detail)
 }
 
@@ -265,7 +271,7 @@ fn column_type(type_: &Type) -> ColumnType {
 /// table, permission: class 42), authentication (28), bad values (22), unsupported features
 /// (0A) and a missing database are permanent, the rest (network, server going away, locks)
 /// retryable.
-fn classify(connection: &Connection, what: &str, error: &tokio_postgres::Error) -> StepError {
+fn classify(connection: &SqlConnection, what: &str, error: &tokio_postgres::Error) -> StepError {
     let Some(db) = error.as_db_error() else {
         // tokio-postgres' own text is generic ("error connecting to server"): add its causes.
         let mut text = error.to_string();

@@ -9,16 +9,16 @@
 
 use std::error::Error as _;
 
+use crate::sql::SqlConnection;
 use ferry_core::StepError;
-use ferry_core::config::Connection;
 use ferry_core::records::{BatchWriter, Column, ColumnType};
 use mysql_async::consts::{ColumnFlags, ColumnType as MysqlType};
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, Value};
+use mysql_async::{Conn, Value};
 
-use super::{CONNECT_TIMEOUT, Job, failure, find_cursor, send, within_connect_timeout};
+use crate::sql::{CONNECT_TIMEOUT, Job, failure, find_cursor, send, within_connect_timeout};
 
-use super::chunk::Chunker;
+use crate::sql::chunk::Chunker;
 
 /// Settings for every session: UTF-8 text, UTC for `TIMESTAMP` values, and patience while
 /// the puller waits for the queue (the server drops a client that does not read for
@@ -29,15 +29,9 @@ const SESSION: &str = "SET NAMES utf8mb4, time_zone = '+00:00', net_write_timeou
 const BINARY_CHARSET: u16 = 63;
 
 /// Connects and sets up the session.
-async fn connect(connection: &Connection) -> Result<Conn, StepError> {
-    let opts = Opts::from_url(&connection.url).map_err(|error| {
-        failure(
-            connection,
-            false,
-            "invalid connection URL",
-            &error.to_string(),
-        )
-    })?;
+async fn connect(connection: &SqlConnection) -> Result<Conn, StepError> {
+    let opts = super::connection::opts(connection)
+        .map_err(|error| failure(connection, false, "invalid connection", &error))?;
     let mut conn = within_connect_timeout(connection, Conn::new(opts))
         .await?
         .map_err(|error| classify(connection, "cannot connect", &error))?;
@@ -48,7 +42,7 @@ async fn connect(connection: &Connection) -> Result<Conn, StepError> {
 }
 
 /// `MariaDB 10.11.19, database test` or `MySQL 8.0.36, database test`.
-pub(super) async fn check(connection: &Connection) -> Result<String, StepError> {
+pub(super) async fn check(connection: &SqlConnection) -> Result<String, StepError> {
     let mut conn = connect(connection).await?;
     let row: Option<(String, Option<String>)> = conn
         .query_first("SELECT VERSION(), DATABASE()")
@@ -74,7 +68,7 @@ pub(super) async fn read(job: &Job) -> Result<(), StepError> {
     let result = tokio::select! {
         result = stream(&mut conn, job) => result,
         // The puller dropped the load: stop at once, the result is not wanted any more.
-        _ = job.sender.closed() => Err(super::abandoned()),
+        _ = job.sender.closed() => Err(crate::sql::abandoned()),
     };
     // Disconnecting at once, rather than dropping the connection, which would first read the
     // rest of an abandoned result.
@@ -302,7 +296,7 @@ fn cursor_literal(after: &str, column: &mysql_async::Column) -> String {
 /// table or database, permission: SQLSTATE class 42), access denied (28), bad values (22) and
 /// unsupported features (0A) are permanent, the rest (network, locks, the server going away)
 /// retryable.
-fn classify(connection: &Connection, what: &str, error: &mysql_async::Error) -> StepError {
+fn classify(connection: &SqlConnection, what: &str, error: &mysql_async::Error) -> StepError {
     match error {
         mysql_async::Error::Server(server) => {
             let permanent = ["42", "28", "22", "0A"]

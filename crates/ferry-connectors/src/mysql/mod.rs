@@ -1,0 +1,6 @@
+//! MySQL and MariaDB: the `mysql` connection type and the `sql` puller's reader.
+
+pub mod connection;
+mod reader;
+
+pub use connection::MysqlConnectionFactory;

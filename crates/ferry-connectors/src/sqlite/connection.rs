@@ -1,0 +1,101 @@
+//! The `sqlite` connection type: a database file, relative to the project directory.
+//!
+//! ```yaml
+//! local:
+//!   type: sqlite
+//!   path: data/source.db        # or url: sqlite://data/source.db
+//!   clients: [acme]
+//! ```
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use ferry_core::config::Connection;
+use ferry_core::{BuildError, ConnectionFactory, StepError};
+use serde::Deserialize;
+
+use super::reader;
+use crate::sql::connection::Database;
+use crate::sql::{Job, SqlConnection, Tls, TlsMode};
+
+/// Registers the `sqlite` connection type.
+pub struct SqliteConnectionFactory;
+
+/// `connections.yaml` keys of a SQLite connection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqliteConfig {
+    /// The database file, relative to the project directory.
+    path: Option<String>,
+    /// `sqlite://` and the file, as an alternative to `path`.
+    url: Option<String>,
+}
+
+#[async_trait]
+impl ConnectionFactory for SqliteConnectionFactory {
+    const TYPE: &'static str = "sqlite";
+    type Config = SqlConnection;
+
+    fn config(connection: &Connection, project_dir: &Path) -> Result<SqlConnection, BuildError> {
+        open(connection, project_dir)
+    }
+
+    async fn check(connection: SqlConnection) -> Result<String, String> {
+        crate::sql::check(&connection).await
+    }
+}
+
+/// `connection` as a database connection, checked.
+pub(crate) fn open(
+    connection: &Connection,
+    project_dir: &Path,
+) -> Result<SqlConnection, BuildError> {
+    let config: SqliteConfig =
+        ferry_core::component::parse_config(&serde_json::Value::Object(connection.config.clone()))?;
+    let file = match (config.path, config.url) {
+        (Some(path), None) => path,
+        (None, Some(url)) => match url.strip_prefix("sqlite://") {
+            Some(file) => file.to_string(),
+            None => {
+                return Err(BuildError::at(
+                    "url",
+                    "a SQLite url starts with `sqlite://`",
+                ));
+            }
+        },
+        (Some(_), Some(_)) => {
+            return Err(BuildError::at(
+                "url",
+                "give either `path` or `url`, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(BuildError::new(
+                "a SQLite connection needs `path`: the database file, relative to the project",
+            ));
+        }
+    };
+    Ok(SqlConnection {
+        name: connection.name.clone(),
+        url: project_dir.join(file).to_string_lossy().into_owned(),
+        tls: Tls {
+            mode: TlsMode::Disable,
+            ..Tls::default()
+        },
+        database: &Sqlite,
+    })
+}
+
+/// SQLite for the `sql` puller.
+struct Sqlite;
+
+#[async_trait]
+impl Database for Sqlite {
+    async fn check(&self, connection: &SqlConnection) -> Result<String, StepError> {
+        reader::check(connection).await
+    }
+
+    async fn read(&self, job: &Job) -> Result<(), StepError> {
+        reader::read(job).await
+    }
+}
