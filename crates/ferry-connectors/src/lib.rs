@@ -4,8 +4,12 @@
 //! [`registry`] is the one list of everything ferry can build from a definition's `type:`; what
 //! every connector must meet is written down in `docs/connector-spec.md`.
 
+pub mod blackhole;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 mod client_sql;
 mod columns;
+#[cfg(test)]
+mod conformance;
 pub mod file;
 pub mod generate;
 pub mod http;
@@ -14,6 +18,8 @@ pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod processors;
+/// The `sql` puller, for any of the database families built in.
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 pub mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
@@ -40,6 +46,7 @@ pub fn registry() -> Registry {
             Box::new(file::FilePullerFactory),
             Box::new(generate::GeneratePullerFactory),
             Box::new(http::HttpPullerFactory),
+            #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
             Box::new(sql::SqlPullerFactory),
             Box::new(table::TablePullerFactory),
         ],
@@ -55,6 +62,7 @@ pub fn registry() -> Registry {
             Box::new(processors::ValidateFactory),
         ],
         pushers: vec![
+            Box::new(blackhole::BlackholePusherFactory),
             Box::new(file::FilePusherFactory),
             #[cfg(feature = "postgres")]
             Box::new(postgres::PostgresPusherFactory),
@@ -84,7 +92,10 @@ mod tests {
                 "validate"
             ]
         );
-        assert_eq!(registry.type_names(Role::Pusher), ["file", "postgres"]);
+        assert_eq!(
+            registry.type_names(Role::Pusher),
+            ["blackhole", "file", "postgres"]
+        );
         // Runs of pipelines that load tables end when the rows are in (run_ends: delivered).
         assert!(registry.pusher_loads("postgres"));
         assert!(!registry.pusher_loads("file"));

@@ -905,3 +905,98 @@ async fn a_pusher_never_follows_a_link_that_changed_since_validation() {
     );
     assert_eq!(read(root_client.join("client.yaml")), "users: {}\n");
 }
+
+// ---- conformance ------------------------------------------------------------------------------
+
+/// The `file` puller with a CSV codec, over an inbox of `n.csv` files and one malformed file.
+struct Inbox {
+    project: TempDir,
+}
+
+#[async_trait::async_trait]
+impl crate::conformance::PullerUnderTest for Inbox {
+    async fn fill(&mut self, good: usize) -> Option<String> {
+        let inbox = self.project.path().join("in");
+        fs::create_dir_all(&inbox).unwrap();
+        for n in 0..good {
+            write_settled(
+                &inbox.join(format!("{n}.csv")),
+                format!("id,name\n{n},Ann\n"),
+            );
+        }
+        write_settled(&inbox.join("bad.csv"), "id,name\n3,Cy\n4,Di,extra\n");
+        Some("bad.csv: CSV line 3: found 3 fields, expected 2".into())
+    }
+
+    fn puller(&self) -> Box<dyn Puller> {
+        let config = json!({ "path": "in", "after_seat": "delete", "codec": "csv" });
+        build_puller(self.project.path(), config).unwrap()
+    }
+
+    async fn remaining(&self) -> Option<usize> {
+        Some(names(&self.project.path().join("in")).len())
+    }
+
+    fn unreachable(&self) -> Option<(Box<dyn Puller>, String)> {
+        None
+    }
+}
+
+#[tokio::test]
+async fn the_file_puller_conforms() {
+    let project = tempfile::tempdir().unwrap();
+    crate::conformance::puller_conforms(&mut Inbox { project }).await;
+}
+
+/// The `file` pusher into `out/`, writing each passenger under its external id.
+struct Outbox {
+    project: TempDir,
+}
+
+#[async_trait::async_trait]
+impl crate::conformance::PusherUnderTest for Outbox {
+    fn pusher(&self) -> Box<dyn Pusher> {
+        let config = json!({ "path": "out", "name_template": "{metadata.name}" });
+        build_pusher(self.project.path(), config).unwrap()
+    }
+
+    fn passengers(&self, count: usize) -> Vec<Passenger> {
+        (0..count)
+            .map(|n| {
+                let mut named = passenger(&format!("p{n}"), &format!("body {n}"));
+                named.metadata.insert("name".into(), format!("p{n}.txt"));
+                named
+            })
+            .collect()
+    }
+
+    fn malformed(&self) -> Option<(Passenger, String)> {
+        let nameless = passenger("nameless", "no name to write it under");
+        Some((nameless, "empty".into()))
+    }
+
+    async fn delivered(&self) -> Vec<String> {
+        let out = self.project.path().join("out");
+        match out.exists() {
+            true => tree(&out),
+            false => Vec::new(),
+        }
+    }
+
+    fn expected(&self, passengers: &[Passenger]) -> Vec<String> {
+        passengers
+            .iter()
+            .map(|p| format!("{}.txt", p.external_id))
+            .collect()
+    }
+
+    fn unreachable(&self) -> Option<(Box<dyn Pusher>, String)> {
+        None
+    }
+}
+
+#[tokio::test]
+async fn the_file_pusher_conforms() {
+    let project = tempfile::tempdir().unwrap();
+    crate::conformance::pusher_conforms(&mut Outbox { project }).await;
+}

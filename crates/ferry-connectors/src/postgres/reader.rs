@@ -19,8 +19,7 @@ use tokio_postgres::types::{Kind, Type};
 use super::connection::ConnectError;
 use crate::sql::chunk::{Chunker, Ready};
 use crate::sql::{
-    Job, SqlConnection, failure, find_cursor, quote_double, send, unescape_copy,
-    within_connect_timeout,
+    Job, SqlConnection, failure, find_cursor, quote_double, send, within_connect_timeout,
 };
 
 /// Settings that make every value come out in PostgreSQL's standard text form, whatever the
@@ -300,4 +299,69 @@ fn classify(connection: &SqlConnection, what: &str, error: &tokio_postgres::Erro
         text.push_str(hint);
     }
     failure(connection, !permanent, what, &text.replace('\n', " "))
+}
+
+/// Undoes PostgreSQL's COPY text escapes (`\\`, `\t`, `\n`, `\r`, `\b`, `\f`, `\v`, octal
+/// `\NNN` and hex `\xHH`) of one field into `out`.
+fn unescape_copy(field: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let mut i = 0;
+    while i < field.len() {
+        let byte = field[i];
+        i += 1;
+        if byte != b'\\' {
+            out.push(byte);
+            continue;
+        }
+        let Some(&next) = field.get(i) else {
+            out.push(b'\\');
+            break;
+        };
+        i += 1;
+        match next {
+            b'b' => out.push(0x08),
+            b'f' => out.push(0x0c),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(0x0b),
+            b'0'..=b'7' => {
+                let mut value = u32::from(next - b'0');
+                for _ in 0..2 {
+                    match field.get(i) {
+                        Some(&digit @ b'0'..=b'7') => {
+                            value = value * 8 + u32::from(digit - b'0');
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                out.push(value as u8);
+            }
+            b'x' if field.get(i).is_some_and(u8::is_ascii_hexdigit) => {
+                let mut value = 0u8;
+                for _ in 0..2 {
+                    match field.get(i).and_then(|&digit| (digit as char).to_digit(16)) {
+                        Some(digit) => {
+                            value = value * 16 + digit as u8;
+                            i += 1;
+                        }
+                        None => break,
+                    }
+                }
+                out.push(value);
+            }
+            other => out.push(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn copy_escapes_are_undone() {
+        let mut out = Vec::new();
+        super::unescape_copy(b"a\\tb\\\\c\\x41\\101\\b\\n\\z\\", &mut out);
+        assert_eq!(out, b"a\tb\\cAA\x08\nz\\");
+    }
 }

@@ -62,7 +62,7 @@ pub(crate) fn connection(
     name: &str,
 ) -> Result<SqlConnection, BuildError> {
     let connection = ctx.connection(key, name)?;
-    let opened = match connection.kind.as_str() {
+    let opened: Result<SqlConnection, BuildError> = match connection.kind.as_str() {
         #[cfg(feature = "postgres")]
         "postgres" => crate::postgres::connection::open(connection, &ctx.project_dir),
         #[cfg(feature = "mysql")]

@@ -1354,13 +1354,6 @@ fn passwords_are_scrubbed_from_messages_even_when_encoded() {
     );
 }
 
-#[test]
-fn copy_escapes_are_undone() {
-    let mut out = Vec::new();
-    super::unescape_copy(b"a\\tb\\\\c\\x41\\101\\b\\n\\z\\", &mut out);
-    assert_eq!(out, b"a\tb\\cAA\x08\nz\\");
-}
-
 // ---- throughput -----------------------------------------------------------------------------
 
 /// Rows per second from MariaDB and PostgreSQL into batches. Not a test: run with
