@@ -13,14 +13,15 @@ use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use ferry_core::config::Connection;
+use ferry_core::records;
 use ferry_core::{Passenger, Pulled, Puller, Pusher, Registry, Seated, StepError};
 
 /// A secret every adapter puts into its unreachable definition; no message may show it.
 pub const SECRET: &str = "c0nformance-Secret";
 
 /// A puller's source, as the harness sees it.
-#[async_trait]
-pub trait PullerUnderTest: Send {
+#[async_trait(?Send)]
+pub trait PullerUnderTest {
     /// Puts `good` well-formed items in the source, and one malformed item when the source can
     /// hold one; returns the text its failure must name to locate it (a line and column, a row,
     /// a file name), or `None`.
@@ -31,6 +32,12 @@ pub trait PullerUnderTest: Send {
     /// delete, a move, a commit); `None` when the source keeps everything and the puller's
     /// position lives in its state.
     async fn remaining(&self) -> Option<usize>;
+    /// Each run is a full load of the source (a record batch load with `series`), which a
+    /// crash cannot continue: the re-pull is a newer load of the same series, and pushers
+    /// discard the older, incomplete one instead of the queue dropping copies.
+    fn full_loads(&self) -> bool {
+        false
+    }
     /// A puller whose system cannot be reached, whose definition holds [`SECRET`], and the
     /// name its errors must give the system; `None` for a local directory, which is there or
     /// is a mistake in the definition (a permanent error).
@@ -38,8 +45,8 @@ pub trait PullerUnderTest: Send {
 }
 
 /// A pusher's target, as the harness sees it.
-#[async_trait]
-pub trait PusherUnderTest: Send {
+#[async_trait(?Send)]
+pub trait PusherUnderTest {
     /// A pusher built from the definition, as a freshly started process builds it.
     fn pusher(&self) -> Box<dyn Pusher>;
     /// `count` well-formed passengers with distinct ids.
@@ -79,8 +86,10 @@ pub async fn puller_conforms(source: &mut impl PullerUnderTest) {
     let mut offered = BTreeSet::new();
     let mut failures = crashed.failures.clone();
     let mut last = Vec::new();
+    let mut again = Vec::new();
     for _ in 0..100 {
         let pulled = pull_once(source, second.as_mut()).await;
+        again.extend(pulled.passengers.iter().cloned());
         let new = keys(&pulled.passengers).difference(&offered).count() > 0;
         offered.extend(keys(&pulled.passengers));
         failures.extend(pulled.failures);
@@ -110,12 +119,33 @@ pub async fn puller_conforms(source: &mut impl PullerUnderTest) {
         .await
         .expect("a second ack of the same items is success");
 
-    let all: BTreeSet<_> = offered.union(&crashed_keys).cloned().collect();
-    assert_eq!(
-        all.len(),
-        GOOD,
-        "each good item travels, under one key: {all:?}"
-    );
+    if source.full_loads() {
+        let loads = |passengers: &[Passenger]| -> BTreeSet<(String, String)> {
+            passengers
+                .iter()
+                .map(|p| {
+                    let series = p.metadata.get(records::SERIES).expect("a series");
+                    let chunk = records::Chunk::of(p).expect("a chunk of a load");
+                    (series.clone(), chunk.load)
+                })
+                .collect()
+        };
+        let (old, new) = (loads(&crashed.passengers), loads(&again));
+        let (old, new) = (old.first().unwrap(), new.last().unwrap());
+        assert_eq!(old.0, new.0, "the re-pull is a load of the same series");
+        assert!(
+            new.1 > old.1,
+            "the re-pull is a newer load: {new:?} after {old:?}"
+        );
+        assert_eq!(offered.len(), GOOD, "the newer load holds every good item");
+    } else {
+        let all: BTreeSet<_> = offered.union(&crashed_keys).cloned().collect();
+        assert_eq!(
+            all.len(),
+            GOOD,
+            "each good item travels, under one key: {all:?}"
+        );
+    }
     if before.is_some() {
         assert!(
             crashed_keys.is_subset(&offered),

@@ -62,7 +62,7 @@ fn takes_no_settings() {
 /// Nothing to read back: the harness checks the results, one per passenger, in order.
 struct Nowhere;
 
-#[async_trait::async_trait]
+#[async_trait::async_trait(?Send)]
 impl crate::conformance::PusherUnderTest for Nowhere {
     fn pusher(&self) -> Box<dyn Pusher> {
         Box::new(pusher())

@@ -913,7 +913,7 @@ struct Inbox {
     project: TempDir,
 }
 
-#[async_trait::async_trait]
+#[async_trait::async_trait(?Send)]
 impl crate::conformance::PullerUnderTest for Inbox {
     async fn fill(&mut self, good: usize) -> Option<String> {
         let inbox = self.project.path().join("in");
@@ -953,7 +953,7 @@ struct Outbox {
     project: TempDir,
 }
 
-#[async_trait::async_trait]
+#[async_trait::async_trait(?Send)]
 impl crate::conformance::PusherUnderTest for Outbox {
     fn pusher(&self) -> Box<dyn Pusher> {
         let config = json!({ "path": "out", "name_template": "{metadata.name}" });

@@ -748,3 +748,50 @@ fn configuration_errors_name_their_key() {
     }))
     .unwrap();
 }
+
+// ---- conformance ------------------------------------------------------------------------------
+
+/// The `http` puller over a server answering five records, one per chunk.
+struct Api {
+    server: Option<Server>,
+}
+
+#[async_trait::async_trait(?Send)]
+impl crate::conformance::PullerUnderTest for Api {
+    async fn fill(&mut self, good: usize) -> Option<String> {
+        let items: Vec<Value> = (1..=good).map(|id| json!({ "id": id })).collect();
+        self.server = Some(Server::start(move |_, _| json_response(json!(items))).await);
+        // A response that is not JSON fails its load, not an item: nothing to plant.
+        None
+    }
+
+    fn puller(&self) -> Box<dyn Puller> {
+        let url = &self.server.as_ref().unwrap().url;
+        build(json!({ "url": url, "chunk_rows": 1 })).unwrap()
+    }
+
+    async fn remaining(&self) -> Option<usize> {
+        None
+    }
+
+    fn full_loads(&self) -> bool {
+        true
+    }
+
+    fn unreachable(&self) -> Option<(Box<dyn Puller>, String)> {
+        // A port that was free a moment ago.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        drop(listener);
+        let secret = crate::conformance::SECRET;
+        let config = json!({
+            "url": format!("http://{address}/"), "retries": 0, "auth": { "bearer": secret },
+        });
+        Some((build(config).unwrap(), address.to_string()))
+    }
+}
+
+#[tokio::test]
+async fn the_http_puller_conforms() {
+    crate::conformance::puller_conforms(&mut Api { server: None }).await;
+}

@@ -1549,3 +1549,78 @@ async fn speed_against_psql_copy() {
     );
     test.finish().await;
 }
+
+// ---- conformance ------------------------------------------------------------------------------
+
+/// The `postgres` pusher appending one-row chunks (each a load of its own) to `people`.
+struct Warehouse {
+    test: Test,
+}
+
+impl Warehouse {
+    fn config(&self) -> Value {
+        json!({ "connection": "dwh", "table": self.test.table("people"), "mode": "append" })
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl crate::conformance::PusherUnderTest for Warehouse {
+    fn pusher(&self) -> Box<dyn Pusher> {
+        self.test.build(self.config()).unwrap()
+    }
+
+    fn passengers(&self, count: usize) -> Vec<Passenger> {
+        (1..=count as i64)
+            .map(|id| {
+                let load = uuid::Uuid::now_v7().to_string();
+                chunk(people(&[(id, "Ann")]), &load, 1, true)
+            })
+            .collect()
+    }
+
+    fn malformed(&self) -> Option<(Passenger, String)> {
+        let body = batch(
+            &[("id", ColumnType::Integer), ("name", ColumnType::Text)],
+            &[&[Some("abc"), Some("Bob")]],
+        );
+        let load = uuid::Uuid::now_v7().to_string();
+        Some((chunk(body, &load, 1, true), "line 1, column id".into()))
+    }
+
+    async fn delivered(&self) -> Vec<String> {
+        let table = self.test.table("people");
+        let rows = self.test.rows(&format!("SELECT id FROM {table}")).await;
+        rows.into_iter()
+            .map(|row| row[0].clone().unwrap())
+            .collect()
+    }
+
+    fn expected(&self, passengers: &[Passenger]) -> Vec<String> {
+        passengers
+            .iter()
+            .flat_map(|passenger| {
+                let batch = ferry_core::records::read(&passenger.body).unwrap();
+                ferry_core::records::rows(&batch.data)
+            })
+            .map(|row| row[0].clone().unwrap())
+            .collect()
+    }
+
+    fn unreachable(&self) -> Option<(Box<dyn Pusher>, String)> {
+        let refused = format!(
+            "postgres://root:{}@127.0.0.1:1/test",
+            crate::conformance::SECRET
+        );
+        let pusher = build_at(self.test.project.path(), &refused, self.config()).unwrap();
+        Some((pusher, "`dwh`".into()))
+    }
+}
+
+#[tokio::test]
+async fn the_postgres_pusher_conforms() {
+    let mut warehouse = Warehouse {
+        test: Test::start("conformance").await,
+    };
+    crate::conformance::pusher_conforms(&mut warehouse).await;
+    warehouse.test.finish().await;
+}

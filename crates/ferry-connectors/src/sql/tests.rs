@@ -17,6 +17,7 @@ use tempfile::TempDir;
 use uuid::Uuid;
 
 use super::SqlPullerFactory;
+use crate::conformance::SECRET;
 
 const PASSWORD: &str = "s3cret-Pw";
 
@@ -1295,6 +1296,92 @@ async fn postgres_connections_are_secured_as_their_tls_mode_says() {
     assert!(error.contains("UnknownIssuer"), "{error}");
     let wrong_name = check(&tls(json!({ "mode": "verify-full", "ca_file": SNAKEOIL }))).await;
     assert!(wrong_name.unwrap_err().contains("not valid for name"));
+}
+
+// ---- conformance ------------------------------------------------------------------------------
+
+/// The `sql` puller, incremental by a cursor, one row per chunk, over a table of each database.
+struct Source {
+    kind: &'static str,
+    table: String,
+    fixture: Option<Fixture>,
+    erp: Option<Connection>,
+}
+
+#[async_trait::async_trait(?Send)]
+impl crate::conformance::PullerUnderTest for Source {
+    async fn fill(&mut self, good: usize) -> Option<String> {
+        let values: Vec<i64> = (1..=good as i64).collect();
+        let (fixture, erp) = Fixture::new(self.kind, &self.table, &values).await;
+        (self.fixture, self.erp) = (Some(fixture), Some(erp));
+        // Rows come typed by the database: there is no malformed row to plant.
+        None
+    }
+
+    fn puller(&self) -> Box<dyn Puller> {
+        let query = format!("SELECT id, v FROM {}", self.table);
+        let config = json!({ "connection": "erp", "query": query, "chunk_rows": 1, "cursor": "v" });
+        build(self.erp.as_ref().unwrap(), config).unwrap()
+    }
+
+    async fn remaining(&self) -> Option<usize> {
+        None
+    }
+
+    fn unreachable(&self) -> Option<(Box<dyn Puller>, String)> {
+        let refused = match self.kind {
+            POSTGRES => connection(
+                POSTGRES,
+                &format!("postgres://root:{SECRET}@127.0.0.1:1/test?sslmode=disable"),
+            ),
+            MYSQL => connection(MYSQL, &format!("mysql://root:{SECRET}@127.0.0.1:1/test")),
+            // A file is there or not; a missing one is a mistake in the definition.
+            _ => return None,
+        };
+        let config = json!({ "connection": "erp", "query": "SELECT 1" });
+        Some((build(&refused, config).unwrap(), "connection `erp`".into()))
+    }
+}
+
+#[tokio::test]
+async fn the_sql_puller_conforms_on_every_database() {
+    for kind in KINDS {
+        let mut source = Source {
+            kind,
+            table: unique("conform"),
+            fixture: None,
+            erp: None,
+        };
+        crate::conformance::puller_conforms(&mut source).await;
+        source
+            .fixture
+            .take()
+            .unwrap()
+            .drop_table(&source.table)
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn every_database_connection_checks_as_the_spec_says() {
+    let registry = crate::registry();
+    let (_dir, local, _db) = sqlite();
+    for (good, unreachable) in [
+        (
+            connection(POSTGRES, &postgres_url()),
+            connection(
+                POSTGRES,
+                &format!("postgres://root:{SECRET}@127.0.0.1:1/test"),
+            ),
+        ),
+        (
+            connection(MYSQL, &mysql_url()),
+            connection(MYSQL, &format!("mysql://root:{SECRET}@127.0.0.1:1/test")),
+        ),
+        (local, connection(SQLITE, "/nonexistent/erp.db")),
+    ] {
+        crate::conformance::check_conforms(&registry, &good, &unreachable).await;
+    }
 }
 
 // ---- check ----------------------------------------------------------------------------------
