@@ -27,6 +27,9 @@ pub mod table;
 
 use ferry_core::Registry;
 
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+use sql::connection::DatabaseConnectionFactory;
+
 /// Every connection type, puller, processor and pusher ferry knows, by `type:` name.
 ///
 /// This is the one place a new connector is added. An optional connector gets a
@@ -36,11 +39,11 @@ pub fn registry() -> Registry {
     Registry {
         connections: vec![
             #[cfg(feature = "mysql")]
-            Box::new(mysql::MysqlConnectionFactory),
+            Box::new(DatabaseConnectionFactory::<mysql::Mysql>::new()),
             #[cfg(feature = "postgres")]
-            Box::new(postgres::PostgresConnectionFactory),
+            Box::new(DatabaseConnectionFactory::<postgres::Postgres>::new()),
             #[cfg(feature = "sqlite")]
-            Box::new(sqlite::SqliteConnectionFactory),
+            Box::new(DatabaseConnectionFactory::<sqlite::Sqlite>::new()),
         ],
         pullers: vec![
             Box::new(file::FilePullerFactory),

@@ -15,61 +15,46 @@
 
 use std::path::Path;
 
-use async_trait::async_trait;
+use ferry_core::BuildError;
 use ferry_core::config::Connection;
-use ferry_core::{BuildError, ConnectionFactory, StepError};
 use mysql_async::{ClientIdentity, Opts, OptsBuilder, SslOpts};
 
-use super::reader;
-use crate::sql::connection::Database;
-use crate::sql::{Job, ServerConfig, SqlConnection, TlsMode};
+use crate::sql::connection::Family;
+use crate::sql::{ServerConfig, SqlConnection, TlsMode};
 
-/// Registers the `mysql` connection type.
-pub struct MysqlConnectionFactory;
+/// MySQL and MariaDB: the `mysql` connection type (also `mariadb`) and the `sql` puller's
+/// reader (`reader.rs`).
+pub(crate) struct Mysql;
 
-#[async_trait]
-impl ConnectionFactory for MysqlConnectionFactory {
+impl Family for Mysql {
     const TYPE: &'static str = "mysql";
     const ALIASES: &'static [&'static str] = &["mariadb"];
-    type Config = SqlConnection;
 
-    fn config(connection: &Connection, project_dir: &Path) -> Result<SqlConnection, BuildError> {
-        open(connection, project_dir)
+    fn open(connection: &Connection, project_dir: &Path) -> Result<SqlConnection, BuildError> {
+        let (url, tls) = ServerConfig::read(
+            connection,
+            &["mysql://", "mariadb://"],
+            TlsMode::Disable,
+            project_dir,
+        )?;
+        if tls.mode == TlsMode::Prefer {
+            return Err(BuildError {
+                path: vec!["tls".into(), "mode".into()],
+                message: "MySQL connections have no `prefer`; choose `disable`, `require`, \
+                          `verify-ca` or `verify-full`"
+                    .into(),
+                within: None,
+            });
+        }
+        let connection = SqlConnection {
+            name: connection.name.clone(),
+            url: url.replacen("mariadb://", "mysql://", 1),
+            tls,
+            database: &Mysql,
+        };
+        opts(&connection).map_err(|error| BuildError::at("url", error))?;
+        Ok(connection)
     }
-
-    async fn check(connection: SqlConnection) -> Result<String, String> {
-        crate::sql::check(&connection).await
-    }
-}
-
-/// `connection` as a database connection, checked.
-pub(crate) fn open(
-    connection: &Connection,
-    project_dir: &Path,
-) -> Result<SqlConnection, BuildError> {
-    let (url, tls) = ServerConfig::read(
-        connection,
-        &["mysql://", "mariadb://"],
-        TlsMode::Disable,
-        project_dir,
-    )?;
-    if tls.mode == TlsMode::Prefer {
-        return Err(BuildError {
-            path: vec!["tls".into(), "mode".into()],
-            message: "MySQL connections have no `prefer`; choose `disable`, `require`, \
-                      `verify-ca` or `verify-full`"
-                .into(),
-            within: None,
-        });
-    }
-    let connection = SqlConnection {
-        name: connection.name.clone(),
-        url: url.replacen("mariadb://", "mysql://", 1),
-        tls,
-        database: &Mysql,
-    };
-    opts(&connection).map_err(|error| BuildError::at("url", error))?;
-    Ok(connection)
 }
 
 /// The driver's options for `connection`: its URL and its TLS settings.
@@ -98,18 +83,4 @@ pub(crate) fn opts(connection: &SqlConnection) -> Result<Opts, String> {
         }
     };
     Ok(OptsBuilder::from_opts(opts).ssl_opts(ssl).into())
-}
-
-/// MySQL and MariaDB for the `sql` puller.
-struct Mysql;
-
-#[async_trait]
-impl Database for Mysql {
-    async fn check(&self, connection: &SqlConnection) -> Result<String, StepError> {
-        reader::check(connection).await
-    }
-
-    async fn read(&self, job: &Job) -> Result<(), StepError> {
-        reader::read(job).await
-    }
 }

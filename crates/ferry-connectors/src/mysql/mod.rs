@@ -1,6 +1,6 @@
 //! MySQL and MariaDB: the `mysql` connection type and the `sql` puller's reader.
 
-pub mod connection;
+pub(crate) mod connection;
 mod reader;
 
-pub use connection::MysqlConnectionFactory;
+pub(crate) use connection::Mysql;

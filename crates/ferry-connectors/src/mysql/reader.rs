@@ -10,6 +10,7 @@
 use std::error::Error as _;
 
 use crate::sql::SqlConnection;
+use async_trait::async_trait;
 use ferry_core::StepError;
 use ferry_core::records::{BatchWriter, Column, ColumnType};
 use mysql_async::consts::{ColumnFlags, ColumnType as MysqlType};
@@ -18,7 +19,46 @@ use mysql_async::{Conn, Value};
 
 use crate::sql::{CONNECT_TIMEOUT, Job, failure, find_cursor, send, within_connect_timeout};
 
+use super::connection::Mysql;
 use crate::sql::chunk::Chunker;
+use crate::sql::connection::Database;
+
+#[async_trait]
+impl Database for Mysql {
+    /// `MariaDB 10.11.19, database test` or `MySQL 8.0.36, database test`.
+    async fn check(&self, connection: &SqlConnection) -> Result<String, StepError> {
+        let mut conn = connect(connection).await?;
+        let row: Option<(String, Option<String>)> = conn
+            .query_first("SELECT VERSION(), DATABASE()")
+            .await
+            .map_err(|error| classify(connection, "cannot query", &error))?;
+        let _ = conn.disconnect().await;
+        let (version, database) = row.unwrap_or_default();
+        // `10.11.19-MariaDB-0+deb12u1`, `8.0.36`, `8.0.36-0ubuntu0.22.04.1`.
+        let number = version.split('-').next().unwrap_or(&version);
+        let product = match version.contains("MariaDB") {
+            true => "MariaDB",
+            false => "MySQL",
+        };
+        Ok(match database {
+            Some(database) => format!("{product} {number}, database {database}"),
+            None => format!("{product} {number}, no default database"),
+        })
+    }
+    /// Runs the load of `job`.
+    async fn read(&self, job: &Job) -> Result<(), StepError> {
+        let mut conn = connect(&job.connection).await?;
+        let result = tokio::select! {
+            result = stream(&mut conn, job) => result,
+            // The puller dropped the load: stop at once, the result is not wanted any more.
+            _ = job.sender.closed() => Err(crate::sql::abandoned()),
+        };
+        // Disconnecting at once, rather than dropping the connection, which would first read the
+        // rest of an abandoned result.
+        let _ = tokio::time::timeout(CONNECT_TIMEOUT, conn.disconnect()).await;
+        result
+    }
+}
 
 /// Settings for every session: UTF-8 text, UTC for `TIMESTAMP` values, and patience while
 /// the puller waits for the queue (the server drops a client that does not read for
@@ -39,41 +79,6 @@ async fn connect(connection: &SqlConnection) -> Result<Conn, StepError> {
         .await
         .map_err(|error| classify(connection, "cannot set up the session", &error))?;
     Ok(conn)
-}
-
-/// `MariaDB 10.11.19, database test` or `MySQL 8.0.36, database test`.
-pub(super) async fn check(connection: &SqlConnection) -> Result<String, StepError> {
-    let mut conn = connect(connection).await?;
-    let row: Option<(String, Option<String>)> = conn
-        .query_first("SELECT VERSION(), DATABASE()")
-        .await
-        .map_err(|error| classify(connection, "cannot query", &error))?;
-    let _ = conn.disconnect().await;
-    let (version, database) = row.unwrap_or_default();
-    // `10.11.19-MariaDB-0+deb12u1`, `8.0.36`, `8.0.36-0ubuntu0.22.04.1`.
-    let number = version.split('-').next().unwrap_or(&version);
-    let product = match version.contains("MariaDB") {
-        true => "MariaDB",
-        false => "MySQL",
-    };
-    Ok(match database {
-        Some(database) => format!("{product} {number}, database {database}"),
-        None => format!("{product} {number}, no default database"),
-    })
-}
-
-/// Runs the load of `job`.
-pub(super) async fn read(job: &Job) -> Result<(), StepError> {
-    let mut conn = connect(&job.connection).await?;
-    let result = tokio::select! {
-        result = stream(&mut conn, job) => result,
-        // The puller dropped the load: stop at once, the result is not wanted any more.
-        _ = job.sender.closed() => Err(crate::sql::abandoned()),
-    };
-    // Disconnecting at once, rather than dropping the connection, which would first read the
-    // rest of an abandoned result.
-    let _ = tokio::time::timeout(CONNECT_TIMEOUT, conn.disconnect()).await;
-    result
 }
 
 /// Runs the query and sends its rows in chunks.

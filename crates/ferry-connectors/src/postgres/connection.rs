@@ -12,72 +12,57 @@
 
 use std::path::Path;
 
-use async_trait::async_trait;
+use ferry_core::BuildError;
 use ferry_core::config::Connection;
-use ferry_core::{BuildError, ConnectionFactory, StepError};
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
-use super::reader;
-use crate::sql::connection::Database;
-use crate::sql::{Job, ServerConfig, SqlConnection, Tls, TlsMode};
+use crate::sql::connection::Family;
+use crate::sql::{ServerConfig, SqlConnection, Tls, TlsMode};
 
-/// Registers the `postgres` connection type.
-pub struct PostgresConnectionFactory;
+/// PostgreSQL: the `postgres` connection type (also `postgresql`) and the `sql` puller's
+/// reader (`reader.rs`).
+pub(crate) struct Postgres;
 
-#[async_trait]
-impl ConnectionFactory for PostgresConnectionFactory {
+impl Family for Postgres {
     const TYPE: &'static str = "postgres";
     const ALIASES: &'static [&'static str] = &["postgresql"];
-    type Config = SqlConnection;
 
-    fn config(connection: &Connection, project_dir: &Path) -> Result<SqlConnection, BuildError> {
-        open(connection, project_dir)
+    fn open(connection: &Connection, project_dir: &Path) -> Result<SqlConnection, BuildError> {
+        let (url, mut tls) = ServerConfig::read(
+            connection,
+            &["postgres://", "postgresql://"],
+            TlsMode::Prefer,
+            project_dir,
+        )?;
+        let config: tokio_postgres::Config = url.parse().map_err(|error| {
+            BuildError::at("url", format!("not a valid PostgreSQL URL: {error}"))
+        })?;
+        let mode_given = connection
+            .config
+            .get("tls")
+            .and_then(|tls| tls.get("mode"))
+            .is_some();
+        if !mode_given && url.contains("sslmode=") {
+            tls.mode = match config.get_ssl_mode() {
+                tokio_postgres::config::SslMode::Disable => TlsMode::Disable,
+                tokio_postgres::config::SslMode::Require => TlsMode::Require,
+                _ => TlsMode::Prefer,
+            };
+        }
+        // Files that cannot be read fail now, with the key, rather than at the first connect.
+        super::tls::connector(&tls).map_err(|message| BuildError {
+            path: vec!["tls".into()],
+            message,
+            within: None,
+        })?;
+        Ok(SqlConnection {
+            name: connection.name.clone(),
+            url,
+            tls,
+            database: &Postgres,
+        })
     }
-
-    async fn check(connection: SqlConnection) -> Result<String, String> {
-        crate::sql::check(&connection).await
-    }
-}
-
-/// `connection` as a database connection, checked.
-pub(crate) fn open(
-    connection: &Connection,
-    project_dir: &Path,
-) -> Result<SqlConnection, BuildError> {
-    let (url, mut tls) = ServerConfig::read(
-        connection,
-        &["postgres://", "postgresql://"],
-        TlsMode::Prefer,
-        project_dir,
-    )?;
-    let config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|error| BuildError::at("url", format!("not a valid PostgreSQL URL: {error}")))?;
-    let mode_given = connection
-        .config
-        .get("tls")
-        .and_then(|tls| tls.get("mode"))
-        .is_some();
-    if !mode_given && url.contains("sslmode=") {
-        tls.mode = match config.get_ssl_mode() {
-            tokio_postgres::config::SslMode::Disable => TlsMode::Disable,
-            tokio_postgres::config::SslMode::Require => TlsMode::Require,
-            _ => TlsMode::Prefer,
-        };
-    }
-    // Files that cannot be read fail now, with the key, rather than at the first connect.
-    super::tls::connector(&tls).map_err(|message| BuildError {
-        path: vec!["tls".into()],
-        message,
-        within: None,
-    })?;
-    Ok(SqlConnection {
-        name: connection.name.clone(),
-        url,
-        tls,
-        database: &Postgres,
-    })
 }
 
 /// Connects with `config` secured as `tls` says; the returned task drives the connection
@@ -102,18 +87,4 @@ pub(crate) enum ConnectError {
     /// The TLS files could not be read (they were readable at validation).
     Tls(String),
     Postgres(tokio_postgres::Error),
-}
-
-/// PostgreSQL for the `sql` puller.
-struct Postgres;
-
-#[async_trait]
-impl Database for Postgres {
-    async fn check(&self, connection: &SqlConnection) -> Result<String, StepError> {
-        reader::check(connection).await
-    }
-
-    async fn read(&self, job: &Job) -> Result<(), StepError> {
-        reader::read(job).await
-    }
 }

@@ -160,7 +160,7 @@
 //! `ferry.loads` rows yet.
 
 mod config;
-pub mod connection;
+pub(crate) mod connection;
 mod load;
 mod pusher;
 mod reader;
@@ -171,7 +171,7 @@ mod tests;
 mod tls;
 
 pub use config::{Mode, PostgresPusherConfig};
-pub use connection::PostgresConnectionFactory;
+pub(crate) use connection::Postgres;
 pub use pusher::{PostgresPusher, PostgresPusherFactory};
 
 #[cfg(doc)]

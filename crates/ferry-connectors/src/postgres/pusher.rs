@@ -7,18 +7,17 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ferry_core::{
-    BuildContext, BuildError, ConnectionFactory, Passenger, Pusher, PusherFactory, StepError,
-};
+use ferry_core::{BuildContext, BuildError, Passenger, Pusher, PusherFactory, StepError};
 use tokio_postgres::error::{DbError, ErrorPosition};
 use tokio_postgres::{Client, Statement};
 use tracing::{debug, info, warn};
 
 use super::config::{Mode, PostgresPusherConfig};
-use super::connection::{ConnectError, PostgresConnectionFactory};
+use super::connection::{ConnectError, Postgres};
 use super::schema::{self, HISTORY_COLUMNS};
 use super::script::{self, Migration, Placeholder, Script, Values};
 use super::{Target, quote_list, quote_literal};
+use crate::sql::connection::Family;
 
 /// How long a connection attempt may take when the URL does not say (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,7 +44,7 @@ impl PusherFactory for PostgresPusherFactory {
         ctx: &BuildContext,
     ) -> Result<Box<dyn Pusher>, BuildError> {
         let named = ctx.connection("connection", &config.connection)?;
-        if named.kind != <PostgresConnectionFactory as ConnectionFactory>::TYPE {
+        if named.kind != Postgres::TYPE {
             return Err(BuildError::at(
                 "connection",
                 format!(
@@ -55,7 +54,7 @@ impl PusherFactory for PostgresPusherFactory {
                 ),
             ));
         }
-        let connection = super::connection::open(named, &ctx.project_dir).map_err(|error| {
+        let connection = Postgres::open(named, &ctx.project_dir).map_err(|error| {
             BuildError::at(
                 "connection",
                 format!("connection `{}`: {error}", named.name),

@@ -9,6 +9,7 @@
 use std::error::Error as _;
 use std::pin::pin;
 
+use async_trait::async_trait;
 use ferry_core::StepError;
 use ferry_core::records::{Column, ColumnType};
 use futures::StreamExt;
@@ -17,10 +18,45 @@ use tokio_postgres::Client;
 use tokio_postgres::types::{Kind, Type};
 
 use super::connection::ConnectError;
+use super::connection::Postgres;
 use crate::sql::chunk::{Chunker, Ready};
+use crate::sql::connection::Database;
 use crate::sql::{
     Job, SqlConnection, failure, find_cursor, quote_double, send, within_connect_timeout,
 };
+
+#[async_trait]
+impl Database for Postgres {
+    /// `PostgreSQL 15.20, database test`.
+    async fn check(&self, connection: &SqlConnection) -> Result<String, StepError> {
+        let (client, task) = connect(connection).await?;
+        let row = client
+            .query_one(
+                "SELECT current_setting('server_version'), current_database()",
+                &[],
+            )
+            .await;
+        task.abort();
+        let row = row.map_err(|error| classify(connection, "cannot query", &error))?;
+        let version: String = row.get(0);
+        let database: String = row.get(1);
+        // `15.20 (Debian 15.20-0+deb12u1)`: the number is enough.
+        let number = version.split_whitespace().next().unwrap_or(&version);
+        Ok(format!("PostgreSQL {number}, database {database}"))
+    }
+    /// Runs the load of `job`.
+    async fn read(&self, job: &Job) -> Result<(), StepError> {
+        let (client, task) = connect(&job.connection).await?;
+        let result = tokio::select! {
+            result = stream(&client, job) => result,
+            // The puller dropped the load: stop at once, the result is not wanted any more.
+            _ = job.sender.closed() => Err(crate::sql::abandoned()),
+        };
+        // Closing the socket also makes the server stop sending.
+        task.abort();
+        result
+    }
+}
 
 /// Settings that make every value come out in PostgreSQL's standard text form, whatever the
 /// server's defaults.
@@ -44,37 +80,6 @@ async fn connect(
             Err(failure(connection, false, "cannot connect", &detail))
         }
     }
-}
-
-/// `PostgreSQL 15.20, database test`.
-pub(super) async fn check(connection: &SqlConnection) -> Result<String, StepError> {
-    let (client, task) = connect(connection).await?;
-    let row = client
-        .query_one(
-            "SELECT current_setting('server_version'), current_database()",
-            &[],
-        )
-        .await;
-    task.abort();
-    let row = row.map_err(|error| classify(connection, "cannot query", &error))?;
-    let version: String = row.get(0);
-    let database: String = row.get(1);
-    // `15.20 (Debian 15.20-0+deb12u1)`: the number is enough.
-    let number = version.split_whitespace().next().unwrap_or(&version);
-    Ok(format!("PostgreSQL {number}, database {database}"))
-}
-
-/// Runs the load of `job`.
-pub(super) async fn read(job: &Job) -> Result<(), StepError> {
-    let (client, task) = connect(&job.connection).await?;
-    let result = tokio::select! {
-        result = stream(&client, job) => result,
-        // The puller dropped the load: stop at once, the result is not wanted any more.
-        _ = job.sender.closed() => Err(crate::sql::abandoned()),
-    };
-    // Closing the socket also makes the server stop sending.
-    task.abort();
-    result
 }
 
 /// Describes the query, runs it through COPY and sends its rows in chunks.

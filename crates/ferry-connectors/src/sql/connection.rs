@@ -3,16 +3,18 @@
 //! `connections.yaml` keys of a database server ([`ServerConfig`]: a URL or the fields to make
 //! one, and TLS).
 //!
-//! Each database's folder (`postgres/`, `mysql/`, `sqlite/`) registers its connection type and
-//! turns a [`Connection`] into an [`SqlConnection`]; the `sql` puller reads any of them through
-//! [`Database`], so it never names a database itself.
+//! Each database's folder (`postgres/`, `mysql/`, `sqlite/`) implements [`Family`] (its
+//! connection type's name, and how it turns a [`Connection`] into an [`SqlConnection`]) and
+//! [`Database`] (check, read) on one unit struct; [`DatabaseConnectionFactory`] registers it.
+//! The `sql` puller reads any of them through [`Database`], so it never names a database.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use ferry_core::config::{Connection, redact_url};
-use ferry_core::{BuildContext, BuildError, StepError};
+use ferry_core::{BuildContext, BuildError, ConnectionFactory, StepError};
 use serde::Deserialize;
 
 use super::Job;
@@ -24,6 +26,40 @@ pub(crate) trait Database: Send + Sync + 'static {
     async fn check(&self, connection: &SqlConnection) -> Result<String, StepError>;
     /// Runs one load: the job's query streamed into chunks sent to `job.sender`.
     async fn read(&self, job: &Job) -> Result<(), StepError>;
+}
+
+/// A database family as `connections.yaml` names it.
+pub(crate) trait Family: Database + 'static {
+    /// The connection type's name.
+    const TYPE: &'static str;
+    /// Other names accepted for it.
+    const ALIASES: &'static [&'static str] = &[];
+    /// Reads and checks the keys of `connection` (a relative file against `project_dir`).
+    fn open(connection: &Connection, project_dir: &Path) -> Result<SqlConnection, BuildError>;
+}
+
+/// The connection type of the database family `D`.
+pub(crate) struct DatabaseConnectionFactory<D>(PhantomData<fn() -> D>);
+
+impl<D> DatabaseConnectionFactory<D> {
+    pub(crate) fn new() -> Self {
+        DatabaseConnectionFactory(PhantomData)
+    }
+}
+
+#[async_trait]
+impl<D: Family> ConnectionFactory for DatabaseConnectionFactory<D> {
+    const TYPE: &'static str = D::TYPE;
+    const ALIASES: &'static [&'static str] = D::ALIASES;
+    type Config = SqlConnection;
+
+    fn config(connection: &Connection, project_dir: &Path) -> Result<SqlConnection, BuildError> {
+        D::open(connection, project_dir)
+    }
+
+    async fn check(connection: SqlConnection) -> Result<String, String> {
+        super::check(&connection).await
+    }
 }
 
 /// A database connection, checked: its name, where it is, and how to secure it.
@@ -62,23 +98,29 @@ pub(crate) fn connection(
     name: &str,
 ) -> Result<SqlConnection, BuildError> {
     let connection = ctx.connection(key, name)?;
-    let opened: Result<SqlConnection, BuildError> = match connection.kind.as_str() {
+    type Open = fn(&Connection, &Path) -> Result<SqlConnection, BuildError>;
+    let families: &[(&str, Open)] = &[
         #[cfg(feature = "postgres")]
-        "postgres" => crate::postgres::connection::open(connection, &ctx.project_dir),
+        (
+            crate::postgres::Postgres::TYPE,
+            crate::postgres::Postgres::open,
+        ),
         #[cfg(feature = "mysql")]
-        "mysql" => crate::mysql::connection::open(connection, &ctx.project_dir),
+        (crate::mysql::Mysql::TYPE, crate::mysql::Mysql::open),
         #[cfg(feature = "sqlite")]
-        "sqlite" => crate::sqlite::connection::open(connection, &ctx.project_dir),
-        other => {
-            return Err(BuildError::at(
-                key,
-                format!(
-                    "connection `{name}` is a `{other}` connection, not a database; SQL reads \
-                     postgres, mysql and sqlite connections"
-                ),
-            ));
-        }
+        (crate::sqlite::Sqlite::TYPE, crate::sqlite::Sqlite::open),
+    ];
+    let Some((_, open)) = families.iter().find(|(kind, _)| *kind == connection.kind) else {
+        return Err(BuildError::at(
+            key,
+            format!(
+                "connection `{name}` is a `{}` connection, not a database; SQL reads \
+                 postgres, mysql and sqlite connections",
+                connection.kind
+            ),
+        ));
     };
+    let opened = open(connection, &ctx.project_dir);
     // The connection was validated with the project; an error here is one of its own keys.
     opened.map_err(|error| BuildError::at(key, format!("connection `{name}`: {error}")))
 }

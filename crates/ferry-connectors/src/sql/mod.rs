@@ -34,6 +34,7 @@ pub use puller::{SqlPuller, SqlPullerFactory};
 use chunk::Ready;
 
 /// How long connecting may take before it counts as failed (retryable).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Connects to `connection`, runs a trivial query and describes the database in one line
@@ -82,6 +83,7 @@ async fn run_load(job: Job) {
 
 /// Sends a finished chunk to the puller; fails when the puller dropped the load (a new run
 /// started, or the pipeline stopped), which ends the reader.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) async fn send(job: &Job, chunk: Ready) -> Result<(), StepError> {
     job.sender.send(Ok(chunk)).await.map_err(|_| abandoned())
 }
@@ -102,6 +104,7 @@ pub(crate) fn label(connection: &SqlConnection) -> String {
 
 /// What `connect` gives, or a retryable error when the server does not answer within
 /// [`CONNECT_TIMEOUT`].
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) async fn within_connect_timeout<T>(
     connection: &SqlConnection,
     connect: impl Future<Output = T>,

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::SqlPullerFactory;
 use crate::conformance::SECRET;
+use crate::sql::connection::Family;
 
 const PASSWORD: &str = "s3cret-Pw";
 
@@ -1131,9 +1132,9 @@ fn open(kind: &str, config: Value) -> Result<super::SqlConnection, (Vec<String>,
     let connection = defined(kind, config);
     let dir = Path::new("/srv/ferry");
     let opened = match kind {
-        POSTGRES => crate::postgres::connection::open(&connection, dir),
-        MYSQL => crate::mysql::connection::open(&connection, dir),
-        _ => crate::sqlite::connection::open(&connection, dir),
+        POSTGRES => crate::postgres::Postgres::open(&connection, dir),
+        MYSQL => crate::mysql::Mysql::open(&connection, dir),
+        _ => crate::sqlite::Sqlite::open(&connection, dir),
     };
     opened.map_err(|error| (error.path, error.message))
 }

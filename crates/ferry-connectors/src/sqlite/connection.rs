@@ -9,17 +9,15 @@
 
 use std::path::Path;
 
-use async_trait::async_trait;
+use ferry_core::BuildError;
 use ferry_core::config::Connection;
-use ferry_core::{BuildError, ConnectionFactory, StepError};
 use serde::Deserialize;
 
-use super::reader;
-use crate::sql::connection::Database;
-use crate::sql::{Job, SqlConnection, Tls, TlsMode};
+use crate::sql::connection::Family;
+use crate::sql::{SqlConnection, Tls, TlsMode};
 
-/// Registers the `sqlite` connection type.
-pub struct SqliteConnectionFactory;
+/// SQLite: the `sqlite` connection type and the `sql` puller's reader (`reader.rs`).
+pub(crate) struct Sqlite;
 
 /// `connections.yaml` keys of a SQLite connection.
 #[derive(Debug, Deserialize)]
@@ -31,71 +29,45 @@ struct SqliteConfig {
     url: Option<String>,
 }
 
-#[async_trait]
-impl ConnectionFactory for SqliteConnectionFactory {
+impl Family for Sqlite {
     const TYPE: &'static str = "sqlite";
-    type Config = SqlConnection;
 
-    fn config(connection: &Connection, project_dir: &Path) -> Result<SqlConnection, BuildError> {
-        open(connection, project_dir)
-    }
-
-    async fn check(connection: SqlConnection) -> Result<String, String> {
-        crate::sql::check(&connection).await
-    }
-}
-
-/// `connection` as a database connection, checked.
-pub(crate) fn open(
-    connection: &Connection,
-    project_dir: &Path,
-) -> Result<SqlConnection, BuildError> {
-    let config: SqliteConfig =
-        ferry_core::component::parse_config(&serde_json::Value::Object(connection.config.clone()))?;
-    let file = match (config.path, config.url) {
-        (Some(path), None) => path,
-        (None, Some(url)) => match url.strip_prefix("sqlite://") {
-            Some(file) => file.to_string(),
-            None => {
+    fn open(connection: &Connection, project_dir: &Path) -> Result<SqlConnection, BuildError> {
+        let config: SqliteConfig = ferry_core::component::parse_config(
+            &serde_json::Value::Object(connection.config.clone()),
+        )?;
+        let file = match (config.path, config.url) {
+            (Some(path), None) => path,
+            (None, Some(url)) => match url.strip_prefix("sqlite://") {
+                Some(file) => file.to_string(),
+                None => {
+                    return Err(BuildError::at(
+                        "url",
+                        "a SQLite url starts with `sqlite://`",
+                    ));
+                }
+            },
+            (Some(_), Some(_)) => {
                 return Err(BuildError::at(
                     "url",
-                    "a SQLite url starts with `sqlite://`",
+                    "give either `path` or `url`, not both",
                 ));
             }
-        },
-        (Some(_), Some(_)) => {
-            return Err(BuildError::at(
-                "url",
-                "give either `path` or `url`, not both",
-            ));
-        }
-        (None, None) => {
-            return Err(BuildError::new(
-                "a SQLite connection needs `path`: the database file, relative to the project",
-            ));
-        }
-    };
-    Ok(SqlConnection {
-        name: connection.name.clone(),
-        url: project_dir.join(file).to_string_lossy().into_owned(),
-        tls: Tls {
-            mode: TlsMode::Disable,
-            ..Tls::default()
-        },
-        database: &Sqlite,
-    })
-}
-
-/// SQLite for the `sql` puller.
-struct Sqlite;
-
-#[async_trait]
-impl Database for Sqlite {
-    async fn check(&self, connection: &SqlConnection) -> Result<String, StepError> {
-        reader::check(connection).await
-    }
-
-    async fn read(&self, job: &Job) -> Result<(), StepError> {
-        reader::read(job).await
+            (None, None) => {
+                return Err(BuildError::new(
+                    "a SQLite connection needs `path`: the database file, relative to the \
+                     project",
+                ));
+            }
+        };
+        Ok(SqlConnection {
+            name: connection.name.clone(),
+            url: project_dir.join(file).to_string_lossy().into_owned(),
+            tls: Tls {
+                mode: TlsMode::Disable,
+                ..Tls::default()
+            },
+            database: &Sqlite,
+        })
     }
 }

@@ -1,6 +1,6 @@
 //! SQLite: the `sqlite` connection type and the `sql` puller's reader.
 
-pub mod connection;
+pub(crate) mod connection;
 mod reader;
 
-pub use connection::SqliteConnectionFactory;
+pub(crate) use connection::Sqlite;

@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::sql::SqlConnection;
+use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime};
 use ferry_core::StepError;
 use ferry_core::records::{BatchWriter, Column, ColumnType};
@@ -20,8 +21,44 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{OpenFlags, params_from_iter};
 use tokio::sync::mpsc;
 
+use super::connection::Sqlite;
 use crate::sql::chunk::{Chunker, Ready};
+use crate::sql::connection::Database;
 use crate::sql::{CursorJob, Job, abandoned, failure, find_cursor, quote_double};
+
+#[async_trait]
+impl Database for Sqlite {
+    /// `SQLite 3.50.2, 12 tables`.
+    async fn check(&self, connection: &SqlConnection) -> Result<String, StepError> {
+        let connection = connection.clone();
+        tokio::task::spawn_blocking(move || {
+            let db = open(&connection)?;
+            let described = db.query_row(
+            "SELECT sqlite_version(), (SELECT count(*) FROM sqlite_master WHERE type = 'table')",
+            [],
+            |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
+        );
+            let (version, tables) =
+                described.map_err(|error| classify(&connection, "cannot query", &error))?;
+            Ok(format!("SQLite {version}, {tables} tables"))
+        })
+        .await
+        .map_err(|error| StepError::retryable(format!("sqlite check task failed: {error}")))?
+    }
+    /// Runs the load of `job` on a blocking thread.
+    async fn read(&self, job: &Job) -> Result<(), StepError> {
+        let reader = Reader {
+            connection: job.connection.clone(),
+            query: job.query.clone(),
+            chunk_rows: job.chunk_rows,
+            cursor: job.cursor.clone(),
+            sender: job.sender.clone(),
+        };
+        tokio::task::spawn_blocking(move || reader.run())
+            .await
+            .map_err(|error| StepError::retryable(format!("sqlite read task failed: {error}")))?
+    }
+}
 
 /// How long a read waits for a writer's lock before failing (retryable).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,38 +71,6 @@ fn open(connection: &SqlConnection) -> Result<rusqlite::Connection, StepError> {
     db.busy_timeout(BUSY_TIMEOUT)
         .map_err(|error| classify(connection, "cannot open the database", &error))?;
     Ok(db)
-}
-
-/// `SQLite 3.50.2, 12 tables`.
-pub(super) async fn check(connection: &SqlConnection) -> Result<String, StepError> {
-    let connection = connection.clone();
-    tokio::task::spawn_blocking(move || {
-        let db = open(&connection)?;
-        let described = db.query_row(
-            "SELECT sqlite_version(), (SELECT count(*) FROM sqlite_master WHERE type = 'table')",
-            [],
-            |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
-        );
-        let (version, tables) =
-            described.map_err(|error| classify(&connection, "cannot query", &error))?;
-        Ok(format!("SQLite {version}, {tables} tables"))
-    })
-    .await
-    .map_err(|error| StepError::retryable(format!("sqlite check task failed: {error}")))?
-}
-
-/// Runs the load of `job` on a blocking thread.
-pub(super) async fn read(job: &Job) -> Result<(), StepError> {
-    let reader = Reader {
-        connection: job.connection.clone(),
-        query: job.query.clone(),
-        chunk_rows: job.chunk_rows,
-        cursor: job.cursor.clone(),
-        sender: job.sender.clone(),
-    };
-    tokio::task::spawn_blocking(move || reader.run())
-        .await
-        .map_err(|error| StepError::retryable(format!("sqlite read task failed: {error}")))?
 }
 
 /// What the blocking thread needs of the job.
