@@ -38,3 +38,58 @@ pub(crate) fn seated(passengers: &[Passenger]) -> Vec<Seated> {
         })
         .collect()
 }
+
+/// A conformance source for the pullers of a directory (`file`, `table`): `in/` of a temporary
+/// project holding `n.csv` files made by `good` and one malformed file.
+pub(crate) struct Inbox {
+    pub project: tempfile::TempDir,
+    /// The content of good file `n`.
+    pub good: fn(usize) -> String,
+    /// The malformed file's name and content, and the text its failure must name.
+    pub malformed: (&'static str, &'static str, &'static str),
+    /// The puller of `in/` in the project at the path.
+    pub build: fn(&Path) -> Box<dyn ferry_core::Puller>,
+}
+
+impl Inbox {
+    pub(crate) fn new(
+        good: fn(usize) -> String,
+        malformed: (&'static str, &'static str, &'static str),
+        build: fn(&Path) -> Box<dyn ferry_core::Puller>,
+    ) -> Inbox {
+        let project = tempfile::tempdir().unwrap();
+        Inbox {
+            project,
+            good,
+            malformed,
+            build,
+        }
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl crate::conformance::PullerUnderTest for Inbox {
+    async fn fill(&mut self, good: usize) -> Option<String> {
+        let inbox = self.project.path().join("in");
+        fs::create_dir_all(&inbox).unwrap();
+        for n in 0..good {
+            write_settled(&inbox.join(format!("{n}.csv")), (self.good)(n));
+        }
+        let (name, content, position) = self.malformed;
+        write_settled(&inbox.join(name), content);
+        Some(position.into())
+    }
+
+    fn puller(&self) -> Box<dyn ferry_core::Puller> {
+        (self.build)(self.project.path())
+    }
+
+    async fn remaining(&self) -> Option<usize> {
+        Some(names(&self.project.path().join("in")).len())
+    }
+
+    fn unreachable(&self) -> Option<(Box<dyn ferry_core::Puller>, String)> {
+        // A local directory is there, or its absence is a mistake in the definition.
+        None
+    }
+}

@@ -908,44 +908,21 @@ async fn a_pusher_never_follows_a_link_that_changed_since_validation() {
 
 // ---- conformance ------------------------------------------------------------------------------
 
-/// The `file` puller with a CSV codec, over an inbox of `n.csv` files and one malformed file.
-struct Inbox {
-    project: TempDir,
-}
-
-#[async_trait::async_trait(?Send)]
-impl crate::conformance::PullerUnderTest for Inbox {
-    async fn fill(&mut self, good: usize) -> Option<String> {
-        let inbox = self.project.path().join("in");
-        fs::create_dir_all(&inbox).unwrap();
-        for n in 0..good {
-            write_settled(
-                &inbox.join(format!("{n}.csv")),
-                format!("id,name\n{n},Ann\n"),
-            );
-        }
-        write_settled(&inbox.join("bad.csv"), "id,name\n3,Cy\n4,Di,extra\n");
-        Some("bad.csv: CSV line 3: found 3 fields, expected 2".into())
-    }
-
-    fn puller(&self) -> Box<dyn Puller> {
-        let config = json!({ "path": "in", "after_seat": "delete", "codec": "csv" });
-        build_puller(self.project.path(), config).unwrap()
-    }
-
-    async fn remaining(&self) -> Option<usize> {
-        Some(names(&self.project.path().join("in")).len())
-    }
-
-    fn unreachable(&self) -> Option<(Box<dyn Puller>, String)> {
-        None
-    }
-}
-
 #[tokio::test]
 async fn the_file_puller_conforms() {
-    let project = tempfile::tempdir().unwrap();
-    crate::conformance::puller_conforms(&mut Inbox { project }).await;
+    let mut inbox = super::test_support::Inbox::new(
+        |n| format!("id,name\n{n},Ann\n"),
+        (
+            "bad.csv",
+            "id,name\n3,Cy\n4,Di,extra\n",
+            "bad.csv: CSV line 3: found 3 fields, expected 2",
+        ),
+        |project| {
+            let config = json!({ "path": "in", "after_seat": "delete", "codec": "csv" });
+            build_puller(project, config).unwrap()
+        },
+    );
+    crate::conformance::puller_conforms(&mut inbox).await;
 }
 
 /// The `file` pusher into `out/`, writing each passenger under its external id.

@@ -1155,46 +1155,23 @@ async fn table_against_psql_copy() {
 
 // ---- conformance ------------------------------------------------------------------------------
 
-/// The `table` puller over an inbox of one-row CSV files and one with a bad value.
-struct Tables {
-    project: TempDir,
-}
-
-#[async_trait::async_trait(?Send)]
-impl crate::conformance::PullerUnderTest for Tables {
-    async fn fill(&mut self, good: usize) -> Option<String> {
-        let inbox = self.project.path().join("in");
-        fs::create_dir_all(&inbox).unwrap();
-        for n in 0..good {
-            write_settled(
-                &inbox.join(format!("{n}.csv")),
-                format!("id,amount\n{n},2.5\n"),
-            );
-        }
-        write_settled(&inbox.join("value.csv"), "id,amount\n1,2\n2,\"12,3x\"\n");
-        Some("value.csv: line 3: column amount: \"12,3x\" is not a numeric".into())
-    }
-
-    fn puller(&self) -> Box<dyn Puller> {
-        let columns = json!([
-            { "name": "id", "type": "integer" },
-            { "name": "amount", "type": "numeric" },
-        ]);
-        let config = json!({ "path": "in", "after_seat": "delete", "columns": columns });
-        build(self.project.path(), config).unwrap()
-    }
-
-    async fn remaining(&self) -> Option<usize> {
-        Some(names(&self.project.path().join("in")).len())
-    }
-
-    fn unreachable(&self) -> Option<(Box<dyn Puller>, String)> {
-        None
-    }
-}
-
 #[tokio::test]
 async fn the_table_puller_conforms() {
-    let project = tempfile::tempdir().unwrap();
-    crate::conformance::puller_conforms(&mut Tables { project }).await;
+    let mut inbox = crate::file::test_support::Inbox::new(
+        |n| format!("id,amount\n{n},2.5\n"),
+        (
+            "value.csv",
+            "id,amount\n1,2\n2,\"12,3x\"\n",
+            "value.csv: line 3: column amount: \"12,3x\" is not a numeric",
+        ),
+        |project| {
+            let columns = json!([
+                { "name": "id", "type": "integer" },
+                { "name": "amount", "type": "numeric" },
+            ]);
+            let config = json!({ "path": "in", "after_seat": "delete", "columns": columns });
+            build(project, config).unwrap()
+        },
+    );
+    crate::conformance::puller_conforms(&mut inbox).await;
 }
