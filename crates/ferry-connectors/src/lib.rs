@@ -9,10 +9,13 @@ mod columns;
 pub mod file;
 pub mod generate;
 pub mod http;
+pub mod mysql;
 pub mod postgres;
 pub mod processors;
 pub mod sql;
+pub mod sqlite;
 pub mod table;
+mod table_load;
 
 use ferry_core::Registry;
 
@@ -43,7 +46,9 @@ pub fn registry() -> Registry {
         ],
         pushers: vec![
             Box::new(file::FilePusherFactory),
+            Box::new(mysql::MysqlPusherFactory),
             Box::new(postgres::PostgresPusherFactory),
+            Box::new(sqlite::SqlitePusherFactory),
         ],
     }
 }
@@ -69,9 +74,14 @@ mod tests {
                 "validate"
             ]
         );
-        assert_eq!(registry.type_names(Role::Pusher), ["file", "postgres"]);
+        assert_eq!(
+            registry.type_names(Role::Pusher),
+            ["file", "mysql", "postgres", "sqlite"]
+        );
         // Runs of pipelines that load tables end when the rows are in (run_ends: delivered).
         assert!(registry.pusher_loads("postgres"));
+        assert!(registry.pusher_loads("mysql"));
+        assert!(registry.pusher_loads("sqlite"));
         assert!(!registry.pusher_loads("file"));
     }
 
