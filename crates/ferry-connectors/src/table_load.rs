@@ -107,7 +107,8 @@ impl<'a> ChunkLoad<'a> {
 /// The field `index` of row `row` (from 1) of COPY text `data`: `None` when there is no such
 /// row or field, `Some(None)` for NULL.
 pub(crate) fn field(data: &[u8], row: usize, index: usize) -> Option<Option<String>> {
-    let line = data.split(|&b| b == b'\n').nth(row.checked_sub(1)?)?;
+    let rows = data.strip_suffix(b"\n").unwrap_or(data);
+    let line = rows.split(|&b| b == b'\n').nth(row.checked_sub(1)?)?;
     let mut one = line.to_vec();
     one.push(b'\n');
     records::rows(&one).pop()?.into_iter().nth(index)

@@ -240,7 +240,8 @@ impl Modifier {
             Modifier::Numeric { precision, scale } => {
                 if !(1..=MAX_NUMERIC_PRECISION).contains(&precision) {
                     return Err(format!(
-                        "the precision of numeric({precision},{scale}) must be between 1 and                          {MAX_NUMERIC_PRECISION}"
+                        "the precision of numeric({precision},{scale}) must be between 1 and \
+                         {MAX_NUMERIC_PRECISION}"
                     ));
                 }
                 if scale > precision {

@@ -132,7 +132,7 @@ fn csv_merged_into_mariadb_twice_updates_without_duplicates() {
         "SELECT count(*), count(DISTINCT id), sum(name LIKE 'second %'), sum(amount) FROM {}",
         table.0
     ));
-    let amounts: u64 = (1..=80u64).map(|id| id).sum();
+    let amounts: u64 = (1..=80u64).sum();
     assert_eq!(
         summary,
         format!("80\t80\t40\t{}.{:02}", amounts / 100, amounts % 100),

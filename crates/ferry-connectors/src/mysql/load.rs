@@ -639,7 +639,7 @@ fn warning_column(message: &str) -> Option<String> {
     }
     if rest.starts_with('`') {
         // The last of the dotted, backquoted names.
-        let end = rest.find(|c: char| c == ' ').unwrap_or(rest.len());
+        let end = rest.find(' ').unwrap_or(rest.len());
         let name = rest[..end].rsplit("`.`").next()?;
         return Some(name.trim_matches('`').to_string());
     }

@@ -134,10 +134,9 @@ pub(super) fn load_expression(kind: ColumnType, var: &str) -> Option<String> {
              '[+-][0-9]{{2}}(:[0-9]{{2}})?$'))), RPAD(REGEXP_SUBSTR({var}, \
              '[+-][0-9]{{2}}(:[0-9]{{2}})?$'), 6, ':00'), '+00:00'), {var})"
         )),
-        // `\x00ff` (the COPY escape of the backslash is undone by LOAD DATA).
-        ColumnType::Bytes => Some(format!(
-            "CASE WHEN {var} LIKE '\\\\\\\\x%' THEN UNHEX(SUBSTRING({var}, 3)) ELSE {var} END"
-        )),
+        // `\x00ff` (the COPY escape of the backslash is undone by LOAD DATA). Not in a `CASE`
+        // with the text: its result would be text, and the bytes are not UTF-8.
+        ColumnType::Bytes => Some(format!("UNHEX(SUBSTRING({var}, 3))")),
         _ => None,
     }
 }

@@ -458,7 +458,7 @@ async fn values_that_do_not_fit_a_modified_column_fail_their_chunk_naming_row_co
             ),
             (
                 [s_ref("5"), s_ref("1"), s_ref("ABCDEFGHI")],
-                "row 2, column `code`, value `ABCDEFGHI`: Data too long",
+                "row 2, column `code`, value `ABCDEFGHI`: Data truncated",
             ),
             (
                 [s_ref("5"), s_ref("abc"), s_ref("x")],

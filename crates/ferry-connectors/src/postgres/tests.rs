@@ -444,8 +444,10 @@ async fn append_reports_each_passenger_in_order_and_a_bad_value_with_its_line() 
     assert!(results[0].is_ok() && results[3].is_ok(), "{results:?}");
     let error = results[1].clone().unwrap_err();
     assert!(!error.retryable, "{error:?}");
-    assert!(error.message.contains("line 2"), "{error}");
-    assert!(error.message.contains("three"), "{error}");
+    assert!(
+        error.message.contains("row 2, column `id`, value `three`"),
+        "{error}"
+    );
     let error = results[2].clone().unwrap_err();
     assert!(
         !error.retryable && error.message.contains("not a record batch"),
