@@ -36,6 +36,7 @@ CACHE=${CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ferry-bench}
 TIMEOUT=${TIMEOUT:-$((300 + ROWS / 5000))}
 FERRY_POLL=${FERRY_POLL:-0.2}
 FERRY_WORKERS=${FERRY_WORKERS:-2}
+FERRY_BATCH=${FERRY_BATCH:-8}
 MY_URL="mysql://root@127.0.0.1:3306/test"
 MYSQL=(mariadb -h127.0.0.1 -P3306 -uroot test)
 command -v mariadb > /dev/null || MYSQL=(mysql -h127.0.0.1 -P3306 -uroot test)
@@ -178,7 +179,7 @@ YAML
   : > "$dir/clients/bench/client.yaml"
   cat > "$dir/clients/bench/pipelines/csv.yaml" <<YAML
 schedule: every 1h   # runs at start
-batch_size: 8
+batch_size: $FERRY_BATCH
 pullers:
   - type: table
     path: $(dirname "$CSV")

@@ -54,9 +54,10 @@ fn bookkeeping(quoted: &str) -> String {
     )
 }
 
-/// The URL of a MySQL connection. The one place that reads the connection's settings, so that
-/// a change of how connections are configured changes one function.
-pub(super) fn target(connection: &Connection) -> Result<String, BuildError> {
+/// The URL of a MySQL connection, and how messages name it (its name and redacted URL). The
+/// one place that reads the connection's settings, so that a change of how connections are
+/// configured changes one function.
+pub(super) fn target(connection: &Connection) -> Result<(String, String), BuildError> {
     if connection.kind != ConnectionKind::Mysql {
         return Err(BuildError::at(
             "connection",
@@ -67,7 +68,8 @@ pub(super) fn target(connection: &Connection) -> Result<String, BuildError> {
             ),
         ));
     }
-    Ok(connection.url.clone())
+    let named = format!("`{}` ({})", connection.name, connection.redacted());
+    Ok((connection.url.clone(), named))
 }
 
 /// Builds `mysql` pushers.
@@ -84,8 +86,7 @@ impl PusherFactory for MysqlPusherFactory {
         ctx: &BuildContext,
     ) -> Result<Box<dyn Pusher>, BuildError> {
         let connection = ctx.connection("connection", &config.connection)?;
-        let url = target(connection)?;
-        let named = format!("`{}` ({})", connection.name, connection.redacted());
+        let (url, named) = target(connection)?;
         let opts = Opts::from_url(&url).map_err(|error| {
             BuildError::at(
                 "connection",

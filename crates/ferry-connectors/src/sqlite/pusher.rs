@@ -39,9 +39,10 @@ const BOOKKEEPING: &str = "\
     );
     CREATE INDEX IF NOT EXISTS ferry_loads_series ON ferry_loads (target, series, load);";
 
-/// The database file of an SQLite connection. The one place that reads the connection's
-/// settings, so that a change of how connections are configured changes one function.
-pub(super) fn target(connection: &Connection) -> Result<PathBuf, BuildError> {
+/// The database file of an SQLite connection, and how messages name it (its name and file). The
+/// one place that reads the connection's settings, so that a change of how connections are
+/// configured changes one function.
+pub(super) fn target(connection: &Connection) -> Result<(PathBuf, String), BuildError> {
     if connection.kind != ConnectionKind::Sqlite {
         return Err(BuildError::at(
             "connection",
@@ -52,7 +53,9 @@ pub(super) fn target(connection: &Connection) -> Result<PathBuf, BuildError> {
             ),
         ));
     }
-    Ok(PathBuf::from(&connection.url))
+    let path = PathBuf::from(&connection.url);
+    let named = format!("`{}` ({})", connection.name, path.display());
+    Ok((path, named))
 }
 
 /// Builds `sqlite` pushers.
@@ -69,7 +72,7 @@ impl PusherFactory for SqlitePusherFactory {
         ctx: &BuildContext,
     ) -> Result<Box<dyn Pusher>, BuildError> {
         let connection = ctx.connection("connection", &config.connection)?;
-        let path = target(connection)?;
+        let (path, named) = target(connection)?;
         if config.table.is_empty() || config.table.contains(['"', '.', '\0']) {
             return Err(BuildError::at(
                 "table",
@@ -96,7 +99,7 @@ impl PusherFactory for SqlitePusherFactory {
         )?;
         Ok(Box::new(SqlitePusher {
             loader: Arc::new(Loader {
-                connection: format!("`{}` ({})", connection.name, path.display()),
+                connection: named,
                 path,
                 table: config.table,
                 mode: config.mode,
