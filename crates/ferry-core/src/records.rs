@@ -276,9 +276,14 @@ impl Modifier {
 pub fn parse_type(text: &str) -> Result<(ColumnType, Option<Modifier>), String> {
     let Some((name, rest)) = text.split_once('(') else {
         return match text {
-            "varchar" | "char" => Err(format!(
-                "`{text}` needs a length, e.g. `{text}(20)`; write `text` for text of any length"
-            )),
+            "varchar" | "char" => {
+                let unknown = text.parse::<ColumnType>().err().unwrap_or_default();
+                let valid = unknown.split_once("; ").map_or("", |(_, valid)| valid);
+                Err(format!(
+                    "`{text}` needs a length, e.g. `{text}(20)`; write `text` for text of any \
+                     length ({valid})"
+                ))
+            }
             _ => text.parse().map(|kind| (kind, None)),
         };
     };
