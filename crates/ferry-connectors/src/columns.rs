@@ -21,7 +21,7 @@ use std::fmt::{self, Write as _};
 use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use ferry_core::BuildError;
-use ferry_core::records::{BatchWriter, Column, ColumnType};
+use ferry_core::records::{self, BatchWriter, Column, ColumnType, Modifier};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
@@ -38,7 +38,10 @@ pub struct ColumnConfig {
     #[serde(default, deserialize_with = "name_or_number")]
     pub from: Option<String>,
     /// The column's type: `boolean`, `integer`, `float`, `numeric`, `text`, `date`, `time`,
-    /// `timestamp`, `timestamptz`, `json`, `bytes` or `uuid`. Default `text`.
+    /// `timestamp`, `timestamptz`, `json`, `bytes` or `uuid`; or one with a type modifier,
+    /// which a pusher creating the table declares: `numeric(12,2)`, `numeric(12)`,
+    /// `varchar(8)`, `char(2)` (text), `timestamp(3)`, `timestamptz(3)`, `time(3)`.
+    /// Default `text`.
     #[serde(default, rename = "type")]
     pub kind: Option<String>,
     /// Input formats of a `date`, `time`, `timestamp` or `timestamptz` column (chrono's
@@ -127,9 +130,9 @@ impl Mapping {
                     format!("column `{}` is listed twice", config.name),
                 ));
             }
-            let kind = match &config.kind {
-                None => ColumnType::Text,
-                Some(kind) => kind.parse::<ColumnType>().map_err(|e| at("type", e))?,
+            let (kind, modifier) = match &config.kind {
+                None => (ColumnType::Text, None),
+                Some(kind) => records::parse_type(kind).map_err(|e| at("type", e))?,
             };
             let decimal = match config.decimal.as_deref() {
                 None | Some(".") => b'.',
@@ -187,6 +190,7 @@ impl Mapping {
                 from,
                 converter: Converter {
                     kind,
+                    modifier,
                     formats,
                     decimal,
                     keep_empty,
@@ -209,7 +213,7 @@ impl Mapping {
         self.columns
             .iter()
             .flatten()
-            .map(|c| Column::new(c.name.clone(), c.converter.kind))
+            .map(|c| c.converter.column(&c.name))
             .collect()
     }
 
@@ -366,7 +370,7 @@ impl TabularPlan {
     pub fn columns(&self) -> Vec<Column> {
         self.fields
             .iter()
-            .map(|f| Column::new(f.name.clone(), f.converter.kind))
+            .map(|f| f.converter.column(&f.name))
             .collect()
     }
 }
@@ -422,7 +426,7 @@ impl JsonPlan {
     pub fn columns(&self) -> Vec<Column> {
         self.fields
             .iter()
-            .map(|f| Column::new(f.name.clone(), f.converter.kind))
+            .map(|f| f.converter.column(&f.name))
             .collect()
     }
 
@@ -485,6 +489,8 @@ fn shorten(text: &str) -> &str {
 #[derive(Clone, Debug)]
 pub struct Converter {
     kind: ColumnType,
+    /// The declared modifier (`numeric(12,2)`), passed on in the batch header.
+    modifier: Option<Modifier>,
     /// Input formats of temporal columns, tried in order.
     formats: Vec<TimeFormat>,
     /// `.` or `,`.
@@ -596,6 +602,7 @@ impl Converter {
     pub fn text() -> Converter {
         Converter {
             kind: ColumnType::Text,
+            modifier: None,
             formats: Vec::new(),
             decimal: b'.',
             keep_empty: false,
@@ -605,6 +612,11 @@ impl Converter {
     /// The column type it writes.
     pub fn kind(&self) -> ColumnType {
         self.kind
+    }
+
+    /// The batch column `name` it fills, with the declared modifier.
+    pub fn column(&self, name: &str) -> Column {
+        Column::new(name, self.kind).with_modifier(self.modifier)
     }
 
     /// Writes a value given as text (a CSV field). `scratch` is reused between calls to avoid

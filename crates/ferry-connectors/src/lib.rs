@@ -24,6 +24,8 @@ pub mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod table;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+mod table_load;
 
 use ferry_core::Registry;
 
@@ -67,8 +69,12 @@ pub fn registry() -> Registry {
         pushers: vec![
             Box::new(blackhole::BlackholePusherFactory),
             Box::new(file::FilePusherFactory),
+            #[cfg(feature = "mysql")]
+            Box::new(mysql::MysqlPusherFactory),
             #[cfg(feature = "postgres")]
             Box::new(postgres::PostgresPusherFactory),
+            #[cfg(feature = "sqlite")]
+            Box::new(sqlite::SqlitePusherFactory),
         ],
     }
 }
@@ -97,10 +103,12 @@ mod tests {
         );
         assert_eq!(
             registry.type_names(Role::Pusher),
-            ["blackhole", "file", "postgres"]
+            ["blackhole", "file", "mysql", "postgres", "sqlite"]
         );
         // Runs of pipelines that load tables end when the rows are in (run_ends: delivered).
         assert!(registry.pusher_loads("postgres"));
+        assert!(registry.pusher_loads("mysql"));
+        assert!(registry.pusher_loads("sqlite"));
         assert!(!registry.pusher_loads("file"));
     }
 

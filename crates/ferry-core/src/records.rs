@@ -156,6 +156,11 @@ pub struct Column {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: ColumnType,
+    /// The type modifier the puller declared (`numeric(12,2)`, `varchar(8)`), which a pusher
+    /// creating the table uses. In the header only when present, so batches written before it
+    /// read as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modifier: Option<Modifier>,
 }
 
 impl Column {
@@ -163,8 +168,163 @@ impl Column {
         Column {
             name: name.into(),
             kind,
+            modifier: None,
         }
     }
+
+    /// The column with a declared modifier (one that [`Modifier::suits`] its type).
+    pub fn with_modifier(mut self, modifier: Option<Modifier>) -> Self {
+        self.modifier = modifier;
+        self
+    }
+
+    /// The PostgreSQL column type a load creates for it: its type's, with the modifier.
+    pub fn postgres(&self) -> String {
+        match self.modifier {
+            None => self.kind.postgres().to_string(),
+            Some(modifier) => modifier.declared(self.kind),
+        }
+    }
+}
+
+/// The largest precision of a declared `numeric(p,s)` (PostgreSQL's limit).
+pub const MAX_NUMERIC_PRECISION: u32 = 1000;
+/// The largest length of a declared `varchar(n)` or `char(n)` (PostgreSQL's limit).
+pub const MAX_TEXT_LENGTH: u32 = 10_485_760;
+/// The most fractional digits of seconds a declared `timestamp(p)` may keep.
+pub const MAX_SECONDS_PRECISION: u32 = 6;
+
+/// A type modifier a column may declare, as SQL writes it after the type's name: what a table
+/// column of that type holds, so that a pusher creates the table a DBA would have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Modifier {
+    /// `numeric(precision, scale)`: at most `precision` digits, `scale` of them after the point.
+    Numeric { precision: u32, scale: u32 },
+    /// `varchar(length)`: text of at most `length` characters.
+    Varchar { length: u32 },
+    /// `char(length)`: text of exactly `length` characters (padded with spaces).
+    Char { length: u32 },
+    /// `timestamp(p)`, `timestamptz(p)`, `time(p)`: `p` fractional digits of seconds kept.
+    Seconds { precision: u32 },
+}
+
+impl Modifier {
+    /// Whether a column of type `kind` may have this modifier.
+    pub fn suits(self, kind: ColumnType) -> bool {
+        match self {
+            Modifier::Numeric { .. } => kind == ColumnType::Numeric,
+            Modifier::Varchar { .. } | Modifier::Char { .. } => kind == ColumnType::Text,
+            Modifier::Seconds { .. } => matches!(
+                kind,
+                ColumnType::Time | ColumnType::Timestamp | ColumnType::Timestamptz
+            ),
+        }
+    }
+
+    /// The SQL type of a column of type `kind` with this modifier (`numeric(12,2)`,
+    /// `varchar(8)`, `timestamptz(3)`), as PostgreSQL spells it.
+    pub fn declared(self, kind: ColumnType) -> String {
+        match self {
+            Modifier::Numeric { precision, scale } => format!("numeric({precision},{scale})"),
+            Modifier::Varchar { length } => format!("varchar({length})"),
+            Modifier::Char { length } => format!("char({length})"),
+            Modifier::Seconds { precision } => format!("{}({precision})", kind.postgres()),
+        }
+    }
+
+    /// Checks the limits: `1 ≤ p ≤ 1000` and `s ≤ p` for numeric, `n ≥ 1` for text,
+    /// `p ≤ 6` for seconds.
+    pub fn validate(self) -> Result<(), String> {
+        match self {
+            Modifier::Numeric { precision, scale } => {
+                if !(1..=MAX_NUMERIC_PRECISION).contains(&precision) {
+                    return Err(format!(
+                        "the precision of numeric({precision},{scale}) must be between 1 and \
+                         {MAX_NUMERIC_PRECISION}"
+                    ));
+                }
+                if scale > precision {
+                    return Err(format!(
+                        "the scale of numeric({precision},{scale}) is larger than its precision                          (digits after the point are part of the precision)"
+                    ));
+                }
+            }
+            Modifier::Varchar { length } | Modifier::Char { length } => {
+                if !(1..=MAX_TEXT_LENGTH).contains(&length) {
+                    return Err(format!(
+                        "the length {length} must be between 1 and {MAX_TEXT_LENGTH}"
+                    ));
+                }
+            }
+            Modifier::Seconds { precision } => {
+                if precision > MAX_SECONDS_PRECISION {
+                    return Err(format!(
+                        "the precision {precision} of seconds must be between 0 and \
+                         {MAX_SECONDS_PRECISION}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses a declared column type: a [`ColumnType`] name, or one with a modifier:
+/// `numeric(12,2)`, `numeric(12)`, `varchar(8)`, `char(8)`, `timestamp(3)`,
+/// `timestamptz(3)`, `time(3)`. The error says what is wrong and what is valid.
+pub fn parse_type(text: &str) -> Result<(ColumnType, Option<Modifier>), String> {
+    let Some((name, rest)) = text.split_once('(') else {
+        return match text {
+            "varchar" | "char" => {
+                let unknown = text.parse::<ColumnType>().err().unwrap_or_default();
+                let valid = unknown.split_once("; ").map_or("", |(_, valid)| valid);
+                Err(format!(
+                    "`{text}` needs a length, e.g. `{text}(20)`; write `text` for text of any \
+                     length ({valid})"
+                ))
+            }
+            _ => text.parse().map(|kind| (kind, None)),
+        };
+    };
+    let Some(arguments) = rest.strip_suffix(')') else {
+        return Err(format!("`{text}` lacks its closing `)`"));
+    };
+    let numbers: Vec<u32> = arguments
+        .split(',')
+        .map(|n| n.trim().parse::<u32>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            format!("`{text}`: the modifier must be whole numbers, e.g. `numeric(12,2)`")
+        })?;
+    let name = name.trim();
+    let (kind, modifier) = match (name, numbers.as_slice()) {
+        ("numeric", &[precision]) => (
+            ColumnType::Numeric,
+            Modifier::Numeric {
+                precision,
+                scale: 0,
+            },
+        ),
+        ("numeric", &[precision, scale]) => {
+            (ColumnType::Numeric, Modifier::Numeric { precision, scale })
+        }
+        ("varchar", &[length]) => (ColumnType::Text, Modifier::Varchar { length }),
+        ("char", &[length]) => (ColumnType::Text, Modifier::Char { length }),
+        ("timestamp" | "timestamptz" | "time", &[precision]) => {
+            (name.parse::<ColumnType>()?, Modifier::Seconds { precision })
+        }
+        _ => {
+            return Err(format!(
+                "`{text}` is not a type with a modifier; valid are numeric(p,s), numeric(p), \
+                 varchar(n), char(n), timestamp(p), timestamptz(p) and time(p)"
+            ));
+        }
+    };
+    modifier
+        .validate()
+        .map_err(|why| format!("`{text}`: {why}"))?;
+    Ok((kind, Some(modifier)))
 }
 
 /// The first line of a batch body.
@@ -345,11 +505,32 @@ pub fn read(body: &Body) -> Result<Batch, String> {
         .ok_or("record batch without a header line")?;
     let header: Header = serde_json::from_slice(&body.data[..newline])
         .map_err(|e| format!("record batch header: {e}"))?;
+    for column in &header.columns {
+        if let Some(modifier) = column.modifier
+            && let Err(why) = check_modifier(column.kind, modifier)
+        {
+            return Err(format!(
+                "record batch header: column `{}`: {why}",
+                column.name
+            ));
+        }
+    }
     Ok(Batch {
         columns: header.columns,
         rows: header.rows,
         data: body.data.slice(newline + 1..),
     })
+}
+
+/// Whether `modifier` suits `kind` and keeps within its limits.
+fn check_modifier(kind: ColumnType, modifier: Modifier) -> Result<(), String> {
+    if !modifier.suits(kind) {
+        return Err(format!(
+            "type {kind} cannot have the modifier of {}",
+            modifier.declared(kind)
+        ));
+    }
+    modifier.validate()
 }
 
 /// The rows of COPY text `data`, unescaped: one `Vec` per row, `None` for NULL. For tests,
@@ -522,6 +703,111 @@ mod tests {
                 .parse::<ColumnType>()
                 .unwrap_err()
                 .contains("valid types are: boolean")
+        );
+    }
+
+    #[test]
+    fn declared_types_parse_with_their_modifiers() {
+        assert_eq!(parse_type("numeric"), Ok((ColumnType::Numeric, None)));
+        assert_eq!(
+            parse_type("numeric(12,2)"),
+            Ok((
+                ColumnType::Numeric,
+                Some(Modifier::Numeric {
+                    precision: 12,
+                    scale: 2
+                })
+            ))
+        );
+        assert_eq!(
+            parse_type("numeric(5)").unwrap().1,
+            Some(Modifier::Numeric {
+                precision: 5,
+                scale: 0
+            })
+        );
+        assert_eq!(
+            parse_type("varchar(8)"),
+            Ok((ColumnType::Text, Some(Modifier::Varchar { length: 8 })))
+        );
+        assert_eq!(
+            parse_type("char(2)"),
+            Ok((ColumnType::Text, Some(Modifier::Char { length: 2 })))
+        );
+        assert_eq!(
+            parse_type("timestamptz(3)"),
+            Ok((
+                ColumnType::Timestamptz,
+                Some(Modifier::Seconds { precision: 3 })
+            ))
+        );
+        let column = Column::new("amount", ColumnType::Numeric)
+            .with_modifier(parse_type("numeric(12, 2)").unwrap().1);
+        assert_eq!(column.postgres(), "numeric(12,2)");
+        assert_eq!(
+            Column::new("at", ColumnType::Timestamptz)
+                .with_modifier(Some(Modifier::Seconds { precision: 3 }))
+                .postgres(),
+            "timestamptz(3)"
+        );
+    }
+
+    #[test]
+    fn bad_modifiers_are_refused_with_the_reason() {
+        for (text, expected) in [
+            ("numeric(2,5)", "larger than its precision"),
+            ("numeric(0)", "between 1 and 1000"),
+            ("varchar(0)", "between 1 and"),
+            ("varchar", "needs a length"),
+            ("timestamp(9)", "between 0 and 6"),
+            ("varchar(x)", "whole numbers"),
+            ("numeric(12,2", "closing"),
+            ("integer(4)", "not a type with a modifier"),
+            ("varchar(1,2)", "not a type with a modifier"),
+        ] {
+            let error = parse_type(text).unwrap_err();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn modifiers_travel_in_the_header_only_when_declared() {
+        let columns = vec![
+            Column::new("id", ColumnType::Integer),
+            Column::new("amount", ColumnType::Numeric).with_modifier(Some(Modifier::Numeric {
+                precision: 12,
+                scale: 2,
+            })),
+        ];
+        let body = BatchWriter::new(columns.clone()).finish();
+        let header = std::str::from_utf8(&body.data)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap();
+        assert_eq!(
+            header,
+            r#"{"columns":[{"name":"id","type":"integer"},{"name":"amount","type":"numeric","modifier":{"numeric":{"precision":12,"scale":2}}}],"rows":0}"#
+        );
+        assert_eq!(read(&body).unwrap().columns, columns);
+        // A header from before modifiers reads as it did.
+        let old = Body {
+            media_type: MEDIA_TYPE.into(),
+            data: Bytes::from_static(
+                b"{\"columns\":[{\"name\":\"id\",\"type\":\"integer\"}],\"rows\":0}\n",
+            ),
+        };
+        assert_eq!(read(&old).unwrap().columns[0].modifier, None);
+        let wrong = Body {
+            media_type: MEDIA_TYPE.into(),
+            data: Bytes::from_static(
+                b"{\"columns\":[{\"name\":\"id\",\"type\":\"integer\",\"modifier\":{\"varchar\":{\"length\":3}}}],\"rows\":0}\n",
+            ),
+        };
+        let error = read(&wrong).unwrap_err();
+        assert!(
+            error.contains("column `id`: type integer cannot"),
+            "{error}"
         );
     }
 }

@@ -620,7 +620,51 @@ impl PostgresPusher {
         }
         copy(client, into, &load.batch.columns, load.batch.data.clone())
             .await
-            .map_err(|error| self.error(&load.describe(), &error))
+            .map_err(|error| self.copy_error(load, &error))
+    }
+
+    /// A failed COPY as a step error. When PostgreSQL names the COPY line (and column) of a
+    /// value that does not fit, the message names the row within the chunk, the column and
+    /// the value (read from the batch, unescaped and cut short), and says that nothing of the
+    /// chunk stays (its savepoint is rolled back).
+    fn copy_error(&self, load: &Load<'_>, error: &tokio_postgres::Error) -> StepError {
+        let context = load.describe();
+        let Some(db) = error.as_db_error() else {
+            return self.error(&context, error);
+        };
+        let Some((row, column)) = db.where_().and_then(copy_place) else {
+            return self.error(&context, error);
+        };
+        let place = match column {
+            None => format!("row {row}"),
+            Some(column) => {
+                let index = load.batch.columns.iter().position(|c| c.name == column);
+                match index.and_then(|i| crate::table_load::field(&load.batch.data, row, i)) {
+                    Some(Some(value)) => format!(
+                        "row {row}, column `{column}`, value `{}`",
+                        crate::table_load::shown(&value)
+                    ),
+                    Some(None) => format!("row {row}, column `{column}`, value NULL"),
+                    None => format!("row {row}, column `{column}`"),
+                }
+            }
+        };
+        let code = db.code().code();
+        let mut message = format!(
+            "{}: {context}: {place}: {}",
+            self.target.name(),
+            db.message()
+        );
+        if let Some(detail) = db.detail() {
+            message.push_str(&format!("; {detail}"));
+        }
+        message.push_str(&format!(
+            " [SQLSTATE {code}]; nothing of the chunk was loaded"
+        ));
+        match super::pusher::retryable_state(code) {
+            true => StepError::retryable(message),
+            false => StepError::permanent(message),
+        }
     }
 
     /// `merge`: the chunk into a temporary table, then upserted by the keys.
@@ -1224,6 +1268,22 @@ fn quote_list_prefixed(alias: &str, names: &[impl AsRef<str>]) -> String {
     fields.join(", ")
 }
 
+/// The line (from 1) and, when given, the column of a COPY error's context:
+/// `COPY t, line 3, column amount: "12345"` or `COPY t, line 3: "…"`.
+fn copy_place(context: &str) -> Option<(usize, Option<String>)> {
+    let copy = context.lines().find(|line| line.starts_with("COPY "))?;
+    let after = &copy[copy.find(", line ")? + 7..];
+    let end = after
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(after.len());
+    let line = after[..end].parse().ok()?;
+    let column = after[end..].strip_prefix(", column ").map(|rest| {
+        let name_end = rest.find(": \"").unwrap_or(rest.len());
+        rest[..name_end].to_string()
+    });
+    Some((line, column))
+}
+
 /// Streams COPY text `data` into `into` (quoted) with one `COPY … FROM STDIN`.
 async fn copy(
     client: &Client,
@@ -1279,4 +1339,23 @@ async fn same_content(
         .query_one(&format!("SELECT {}, {}", hash(a), hash(b)), &[])
         .await?;
     Ok(sums.get::<_, Option<String>>(0) == sums.get::<_, Option<String>>(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_contexts_give_line_and_column() {
+        assert_eq!(
+            copy_place("COPY t, line 3, column amount: \"123456789012.5\""),
+            Some((3, Some("amount".into())))
+        );
+        assert_eq!(
+            copy_place("COPY ferry_merge, line 12, column code"),
+            Some((12, Some("code".into())))
+        );
+        assert_eq!(copy_place("COPY t, line 2: \"1\tx\""), Some((2, None)));
+        assert_eq!(copy_place("SQL statement \"SELECT 1\""), None);
+    }
 }

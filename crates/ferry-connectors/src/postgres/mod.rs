@@ -111,17 +111,23 @@
 //!
 //! # Schema changes
 //!
-//! - A missing table is created from the batch's column types ([`ColumnType::postgres`]), with
-//!   `keys` as primary key. A missing schema is created too.
+//! - A missing table is created from the batch's column types ([`ColumnType::postgres`], or
+//!   the type with the modifier the puller declared, `numeric(12,2)`, `varchar(8)`:
+//!   [`Column::postgres`]), with `keys` as primary key. A missing schema is created too.
 //! - A batch column the table lacks is added (`ALTER TABLE … ADD COLUMN`, nullable).
-//! - A batch column whose values the table column cannot hold exactly is refused with
+//! - A batch column whose values the table column cannot hold is refused with
 //!   [`StepError::held`], naming the table, the column, both types and the migration to write.
 //!   The table column *fits* when its type is the batch type's own PostgreSQL type or wider
-//!   without loss: `bigint` or unconstrained `numeric` for integers, unconstrained `numeric`
-//!   for floats, `timestamp`/`timestamptz` for dates, `timestamptz` for timestamps (read in the
-//!   session's time zone), `json` for JSON, and `text` or unlimited `varchar` for anything.
-//!   Everything else (`integer`, `numeric(10,2)`, `varchar(20)`, `timestamp` for an instant,
-//!   user types) is held.
+//!   without loss: `bigint` or `numeric` for integers, `numeric` for floats,
+//!   `timestamp`/`timestamptz` for dates, `timestamptz` for timestamps (read in the session's
+//!   time zone), `json` for JSON, and `text`, `varchar` or `char` for anything. Everything else
+//!   (`integer`, `timestamp` for an instant, user types) is held.
+//! - **A type with a modifier is the same type** (`numeric(12,2)`, `varchar(8)`, `char(2)`,
+//!   `timestamp(3)`, `timestamptz(3)`), as for psql, dlt and pgloader: the load goes ahead.
+//!   A value that does not fit (too long, too many digits) fails its chunk permanently with
+//!   the row within the chunk, the column and the value, read from the line and column
+//!   PostgreSQL's COPY reports; the chunk's savepoint is rolled back, so nothing of it stays.
+//!   Digits beyond the scale are rounded, as PostgreSQL does.
 //! - **Widening is never applied automatically**, though `integer → bigint` or `… → text`
 //!   would lose nothing: changing a column's type rewrites the whole table under an exclusive
 //!   lock, fails on dependent views, and changes what downstream queries see; and a puller
@@ -175,7 +181,10 @@ pub(crate) use connection::Postgres;
 pub use pusher::{PostgresPusher, PostgresPusherFactory};
 
 #[cfg(doc)]
-use ferry_core::{StepError, records::ColumnType};
+use ferry_core::{
+    StepError,
+    records::{Column, ColumnType},
+};
 
 /// The longest identifier PostgreSQL keeps (`NAMEDATALEN - 1` bytes).
 const MAX_IDENTIFIER: usize = 63;

@@ -17,7 +17,6 @@ use super::connection::{ConnectError, Postgres};
 use super::schema::{self, HISTORY_COLUMNS};
 use super::script::{self, Migration, Placeholder, Script, Values};
 use super::{Target, quote_list, quote_literal};
-use crate::sql::connection::Family;
 
 /// How long a connection attempt may take when the URL does not say (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,23 +42,8 @@ impl PusherFactory for PostgresPusherFactory {
         config: PostgresPusherConfig,
         ctx: &BuildContext,
     ) -> Result<Box<dyn Pusher>, BuildError> {
-        let named = ctx.connection("connection", &config.connection)?;
-        if named.kind != Postgres::TYPE {
-            return Err(BuildError::at(
-                "connection",
-                format!(
-                    "connection `{}` is not a PostgreSQL connection; the postgres pusher needs \
-                     a `postgres` connection",
-                    named.name
-                ),
-            ));
-        }
-        let connection = Postgres::open(named, &ctx.project_dir).map_err(|error| {
-            BuildError::at(
-                "connection",
-                format!("connection `{}`: {error}", named.name),
-            )
-        })?;
+        let connection =
+            crate::sql::connection::of_family::<Postgres>(ctx, "connection", &config.connection)?;
         let mut pg: tokio_postgres::Config = connection.url.parse().map_err(|error| {
             BuildError::at(
                 "connection",
@@ -109,32 +93,12 @@ impl PusherFactory for PostgresPusherFactory {
     }
 }
 
-/// The keys, checked against the mode.
+/// The keys, checked as every table pusher's (`table_load::check_keys`), and none of the
+/// columns history keeps itself.
 fn check_keys(config: &PostgresPusherConfig) -> Result<Vec<String>, BuildError> {
-    if config.keys.is_empty() && matches!(config.mode, Mode::Merge | Mode::History) {
-        return Err(BuildError::at(
-            "keys",
-            format!(
-                "mode `{}` needs `keys`: the columns that identify a row, e.g. `keys: [id]`",
-                config.mode.as_str()
-            ),
-        ));
-    }
-    for (index, key) in config.keys.iter().enumerate() {
-        if key.is_empty() {
-            return Err(BuildError {
-                path: vec!["keys".into(), index.to_string()],
-                message: "a key column name is empty".into(),
-                within: None,
-            });
-        }
-        if config.keys[..index].contains(key) {
-            return Err(BuildError {
-                path: vec!["keys".into(), index.to_string()],
-                message: format!("key column `{key}` is listed twice"),
-                within: None,
-            });
-        }
+    let needs_keys = matches!(config.mode, Mode::Merge | Mode::History);
+    let keys = crate::table_load::check_keys(&config.keys, needs_keys, config.mode.as_str())?;
+    for (index, key) in keys.iter().enumerate() {
         if config.mode == Mode::History && HISTORY_COLUMNS.iter().any(|(name, _)| name == key) {
             return Err(BuildError {
                 path: vec!["keys".into(), index.to_string()],
@@ -143,7 +107,7 @@ fn check_keys(config: &PostgresPusherConfig) -> Result<Vec<String>, BuildError> 
             });
         }
     }
-    Ok(config.keys.clone())
+    Ok(keys)
 }
 
 /// Reads the SQL files listed under `key`; an error points at the file's index.

@@ -100,10 +100,15 @@ pub(super) enum DescribeError {
     NotATable(StepError),
 }
 
-/// Whether a table column of type `table_type` holds every value of a batch column of type
-/// `kind` exactly.
+/// Whether a table column of type `table_type` takes the values of a batch column of type
+/// `kind`: its type is the batch type's own PostgreSQL type or wider without loss, with or
+/// without a modifier (`numeric(12,2)`, `varchar(8)`, `char(2)`, `timestamp(3)`). A modifier
+/// limits values rather than changing the type: the load goes ahead, and a value that does not
+/// fit fails its chunk, naming row, column and value (see `load.rs`).
 pub(super) fn fits(kind: ColumnType, table_type: &str) -> bool {
-    if table_type == "text" || table_type == "character varying" {
+    let base = without_modifier(table_type);
+    let table_type = base.as_str();
+    if matches!(table_type, "text" | "character varying" | "character") {
         return true;
     }
     let wider: &[&str] = match kind {
@@ -125,6 +130,17 @@ pub(super) fn fits(kind: ColumnType, table_type: &str) -> bool {
         ColumnType::Uuid => &["uuid"],
     };
     wider.contains(&table_type)
+}
+
+/// A type as `format_type` spells it, without its modifier: `numeric(12,2)` → `numeric`,
+/// `timestamp(3) with time zone` → `timestamp with time zone`.
+fn without_modifier(table_type: &str) -> String {
+    match (table_type.find('('), table_type.find(')')) {
+        (Some(open), Some(close)) if open < close => {
+            format!("{}{}", &table_type[..open], &table_type[close + 1..])
+        }
+        _ => table_type.to_string(),
+    }
 }
 
 /// What a table needs before a batch can go into it.
@@ -240,7 +256,7 @@ pub(super) fn add_columns(quoted: &str, columns: &[Column]) -> Option<String> {
     }
     let adds: Vec<String> = columns
         .iter()
-        .map(|c| format!("ADD COLUMN {} {}", quote_ident(&c.name), c.kind.postgres()))
+        .map(|c| format!("ADD COLUMN {} {}", quote_ident(&c.name), c.postgres()))
         .collect();
     Some(format!("ALTER TABLE {quoted} {}", adds.join(", ")))
 }
@@ -251,10 +267,9 @@ pub(super) fn staging_columns(table: Option<&Table>, batch: &[Column]) -> Vec<(S
     batch
         .iter()
         .map(|column| {
-            let type_name = table.and_then(|t| t.column(&column.name)).map_or_else(
-                || column.kind.postgres().to_string(),
-                |c| c.type_name.clone(),
-            );
+            let type_name = table
+                .and_then(|t| t.column(&column.name))
+                .map_or_else(|| column.postgres(), |c| c.type_name.clone());
             (column.name.clone(), type_name)
         })
         .collect()
@@ -288,7 +303,18 @@ mod tests {
         assert!(!fits(ColumnType::Integer, "integer"));
         assert!(!fits(ColumnType::Numeric, "bigint"));
         assert!(!fits(ColumnType::Text, "integer"));
-        assert!(!fits(ColumnType::Text, "character varying(20)"));
+        // The same type with a modifier: values are checked as they load.
+        assert!(fits(ColumnType::Text, "character varying(20)"));
+        assert!(fits(ColumnType::Text, "character(2)"));
+        assert!(fits(ColumnType::Numeric, "numeric(12,2)"));
+        assert!(fits(ColumnType::Integer, "numeric(12,2)"));
+        assert!(fits(
+            ColumnType::Timestamp,
+            "timestamp(3) without time zone"
+        ));
+        assert!(fits(ColumnType::Timestamptz, "timestamp(3) with time zone"));
+        assert!(!fits(ColumnType::Numeric, "numeric(12,2)[]"));
+        assert!(!fits(ColumnType::Integer, "character varying(20)[]"));
         assert!(!fits(
             ColumnType::Timestamptz,
             "timestamp without time zone"

@@ -444,8 +444,10 @@ async fn append_reports_each_passenger_in_order_and_a_bad_value_with_its_line() 
     assert!(results[0].is_ok() && results[3].is_ok(), "{results:?}");
     let error = results[1].clone().unwrap_err();
     assert!(!error.retryable, "{error:?}");
-    assert!(error.message.contains("line 2"), "{error}");
-    assert!(error.message.contains("three"), "{error}");
+    assert!(
+        error.message.contains("row 2, column `id`, value `three`"),
+        "{error}"
+    );
     let error = results[2].clone().unwrap_err();
     assert!(
         !error.retryable && error.message.contains("not a record batch"),
@@ -615,7 +617,8 @@ async fn changes_that_would_lose_data_are_held_and_lossless_types_accepted() {
     );
     assert_eq!(test.value(&id_type).await, s("integer"));
 
-    // Text into varchar(3): held too.
+    // Text into varchar(3) is the same type with a modifier: it loads, and a value too long
+    // fails the chunk (permanently), naming row, column and value.
     test.exec(&format!(
         "ALTER TABLE {table} ALTER COLUMN id TYPE bigint, ALTER COLUMN note DROP NOT NULL"
     ))
@@ -625,11 +628,11 @@ async fn changes_that_would_lose_data_are_held_and_lossless_types_accepted() {
         &[&[s_ref("1"), s_ref("ABCD")]],
     );
     let error = push_err(pusher.as_ref(), &passenger(coded)).await;
-    assert!(error.held, "{error:?}");
+    assert!(!error.held && !error.retryable, "{error:?}");
     assert!(
         error
             .message
-            .contains("`character varying(3)` in the table"),
+            .contains("row 1, column `code`, value `ABCD`: value too long"),
         "{error}"
     );
 
@@ -1584,7 +1587,7 @@ impl crate::conformance::PusherUnderTest for Warehouse {
             &[&[Some("abc"), Some("Bob")]],
         );
         let load = uuid::Uuid::now_v7().to_string();
-        Some((chunk(body, &load, 1, true), "line 1, column id".into()))
+        Some((chunk(body, &load, 1, true), "row 1, column `id`, value `abc`".into()))
     }
 
     async fn delivered(&self) -> Vec<String> {
@@ -1623,4 +1626,135 @@ async fn the_postgres_pusher_conforms() {
     };
     crate::conformance::pusher_conforms(&mut warehouse).await;
     warehouse.test.finish().await;
+}
+
+// ---- type modifiers (issue 13, part 5) -------------------------------------------------------
+
+/// `id, amount, code, at` rows (integer, numeric, text, timestamptz).
+fn priced(rows: &[[&str; 4]]) -> Body {
+    let rows: Vec<Vec<Option<&str>>> = rows
+        .iter()
+        .map(|row| row.iter().map(|v| Some(*v)).collect())
+        .collect();
+    let rows: Vec<&[Option<&str>]> = rows.iter().map(Vec::as_slice).collect();
+    batch(
+        &[
+            ("id", ColumnType::Integer),
+            ("amount", ColumnType::Numeric),
+            ("code", ColumnType::Text),
+            ("at", ColumnType::Timestamptz),
+        ],
+        &rows,
+    )
+}
+
+#[tokio::test]
+async fn columns_with_modifiers_load_and_a_value_that_does_not_fit_fails_its_chunk() {
+    let test = Test::start("modifiers").await;
+    let table = test.table("prices");
+    test.exec(&format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, amount numeric(12,2), code varchar(8), \
+         at timestamptz(3), flag char(1) DEFAULT 'x')"
+    ))
+    .await;
+    for mode in ["append", "merge"] {
+        test.exec(&format!("TRUNCATE {table}")).await;
+        let pusher = test.pusher(json!({ "table": table, "mode": mode, "keys": ["id"] }));
+        let good = priced(&[
+            ["1", "12.50", "ABCDEFGH", "2024-05-31 12:00:00.123456+00"],
+            ["2", "9999999999.99", "x", "2024-05-31 12:00:00+02"],
+            ["3", "0.125", "", "2024-05-31 12:00:00+00"],
+        ]);
+        push_ok(pusher.as_ref(), &[&passenger(good)]).await;
+        let rows = test
+            .rows(&format!(
+                "SELECT id, amount, code, at AT TIME ZONE 'UTC' FROM {table} ORDER BY id"
+            ))
+            .await;
+        assert_eq!(
+            rows,
+            [
+                [
+                    s("1"),
+                    s("12.50"),
+                    s("ABCDEFGH"),
+                    s("2024-05-31 12:00:00.123")
+                ],
+                [s("2"), s("9999999999.99"), s("x"), s("2024-05-31 10:00:00")],
+                // Digits beyond the scale are rounded, as PostgreSQL does.
+                [s("3"), s("0.13"), s(""), s("2024-05-31 12:00:00")],
+            ],
+            "{mode}"
+        );
+        for (bad, column, value, why) in [
+            (
+                ["5", "12345678901.5", "ok", "2024-01-01 00:00:00+00"],
+                "amount",
+                "12345678901.5",
+                "numeric field overflow",
+            ),
+            (
+                ["5", "1", "ABCDEFGHI", "2024-01-01 00:00:00+00"],
+                "code",
+                "ABCDEFGHI",
+                "value too long for type character varying(8)",
+            ),
+        ] {
+            let chunk = priced(&[["4", "1", "fine", "2024-01-01 00:00:00+00"], bad]);
+            let error = push_err(pusher.as_ref(), &passenger(chunk)).await;
+            assert!(!error.retryable, "{mode}: {error:?}");
+            let place = format!("row 2, column `{column}`, value `{value}`: {why}");
+            assert!(error.message.contains(&place), "{mode}: {error}");
+            assert!(
+                error.message.contains("nothing of the chunk was loaded"),
+                "{error}"
+            );
+            // Row 1 of the failed chunk did not stay.
+            let count = format!("SELECT count(*) FROM {table}");
+            assert_eq!(test.value(&count).await, s("3"), "{mode}");
+        }
+    }
+    test.finish().await;
+}
+
+#[tokio::test]
+async fn a_created_table_takes_the_declared_modifiers() {
+    use ferry_core::records::Modifier;
+    let test = Test::start("declared").await;
+    let table = test.table("declared");
+    let columns = vec![
+        Column::new("id", ColumnType::Integer),
+        Column::new("amount", ColumnType::Numeric).with_modifier(Some(Modifier::Numeric {
+            precision: 12,
+            scale: 2,
+        })),
+        Column::new("code", ColumnType::Text).with_modifier(Some(Modifier::Varchar { length: 8 })),
+        Column::new("at", ColumnType::Timestamp)
+            .with_modifier(Some(Modifier::Seconds { precision: 0 })),
+    ];
+    let mut writer = BatchWriter::new(columns);
+    for value in ["1", "1.5", "AB", "2024-05-31 12:00:00.7"] {
+        writer.text(value);
+    }
+    writer.end_row();
+    let pusher = test.pusher(json!({ "table": table, "mode": "append" }));
+    push_ok(pusher.as_ref(), &[&passenger(writer.finish())]).await;
+    let types = test
+        .rows(&format!(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+             WHERE attrelid = '{table}'::regclass AND attnum > 0 ORDER BY attnum"
+        ))
+        .await;
+    assert_eq!(
+        types,
+        [
+            [s("bigint")],
+            [s("numeric(12,2)")],
+            [s("character varying(8)")],
+            [s("timestamp(0) without time zone")],
+        ]
+    );
+    let row = test.rows(&format!("SELECT amount, at FROM {table}")).await;
+    assert_eq!(row, [[s("1.50"), s("2024-05-31 12:00:01")]]);
+    test.finish().await;
 }

@@ -125,6 +125,28 @@ pub(crate) fn connection(
     opened.map_err(|error| BuildError::at(key, format!("connection `{name}`: {error}")))
 }
 
+/// The connection `name` that a table pusher's `key` names, which must be of the family `D`:
+/// the pusher loads one kind of database.
+pub(crate) fn of_family<D: Family>(
+    ctx: &BuildContext,
+    key: &str,
+    name: &str,
+) -> Result<SqlConnection, BuildError> {
+    let named = ctx.connection(key, name)?;
+    if named.kind != D::TYPE {
+        return Err(BuildError::at(
+            key,
+            format!(
+                "connection `{name}` is a `{}` connection; this pusher loads `{}` connections",
+                named.kind,
+                D::TYPE
+            ),
+        ));
+    }
+    D::open(named, &ctx.project_dir)
+        .map_err(|error| BuildError::at(key, format!("connection `{name}`: {error}")))
+}
+
 /// How a connection to a database server is secured (`tls:` of a connection), as libpq's
 /// `sslmode` names it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]

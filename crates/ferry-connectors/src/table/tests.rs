@@ -1175,3 +1175,41 @@ async fn the_table_puller_conforms() {
     );
     crate::conformance::puller_conforms(&mut inbox).await;
 }
+
+// ---- Declared type modifiers -----------------------------------------------------------------
+
+#[tokio::test]
+async fn declared_modifiers_travel_in_the_batch_header() {
+    let csv = "id,amount,code\n1,12.50,AB\n";
+    let columns = json!([
+        { "name": "id", "type": "integer" },
+        { "name": "amount", "type": "numeric(12,2)" },
+        { "name": "code", "type": "varchar(8)" },
+    ]);
+    let (_project, _inbox, mut puller) =
+        setup(&[("a.csv", csv.as_bytes())], json!({ "columns": columns }));
+    let chunk = only_chunk(&mut puller).await;
+    let batch = records::read(&chunk.body).unwrap();
+    let declared: Vec<String> = batch.columns.iter().map(|c| c.postgres()).collect();
+    assert_eq!(declared, ["bigint", "numeric(12,2)", "varchar(8)"]);
+    assert_eq!(records::rows(&batch.data)[0][1].as_deref(), Some("12.50"));
+}
+
+#[test]
+fn a_bad_modifier_names_the_key() {
+    let project = tempfile::tempdir().unwrap();
+    fs::create_dir(project.path().join("in")).unwrap();
+    for (kind, expected) in [
+        ("numeric(2,5)", "larger than its precision"),
+        ("varchar(0)", "between 1 and"),
+    ] {
+        let config = json!({
+            "path": "in",
+            "after_seat": "delete",
+            "columns": [{ "name": "id" }, { "name": "amount", "type": kind }],
+        });
+        let error = build(project.path(), config).err().unwrap();
+        assert_eq!(error.path, ["columns", "1", "type"], "{error}");
+        assert!(error.message.contains(expected), "{error}");
+    }
+}
