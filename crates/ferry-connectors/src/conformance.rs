@@ -276,6 +276,50 @@ pub async fn check_conforms(registry: &Registry, good: &Connection, unreachable:
     assert!(!error.contains(SECRET), "never the secret: {error}");
 }
 
+/// For table pushers: `count` chunks of one `(id integer, name text)` row each, ids from 1,
+/// each chunk a load of its own.
+pub fn table_chunks(count: usize) -> Vec<Passenger> {
+    (1..=count).map(|id| table_chunk(&id.to_string())).collect()
+}
+
+/// For table pushers: a chunk whose integer `id` is `abc`, and the position its failure names.
+pub fn malformed_chunk() -> (Passenger, String) {
+    (table_chunk("abc"), "row 1, column `id`, value `abc`".into())
+}
+
+/// For table pushers: the ids of the rows of `passengers`, as [`PusherUnderTest::delivered`]
+/// reads them back.
+pub fn ids(passengers: &[Passenger]) -> Vec<String> {
+    passengers
+        .iter()
+        .flat_map(|passenger| {
+            let batch = records::read(&passenger.body).expect("a record batch");
+            records::rows(&batch.data)
+        })
+        .map(|row| row[0].clone().expect("an id"))
+        .collect()
+}
+
+fn table_chunk(id: &str) -> Passenger {
+    use records::{BatchWriter, Column, ColumnType};
+    let mut batch = BatchWriter::new(vec![
+        Column::new("id", ColumnType::Integer),
+        Column::new("name", ColumnType::Text),
+    ]);
+    batch.text(id);
+    batch.text("Ann");
+    batch.end_row();
+    let load = uuid::Uuid::now_v7().to_string();
+    let mut passenger = Passenger::pulled("test", format!("{load}:1")).with_body(batch.finish());
+    records::Chunk {
+        load,
+        number: 1,
+        last: true,
+    }
+    .mark(&mut passenger);
+    passenger
+}
+
 fn unreachable_error(error: &StepError, system: &str) {
     assert!(
         error.retryable,

@@ -641,3 +641,57 @@ async fn copy_escapes_mysql_lacks_arrive_as_their_characters() {
     assert_eq!(rows, [[s("a\u{c}b\u{b}cA\\f")]]);
     test.finish().await;
 }
+
+// ---- conformance ------------------------------------------------------------------------------
+
+/// The `mysql` pusher appending one-row chunks to `people` in the test's database.
+struct Shop {
+    test: Test,
+}
+
+impl Shop {
+    fn config(&self) -> Value {
+        json!({ "connection": "shop", "table": self.test.table("people"), "mode": "append" })
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl crate::conformance::PusherUnderTest for Shop {
+    fn pusher(&self) -> Box<dyn Pusher> {
+        self.test.pusher(self.config())
+    }
+
+    fn passengers(&self, count: usize) -> Vec<Passenger> {
+        crate::conformance::table_chunks(count)
+    }
+
+    fn malformed(&self) -> Option<(Passenger, String)> {
+        Some(crate::conformance::malformed_chunk())
+    }
+
+    async fn delivered(&self) -> Vec<String> {
+        let mut conn = mysql_async::Conn::from_url(url()).await.unwrap();
+        let query = format!("SELECT CAST(id AS CHAR) FROM {}", self.test.table("people"));
+        // The table is created by the first push.
+        conn.query(query).await.unwrap_or_default()
+    }
+
+    fn expected(&self, passengers: &[Passenger]) -> Vec<String> {
+        crate::conformance::ids(passengers)
+    }
+
+    fn unreachable(&self) -> Option<(Box<dyn Pusher>, String)> {
+        let secret = crate::conformance::SECRET;
+        let refused = format!("mysql://root:{secret}@127.0.0.1:1/test");
+        Some((build_at(&refused, self.config()).unwrap(), "`shop`".into()))
+    }
+}
+
+#[tokio::test]
+async fn the_mysql_pusher_conforms() {
+    let mut shop = Shop {
+        test: Test::start("conformance").await,
+    };
+    crate::conformance::pusher_conforms(&mut shop).await;
+    shop.test.finish().await;
+}

@@ -1573,21 +1573,11 @@ impl crate::conformance::PusherUnderTest for Warehouse {
     }
 
     fn passengers(&self, count: usize) -> Vec<Passenger> {
-        (1..=count as i64)
-            .map(|id| {
-                let load = uuid::Uuid::now_v7().to_string();
-                chunk(people(&[(id, "Ann")]), &load, 1, true)
-            })
-            .collect()
+        crate::conformance::table_chunks(count)
     }
 
     fn malformed(&self) -> Option<(Passenger, String)> {
-        let body = batch(
-            &[("id", ColumnType::Integer), ("name", ColumnType::Text)],
-            &[&[Some("abc"), Some("Bob")]],
-        );
-        let load = uuid::Uuid::now_v7().to_string();
-        Some((chunk(body, &load, 1, true), "row 1, column `id`, value `abc`".into()))
+        Some(crate::conformance::malformed_chunk())
     }
 
     async fn delivered(&self) -> Vec<String> {
@@ -1599,14 +1589,7 @@ impl crate::conformance::PusherUnderTest for Warehouse {
     }
 
     fn expected(&self, passengers: &[Passenger]) -> Vec<String> {
-        passengers
-            .iter()
-            .flat_map(|passenger| {
-                let batch = ferry_core::records::read(&passenger.body).unwrap();
-                ferry_core::records::rows(&batch.data)
-            })
-            .map(|row| row[0].clone().unwrap())
-            .collect()
+        crate::conformance::ids(passengers)
     }
 
     fn unreachable(&self) -> Option<(Box<dyn Pusher>, String)> {

@@ -448,3 +448,53 @@ async fn an_older_load_of_a_series_is_superseded() {
     push_ok(pusher.as_ref(), &[&older]).await;
     assert_eq!(test.rows("SELECT name FROM people"), [[s("new")]]);
 }
+
+// ---- conformance ------------------------------------------------------------------------------
+
+/// The `sqlite` pusher appending one-row chunks to `people` in the test's database file.
+struct Local {
+    test: Test,
+}
+
+#[async_trait::async_trait(?Send)]
+impl crate::conformance::PusherUnderTest for Local {
+    fn pusher(&self) -> Box<dyn Pusher> {
+        self.test
+            .pusher(json!({ "table": "people", "mode": "append" }))
+    }
+
+    fn passengers(&self, count: usize) -> Vec<Passenger> {
+        crate::conformance::table_chunks(count)
+    }
+
+    fn malformed(&self) -> Option<(Passenger, String)> {
+        Some(crate::conformance::malformed_chunk())
+    }
+
+    async fn delivered(&self) -> Vec<String> {
+        if !self.test.path().exists() {
+            return Vec::new();
+        }
+        let rows = self.test.rows("SELECT id FROM people");
+        rows.into_iter()
+            .map(|row| row[0].clone().unwrap())
+            .collect()
+    }
+
+    fn expected(&self, passengers: &[Passenger]) -> Vec<String> {
+        crate::conformance::ids(passengers)
+    }
+
+    fn unreachable(&self) -> Option<(Box<dyn Pusher>, String)> {
+        // A file in a directory that is not there (yet): a mount missing, say.
+        let missing = self.test.dir.path().join("no/such/dir/x.db");
+        let config = json!({ "table": "people", "mode": "append" });
+        Some((build_at(&missing, config).unwrap(), "`local`".into()))
+    }
+}
+
+#[tokio::test]
+async fn the_sqlite_pusher_conforms() {
+    let mut local = Local { test: Test::new() };
+    crate::conformance::pusher_conforms(&mut local).await;
+}
