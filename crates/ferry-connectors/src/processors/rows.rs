@@ -353,6 +353,7 @@ fn write_rows(
         .iter()
         .map(|column| KeyString::from(column.name.as_str()))
         .collect();
+    let kinds: Vec<ColumnType> = columns.iter().map(|column| column.kind).collect();
     let mut writer = BatchWriter::new(columns);
     for (index, object) in out.iter().enumerate() {
         let row = index + 1;
@@ -362,12 +363,10 @@ fn write_rows(
                 format!("the row has the field `{extra}`, which `columns` does not declare"),
             ));
         }
-        for (position, key) in keys.iter().enumerate() {
-            let column = &writer.columns()[position];
-            let (name, kind) = (column.name.clone(), column.kind);
+        for (key, &kind) in keys.iter().zip(&kinds) {
             let value = object.get(key).unwrap_or(&Value::Null);
             write_value(&mut writer, kind, value, declared).map_err(|message| {
-                rows.error(row, format!("column `{name}` ({kind}): {message}"))
+                rows.error(row, format!("column `{key}` ({kind}): {message}"))
             })?;
         }
         writer.end_row();
