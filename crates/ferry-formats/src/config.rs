@@ -332,11 +332,11 @@ mod tests {
         assert!(
             error.contains(
                 "unknown codec type `yaml`; valid types are: json, ndjson, csv, xml, avro, \
-                 protobuf, msgpack"
+                 protobuf, msgpack, parquet, xlsx"
             ),
             "{error}"
         );
-        let error = parse(json!({ "type": "parquet" })).unwrap_err();
+        let error = parse(json!({ "type": "orc" })).unwrap_err();
         assert!(error.contains("valid types are"), "{error}");
         let error = parse(json!({ "type": "csv", "separator": ";" })).unwrap_err();
         assert!(error.contains("unknown field `separator`"), "{error}");

@@ -107,19 +107,7 @@ pub struct Encode {
 
 impl Processor for Encode {
     fn process(&self, mut passenger: Passenger) -> Result<Outcome, StepError> {
-        let encoded = if passenger.body.media_type == records::MEDIA_TYPE {
-            let batch = records::read(&passenger.body).map_err(StepError::permanent)?;
-            self.codec
-                .encode_records(&batch.columns, &batch.data)
-                .map_err(|error| {
-                    StepError::permanent(format!("cannot encode the record batch: {error}"))
-                })?
-        } else {
-            let value = json_body(&passenger.body)?;
-            self.codec
-                .encode(&value)
-                .map_err(|error| StepError::permanent(format!("cannot encode the body: {error}")))?
-        };
+        let encoded = encode_body(&self.codec, &passenger.body)?;
         let media_type = self.codec.media_type().to_string();
         let Some(template) = &self.name else {
             passenger.body = Body {
@@ -152,9 +140,26 @@ impl Processor for Encode {
     }
 }
 
+/// Encodes a JSON body or a record batch (with its column types) with `codec`: for `encode`
+/// and the `file` pusher's `codec`.
+pub(crate) fn encode_body(codec: &Codec, body: &Body) -> Result<Vec<u8>, StepError> {
+    if body.media_type == records::MEDIA_TYPE {
+        let batch = records::read(body).map_err(StepError::permanent)?;
+        return codec
+            .encode_records(&batch.columns, &batch.data)
+            .map_err(|error| {
+                StepError::permanent(format!("cannot encode the record batch: {error}"))
+            });
+    }
+    let value = json_body(body)?;
+    codec
+        .encode(&value)
+        .map_err(|error| StepError::permanent(format!("cannot encode the body: {error}")))
+}
+
 /// The body as JSON, or why it is not: `encode` works on JSON bodies (pulled as JSON or made
 /// by `decode`).
-pub(crate) fn json_body(body: &Body) -> Result<Value, StepError> {
+fn json_body(body: &Body) -> Result<Value, StepError> {
     if !body.media_type.contains("json") {
         return Err(StepError::permanent(format!(
             "the body is `{}`, not JSON: encoding needs a JSON body (use `decode` first)",

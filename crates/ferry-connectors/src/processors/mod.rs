@@ -16,7 +16,7 @@ mod validate;
 pub(crate) use decode::build_codec;
 pub use decode::{DecodeConfig, DecodeFactory, DecodeSource};
 pub use dedupe::{DedupeConfig, DedupeFactory};
-pub(crate) use encode::json_body;
+pub(crate) use encode::encode_body;
 pub use encode::{EncodeConfig, EncodeFactory, EncodeTarget};
 pub use filter::{Condition, FilterConfig, FilterFactory};
 pub use remap::{RemapConfig, RemapFactory};
