@@ -554,7 +554,7 @@ mod tests {
             ]
         );
         assert_eq!(rows[1][0], text("BOB\tTAB"));
-        assert_eq!(rows[1][2], text("2024-01-01 00:00:00.500+00"));
+        assert_eq!(rows[1][2], text("2024-01-01 00:00:00.5+00"));
         assert_eq!(rows[1][8], text("1"));
         assert_eq!(rows[2][0], text(""));
         assert_eq!(rows[2][1], None);
