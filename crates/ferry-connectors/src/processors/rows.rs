@@ -177,6 +177,8 @@ pub(crate) fn remap(
     }
     let columns = match declared {
         Some(declared) => declared.to_vec(),
+        // No row to learn from: an empty chunk keeps its columns.
+        None if out.is_empty() => rows.columns.clone(),
         None => output_columns(&rows.columns, &out),
     };
     passenger.body = write_rows(&rows, columns, &out, declared.is_some())?;
@@ -681,6 +683,19 @@ mod tests {
                 .message
                 .contains("applies to record batches")
         );
+    }
+
+    #[test]
+    fn an_empty_chunk_keeps_its_columns() {
+        let filter = processor("filter", json!({ "condition": "false" }));
+        let empty = continued(filter.process(chunk(true)).unwrap());
+        let remap = processor("remap", json!({ "source": ".x = 1" }));
+        let out = continued(remap.process(empty).unwrap());
+        let (columns, rows) = table(&out);
+        assert_eq!(columns.len(), 7);
+        assert_eq!(columns[0], "id:integer");
+        assert!(rows.is_empty());
+        assert_eq!(out.metadata[records::ROWS], "0");
     }
 
     #[test]
