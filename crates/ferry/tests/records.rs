@@ -108,7 +108,7 @@ fn a_mariadb_table_remapped_row_by_row_becomes_parquet_files_with_its_types() {
     ));
     let pipeline = format!(
         r#"
-schedule: every 1s
+schedule: every 1h   # runs once, at start
 pullers:
   - type: sql
     connection: erp
