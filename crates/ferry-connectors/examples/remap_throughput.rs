@@ -33,6 +33,7 @@ fn main() {
             RemapConfig {
                 source: Some(PROGRAM.into()),
                 file: None,
+                columns: None,
             },
             &BuildContext::default(),
         )

@@ -92,7 +92,7 @@ struct Journey {
     skipped: Vec<u32>,
 }
 
-async fn process_batch(shared: &Shared, pipeline: &Active, leased: Vec<Leased>) {
+async fn process_batch(shared: &Arc<Shared>, pipeline: &Arc<Active>, leased: Vec<Leased>) {
     {
         let mut in_flight = shared.in_flight.lock().expect("in-flight lock");
         for l in &leased {
@@ -100,7 +100,7 @@ async fn process_batch(shared: &Shared, pipeline: &Active, leased: Vec<Leased>) 
         }
     }
     let now = chrono::Utc::now();
-    let mut journeys: Vec<Journey> = leased
+    let journeys: Vec<Journey> = leased
         .into_iter()
         .map(|leased| Journey {
             leased,
@@ -111,9 +111,10 @@ async fn process_batch(shared: &Shared, pipeline: &Active, leased: Vec<Leased>) 
             skipped: Vec::new(),
         })
         .collect();
-    for journey in &mut journeys {
-        run_processors(shared, pipeline, journey, now);
-    }
+    let Some(mut journeys) = run_all_processors(shared, pipeline, journeys, now).await else {
+        // The leases stay in `in_flight` and come back when they expire.
+        return;
+    };
     for (name, pusher) in &pipeline.pushers {
         // The passengers whose step for this pusher is due now.
         let mut due = Vec::new();
@@ -232,6 +233,54 @@ async fn record_results(shared: &Shared, pipeline: &Active, reports: &[Finished]
         return false;
     }
     true
+}
+
+/// Bodies and attachments from this many bytes together make a batch's processing long.
+const LONG_WORK_BYTES: usize = 256 * 1024;
+
+/// Whether running processors over this passenger may take long (VRL over the rows of a record
+/// batch, decoding a large Avro or Parquet file): then they run off the async runtime.
+fn is_long_work(passenger: &Passenger) -> bool {
+    let bytes = passenger.body.data.len()
+        + passenger
+            .attachments
+            .iter()
+            .map(|attachment| attachment.content.len())
+            .sum::<usize>();
+    passenger.body.media_type == ferry_core::records::MEDIA_TYPE || bytes >= LONG_WORK_BYTES
+}
+
+/// Runs the processors of every journey. When one of them carries long work, the whole batch
+/// runs on tokio's blocking pool (`spawn_blocking`), so that a busy pipeline never holds a
+/// runtime thread that other pipelines' pulls and pushes need. `None` when that task did not
+/// come back (it panicked outside a processor, or the runtime is shutting down).
+async fn run_all_processors(
+    shared: &Arc<Shared>,
+    pipeline: &Arc<Active>,
+    mut journeys: Vec<Journey>,
+    now: Timestamp,
+) -> Option<Vec<Journey>> {
+    if !journeys.iter().any(|j| is_long_work(&j.leased.passenger)) {
+        for journey in &mut journeys {
+            run_processors(shared, pipeline, journey, now);
+        }
+        return Some(journeys);
+    }
+    let (shared, pipeline) = (Arc::clone(shared), Arc::clone(pipeline));
+    let key = pipeline.key.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        for journey in &mut journeys {
+            run_processors(&shared, &pipeline, journey, now);
+        }
+        journeys
+    });
+    match task.await {
+        Ok(journeys) => Some(journeys),
+        Err(error) => {
+            tracing::error!(pipeline = %key, %error, "processors stopped outside a processor; the batch goes again when its leases expire");
+            None
+        }
+    }
 }
 
 /// Runs the passenger's open processors in order; stops at the first failure or filter.

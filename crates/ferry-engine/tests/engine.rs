@@ -193,6 +193,7 @@ fn registry() -> Arc<Registry> {
     registry.pushers.push(Box::new(HangingFactory));
     registry.processors.push(Box::new(SplitInThreeFactory));
     registry.processors.push(Box::new(RouteByParityFactory));
+    registry.processors.push(Box::new(SlowFactory));
     Arc::new(registry)
 }
 
@@ -760,6 +761,73 @@ async fn schedules_wait_for_the_time_window_but_a_person_does_not() {
     eventually("the run asked for", Duration::from_secs(10), async || {
         finished_runs(store.as_ref(), &key).await.len() == 1
     })
+    .await;
+    engine.shutdown();
+    engine.wait().await;
+}
+
+/// Set when [`Slow`] first runs.
+static SLOW_STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// How many passengers [`Slow`] finished.
+static SLOW_DONE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A processor that works (sleeps, holding its thread) for 1.5 s per passenger, like VRL over
+/// a large record batch.
+struct Slow;
+
+impl Processor for Slow {
+    fn process(&self, passenger: Passenger) -> Result<Outcome, StepError> {
+        SLOW_STARTED.store(true, std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(1500));
+        SLOW_DONE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Outcome::Continue(passenger))
+    }
+}
+
+struct SlowFactory;
+
+impl ProcessorFactory for SlowFactory {
+    const TYPE: &'static str = "slow";
+    type Config = Empty;
+
+    fn build(&self, _: Empty, _: &BuildContext) -> Result<Box<dyn Processor>, BuildError> {
+        Ok(Box::new(Slow))
+    }
+}
+
+/// On a runtime of one thread (`tokio::test`'s), a processor run there would stop every other
+/// task until it ends; large passengers are processed on the blocking pool, so another
+/// pipeline pulls and pushes while the slow one still works on its batch (two passengers,
+/// 3 s, one worker; the other worker is free).
+#[tokio::test]
+async fn a_long_processor_run_never_stalls_other_pipelines() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let slow = "schedule: continuous\npullers:\n  - type: generate\n    count: 2\n    size: 300000\nprocessors:\n  - type: slow\npushers:\n  - { type: file, path: even }\nbatch_size: 2\n";
+    let quick = "schedule: manual\npullers:\n  - type: generate\n    per_pull: 5\npushers:\n  - { type: file, path: out }\n";
+    let (engine, store) = start(dir.path(), &[("slow", slow), ("quick", quick)]).await;
+    eventually(
+        "the slow processor starts",
+        Duration::from_secs(10),
+        async || SLOW_STARTED.load(Ordering::SeqCst),
+    )
+    .await;
+    engine.run_now(&PipelineKey::new("acme", "quick")).unwrap();
+    eventually(
+        "the quick pipeline delivers",
+        Duration::from_secs(20),
+        async || count(store.as_ref(), "quick", PassengerState::Complete).await == 5,
+    )
+    .await;
+    assert!(
+        SLOW_DONE.load(Ordering::SeqCst) < 2,
+        "the quick pipeline was delivered only after the slow batch was processed"
+    );
+    eventually(
+        "the slow pipeline delivers too",
+        Duration::from_secs(20),
+        async || count(store.as_ref(), "slow", PassengerState::Complete).await == 2,
+    )
     .await;
     engine.shutdown();
     engine.wait().await;

@@ -15,7 +15,8 @@ use serde::de::{self, Deserializer, MapAccess};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CodecOptions {
-    /// The format: `json`, `ndjson`, `csv`, `xml`, `avro`, `protobuf` or `msgpack`.
+    /// The format: `json`, `ndjson`, `csv`, `xml`, `avro`, `protobuf`, `msgpack`, `parquet` or
+    /// `xlsx`.
     #[serde(rename = "type")]
     pub format: FormatName,
     /// Compression around the format: `gzip` or `zstd`. Default: none.
@@ -134,12 +135,16 @@ pub enum FormatName {
     Avro,
     Protobuf,
     Msgpack,
+    /// Columnar files; record batches are written natively, any file read to JSON rows.
+    Parquet,
+    /// Excel workbooks (the first sheet).
+    Xlsx,
 }
 
 impl FormatName {
     /// Every format's name, as written in definitions.
-    pub const NAMES: [&'static str; 7] = [
-        "json", "ndjson", "csv", "xml", "avro", "protobuf", "msgpack",
+    pub const NAMES: [&'static str; 9] = [
+        "json", "ndjson", "csv", "xml", "avro", "protobuf", "msgpack", "parquet", "xlsx",
     ];
 
     /// The name as written in definitions.
@@ -152,6 +157,8 @@ impl FormatName {
             FormatName::Avro => "avro",
             FormatName::Protobuf => "protobuf",
             FormatName::Msgpack => "msgpack",
+            FormatName::Parquet => "parquet",
+            FormatName::Xlsx => "xlsx",
         }
     }
 }
@@ -174,6 +181,8 @@ impl FromStr for FormatName {
             "avro" => FormatName::Avro,
             "protobuf" => FormatName::Protobuf,
             "msgpack" => FormatName::Msgpack,
+            "parquet" => FormatName::Parquet,
+            "xlsx" => FormatName::Xlsx,
             _ => {
                 return Err(format!(
                     "unknown codec type `{name}`; valid types are: {}",
@@ -323,11 +332,11 @@ mod tests {
         assert!(
             error.contains(
                 "unknown codec type `yaml`; valid types are: json, ndjson, csv, xml, avro, \
-                 protobuf, msgpack"
+                 protobuf, msgpack, parquet, xlsx"
             ),
             "{error}"
         );
-        let error = parse(json!({ "type": "parquet" })).unwrap_err();
+        let error = parse(json!({ "type": "orc" })).unwrap_err();
         assert!(error.contains("valid types are"), "{error}");
         let error = parse(json!({ "type": "csv", "separator": ";" })).unwrap_err();
         assert!(error.contains("unknown field `separator`"), "{error}");

@@ -145,6 +145,47 @@ impl CsvFormat {
     }
 }
 
+impl CsvFormat {
+    /// A record batch's typed rows, in column order (or the order of `columns`, which must name
+    /// columns of the batch), each value as its text (NULL empty, booleans `true`/`false`).
+    pub(crate) fn encode_records(
+        &self,
+        columns: &[ferry_core::records::Column],
+        rows: &[Vec<crate::records::Cell<'_>>],
+    ) -> Result<Vec<u8>, FormatError> {
+        let order: Vec<usize> = match &self.columns {
+            None => (0..columns.len()).collect(),
+            Some(names) => names
+                .iter()
+                .map(|name| {
+                    columns.iter().position(|c| &c.name == name).ok_or_else(|| {
+                        FormatError::new(
+                            CSV,
+                            format!("`columns` names `{name}`, which the record batch lacks"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let mut writer = csv::WriterBuilder::new()
+            .delimiter(self.delimiter)
+            .quote(self.quote)
+            .from_writer(Vec::with_capacity(rows.len() * columns.len() * 8 + 64));
+        let write_error = |error: csv::Error| FormatError::new(CSV, error.to_string());
+        if self.header {
+            writer
+                .write_record(order.iter().map(|&at| columns[at].name.as_str()))
+                .map_err(write_error)?;
+        }
+        for cells in rows {
+            writer
+                .write_record(order.iter().map(|&at| cells[at].csv_text().into_owned()))
+                .map_err(write_error)?;
+        }
+        writer_bytes(writer)
+    }
+}
+
 /// The keys of all rows, in the order they are first seen.
 fn union_of_keys(rows: &[Value]) -> Result<Vec<String>, FormatError> {
     let mut seen = HashSet::new();

@@ -93,6 +93,34 @@ pub(crate) fn encode_ndjson(value: &Value) -> Result<Vec<u8>, FormatError> {
     Ok(out)
 }
 
+/// A record batch's typed rows as a JSON array of objects, or NDJSON (one object a line), keys
+/// in column order.
+pub(crate) fn encode_records(
+    columns: &[ferry_core::records::Column],
+    rows: &[Vec<crate::records::Cell<'_>>],
+    ndjson: bool,
+) -> Result<Vec<u8>, FormatError> {
+    let mut out = Vec::with_capacity(rows.len() * columns.len() * 16 + 2);
+    let error = |error: serde_json::Error| FormatError::new("JSON", error.to_string());
+    if !ndjson {
+        out.push(b'[');
+    }
+    for (index, cells) in rows.iter().enumerate() {
+        if index > 0 && !ndjson {
+            out.push(b',');
+        }
+        let row = crate::records::JsonRow { columns, cells };
+        serde_json::to_writer(&mut out, &row).map_err(error)?;
+        if ndjson {
+            out.push(b'\n');
+        }
+    }
+    if !ndjson {
+        out.push(b']');
+    }
+    Ok(out)
+}
+
 /// What a JSON value is, with its article, for messages: `an object`, `a string`…
 pub(crate) fn kind(value: &Value) -> &'static str {
     match value {

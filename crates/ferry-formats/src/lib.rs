@@ -16,6 +16,7 @@ mod error;
 mod json;
 mod msgpack;
 mod protobuf;
+pub mod records;
 mod xml;
 
 use std::fs;
@@ -48,13 +49,19 @@ enum Format {
     Avro(avro::AvroFormat),
     Protobuf(protobuf::ProtobufFormat),
     Msgpack,
+    Parquet,
+    Xlsx,
 }
 
 /// The options each format takes, for "not an option of" messages; `compression` and
 /// `max_decompressed` belong to every format.
 fn options_of(format: FormatName) -> &'static [&'static str] {
     match format {
-        FormatName::Json | FormatName::Ndjson | FormatName::Msgpack => &[],
+        FormatName::Json
+        | FormatName::Ndjson
+        | FormatName::Msgpack
+        | FormatName::Parquet
+        | FormatName::Xlsx => &[],
         FormatName::Csv => &["header", "delimiter", "quote", "columns"],
         FormatName::Xml => &["root"],
         FormatName::Avro => &["schema", "encoding"],
@@ -81,6 +88,18 @@ impl Codec {
             FormatName::Json => Format::Json,
             FormatName::Ndjson => Format::Ndjson,
             FormatName::Msgpack => Format::Msgpack,
+            FormatName::Parquet | FormatName::Xlsx if options.compression.is_some() => {
+                return Err(BuildError::at(
+                    "compression",
+                    format!(
+                        "`{}` files compress themselves (Parquet pages with snappy, xlsx as \
+                         zip); leave `compression` out",
+                        options.format
+                    ),
+                ));
+            }
+            FormatName::Parquet => Format::Parquet,
+            FormatName::Xlsx => Format::Xlsx,
             FormatName::Csv => Format::Csv(csv_format(options)?),
             FormatName::Xml => {
                 if let Some(root) = &options.root
@@ -135,6 +154,8 @@ impl Codec {
             Format::Avro(avro) => avro.decode(bytes),
             Format::Protobuf(protobuf) => protobuf.decode(bytes),
             Format::Msgpack => msgpack::decode(bytes),
+            Format::Parquet => records::parquet::read(bytes),
+            Format::Xlsx => records::xlsx::read(bytes),
         }
     }
 
@@ -148,6 +169,15 @@ impl Codec {
             Format::Avro(avro) => avro.encode(value),
             Format::Protobuf(protobuf) => protobuf.encode(value),
             Format::Msgpack => msgpack::encode(value),
+            Format::Parquet | Format::Xlsx => Err(FormatError::new(
+                if matches!(self.format, Format::Parquet) {
+                    "Parquet"
+                } else {
+                    "xlsx"
+                },
+                "only record batches are written in this format, since it needs typed \
+                 columns; turn JSON into records with `decode` and `columns` first",
+            )),
         }?;
         match self.compression {
             Some(compression) => compression.compress(&encoded),
@@ -176,6 +206,8 @@ impl Codec {
             Format::Avro(_) => "application/avro",
             Format::Protobuf(_) => "application/x-protobuf",
             Format::Msgpack => "application/msgpack",
+            Format::Parquet => "application/vnd.apache.parquet",
+            Format::Xlsx => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
         }
     }
 
@@ -189,7 +221,54 @@ impl Codec {
             Format::Avro(_) => FormatName::Avro,
             Format::Protobuf(_) => FormatName::Protobuf,
             Format::Msgpack => FormatName::Msgpack,
+            Format::Parquet => FormatName::Parquet,
+            Format::Xlsx => FormatName::Xlsx,
         }
+    }
+
+    /// Encodes a record batch (`columns` and its rows in COPY text, as
+    /// [`ferry_core::records::read`] gives them), then compresses it when configured. Parquet
+    /// and xlsx write typed columns; the other formats write each row as an object (see
+    /// [`records`] for the JSON of each type), CSV its text. A field that does not parse as its
+    /// column's type names its row and column.
+    pub fn encode_records(
+        &self,
+        columns: &[ferry_core::records::Column],
+        data: &[u8],
+    ) -> Result<Vec<u8>, FormatError> {
+        let rows = records::typed_rows(columns, data).collect::<Result<Vec<_>, _>>()?;
+        let encoded = match &self.format {
+            Format::Parquet => records::parquet::write(columns, &rows)?,
+            Format::Xlsx => records::xlsx::write(columns, &rows)?,
+            Format::Csv(csv) => csv.encode_records(columns, &rows)?,
+            Format::Json | Format::Ndjson => {
+                json::encode_records(columns, &rows, matches!(self.format, Format::Ndjson))?
+            }
+            _ => {
+                let value = serde_json::Value::Array(
+                    rows.iter()
+                        .map(|cells| records::json_object(columns, cells))
+                        .collect(),
+                );
+                return self.encode(&value);
+            }
+        };
+        match self.compression {
+            Some(compression) => compression.compress(&encoded),
+            None => Ok(encoded),
+        }
+    }
+
+    /// Decodes `bytes` (see [`Codec::decode`]) and writes its rows, an array of objects, into
+    /// `writer` as values of the writer's columns; the error names the row and the column.
+    pub fn decode_records(
+        &self,
+        bytes: &[u8],
+        writer: &mut ferry_core::records::BatchWriter,
+    ) -> Result<(), FormatError> {
+        let value = self.decode(bytes)?;
+        let columns = writer.columns().to_vec();
+        records::batch_from_json(&columns, &value, writer)
     }
 
     /// The compression, if any.

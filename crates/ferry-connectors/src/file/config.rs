@@ -177,7 +177,8 @@ pub struct FilePusherConfig {
     /// passenger has any, else the body. With `codec`, the encoded body (`auto` or `body`).
     #[serde(default)]
     pub content: Content,
-    /// Encode the passenger's JSON body with this codec and write that: a format name (`csv`)
+    /// Encode the passenger's JSON body (or record batch, with its column types) with this
+    /// codec and write that: a format name (`csv`)
     /// or a mapping with options (`{ type: csv, columns: [id, name] }`), see
     /// `docs/formats.md`. A body that is not JSON, or that the format cannot hold, fails that
     /// passenger alone. Cannot go with `content: attachments`. Default: none (bytes are

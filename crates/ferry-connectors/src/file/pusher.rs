@@ -22,7 +22,7 @@ use tracing::debug;
 
 use super::fs::{confined, create_dirs, sync_dir, temp_name};
 use super::{Content, FilePusherConfig};
-use crate::processors::{build_codec, json_body};
+use crate::processors::{build_codec, encode_body};
 
 /// Builds `file` pushers.
 pub struct FilePusherFactory;
@@ -125,10 +125,7 @@ impl Plan {
                 return Err(StepError::permanent("no codec to encode the body with"));
             }
         };
-        let value = json_body(&body)?;
-        let encoded = codec
-            .encode(&value)
-            .map_err(|error| StepError::permanent(format!("cannot encode the body: {error}")))?;
+        let encoded = encode_body(codec, &body)?;
         Ok(vec![PlannedFile {
             relative,
             data: Bytes::from(encoded),

@@ -1,5 +1,6 @@
-//! `decode`: reads the body or an attachment with a codec (CSV, XML, Avro…) into the
-//! passenger's JSON body.
+//! `decode`: reads the body or an attachment with a codec (CSV, XML, Avro, Parquet, xlsx…)
+//! into the passenger's JSON body, or, with `columns`, into a record batch that the table
+//! pushers load.
 //!
 //! ```yaml
 //! processors:
@@ -12,6 +13,7 @@
 //! Input that does not parse fails the passenger permanently, with the position of the error:
 //! ``cannot decode attachment `orders.csv`: CSV line 3: found 4 fields, expected 3``.
 
+use ferry_core::records::{BatchWriter, Column};
 use ferry_core::{
     Attachment, Body, BuildContext, BuildError, Outcome, Passenger, Processor, ProcessorFactory,
     StepError,
@@ -37,6 +39,14 @@ pub struct DecodeConfig {
     /// Default `*`.
     #[serde(default)]
     pub pattern: Option<String>,
+    /// The columns of a record batch to make, in order, each `{ name, type }`: each row of the
+    /// document (an object of an array, an NDJSON line, a CSV line with a header, a Parquet
+    /// row, a sheet row under its header) becomes a row, each column the row's value under
+    /// its name, read as the column's type. A value that does not fit fails the passenger,
+    /// naming the row and the column. With `from: attachments`, the rows of every attachment
+    /// in order. Default: the body becomes the document's JSON.
+    #[serde(default)]
+    pub columns: Option<Vec<Column>>,
 }
 
 /// What the `decode` processor reads.
@@ -90,10 +100,14 @@ impl ProcessorFactory for DecodeFactory {
                 }
             }
         };
+        if let Some(columns) = &config.columns {
+            super::remap::check_columns(columns)?;
+        }
         Ok(Box::new(Decode {
             codec,
             from: config.from,
             pattern,
+            columns: config.columns,
         }))
     }
 }
@@ -104,6 +118,8 @@ pub struct Decode {
     codec: Codec,
     from: DecodeSource,
     pattern: Pattern,
+    /// Make a record batch of these columns.
+    columns: Option<Vec<Column>>,
 }
 
 #[derive(Debug)]
@@ -114,6 +130,9 @@ struct Pattern {
 
 impl Processor for Decode {
     fn process(&self, mut passenger: Passenger) -> Result<Outcome, StepError> {
+        if let Some(columns) = &self.columns {
+            return self.records(columns, passenger);
+        }
         let value = match self.from {
             DecodeSource::Body => self.codec.decode(&passenger.body.data).map_err(|error| {
                 StepError::permanent(format!("cannot decode the body: {error}"))
@@ -144,6 +163,46 @@ impl Processor for Decode {
 }
 
 impl Decode {
+    /// Decodes into a record batch of `columns`.
+    fn records(&self, columns: &[Column], mut passenger: Passenger) -> Result<Outcome, StepError> {
+        let mut writer = BatchWriter::new(columns.to_vec());
+        match self.from {
+            DecodeSource::Body => self
+                .codec
+                .decode_records(&passenger.body.data, &mut writer)
+                .map_err(|error| {
+                    StepError::permanent(format!("cannot decode the body: {error}"))
+                })?,
+            DecodeSource::Attachment | DecodeSource::Attachments => {
+                let matching = self.matching(&passenger)?;
+                if self.from == DecodeSource::Attachment && matching.len() > 1 {
+                    return Err(StepError::permanent(format!(
+                        "{} attachments match `{}` ({}); `from: attachment` takes exactly one: \
+                         narrow `pattern`, or use `from: attachments`",
+                        matching.len(),
+                        self.pattern.text,
+                        names(&matching)
+                    )));
+                }
+                for attachment in matching {
+                    self.codec
+                        .decode_records(&attachment.content, &mut writer)
+                        .map_err(|error| {
+                            StepError::permanent(format!(
+                                "cannot decode attachment `{}`: {error}",
+                                attachment.name
+                            ))
+                        })?;
+                }
+            }
+        }
+        passenger
+            .metadata
+            .insert(ferry_core::records::ROWS.into(), writer.rows().to_string());
+        passenger.body = writer.finish();
+        Ok(Outcome::Continue(passenger))
+    }
+
     /// The attachments whose names match the pattern; at least one.
     fn matching<'p>(&self, passenger: &'p Passenger) -> Result<Vec<&'p Attachment>, StepError> {
         let matching: Vec<&Attachment> = passenger
@@ -220,6 +279,13 @@ mod tests {
             media_type: media_type.into(),
             data: Bytes::copy_from_slice(data),
         })
+    }
+
+    fn continued(outcome: Outcome) -> Passenger {
+        match outcome {
+            Outcome::Continue(passenger) => passenger,
+            other => panic!("unexpected outcome {other:?}"),
+        }
     }
 
     fn body_of(outcome: Outcome) -> Value {
@@ -410,5 +476,76 @@ mod tests {
             .err()
             .unwrap();
         assert!(error.message.contains("unknown field `into`"), "{error}");
+    }
+
+    fn columns() -> Value {
+        json!([
+            { "name": "id", "type": "integer" },
+            { "name": "amount", "type": "numeric" },
+            { "name": "at", "type": "timestamptz" },
+        ])
+    }
+
+    fn batch_text(passenger: &Passenger) -> (Vec<String>, String) {
+        let batch = ferry_core::records::read(&passenger.body).unwrap();
+        let columns = batch
+            .columns
+            .iter()
+            .map(|c| format!("{}:{}", c.name, c.kind))
+            .collect();
+        (columns, String::from_utf8(batch.data.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn declared_columns_make_a_record_batch_from_json_csv_and_attachments() {
+        let processor = decode(json!({ "codec": "json", "columns": columns() })).unwrap();
+        let passenger = Passenger::pulled("test", "1").with_body(Body {
+            media_type: "application/json".into(),
+            data: Bytes::from_static(
+                br#"[{"id": 1, "amount": 12.50, "at": "2024-05-31T12:00:00+02:00", "x": 1},
+                     {"id": "2", "amount": "0.10"}]"#,
+            ),
+        });
+        let out = continued(processor.process(passenger).unwrap());
+        assert_eq!(out.body.media_type, ferry_core::records::MEDIA_TYPE);
+        assert_eq!(out.metadata["rows"], "2");
+        let (names, data) = batch_text(&out);
+        assert_eq!(names, ["id:integer", "amount:numeric", "at:timestamptz"]);
+        assert_eq!(data, "1\t12.5\t2024-05-31 10:00:00+00\n2\t0.10\t\\N\n");
+
+        let processor = decode(json!({
+            "codec": "csv", "columns": columns(), "from": "attachments", "pattern": "*.csv",
+        }))
+        .unwrap();
+        let mut passenger = Passenger::pulled("test", "1");
+        passenger.attachments = vec![
+            attachment("a.csv", b"id,amount,at\n1,1.5,2024-01-01 00:00:00Z\n"),
+            attachment("b.csv", b"amount,id\n2.25,2\n"),
+        ];
+        let out = continued(processor.process(passenger).unwrap());
+        assert_eq!(
+            batch_text(&out).1,
+            "1\t1.5\t2024-01-01 00:00:00+00\n2\t2.25\t\\N\n"
+        );
+    }
+
+    #[test]
+    fn a_value_that_does_not_fit_names_row_and_column() {
+        let processor = decode(json!({ "codec": "ndjson", "columns": columns() })).unwrap();
+        let passenger = Passenger::pulled("test", "1").with_body(Body {
+            media_type: "application/x-ndjson".into(),
+            data: Bytes::from_static(b"{\"id\": 1}\n{\"id\": 2, \"at\": \"2024-05-31 12:00\"}\n"),
+        });
+        let error = processor.process(passenger).unwrap_err();
+        assert!(!error.retryable);
+        assert_eq!(
+            error.message,
+            "cannot decode the body: records: row 2, column `at`: `2024-05-31 12:00` is not a \
+             timestamp with a zone (`2024-05-31 12:00:00+02`)"
+        );
+        let error = decode(json!({ "codec": "json", "columns": [] }))
+            .err()
+            .unwrap();
+        assert_eq!(error.path, ["columns"]);
     }
 }

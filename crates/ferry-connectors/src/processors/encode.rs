@@ -1,5 +1,6 @@
-//! `encode`: writes the passenger's JSON body in a format (CSV, XML, Avro…), as the new body or
-//! as an attachment.
+//! `encode`: writes the passenger's JSON body or record batch in a format (CSV, XML, Avro,
+//! Parquet, xlsx…), as the new body or as an attachment. A record batch is written with its
+//! column types (see `ferry_formats::records`); Parquet and xlsx take record batches only.
 //!
 //! ```yaml
 //! processors:
@@ -13,6 +14,7 @@
 //! ``cannot encode the body: Avro at /lines/2/qty: expected an int, found a string``.
 
 use bytes::Bytes;
+use ferry_core::records;
 use ferry_core::template::Template;
 use ferry_core::{
     Attachment, Body, BuildContext, BuildError, Outcome, Passenger, Processor, ProcessorFactory,
@@ -105,11 +107,7 @@ pub struct Encode {
 
 impl Processor for Encode {
     fn process(&self, mut passenger: Passenger) -> Result<Outcome, StepError> {
-        let value = json_body(&passenger.body)?;
-        let encoded = self
-            .codec
-            .encode(&value)
-            .map_err(|error| StepError::permanent(format!("cannot encode the body: {error}")))?;
+        let encoded = encode_body(&self.codec, &passenger.body)?;
         let media_type = self.codec.media_type().to_string();
         let Some(template) = &self.name else {
             passenger.body = Body {
@@ -142,9 +140,26 @@ impl Processor for Encode {
     }
 }
 
+/// Encodes a JSON body or a record batch (with its column types) with `codec`: for `encode`
+/// and the `file` pusher's `codec`.
+pub(crate) fn encode_body(codec: &Codec, body: &Body) -> Result<Vec<u8>, StepError> {
+    if body.media_type == records::MEDIA_TYPE {
+        let batch = records::read(body).map_err(StepError::permanent)?;
+        return codec
+            .encode_records(&batch.columns, &batch.data)
+            .map_err(|error| {
+                StepError::permanent(format!("cannot encode the record batch: {error}"))
+            });
+    }
+    let value = json_body(body)?;
+    codec
+        .encode(&value)
+        .map_err(|error| StepError::permanent(format!("cannot encode the body: {error}")))
+}
+
 /// The body as JSON, or why it is not: `encode` works on JSON bodies (pulled as JSON or made
 /// by `decode`).
-pub(crate) fn json_body(body: &Body) -> Result<Value, StepError> {
+fn json_body(body: &Body) -> Result<Value, StepError> {
     if !body.media_type.contains("json") {
         return Err(StepError::permanent(format!(
             "the body is `{}`, not JSON: encoding needs a JSON body (use `decode` first)",
@@ -327,5 +342,102 @@ mod tests {
             error.message,
             "cannot encode the body: Avro at /y: expected an int, found a string"
         );
+    }
+
+    /// Two rows of five typed columns.
+    fn batch() -> Passenger {
+        use ferry_core::records::{BatchWriter, Column, ColumnType};
+        let mut writer = BatchWriter::new(vec![
+            Column::new("id", ColumnType::Integer),
+            Column::new("name", ColumnType::Text),
+            Column::new("amount", ColumnType::Numeric),
+            Column::new("at", ColumnType::Timestamptz),
+            Column::new("ok", ColumnType::Boolean),
+        ]);
+        writer.raw("1");
+        writer.text("Ann, \"A\"");
+        writer.raw("12345678901234567890.25");
+        writer.raw("2024-05-31 12:00:00+02");
+        writer.raw("t");
+        writer.end_row();
+        for _ in 0..5 {
+            writer.null();
+        }
+        writer.end_row();
+        Passenger::pulled("db", "c1").with_body(writer.finish())
+    }
+
+    #[test]
+    fn record_batches_encode_with_their_types_in_every_format() {
+        let encoded = |codec: Value| {
+            let processor = encode(json!({ "codec": codec })).unwrap();
+            continued(processor.process(batch()).unwrap()).body
+        };
+        let csv = encoded(json!("csv"));
+        assert_eq!(csv.media_type, "text/csv");
+        assert_eq!(
+            std::str::from_utf8(&csv.data).unwrap(),
+            "id,name,amount,at,ok\n1,\"Ann, \"\"A\"\"\",12345678901234567890.25,2024-05-31 10:00:00+00,true\n,,,,\n"
+        );
+        let ndjson = encoded(json!("ndjson"));
+        assert_eq!(
+            std::str::from_utf8(&ndjson.data).unwrap(),
+            "{\"id\":1,\"name\":\"Ann, \\\"A\\\"\",\"amount\":\"12345678901234567890.25\",\"at\":\"2024-05-31T10:00:00Z\",\"ok\":true}\n\
+             {\"id\":null,\"name\":null,\"amount\":null,\"at\":null,\"ok\":null}\n"
+        );
+        let json_body = encoded(json!("json"));
+        assert_eq!(
+            json_body.as_json().unwrap()[0]["amount"],
+            "12345678901234567890.25"
+        );
+        let msgpack = encoded(json!("msgpack"));
+        assert_eq!(msgpack.media_type, "application/msgpack");
+
+        let parquet = encoded(json!("parquet"));
+        assert_eq!(parquet.media_type, "application/vnd.apache.parquet");
+        let back = ferry_formats::Codec::build(
+            &ferry_formats::CodecConfig::new(ferry_formats::FormatName::Parquet),
+            &ferry_core::sandbox::Sandbox::within(Path::new("/nonexistent"), ""),
+        )
+        .unwrap()
+        .decode(&parquet.data)
+        .unwrap();
+        assert_eq!(
+            back[0],
+            json!({ "id": 1, "name": "Ann, \"A\"", "amount": "12345678901234567890.25",
+                    "at": "2024-05-31T10:00:00Z", "ok": true })
+        );
+        let xlsx = encoded(json!("xlsx"));
+        assert_eq!(&xlsx.data[..2], b"PK");
+    }
+
+    #[test]
+    fn a_record_batch_that_does_not_parse_names_row_and_column() {
+        let mut passenger = batch();
+        let text = String::from_utf8(passenger.body.data.to_vec())
+            .unwrap()
+            .replace("2024-05-31 12:00:00+02", "yesterday");
+        passenger.body.data = Bytes::from(text);
+        let processor = encode(json!({ "codec": "parquet" })).unwrap();
+        let error = processor.process(passenger).unwrap_err();
+        assert!(!error.retryable);
+        assert_eq!(
+            error.message,
+            "cannot encode the record batch: records: row 1, column `at`: `yesterday` is not a \
+             timestamp with a zone (`2024-05-31 12:00:00+02`)"
+        );
+    }
+
+    #[test]
+    fn parquet_and_xlsx_take_record_batches_only() {
+        let processor = encode(json!({ "codec": "parquet" })).unwrap();
+        let error = processor
+            .process(json_passenger(json!([{ "a": 1 }])))
+            .unwrap_err();
+        assert!(error.message.contains("only record batches"), "{error}");
+        let error = encode(json!({ "codec": { "type": "xlsx", "compression": "gzip" } }))
+            .err()
+            .unwrap();
+        assert_eq!(error.path, ["codec", "compression"]);
     }
 }

@@ -11,6 +11,7 @@
 
 use std::fmt;
 
+use ferry_core::records;
 use ferry_core::{
     BuildContext, BuildError, Outcome, Passenger, Processor, ProcessorFactory, StepError,
 };
@@ -19,6 +20,7 @@ use serde::Deserialize;
 use vrl::value::Kind;
 
 use super::program::{Input, Mode, VrlProgram};
+use super::rows;
 
 /// Configuration of the `filter` processor. At least one of `keep`, `drop` and `condition` is
 /// required; with several, a passenger travels on only when it meets `keep`, does not meet
@@ -36,6 +38,8 @@ pub struct FilterConfig {
     /// A VRL boolean expression over the body (`.`) and the metadata (`%`), e.g.
     /// `.amount > 100`; only passengers for which it is true travel on. A result that is not a
     /// boolean fails the passenger permanently. Changes the expression makes are discarded.
+    /// Over a record batch it is checked row by row (`.` is the row): the rows for which it is
+    /// false are dropped and counted in the metadata `rows_dropped`.
     #[serde(default)]
     pub condition: Option<String>,
 }
@@ -127,10 +131,38 @@ impl Processor for Filter {
             });
         }
         if let Some(condition) = &self.condition
+            && rows::is_records(&passenger.body)
+        {
+            return self.filter_rows(condition, passenger);
+        }
+        if let Some(condition) = &self.condition
             && !condition.condition(&mut Input::new(&passenger))?
         {
             return Ok(Outcome::Filtered {
                 reason: format!("condition is false: `{}`", condition.summary()),
+            });
+        }
+        Ok(Outcome::Continue(passenger))
+    }
+}
+
+impl Filter {
+    /// Keeps the rows of a record batch for which the condition is true. A batch left without
+    /// rows is filtered, unless it is a chunk of a load: that travels on empty, so that the
+    /// pusher still sees every chunk of the load and completes it.
+    fn filter_rows(
+        &self,
+        condition: &VrlProgram,
+        mut passenger: Passenger,
+    ) -> Result<Outcome, StepError> {
+        let dropped = rows::filter(condition, &mut passenger)?;
+        let kept = records::read(&passenger.body).map_or(0, |batch| batch.rows);
+        if kept == 0 && dropped > 0 && records::Chunk::of(&passenger).is_none() {
+            return Ok(Outcome::Filtered {
+                reason: format!(
+                    "the condition is false for every row ({dropped}): `{}`",
+                    condition.summary()
+                ),
             });
         }
         Ok(Outcome::Continue(passenger))

@@ -228,15 +228,39 @@ impl VrlProgram {
     }
 
     fn run(&self, body: &mut Value, metadata: &mut Value) -> Result<Value, StepError> {
+        self.run_in(&mut Runtime::default(), body, metadata)
+    }
+
+    /// Runs the program over `body` and `metadata` with `runtime`, which is cleared for the
+    /// next run: one runtime serves every row of a record batch.
+    pub(crate) fn run_in(
+        &self,
+        runtime: &mut Runtime,
+        body: &mut Value,
+        metadata: &mut Value,
+    ) -> Result<Value, StepError> {
         let mut secrets = Secrets::default();
         let mut target = TargetValueRef {
             value: body,
             metadata,
             secrets: &mut secrets,
         };
-        Runtime::default()
+        let result = runtime
             .resolve(&mut target, &self.program, &self.timezone)
-            .map_err(|terminate| StepError::permanent(self.runtime_error(terminate)))
+            .map_err(|terminate| StepError::permanent(self.runtime_error(terminate)));
+        runtime.clear();
+        result
+    }
+
+    /// Whether the program reads or writes `.`: a program that does not runs once per record
+    /// batch rather than once per row.
+    pub(crate) fn uses_body(&self) -> bool {
+        self.uses_body
+    }
+
+    /// Whether the program reads or writes `%`.
+    pub(crate) fn uses_metadata(&self) -> bool {
+        self.uses_metadata
     }
 
     /// A runtime error as one line, with VRL's byte offsets turned into lines and columns.
@@ -572,7 +596,7 @@ pub(crate) fn json_bytes(value: &Value, capacity: usize) -> Result<Bytes, StepEr
 }
 
 /// The metadata as the VRL object `%`, moving the strings rather than copying them.
-fn metadata_value(metadata: Metadata) -> Value {
+pub(crate) fn metadata_value(metadata: Metadata) -> Value {
     Value::Object(
         metadata
             .into_iter()
@@ -583,7 +607,7 @@ fn metadata_value(metadata: Metadata) -> Value {
 
 /// `%` back as metadata: strings as they are, anything else as its JSON text; a key the
 /// program deleted (or set to null) is gone.
-fn metadata_of(value: Value) -> Result<Metadata, StepError> {
+pub(crate) fn metadata_of(value: Value) -> Result<Metadata, StepError> {
     let fields = match value {
         Value::Object(fields) => fields,
         Value::Null => return Ok(Metadata::new()),

@@ -10,16 +10,19 @@
 //! ```
 //!
 //! `.` is the body (a JSON body as its value; any other body as bytes), `%` the metadata
-//! (strings; other values are written back as JSON text). The program is compiled when the
+//! (strings; other values are written back as JSON text). Over a record batch the program runs
+//! once per row, `.` being the row (see `rows.rs`); `columns` then fixes the output columns. The program is compiled when the
 //! definition is validated, so `ferry validate` reports its errors at their line in the file;
 //! an `abort` or a failing `!` call at runtime fails the passenger permanently.
 
+use ferry_core::records::Column;
 use ferry_core::{
     BuildContext, BuildError, Outcome, Passenger, Processor, ProcessorFactory, StepError,
 };
 use serde::Deserialize;
 
 use super::program::{Mode, VrlProgram};
+use super::rows;
 
 /// Configuration of the `remap` processor: the program inline or in a file, not both.
 #[derive(Clone, Debug, Deserialize)]
@@ -32,6 +35,37 @@ pub struct RemapConfig {
     /// `clients/acme/vrl/orders.vrl`); read and compiled when the definition is validated.
     #[serde(default)]
     pub file: Option<String>,
+    /// Over a record batch: the output's columns, in order, each `{ name, type }`. A row's
+    /// field that is not declared fails the passenger; a declared one it lacks is NULL; a
+    /// string is read as the text of its column's type (`"2024-05-31"` for a `date`). Default:
+    /// the columns the rows have, typed as in the input or by their values.
+    #[serde(default)]
+    pub columns: Option<Vec<Column>>,
+}
+
+/// Refuses an empty list or a name given twice, at `columns`.
+pub(crate) fn check_columns(columns: &[Column]) -> Result<(), BuildError> {
+    if columns.is_empty() {
+        return Err(BuildError::at("columns", "give at least one column"));
+    }
+    for (index, column) in columns.iter().enumerate() {
+        if column.name.is_empty() {
+            return Err(BuildError::at(
+                "columns",
+                format!("column {} has no name", index + 1),
+            ));
+        }
+        if columns[..index]
+            .iter()
+            .any(|other| other.name == column.name)
+        {
+            return Err(BuildError::at(
+                "columns",
+                format!("column `{}` is declared twice", column.name),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Builds `remap` processors.
@@ -54,7 +88,13 @@ impl ProcessorFactory for RemapFactory {
             ctx,
             Mode::Remap,
         )?;
-        Ok(Box::new(Remap { program }))
+        if let Some(columns) = &config.columns {
+            check_columns(columns)?;
+        }
+        Ok(Box::new(Remap {
+            program,
+            columns: config.columns,
+        }))
     }
 }
 
@@ -62,10 +102,22 @@ impl ProcessorFactory for RemapFactory {
 #[derive(Debug)]
 pub struct Remap {
     program: VrlProgram,
+    /// The declared output columns of a record batch.
+    columns: Option<Vec<Column>>,
 }
 
 impl Processor for Remap {
     fn process(&self, mut passenger: Passenger) -> Result<Outcome, StepError> {
+        if rows::is_records(&passenger.body) {
+            rows::remap(&self.program, &mut passenger, self.columns.as_deref())?;
+            return Ok(Outcome::Continue(passenger));
+        }
+        if self.columns.is_some() {
+            return Err(StepError::permanent(format!(
+                "`columns` applies to record batches, and the body is `{}`",
+                passenger.body.media_type
+            )));
+        }
         self.program.remap(&mut passenger)?;
         Ok(Outcome::Continue(passenger))
     }

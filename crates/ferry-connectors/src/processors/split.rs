@@ -14,6 +14,7 @@
 use std::io::{Cursor, Read};
 
 use bytes::Bytes;
+use ferry_core::records;
 use ferry_core::{
     Attachment, Body, BuildContext, BuildError, Outcome, Passenger, Processor, ProcessorFactory,
     StepError,
@@ -45,6 +46,11 @@ pub struct SplitConfig {
     /// child per file in every zip attachment (by media type or a `.zip` name).
     #[serde(default)]
     pub zip: Option<ZipSource>,
+    /// On a record batch: one child per this many rows (`1`: one per row), each a record batch
+    /// with the same columns. The children are not chunks of the parent's load (`load`,
+    /// `chunk`, `last` and `series` are removed; `rows` is theirs).
+    #[serde(default)]
+    pub rows: Option<usize>,
     /// A glob on attachment or zip member names (`*.pdf`, `invoices/*.xml`); others are left
     /// out. Default: all.
     #[serde(default)]
@@ -81,6 +87,16 @@ impl ProcessorFactory for SplitFactory {
         _ctx: &BuildContext,
     ) -> Result<Box<dyn Processor>, BuildError> {
         let by = match (config.items, config.attachments, config.zip) {
+            (None, None, None) if config.rows.is_some() => match config.rows {
+                Some(0) => return Err(BuildError::at("rows", "must be at least 1")),
+                _ => By::Rows(config.rows.unwrap_or(1)),
+            },
+            _ if config.rows.is_some() => {
+                return Err(BuildError::new(
+                    "give exactly one of `items: EXPRESSION`, `attachments: true`, \
+                     `zip: body|attachments` and `rows: N`",
+                ));
+            }
             (Some(items), None, None) => {
                 let program = VrlProgram::inline(&["items"], &items, Mode::Expression)?;
                 if let Some(kind) = program.cannot_give(Kind::contains_array) {
@@ -102,13 +118,13 @@ impl ProcessorFactory for SplitFactory {
             (None, None, Some(zip)) => By::Zip(zip),
             _ => {
                 return Err(BuildError::new(
-                    "give exactly one of `items: EXPRESSION`, `attachments: true` and \
-                     `zip: body|attachments`",
+                    "give exactly one of `items: EXPRESSION`, `attachments: true`, \
+                     `zip: body|attachments` and `rows: N`",
                 ));
             }
         };
         let pattern = match config.pattern {
-            Some(_) if matches!(by, By::Items(_)) => {
+            Some(_) if matches!(by, By::Items(_) | By::Rows(_)) => {
                 return Err(BuildError::at(
                     "pattern",
                     "`pattern` chooses attachments or zip members by name; it does not apply \
@@ -149,6 +165,8 @@ enum By {
     Items(Box<VrlProgram>),
     Attachments,
     Zip(ZipSource),
+    /// Rows of a record batch per child.
+    Rows(usize),
 }
 
 /// Splits passengers into children.
@@ -167,6 +185,8 @@ struct Piece {
     name: Option<String>,
     /// The zip attachment it came from.
     archive: Option<String>,
+    /// For a part of a record batch: its rows.
+    rows: Option<usize>,
 }
 
 impl Processor for Split {
@@ -181,6 +201,7 @@ impl Processor for Split {
                 pieces
             }
             By::Zip(ZipSource::Attachments) => self.zip_attachments(&passenger)?,
+            By::Rows(size) => self.rows(*size, &passenger)?,
         };
         if pieces.is_empty() {
             return Ok(Outcome::Filtered {
@@ -193,7 +214,23 @@ impl Processor for Split {
             .enumerate()
             .map(|(index, piece)| {
                 let external_id = format!("{}#{index}", passenger.external_id);
+                let rows = piece.rows;
                 let mut child = passenger.child(external_id, piece.body);
+                if let Some(rows) = rows {
+                    // A part of a chunk is no chunk of the load: a pusher would take the
+                    // second part for the chunk already loaded.
+                    for key in [
+                        records::LOAD,
+                        records::CHUNK,
+                        records::LAST,
+                        records::SERIES,
+                    ] {
+                        child.metadata.remove(key);
+                    }
+                    child
+                        .metadata
+                        .insert(records::ROWS.into(), rows.to_string());
+                }
                 child
                     .metadata
                     .insert("split.index".into(), index.to_string());
@@ -212,6 +249,40 @@ impl Processor for Split {
 }
 
 impl Split {
+    /// The record batch in `size` rows per piece.
+    fn rows(&self, size: usize, passenger: &Passenger) -> Result<Vec<Piece>, StepError> {
+        let batch = records::read(&passenger.body).map_err(|error| {
+            StepError::permanent(format!("`rows` splits record batches: {error}"))
+        })?;
+        self.check_count(batch.rows.div_ceil(size))?;
+        let mut pieces = Vec::new();
+        let mut writer = records::BatchWriter::new(batch.columns.clone());
+        for line in records::lines(&batch.data) {
+            writer.line(line);
+            if writer.rows() == size {
+                let full = std::mem::replace(
+                    &mut writer,
+                    records::BatchWriter::new(batch.columns.clone()),
+                );
+                pieces.push(Piece {
+                    rows: Some(full.rows()),
+                    body: full.finish(),
+                    name: None,
+                    archive: None,
+                });
+            }
+        }
+        if writer.rows() > 0 {
+            pieces.push(Piece {
+                rows: Some(writer.rows()),
+                body: writer.finish(),
+                name: None,
+                archive: None,
+            });
+        }
+        Ok(pieces)
+    }
+
     fn items(&self, program: &VrlProgram, passenger: &Passenger) -> Result<Vec<Piece>, StepError> {
         let items = match program.evaluate(&mut Input::new(passenger))? {
             Value::Array(items) => items,
@@ -233,6 +304,7 @@ impl Split {
                 },
                 name: None,
                 archive: None,
+                rows: None,
             });
         }
         Ok(pieces)
@@ -254,6 +326,7 @@ impl Split {
                 },
                 name: Some(attachment.name.clone()),
                 archive: None,
+                rows: None,
             })
             .collect())
     }
@@ -347,6 +420,7 @@ impl Split {
                 },
                 name: Some(name),
                 archive: archive_name.map(str::to_string),
+                rows: None,
             });
         }
         Ok(())
@@ -388,6 +462,7 @@ impl Split {
                     "the passenger has no zip attachments".into()
                 }
             }
+            By::Rows(_) => "the record batch has no rows".into(),
         }
     }
 }
@@ -738,5 +813,106 @@ mod tests {
             ["max_bytes"]
         );
         assert!(message(json!({ "zip": "folder" })).contains("unknown variant `folder`"));
+    }
+
+    /// A record batch of `count` integer rows, as chunk 4 of load L.
+    fn batch_of(count: usize) -> Passenger {
+        use ferry_core::records::{BatchWriter, Column, ColumnType};
+        let mut writer = BatchWriter::new(vec![
+            Column::new("n", ColumnType::Integer),
+            Column::new("t", ColumnType::Text),
+        ]);
+        for n in 1..=count {
+            writer.raw(&n.to_string());
+            writer.text("a\tb");
+            writer.end_row();
+        }
+        let mut passenger = Passenger::pulled("db", "L#4").with_body(writer.finish());
+        records::Chunk {
+            load: "L".into(),
+            number: 4,
+            last: true,
+        }
+        .mark(&mut passenger);
+        passenger
+            .metadata
+            .insert(records::ROWS.into(), count.to_string());
+        passenger
+    }
+
+    #[test]
+    fn record_batches_split_by_rows_with_stable_ids() {
+        let split = crate::registry()
+            .processor("split", &json!({ "rows": 2 }), &BuildContext::default())
+            .unwrap();
+        let children = match split.process(batch_of(5)).unwrap() {
+            Outcome::Split(children) => children,
+            other => panic!("unexpected outcome {other:?}"),
+        };
+        assert_eq!(children.len(), 3);
+        let ids: Vec<&str> = children.iter().map(|c| c.external_id.as_str()).collect();
+        assert_eq!(ids, ["L#4#0", "L#4#1", "L#4#2"]);
+        let rows: Vec<Vec<Vec<Option<String>>>> = children
+            .iter()
+            .map(|c| records::rows(&records::read(&c.body).unwrap().data))
+            .collect();
+        assert_eq!(
+            rows[0][1],
+            [Some("2".to_string()), Some("a\tb".to_string())]
+        );
+        assert_eq!(rows[2].len(), 1);
+        assert_eq!(children[2].metadata[records::ROWS], "1");
+        assert_eq!(children[0].metadata["split.count"], "3");
+        assert!(!children[0].metadata.contains_key(records::LOAD));
+        assert!(!children[0].metadata.contains_key(records::CHUNK));
+        // Splitting again gives the same ids: a re-split after a crash seats no duplicates.
+        let again = match split.process(batch_of(5)).unwrap() {
+            Outcome::Split(children) => children,
+            other => panic!("unexpected outcome {other:?}"),
+        };
+        assert_eq!(again[1].external_id, children[1].external_id);
+
+        // One per row by `rows: 1`; none at all is filtered.
+        let per_row = crate::registry()
+            .processor("split", &json!({ "rows": 1 }), &BuildContext::default())
+            .unwrap();
+        match per_row.process(batch_of(3)).unwrap() {
+            Outcome::Split(children) => assert_eq!(children.len(), 3),
+            other => panic!("unexpected outcome {other:?}"),
+        }
+        match per_row.process(batch_of(0)).unwrap() {
+            Outcome::Filtered { reason } => assert!(reason.contains("no rows"), "{reason}"),
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+
+    #[test]
+    fn splitting_rows_needs_a_record_batch_and_a_sane_size() {
+        let build = |config: serde_json::Value| {
+            crate::registry().processor("split", &config, &BuildContext::default())
+        };
+        assert_eq!(build(json!({ "rows": 0 })).err().unwrap().path, ["rows"]);
+        assert!(
+            build(json!({ "rows": 2, "attachments": true }))
+                .err()
+                .unwrap()
+                .message
+                .contains("exactly one of")
+        );
+        let too_many = build(json!({ "rows": 1, "max_children": 2 })).unwrap();
+        assert!(
+            too_many
+                .process(batch_of(3))
+                .unwrap_err()
+                .message
+                .contains("2")
+        );
+        let split = build(json!({ "rows": 1 })).unwrap();
+        let json = Passenger::pulled("t", "1").with_body(Body::json(&json!([1])));
+        let error = split.process(json).unwrap_err();
+        assert!(
+            error.message.starts_with("`rows` splits record batches"),
+            "{error}"
+        );
     }
 }
