@@ -198,6 +198,8 @@ fn a_csv_into_a_premade_postgres_table_with_modifiers_loads_or_names_the_bad_row
     let pipeline = format!(
         r#"
 schedule: every 1s
+# A retry after a passing hiccup (a busy machine) comes soon; the bad row is permanent anyway.
+retry: {{ backoff: 1s }}
 pullers:
   - type: table
     path: inbox

@@ -135,7 +135,7 @@ pub fn stderr(output: &Output) -> String {
 pub fn wait_for_dead(project: &Project, pipeline: &str) -> String {
     let dir = project.path().to_str().unwrap().to_string();
     let mut id = String::new();
-    wait_for("a dead passenger", Duration::from_secs(30), || {
+    wait_for("a dead passenger", Duration::from_secs(60), || {
         let listed = stdout(&project.ferry(&["queue", "-C", &dir, "list", "--state", "dead"]));
         match listed.lines().find(|l| l.contains(pipeline)) {
             Some(line) => {
