@@ -2,6 +2,9 @@
 //! messages; and for `mysql` and `sqlite` a passenger read as a chunk of a load (the `postgres`
 //! pusher reads its chunks itself, with what `history` and staged loads need).
 
+#[cfg(test)]
+pub(crate) mod testing;
+
 use ferry_core::BuildError;
 use ferry_core::records;
 

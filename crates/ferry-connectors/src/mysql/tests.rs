@@ -8,12 +8,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ferry_core::config::Connection;
-use ferry_core::records::{self, BatchWriter, Chunk, Column, ColumnType, Modifier};
-use ferry_core::{Body, BuildContext, BuildError, DynPusherFactory, Passenger, Pusher, StepError};
+use ferry_core::records::{self, BatchWriter, Column, ColumnType, Modifier};
+use ferry_core::{Body, BuildContext, BuildError, DynPusherFactory, Passenger, Pusher};
 use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
 
 use super::MysqlPusherFactory;
+use crate::table_load::testing::{batch, chunk, passenger, people, push_err, push_ok, s};
 
 fn url() -> String {
     std::env::var("FERRY_TEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
@@ -112,69 +113,6 @@ impl Test {
         self.value(&format!("SELECT count(*) FROM {}", self.table(table)))
             .await
     }
-}
-
-/// `rows` of `values` (as text, `None` for NULL) under `columns`.
-fn batch(columns: &[(&str, ColumnType)], rows: &[&[Option<&str>]]) -> Body {
-    let columns = columns
-        .iter()
-        .map(|(name, kind)| Column::new(*name, *kind))
-        .collect();
-    let mut writer = BatchWriter::new(columns);
-    for row in rows {
-        for value in *row {
-            match value {
-                Some(value) => writer.text(value),
-                None => writer.null(),
-            }
-        }
-        writer.end_row();
-    }
-    writer.finish()
-}
-
-/// `id integer, name text` rows.
-fn people(rows: &[(i64, &str)]) -> Body {
-    let ids: Vec<String> = rows.iter().map(|(id, _)| id.to_string()).collect();
-    let values: Vec<[Option<&str>; 2]> = rows
-        .iter()
-        .zip(&ids)
-        .map(|((_, name), id)| [Some(id.as_str()), Some(*name)])
-        .collect();
-    let rows: Vec<&[Option<&str>]> = values.iter().map(|r| r.as_slice()).collect();
-    batch(
-        &[("id", ColumnType::Integer), ("name", ColumnType::Text)],
-        &rows,
-    )
-}
-
-fn passenger(body: Body) -> Passenger {
-    Passenger::pulled("test", uuid::Uuid::now_v7().to_string()).with_body(body)
-}
-
-fn chunk(body: Body, load: &str, number: u64, last: bool) -> Passenger {
-    let mut passenger = passenger(body);
-    Chunk {
-        load: load.into(),
-        number,
-        last,
-    }
-    .mark(&mut passenger);
-    passenger
-}
-
-async fn push_ok(pusher: &dyn Pusher, passengers: &[&Passenger]) {
-    for result in pusher.push(passengers).await {
-        result.unwrap();
-    }
-}
-
-async fn push_err(pusher: &dyn Pusher, passenger: &Passenger) -> StepError {
-    pusher.push(&[passenger]).await.remove(0).unwrap_err()
-}
-
-fn s(text: &str) -> Option<String> {
-    Some(text.to_string())
 }
 
 // ---- configuration --------------------------------------------------------------------------

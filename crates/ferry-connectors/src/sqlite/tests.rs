@@ -6,12 +6,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ferry_core::config::Connection;
-use ferry_core::records::{self, BatchWriter, Chunk, Column, ColumnType, Modifier};
-use ferry_core::{Body, BuildContext, BuildError, DynPusherFactory, Passenger, Pusher, StepError};
+use ferry_core::records::{self, BatchWriter, Column, ColumnType, Modifier};
+use ferry_core::{Body, BuildContext, BuildError, DynPusherFactory, Passenger, Pusher};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use super::SqlitePusherFactory;
+use crate::table_load::testing::{batch, chunk, passenger, people, push_err, push_ok, s};
 
 fn ctx(path: &Path, kind: &str) -> BuildContext {
     let key = if kind == "sqlite" { "path" } else { "url" };
@@ -99,67 +100,6 @@ impl Test {
             .remove(0)
             .remove(0)
     }
-}
-
-fn batch(columns: &[(&str, ColumnType)], rows: &[&[Option<&str>]]) -> Body {
-    let columns = columns
-        .iter()
-        .map(|(name, kind)| Column::new(*name, *kind))
-        .collect();
-    let mut writer = BatchWriter::new(columns);
-    for row in rows {
-        for value in *row {
-            match value {
-                Some(value) => writer.text(value),
-                None => writer.null(),
-            }
-        }
-        writer.end_row();
-    }
-    writer.finish()
-}
-
-fn people(rows: &[(i64, &str)]) -> Body {
-    let ids: Vec<String> = rows.iter().map(|(id, _)| id.to_string()).collect();
-    let values: Vec<[Option<&str>; 2]> = rows
-        .iter()
-        .zip(&ids)
-        .map(|((_, name), id)| [Some(id.as_str()), Some(*name)])
-        .collect();
-    let rows: Vec<&[Option<&str>]> = values.iter().map(|r| r.as_slice()).collect();
-    batch(
-        &[("id", ColumnType::Integer), ("name", ColumnType::Text)],
-        &rows,
-    )
-}
-
-fn passenger(body: Body) -> Passenger {
-    Passenger::pulled("test", uuid::Uuid::now_v7().to_string()).with_body(body)
-}
-
-fn chunk(body: Body, load: &str, number: u64, last: bool) -> Passenger {
-    let mut passenger = passenger(body);
-    Chunk {
-        load: load.into(),
-        number,
-        last,
-    }
-    .mark(&mut passenger);
-    passenger
-}
-
-async fn push_ok(pusher: &dyn Pusher, passengers: &[&Passenger]) {
-    for result in pusher.push(passengers).await {
-        result.unwrap();
-    }
-}
-
-async fn push_err(pusher: &dyn Pusher, passenger: &Passenger) -> StepError {
-    pusher.push(&[passenger]).await.remove(0).unwrap_err()
-}
-
-fn s(text: &str) -> Option<String> {
-    Some(text.to_string())
 }
 
 fn s_ref(text: &'static str) -> Option<&'static str> {
