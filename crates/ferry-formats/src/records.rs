@@ -11,7 +11,30 @@
 //! kept), dates and times ISO 8601 strings (`timestamptz` in UTC with `Z`), `bytes` base64,
 //! `json` the value itself. See `docs/formats.md`.
 
+#[cfg(feature = "parquet")]
 pub(crate) mod parquet;
+
+/// A build without the `parquet` feature knows the format's name, and says it cannot use it.
+#[cfg(not(feature = "parquet"))]
+pub(crate) mod parquet {
+    use super::{Cell, Column};
+    use crate::FormatError;
+
+    fn missing() -> FormatError {
+        FormatError::new(
+            "Parquet",
+            "this ferry was built without Parquet (Cargo feature `parquet`)",
+        )
+    }
+
+    pub(crate) fn write(_: &[Column], _: &[Vec<Cell<'_>>]) -> Result<Vec<u8>, FormatError> {
+        Err(missing())
+    }
+
+    pub(crate) fn read(_: &[u8]) -> Result<serde_json::Value, FormatError> {
+        Err(missing())
+    }
+}
 pub(crate) mod xlsx;
 
 use std::borrow::Cow;
