@@ -118,6 +118,69 @@ mod chunk {
     }
 }
 
+/// A table pusher that loads a batch in groups of chunks, one transaction each, carrying one
+/// connection from group to group (`postgres`, `mysql`).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+#[async_trait::async_trait]
+pub(crate) trait GroupLoader: Sync {
+    type Connection: Send;
+    /// An idle connection, or a new one.
+    async fn connection(&self) -> Result<Self::Connection, ferry_core::StepError>;
+    /// Loads one group in one transaction; the connection comes back unless it broke.
+    async fn load_group(
+        &self,
+        connection: Self::Connection,
+        group: &[&ferry_core::Passenger],
+    ) -> (
+        Option<Self::Connection>,
+        Vec<Result<(), ferry_core::StepError>>,
+    );
+    /// Keeps a connection for the next push.
+    fn release(&self, connection: Self::Connection);
+}
+
+/// Pushes `passengers` in groups of `per_group`, one result per passenger in order. A database
+/// that cannot be reached fails the rest of the batch at once, without waiting for a connect
+/// timeout per group. `target` names the table in the log.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) async fn push_in_groups<L: GroupLoader>(
+    loader: &L,
+    passengers: &[&ferry_core::Passenger],
+    per_group: usize,
+    (pipeline, component, target): (&str, &str, &str),
+) -> Vec<Result<(), ferry_core::StepError>> {
+    let mut results = Vec::with_capacity(passengers.len());
+    let mut connection = None;
+    for group in passengers.chunks(per_group) {
+        let current = match connection.take() {
+            Some(current) => current,
+            None => match loader.connection().await {
+                Ok(current) => current,
+                Err(error) => {
+                    results.resize(passengers.len(), Err(error));
+                    break;
+                }
+            },
+        };
+        let (current, group_results) = loader.load_group(current, group).await;
+        results.extend(group_results);
+        connection = current;
+    }
+    if let Some(connection) = connection {
+        loader.release(connection);
+    }
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    tracing::debug!(
+        pipeline,
+        component,
+        target,
+        written = results.len() - failed,
+        failed,
+        "pushed chunks"
+    );
+    results
+}
+
 /// The field `index` of row `row` (from 1) of COPY text `data`: `None` when there is no such
 /// row or field, `Some(None)` for NULL.
 pub(crate) fn field(data: &[u8], row: usize, index: usize) -> Option<Option<String>> {

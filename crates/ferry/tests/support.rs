@@ -131,25 +131,31 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// Waits until a passenger of `client/pipeline` is dead and returns its id.
+/// Waits until a passenger of `client/pipeline` is dead and returns its id. On a timeout the
+/// message holds the last listing and ferry's log, so a failure on CI says what happened.
 pub fn wait_for_dead(project: &Project, pipeline: &str) -> String {
     let dir = project.path().to_str().unwrap().to_string();
-    let mut id = String::new();
-    wait_for("a dead passenger", Duration::from_secs(60), || {
-        let listed = stdout(&project.ferry(&["queue", "-C", &dir, "list", "--state", "dead"]));
-        match listed.lines().find(|l| l.contains(pipeline)) {
-            Some(line) => {
-                id = line
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                true
-            }
-            None => false,
+    let start = Instant::now();
+    loop {
+        let listed = project.ferry(&["queue", "-C", &dir, "list", "--state", "dead"]);
+        let text = stdout(&listed);
+        if let Some(line) = text.lines().find(|l| l.contains(pipeline)) {
+            return line
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
         }
-    });
-    id
+        if start.elapsed() > Duration::from_secs(60) {
+            let log = std::fs::read_to_string(project.join("ferry.log")).unwrap_or_default();
+            panic!(
+                "timed out after 60 s waiting for a dead passenger of {pipeline}\n\
+                 listing: {text}{}\nferry.log:\n{log}",
+                stderr(&listed)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The PostgreSQL of the tests (`FERRY_TEST_POSTGRES`).

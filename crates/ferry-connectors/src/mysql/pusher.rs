@@ -8,7 +8,6 @@ use async_trait::async_trait;
 use ferry_core::{BuildContext, BuildError, Passenger, Pusher, PusherFactory, StepError};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
-use tracing::debug;
 
 use super::config::{Mode, MysqlPusherConfig};
 use super::connection::Mysql;
@@ -121,38 +120,34 @@ pub struct MysqlPusher {
 #[async_trait]
 impl Pusher for MysqlPusher {
     async fn push(&self, passengers: &[&Passenger]) -> Vec<Result<(), StepError>> {
-        let mut results = Vec::with_capacity(passengers.len());
-        let mut conn: Option<Conn> = None;
-        for group in passengers.chunks(MAX_PER_TRANSACTION) {
-            let current = match conn.take() {
-                Some(current) => current,
-                None => match self.conn().await {
-                    Ok(current) => current,
-                    Err(error) => {
-                        // The server cannot be reached: the rest of the batch fails alike,
-                        // without waiting for a connect timeout each.
-                        results.resize(passengers.len(), Err(error));
-                        break;
-                    }
-                },
-            };
-            let (current, group_results) = self.push_group(current, group).await;
-            results.extend(group_results);
-            conn = current;
-        }
-        if let Some(conn) = conn {
-            self.release(conn);
-        }
-        let failed = results.iter().filter(|r| r.is_err()).count();
-        debug!(
-            pipeline = %self.pipeline,
-            component = %self.component,
-            target = %self.target.name(),
-            written = results.len() - failed,
-            failed,
-            "pushed chunks"
+        let target = self.target.name();
+        let names = (
+            self.pipeline.as_str(),
+            self.component.as_str(),
+            target.as_str(),
         );
-        results
+        crate::table_load::push_in_groups(self, passengers, MAX_PER_TRANSACTION, names).await
+    }
+}
+
+#[async_trait]
+impl crate::table_load::GroupLoader for MysqlPusher {
+    type Connection = Conn;
+
+    async fn connection(&self) -> Result<Conn, StepError> {
+        self.conn().await
+    }
+
+    async fn load_group(
+        &self,
+        connection: Conn,
+        group: &[&Passenger],
+    ) -> (Option<Conn>, Vec<Result<(), StepError>>) {
+        self.push_group(connection, group).await
+    }
+
+    fn release(&self, connection: Conn) {
+        MysqlPusher::release(self, connection)
     }
 }
 

@@ -155,13 +155,13 @@ pub struct PostgresPusher {
 }
 
 /// One connection with its prepared statements.
-pub(super) struct Session {
+pub(crate) struct Session {
     pub client: Client,
     pub statements: Statements,
 }
 
 /// The statements every chunk runs, prepared once per connection.
-pub(super) struct Statements {
+pub(crate) struct Statements {
     /// What `ferry.loads` knows about a chunk and its load.
     pub state: Statement,
     /// A relation's kind and columns.
@@ -240,38 +240,34 @@ const SERIES: &str = "\
 #[async_trait]
 impl Pusher for PostgresPusher {
     async fn push(&self, passengers: &[&Passenger]) -> Vec<Result<(), StepError>> {
-        let mut results = Vec::with_capacity(passengers.len());
-        let mut session: Option<Session> = None;
-        for group in passengers.chunks(MAX_PER_TRANSACTION) {
-            let current = match session.take() {
-                Some(current) => current,
-                None => match self.session().await {
-                    Ok(current) => current,
-                    Err(error) => {
-                        // The database cannot be reached: the rest of the batch fails alike,
-                        // without waiting for a connect timeout each.
-                        results.resize(passengers.len(), Err(error));
-                        break;
-                    }
-                },
-            };
-            let (current, group_results) = self.push_group(current, group).await;
-            results.extend(group_results);
-            session = current;
-        }
-        if let Some(session) = session {
-            self.release(session);
-        }
-        let failed = results.iter().filter(|r| r.is_err()).count();
-        debug!(
-            pipeline = %self.pipeline,
-            component = %self.component,
-            target = %self.target.name(),
-            written = results.len() - failed,
-            failed,
-            "pushed chunks"
+        let target = self.target.name();
+        let names = (
+            self.pipeline.as_str(),
+            self.component.as_str(),
+            target.as_str(),
         );
-        results
+        crate::table_load::push_in_groups(self, passengers, MAX_PER_TRANSACTION, names).await
+    }
+}
+
+#[async_trait]
+impl crate::table_load::GroupLoader for PostgresPusher {
+    type Connection = Session;
+
+    async fn connection(&self) -> Result<Session, StepError> {
+        self.session().await
+    }
+
+    async fn load_group(
+        &self,
+        connection: Session,
+        group: &[&Passenger],
+    ) -> (Option<Session>, Vec<Result<(), StepError>>) {
+        self.push_group(connection, group).await
+    }
+
+    fn release(&self, connection: Session) {
+        PostgresPusher::release(self, connection)
     }
 }
 
