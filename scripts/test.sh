@@ -4,7 +4,8 @@
 #
 # The store is embedded SQLite; the ELT connectors' tests load into the real PostgreSQL and
 # read the real MariaDB of the machine, started here when they are stopped (see
-# ../shared/SERVICES.md; FERRY_TEST_POSTGRES and FERRY_TEST_MYSQL point the tests elsewhere).
+# ../shared/SERVICES.md; FERRY_TEST_POSTGRES and FERRY_TEST_MYSQL point the tests elsewhere), and
+# the mail code sends to a real SMTP server (FERRY_TEST_SMTP, FERRY_TEST_SMTP_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,21 @@ fi
 if ! mysqladmin -h 127.0.0.1 -u root ping >/dev/null 2>&1; then
   start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
   for _ in $(seq 30); do mysqladmin -h 127.0.0.1 -u root ping >/dev/null 2>&1 && break; sleep 1; done
+fi
+
+# A real SMTP server (aiosmtpd, scripts/smtp-test-server.py) for the `smtp` connector and the
+# e-mail notifications; its venv is cached outside the repository.
+smtp="${FERRY_TEST_SMTP:-127.0.0.1:2525}"
+if ! (exec 3<>"/dev/tcp/${smtp%:*}/${smtp##*:}") 2>/dev/null; then
+  venv="${XDG_CACHE_HOME:-$HOME/.cache}/ferry-test/venv"
+  if ! "$venv/bin/python" -c "import aiosmtpd" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q aiosmtpd
+  fi
+  mkdir -p "${FERRY_TEST_SMTP_DIR:-/tmp/ferry-smtp}"
+  setsid nohup "$venv/bin/python" scripts/smtp-test-server.py \
+    >"${FERRY_TEST_SMTP_DIR:-/tmp/ferry-smtp}.log" 2>&1 </dev/null &
+  for _ in $(seq 30); do (exec 3<>"/dev/tcp/${smtp%:*}/${smtp##*:}") 2>/dev/null && break; sleep 1; done
 fi
 
 echo "== format"

@@ -18,6 +18,7 @@ pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod processors;
+pub mod smtp;
 /// The `sql` puller, for any of the database families built in.
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 pub mod sql;
@@ -44,6 +45,7 @@ pub fn registry() -> Registry {
             Box::new(DatabaseConnectionFactory::<mysql::Mysql>::new()),
             #[cfg(feature = "postgres")]
             Box::new(DatabaseConnectionFactory::<postgres::Postgres>::new()),
+            Box::new(smtp::SmtpConnectionFactory),
             #[cfg(feature = "sqlite")]
             Box::new(DatabaseConnectionFactory::<sqlite::Sqlite>::new()),
         ],
@@ -73,6 +75,7 @@ pub fn registry() -> Registry {
             Box::new(mysql::MysqlPusherFactory),
             #[cfg(feature = "postgres")]
             Box::new(postgres::PostgresPusherFactory),
+            Box::new(smtp::SmtpPusherFactory),
             #[cfg(feature = "sqlite")]
             Box::new(sqlite::SqlitePusherFactory),
         ],
@@ -89,7 +92,10 @@ mod tests {
     #[test]
     fn registry_lists_every_component() {
         let registry = registry();
-        assert_eq!(registry.connection_types(), ["mysql", "postgres", "sqlite"]);
+        assert_eq!(
+            registry.connection_types(),
+            ["mysql", "postgres", "smtp", "sqlite"]
+        );
         assert_eq!(
             registry.type_names(Role::Puller),
             ["file", "generate", "http", "sql", "table"]
@@ -103,7 +109,7 @@ mod tests {
         );
         assert_eq!(
             registry.type_names(Role::Pusher),
-            ["blackhole", "file", "mysql", "postgres", "sqlite"]
+            ["blackhole", "file", "mysql", "postgres", "smtp", "sqlite"]
         );
         // Runs of pipelines that load tables end when the rows are in (run_ends: delivered).
         assert!(registry.pusher_loads("postgres"));

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 mod cleaner;
 mod dependencies;
+mod notify;
 pub mod observer;
 mod policy;
 mod quarantine;
@@ -246,6 +247,10 @@ impl Engine {
             shared.clone(),
             shared.bus.subscribe(),
         )));
+        tasks.push(tokio::spawn(notify::notify(
+            shared.clone(),
+            shared.bus.subscribe(),
+        )));
         tasks.push(tokio::spawn(engine.clone().watch()));
         engine.tasks.lock().expect("tasks lock").extend(tasks);
         shared.bus.publish(Event::DispatcherStarted {
@@ -312,6 +317,7 @@ impl Engine {
             flags.insert(key.clone());
             Event::PipelinePaused {
                 pipeline: key.clone(),
+                reason: None,
             }
         } else {
             flags.remove(key);

@@ -81,6 +81,8 @@ pub enum Event {
     },
     PipelinePaused {
         pipeline: PipelineKey,
+        /// Why ferry paused it by itself (its failure limit); `None` when a person did.
+        reason: Option<String>,
     },
     PipelineResumed {
         pipeline: PipelineKey,
@@ -216,7 +218,10 @@ pub async fn log_observer(mut events: broadcast::Receiver<Event>) {
                 error!(%pipeline, %id, %step, %error, "passenger dead")
             }
             Event::PassengersPurged { client, count } => info!(%client, count, "passengers purged"),
-            Event::PipelinePaused { pipeline } => info!(%pipeline, "pipeline paused"),
+            Event::PipelinePaused { pipeline, reason } => match reason {
+                Some(reason) => warn!(%pipeline, %reason, "pipeline paused"),
+                None => info!(%pipeline, "pipeline paused"),
+            },
             Event::PipelineResumed { pipeline } => info!(%pipeline, "pipeline resumed"),
         }
     }

@@ -149,6 +149,7 @@ async fn pause_after_failures(shared: &Shared, active: &Active) {
     tracing::warn!(pipeline = %active.key, "{reason}");
     shared.bus.publish(Event::PipelinePaused {
         pipeline: active.key.clone(),
+        reason: Some(reason),
     });
 }
 

@@ -12,9 +12,12 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+mod notification;
 mod positions;
 mod raw;
 mod validate;
+
+pub use notification::{CHANNELS, Channel, Notification, TRIGGERS, Trigger, TriggerKind};
 
 pub use validate::{EnvLookup, validate};
 
@@ -265,6 +268,9 @@ pub struct Client {
     pub log_life_span: Duration,
     /// Console users by name.
     pub users: BTreeMap<String, User>,
+    /// Who is told about dead passengers, failed runs, paused pipelines and old queues
+    /// (`notifications:`), in the order written.
+    pub notifications: Vec<Notification>,
     /// Pipelines by name (the file name without `.yaml`).
     pub pipelines: BTreeMap<String, Pipeline>,
 }

@@ -53,6 +53,33 @@ pub(crate) struct RawClient {
     pub log_life_span: Option<String>,
     /// Console users by name, each a [`RawUser`].
     pub users: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Who is told about what, each a [`RawNotification`]. Default none.
+    pub notifications: Option<Vec<serde_json::Value>>,
+}
+
+/// One entry of `notifications:` in `client.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNotification {
+    /// What to tell about: `dead`, `run_failed`, `paused`, `{ queue_age: 1h }`; required.
+    pub on: Option<Vec<serde_json::Value>>,
+    /// The channel, a mapping of one key: `{ email: { connection: NAME, to: [ADDRESS] } }`,
+    /// `{ webhook: URL }`, `{ slack: URL }`, `{ discord: URL }` or `{ teams: URL }`; required.
+    pub to: Option<serde_json::Value>,
+    /// The client's pipelines it is about. Default: all of them.
+    pub pipelines: Option<Vec<String>>,
+    /// The grouping window and rate limit, e.g. `5m` (the default).
+    pub every: Option<String>,
+}
+
+/// `to: { email: … }` of a notification.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEmail {
+    /// An `smtp` connection of `connections.yaml` granted to the client; required.
+    pub connection: Option<String>,
+    /// Recipients: an address or a list; required.
+    pub to: Option<serde_json::Value>,
 }
 
 /// One user in `client.yaml`, written by `ferry user add`.

@@ -29,6 +29,7 @@ use super::{
 use crate::sandbox::{Sandbox, absolute, normalize};
 use crate::{BuildContext, Registry, Role};
 
+mod notifications;
 #[cfg(test)]
 mod tests;
 
@@ -114,7 +115,18 @@ pub fn validate(
             system.as_ref().and_then(System::store_file),
         );
         let settings = match client_files.settings {
-            Some(file) => check_file(file, client_env, &mut found, client_settings),
+            Some(file) => {
+                let site = notifications::Site {
+                    dir,
+                    registry,
+                    connections: &connections,
+                    client: client_name,
+                    pipelines: client_files.pipelines.keys().copied().collect(),
+                };
+                check_file(file, client_env, &mut found, |doc, value| {
+                    client_settings(doc, value, &site)
+                })
+            }
             None => {
                 found.errors.push(file_error(
                     &format!("clients/{client_name}/client.yaml"),
@@ -157,6 +169,7 @@ pub fn validate(
                 queue_life_span: settings.queue_life_span,
                 log_life_span: settings.log_life_span,
                 users: settings.users,
+                notifications: settings.notifications,
                 pipelines,
             };
             clients.insert(client_name.to_string(), client);
@@ -692,10 +705,15 @@ struct ClientSettings {
     queue_life_span: Duration,
     log_life_span: Duration,
     users: BTreeMap<String, User>,
+    notifications: Vec<super::Notification>,
 }
 
 /// `clients/<client>/client.yaml`.
-fn client_settings(doc: &mut Document, value: Value) -> Option<ClientSettings> {
+fn client_settings(
+    doc: &mut Document,
+    value: Value,
+    site: &notifications::Site,
+) -> Option<ClientSettings> {
     let root = KeyPath::root();
     let raw: RawClient = doc.deserialize(empty_as_mapping(value), &root)?;
     let queue_life_span = doc.duration(
@@ -709,10 +727,17 @@ fn client_settings(doc: &mut Document, value: Value) -> Option<ClientSettings> {
         Duration::from_secs(30 * 86_400),
     );
     let users = users(doc, raw.users.unwrap_or_default(), &root.key("users"));
+    let notifications = notifications::notifications(
+        doc,
+        raw.notifications.unwrap_or_default(),
+        &root.key("notifications"),
+        site,
+    );
     Some(ClientSettings {
         queue_life_span: queue_life_span?,
         log_life_span: log_life_span?,
         users: users?,
+        notifications: notifications?,
     })
 }
 
