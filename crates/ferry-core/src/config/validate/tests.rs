@@ -612,7 +612,7 @@ fn unknown_key_in_ferry_yaml_and_client_yaml() {
         errors_of(&list, &[]),
         [
             "clients/acme/client.yaml:1:1: people: unknown key `people`; expected \
-             one of `queue_life_span`, `log_life_span`, `users`",
+             one of `queue_life_span`, `log_life_span`, `users`, `notifications`",
             "ferry.yaml:3:3: web.port: unknown key `port`; expected `listen`",
         ]
     );

@@ -209,16 +209,18 @@ notifications:
     to: { pager: 555-1234 }
     pipelines: [invoices, payroll]
     every: 0s
-  - to: { email: { connection: ghost, to: ops@example.com } }
+  - on: [dead]
+    to: { email: { connection: ghost, to: ops@example.com } }
   - on: [dead]
     to: { email: { connection: other_mail, to: ops@example.com } }
   - on: [dead]
-    to: { email: { connection: dwh, to: [] } }
+    to: { email: { connection: dwh, to: ops@example.com } }
   - on: [dead]
     to: { slack: not-a-url, teams: https://x }
   - on: []
     to: { webhook: ftp://example.com }
     colour: red
+  - to: { email: { connection: mail, to: [] } }
 ",
     );
     let at = |rest: &str| format!("{FILE}:{rest}");
@@ -234,7 +236,7 @@ notifications:
                 }` tells when the oldest open passenger of a pipeline waits longer than an hour"
             ),
             at(
-                "2:44: notifications[0].on[3].queue_age: invalid duration `soon`; write e.g. \
+                "2:33: notifications[0].on[3].queue_age: invalid duration `soon`; write e.g. \
                 `30s`, `5m`, `7d`"
             ),
             at(
@@ -242,43 +244,43 @@ notifications:
                 webhook, slack, discord, teams"
             ),
             at(
-                "4:28: notifications[0].pipelines[1]: no pipeline `payroll` in client `acme`; \
+                "4:27: notifications[0].pipelines[1]: no pipeline `payroll` in client `acme`; \
                 its pipelines are: invoices, orders"
             ),
-            at("5:12: notifications[0].every: must be at least 1s"),
+            at("5:5: notifications[0].every: must be at least 1s"),
             at(
-                "6:5: notifications[1]: missing key `on`: what to tell about, some of dead, \
-                run_failed, paused, { queue_age: DURATION }"
-            ),
-            at(
-                "6:34: notifications[1].to.email.connection: unknown connection `ghost`; granted \
+                "7:20: notifications[1].to.email.connection: unknown connection `ghost`; granted \
                 to this client: dwh, mail"
             ),
             at(
-                "8:34: notifications[2].to.email.connection: connection `other_mail` is not \
+                "9:20: notifications[2].to.email.connection: connection `other_mail` is not \
                 granted to client `acme`; root grants it in connections.yaml with `clients: \
                 [acme]`"
             ),
             at(
-                "10:34: notifications[3].to.email.connection: connection `dwh` is a `database` \
+                "11:20: notifications[3].to.email.connection: connection `dwh` is a `database` \
                 connection; e-mail is sent through an `smtp` connection"
             ),
             at(
-                "12:9: notifications[4].to: give one channel per notification (one of email, \
+                "13:5: notifications[4].to: give one channel per notification (one of email, \
                 webhook, slack, discord, teams), not 2; write several notifications to send to \
                 several"
             ),
             at(
-                "13:9: notifications[5].on: say what to tell about: some of dead, run_failed, \
+                "14:5: notifications[5].on: say what to tell about: some of dead, run_failed, \
                 paused, { queue_age: DURATION }"
             ),
             at(
-                "14:9: notifications[5].to.webhook: expected the webhook's URL, starting with \
+                "15:11: notifications[5].to.webhook: expected the webhook's URL, starting with \
                 https://"
             ),
             at(
-                "15:5: notifications[5].colour: unknown key `colour`; expected one of `on`, \
+                "16:5: notifications[5].colour: unknown key `colour`; expected one of `on`, \
                 `to`, `pipelines`, `every`"
+            ),
+            at(
+                "17:5: notifications[6]: missing key `on`: what to tell about, some of dead, \
+                run_failed, paused, { queue_age: DURATION }"
             ),
         ]
     );
