@@ -5,7 +5,7 @@ Every message it accepts is written to a directory as `<time>-<uuid>.eml` (the m
 received), beside `<time>-<uuid>.json` (the envelope: `mail_from`, `rcpt_tos`, the
 authenticated `user`, the `port` it came in on). The JSON file is written first and the .eml
 renamed into place last, so a test that sees an .eml can read both. Tests find their messages by
-a unique recipient or subject.
+a unique recipient or subject. Messages older than an hour are deleted now and then.
 
 Recipients whose local part starts with `tempfail` are answered `451` (a temporary failure),
 those starting with `reject` `550` (a permanent one). AUTH PLAIN and LOGIN accept the test user
@@ -46,12 +46,27 @@ def address(variable, default):
     return host, int(port)
 
 
+# Messages older than this are deleted (every 100 messages), so the directory tests scan stays
+# small on a machine where the server runs for weeks.
+KEEP_SECONDS = 3600
+
+
 class Store:
     """Answers recipients as the test conventions say and writes each message to `directory`."""
 
     def __init__(self, directory, port):
         self.directory = directory
         self.port = port
+        self.received = 0
+
+    def prune(self):
+        cutoff = time.time() - KEEP_SECONDS
+        for entry in os.scandir(self.directory):
+            try:
+                if entry.is_file() and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.split("@", 1)[0].lower()
@@ -80,6 +95,9 @@ class Store:
         with open(base + ".tmp", "wb") as f:
             f.write(content)
         os.rename(base + ".tmp", base + ".eml")
+        self.received += 1
+        if self.received % 100 == 1:
+            self.prune()
         return "250 Message accepted for delivery"
 
 

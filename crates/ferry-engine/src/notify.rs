@@ -42,6 +42,9 @@ const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 const AGE_CHECK_MAX: Duration = Duration::from_secs(60);
 const AGE_CHECK_MIN: Duration = Duration::from_secs(1);
 
+/// How long shutdown waits at most for the messages still waiting for their window.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+
 /// Runs the notifications of the engine's project until shutdown.
 pub(crate) async fn notify(shared: Arc<Shared>, mut events: broadcast::Receiver<Event>) {
     let mut notifier = Notifier::new(shared.registry.clone());
@@ -54,7 +57,15 @@ pub(crate) async fn notify(shared: Arc<Shared>, mut events: broadcast::Receiver<
             .flatten()
             .min();
         tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = shared.shutdown.cancelled() => {
+                // What waits for its window is sent now rather than lost, within the grace.
+                let grace = shared.options.grace.min(SHUTDOWN_FLUSH);
+                let flushed = tokio::time::timeout(grace, notifier.flush_all(&project)).await;
+                if flushed.is_err() {
+                    warn!("notifications still waiting at shutdown were not sent");
+                }
+                return;
+            }
             received = events.recv() => match received {
                 Ok(event) => notifier.observe(&project, &event, Instant::now()),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -320,6 +331,17 @@ impl Notifier {
     /// When the next window closes.
     pub fn due(&self) -> Option<Instant> {
         self.groups.values().filter_map(|g| g.deadline).min()
+    }
+
+    /// Sends every waiting group now, whatever its window (at shutdown).
+    pub async fn flush_all(&mut self, project: &Project) {
+        let now = Instant::now();
+        for group in self.groups.values_mut() {
+            if group.deadline.is_some() {
+                group.deadline = Some(now);
+            }
+        }
+        self.flush(project, now).await;
     }
 
     /// Sends every group whose window closed by `now`. A group that could not be sent stays,

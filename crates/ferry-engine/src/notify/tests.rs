@@ -205,6 +205,12 @@ async fn one_message_per_window_and_a_failed_send_is_retried_with_what_joined_it
     assert_eq!(notifier.due(), Some(t0 + s(31)));
     notifier.flush(&project, t0 + s(31)).await;
     assert_eq!(received.posts().len(), 2);
+
+    // At shutdown what waits is sent at once.
+    notifier.observe(&project, &dead("orders", "last"), t0 + s(32));
+    notifier.flush_all(&project).await;
+    assert_eq!(received.posts().len(), 3);
+    assert_eq!(notifier.due(), None);
 }
 
 #[tokio::test]
