@@ -1,6 +1,7 @@
 //! ferry's dispatcher: it loads definitions (the [`registrar`]), pulls on schedules
 //! ([`runner`]), processes and pushes with a bounded pool of [`worker`]s, purges what is past
-//! its retention ([`cleaner`]) and tells [`observer`]s about all of it.
+//! its retention ([`cleaner`]) and tells [`observer`]s about all of it; `notify` tells people
+//! (by e-mail and webhooks) what their clients' `notifications:` ask for.
 //!
 //! One [`Engine`] runs one project. It keeps running whatever a pipeline does: a failing pull,
 //! a panicking pusher or a store error affects that pipeline's run, never the others.

@@ -430,3 +430,52 @@ async fn an_email_notification_arrives() {
 fn uuid_like() -> String {
     format!("{}", PassengerId::new().0.simple())
 }
+
+#[test]
+fn an_email_notification_needs_a_sender_and_valid_addresses() {
+    let files = |connection: &str, to: &str| {
+        [
+            ("ferry.yaml", String::new()),
+            ("connections.yaml", connection.to_string()),
+            (
+                "clients/acme/client.yaml",
+                format!(
+                    "notifications:\n  - on: [dead]\n    to: {{ email: {{ connection: mail, \
+                     to: [{to}] }} }}\n"
+                ),
+            ),
+        ]
+        .into_iter()
+        .map(|(path, content)| SourceFile {
+            path: path.into(),
+            content,
+        })
+        .collect::<Vec<_>>()
+    };
+    let errors = |connection: &str, to: &str| -> Vec<String> {
+        let registry = ferry_connectors::registry();
+        match validate(Path::new("/tmp"), files(connection, to), &registry, &|_| {
+            None
+        }) {
+            Ok(_) => panic!("valid"),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    };
+    let no_from = "mail: { type: smtp, host: smtp.example.com, clients: [acme] }\n";
+    assert_eq!(
+        errors(no_from, "ops@example.com"),
+        [
+            "clients/acme/client.yaml:3:11: notifications[0].to.email: connection `mail` needs \
+          a `from`: the sender of notifications"
+        ]
+    );
+    let with_from =
+        "mail: { type: smtp, host: smtp.example.com, from: f@example.com, clients: [acme] }\n";
+    let found = errors(with_from, "ops@example.com, nope");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("clients/acme/client.yaml:3:")
+            && found[0].contains("notifications[0].to.email.to[1]: not an e-mail address `nope`"),
+        "{found:?}"
+    );
+}
