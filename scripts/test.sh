@@ -5,6 +5,7 @@
 # The store is embedded SQLite; the ELT connectors' tests load into the real PostgreSQL and
 # read the real MariaDB of the machine, started here when they are stopped (see
 # ../shared/SERVICES.md; FERRY_TEST_POSTGRES and FERRY_TEST_MYSQL point the tests elsewhere).
+# The IMAP tests use a Dovecot of their own, installed and started here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,9 @@ if ! mysqladmin -h 127.0.0.1 -u root ping >/dev/null 2>&1; then
   start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
   for _ in $(seq 30); do mysqladmin -h 127.0.0.1 -u root ping >/dev/null 2>&1 && break; sleep 1; done
 fi
+
+# The IMAP tests' Dovecot (installed on first use; FERRY_TEST_IMAP_* point elsewhere).
+scripts/dovecot-test-server.sh
 
 echo "== format"
 cargo fmt --all -- --check

@@ -13,6 +13,7 @@ mod conformance;
 pub mod file;
 pub mod generate;
 pub mod http;
+pub mod imap;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 #[cfg(feature = "postgres")]
@@ -40,6 +41,7 @@ use sql::connection::DatabaseConnectionFactory;
 pub fn registry() -> Registry {
     Registry {
         connections: vec![
+            Box::new(imap::ImapConnectionFactory),
             #[cfg(feature = "mysql")]
             Box::new(DatabaseConnectionFactory::<mysql::Mysql>::new()),
             #[cfg(feature = "postgres")]
@@ -51,6 +53,7 @@ pub fn registry() -> Registry {
             Box::new(file::FilePullerFactory),
             Box::new(generate::GeneratePullerFactory),
             Box::new(http::HttpPullerFactory),
+            Box::new(imap::ImapPullerFactory),
             #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
             Box::new(sql::SqlPullerFactory),
             Box::new(table::TablePullerFactory),
@@ -89,10 +92,13 @@ mod tests {
     #[test]
     fn registry_lists_every_component() {
         let registry = registry();
-        assert_eq!(registry.connection_types(), ["mysql", "postgres", "sqlite"]);
+        assert_eq!(
+            registry.connection_types(),
+            ["imap", "mysql", "postgres", "sqlite"]
+        );
         assert_eq!(
             registry.type_names(Role::Puller),
-            ["file", "generate", "http", "sql", "table"]
+            ["file", "generate", "http", "imap", "sql", "table"]
         );
         assert_eq!(
             registry.type_names(Role::Processor),
