@@ -48,12 +48,10 @@ pub(crate) fn passenger(raw: &[u8], found: &Found) -> Result<Passenger, String> 
     put("size", Some(raw.len().to_string()));
 
     // The first text part as it is: plain text, or HTML when the message has no plain text.
-    let first = message
-        .text_part(0)
-        .and_then(|part| match part.text_contents() {
-            Some(text) => Some((part.is_text_html(), text.to_string())),
-            None => None,
-        });
+    let first = message.text_part(0).and_then(|part| {
+        part.text_contents()
+            .map(|text| (part.is_text_html(), text.to_string()))
+    });
     passenger.body = match first {
         Some((html, text)) => Body {
             media_type: match html {
