@@ -4,8 +4,9 @@
 #
 # The store is embedded SQLite; the ELT connectors' tests load into the real PostgreSQL and
 # read the real MariaDB of the machine, started here when they are stopped (see
-# ../shared/SERVICES.md; FERRY_TEST_POSTGRES and FERRY_TEST_MYSQL point the tests elsewhere), and
-# the mail code sends to a real SMTP server (FERRY_TEST_SMTP, FERRY_TEST_SMTP_DIR).
+# ../shared/SERVICES.md; FERRY_TEST_POSTGRES and FERRY_TEST_MYSQL point the tests elsewhere).
+# The mail code sends to a real SMTP server (FERRY_TEST_SMTP, FERRY_TEST_SMTP_DIR) and reads a
+# Dovecot of its own (FERRY_TEST_IMAP_*), both installed and started here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +34,8 @@ if ! (exec 3<>"/dev/tcp/${smtp%:*}/${smtp##*:}") 2>/dev/null; then
     >"${FERRY_TEST_SMTP_DIR:-/tmp/ferry-smtp}.log" 2>&1 </dev/null &
   for _ in $(seq 30); do (exec 3<>"/dev/tcp/${smtp%:*}/${smtp##*:}") 2>/dev/null && break; sleep 1; done
 fi
+# The IMAP tests' Dovecot (installed on first use; FERRY_TEST_IMAP_* point elsewhere).
+scripts/dovecot-test-server.sh
 
 echo "== format"
 cargo fmt --all -- --check

@@ -13,6 +13,7 @@ mod conformance;
 pub mod file;
 pub mod generate;
 pub mod http;
+pub mod imap;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 #[cfg(feature = "postgres")]
@@ -41,6 +42,7 @@ use sql::connection::DatabaseConnectionFactory;
 pub fn registry() -> Registry {
     Registry {
         connections: vec![
+            Box::new(imap::ImapConnectionFactory),
             #[cfg(feature = "mysql")]
             Box::new(DatabaseConnectionFactory::<mysql::Mysql>::new()),
             #[cfg(feature = "postgres")]
@@ -53,6 +55,7 @@ pub fn registry() -> Registry {
             Box::new(file::FilePullerFactory),
             Box::new(generate::GeneratePullerFactory),
             Box::new(http::HttpPullerFactory),
+            Box::new(imap::ImapPullerFactory),
             #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
             Box::new(sql::SqlPullerFactory),
             Box::new(table::TablePullerFactory),
@@ -94,11 +97,11 @@ mod tests {
         let registry = registry();
         assert_eq!(
             registry.connection_types(),
-            ["mysql", "postgres", "smtp", "sqlite"]
+            ["imap", "mysql", "postgres", "smtp", "sqlite"]
         );
         assert_eq!(
             registry.type_names(Role::Puller),
-            ["file", "generate", "http", "sql", "table"]
+            ["file", "generate", "http", "imap", "sql", "table"]
         );
         assert_eq!(
             registry.type_names(Role::Processor),

@@ -1,0 +1,356 @@
+//! The `imap` connection (in `connections.yaml`) and the `imap` puller's settings (in a
+//! pipeline), as written and as checked.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ferry_core::config::Connection;
+use ferry_core::{BuildError, duration};
+use serde::Deserialize;
+
+/// An IMAP server in `connections.yaml`.
+///
+/// ```yaml
+/// orders-mailbox:
+///   type: imap
+///   host: imap.example.com
+///   user: orders@example.com
+///   password: ${IMAP_PASSWORD}
+/// ```
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapConnectionConfig {
+    /// The server's host name. Required.
+    pub host: String,
+    /// Default 993 with `security: tls`, else 143.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `tls` (the default: TLS from the first byte), `starttls` (plain, then upgraded before
+    /// logging in) or `none` (plain text; only for a server on the same machine).
+    #[serde(default)]
+    pub security: Security,
+    /// PEM file of the certificate authorities the server's certificate must chain to
+    /// (relative to the project). Default: the public authorities (webpki-roots).
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// The login name. Required.
+    pub user: String,
+    /// The password. Never logged or shown.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Time limit for connecting and for each command, e.g. `30s`. Default `60s`.
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+/// How the connection to the server is secured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    #[default]
+    Tls,
+    Starttls,
+    None,
+}
+
+/// A checked IMAP connection.
+#[derive(Clone)]
+pub struct ImapConnection {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub ca_file: Option<PathBuf>,
+    pub user: String,
+    pub(crate) password: String,
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for ImapConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImapConnection")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ImapConnection {
+    /// Reads and checks `connection`'s keys; files resolve against `project_dir`.
+    pub fn read(connection: &Connection, project_dir: &Path) -> Result<Self, BuildError> {
+        let config: ImapConnectionConfig = ferry_core::component::parse_config(
+            &serde_json::Value::Object(connection.config.clone()),
+        )?;
+        if config.host.trim().is_empty() {
+            return Err(BuildError::at("host", "must name the IMAP server"));
+        }
+        if config.user.trim().is_empty() {
+            return Err(BuildError::at("user", "must name the login"));
+        }
+        let password = config.password.ok_or_else(|| {
+            BuildError::at(
+                "password",
+                "required; write it as `${VARIABLE}` so it stays out of the project",
+            )
+        })?;
+        let timeout = match &config.timeout {
+            Some(text) => duration::parse(text).map_err(|e| BuildError::at("timeout", e))?,
+            None => Duration::from_secs(60),
+        };
+        let ca_file = config.ca_file.map(|file| project_dir.join(file));
+        if let Some(file) = &ca_file {
+            super::session::roots(Some(file)).map_err(|e| BuildError::at("ca_file", e))?;
+        }
+        let port = config.port.unwrap_or(match config.security {
+            Security::Tls => 993,
+            _ => 143,
+        });
+        Ok(ImapConnection {
+            name: connection.name.clone(),
+            host: config.host,
+            port,
+            security: config.security,
+            ca_file,
+            user: config.user,
+            password,
+            timeout,
+        })
+    }
+
+    /// `user@host:port`, for messages.
+    pub fn shown(&self) -> String {
+        format!("{}@{}:{}", self.user, self.host, self.port)
+    }
+}
+
+/// Configuration of the `imap` puller.
+///
+/// ```yaml
+/// pullers:
+///   - type: imap
+///     connection: orders-mailbox
+///     mailboxes: [INBOX]
+///     search: UNSEEN FROM "@partner.example"
+///     after_seat: { move_to: Archive }
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapPullerConfig {
+    /// The `imap` connection in `connections.yaml`. Required.
+    pub connection: String,
+    /// The mailboxes (folders) to read, in order. Default `[INBOX]`.
+    #[serde(default)]
+    pub mailboxes: Option<Vec<String>>,
+    /// IMAP SEARCH criteria the messages must meet, e.g. `UNSEEN`, `FROM "@partner.example"`,
+    /// `SINCE 1-Dec-2026`. Default `ALL`.
+    #[serde(default)]
+    pub search: Option<String>,
+    /// What happens to a message once it is seated: `keep` (the default), `delete`,
+    /// `{ move_to: FOLDER }` or `{ flag: FLAG }` (`SEEN`, `FLAGGED`, `ANSWERED` or a keyword).
+    #[serde(default)]
+    pub after_seat: Option<AfterSeatConfig>,
+    /// How long a pull that found nothing waits in IMAP IDLE for new mail on the first
+    /// mailbox, e.g. `30s`; `false` polls on the pipeline's schedule only. Default `30s` when
+    /// the server offers IDLE.
+    #[serde(default)]
+    pub idle: Option<IdleConfig>,
+    /// The largest message pulled, e.g. `25MB`; a larger one fails alone, permanently, with
+    /// its size. Default `25MB`.
+    #[serde(default)]
+    pub max_size: Option<String>,
+}
+
+/// `after_seat:` as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum AfterSeatConfig {
+    Word(String),
+    Move { move_to: String },
+    Flag { flag: String },
+}
+
+/// `idle:` as written: a duration or `false`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum IdleConfig {
+    Off(bool),
+    Wait(String),
+}
+
+/// What happens to a seated message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AfterSeat {
+    Keep,
+    Delete,
+    Move(String),
+    /// A system flag with its backslash (`\Seen`) or a keyword.
+    Flag(String),
+}
+
+/// The checked settings of an `imap` puller.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub mailboxes: Vec<String>,
+    pub search: String,
+    pub after_seat: AfterSeat,
+    pub idle: Option<Duration>,
+    pub max_size: u64,
+}
+
+/// The default largest message: 25 MiB.
+const DEFAULT_MAX_SIZE: u64 = 25 * 1024 * 1024;
+
+/// The longest IDLE wait: a pull may not take longer than the engine allows (5 minutes).
+const MAX_IDLE: Duration = Duration::from_secs(240);
+
+impl Settings {
+    pub fn validate(config: &ImapPullerConfig) -> Result<Settings, BuildError> {
+        let mailboxes = config
+            .mailboxes
+            .clone()
+            .unwrap_or_else(|| vec!["INBOX".into()]);
+        if mailboxes.is_empty() {
+            return Err(BuildError::at("mailboxes", "name at least one mailbox"));
+        }
+        for (index, mailbox) in mailboxes.iter().enumerate() {
+            mailbox_name(mailbox).map_err(|e| nested(&["mailboxes", &index.to_string()], e))?;
+        }
+        let search = config.search.clone().unwrap_or_else(|| "ALL".into());
+        if search.trim().is_empty() || search.chars().any(|c| c.is_control()) {
+            return Err(BuildError::at(
+                "search",
+                "must be IMAP SEARCH criteria on one line, e.g. `UNSEEN` or `FROM \"@example.com\"`",
+            ));
+        }
+        let after_seat = match &config.after_seat {
+            None => AfterSeat::Keep,
+            Some(AfterSeatConfig::Word(word)) => match word.as_str() {
+                "keep" => AfterSeat::Keep,
+                "delete" => AfterSeat::Delete,
+                other => {
+                    return Err(BuildError::at(
+                        "after_seat",
+                        format!(
+                            "unknown `{other}`; write `keep`, `delete`, `{{ move_to: FOLDER }}` \
+                             or `{{ flag: SEEN }}`"
+                        ),
+                    ));
+                }
+            },
+            Some(AfterSeatConfig::Move { move_to }) => {
+                mailbox_name(move_to).map_err(|e| nested(&["after_seat", "move_to"], e))?;
+                if mailboxes.contains(move_to) {
+                    return Err(nested(
+                        &["after_seat", "move_to"],
+                        format!("`{move_to}` is one of the mailboxes read; move to another"),
+                    ));
+                }
+                AfterSeat::Move(move_to.clone())
+            }
+            Some(AfterSeatConfig::Flag { flag }) => AfterSeat::Flag(flag_name(flag)?),
+        };
+        let idle = match &config.idle {
+            None => Some(Duration::from_secs(30)),
+            Some(IdleConfig::Off(false)) => None,
+            Some(IdleConfig::Off(true)) => Some(Duration::from_secs(30)),
+            Some(IdleConfig::Wait(text)) => {
+                let wait = duration::parse(text).map_err(|e| BuildError::at("idle", e))?;
+                if wait.is_zero() || wait > MAX_IDLE {
+                    return Err(BuildError::at(
+                        "idle",
+                        "must be more than 0s and at most 4m (a pull may last 5 minutes)",
+                    ));
+                }
+                Some(wait)
+            }
+        };
+        let max_size = match &config.max_size {
+            Some(text) => parse_size(text).map_err(|e| BuildError::at("max_size", e))?,
+            None => DEFAULT_MAX_SIZE,
+        };
+        Ok(Settings {
+            mailboxes,
+            search,
+            after_seat,
+            idle,
+            max_size,
+        })
+    }
+}
+
+/// An error at a nested key, e.g. `after_seat` → `move_to`.
+fn nested(path: &[&str], message: impl Into<String>) -> BuildError {
+    BuildError {
+        path: path.iter().map(|key| key.to_string()).collect(),
+        message: message.into(),
+        within: None,
+    }
+}
+
+fn mailbox_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() || name.chars().any(|c| c.is_control() || c == '"') {
+        return Err(format!(
+            "`{}` is not a mailbox name (empty, a quote or a control character)",
+            name.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+/// `SEEN` → `\Seen`; a keyword stays as written.
+fn flag_name(flag: &str) -> Result<String, BuildError> {
+    let system = ["seen", "flagged", "answered", "draft"];
+    let bare = flag.trim_start_matches('\\');
+    if let Some(name) = system.iter().find(|name| name.eq_ignore_ascii_case(bare)) {
+        let mut chars = name.chars();
+        let first = chars.next().unwrap_or_default().to_ascii_uppercase();
+        return Ok(format!("\\{first}{}", chars.as_str()));
+    }
+    if flag.is_empty()
+        || flag.starts_with('\\')
+        || !flag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "$_-.".contains(c))
+    {
+        return Err(nested(
+            &["after_seat", "flag"],
+            format!(
+                "`{}` is not a flag: write SEEN, FLAGGED, ANSWERED, DRAFT or a keyword of \
+                 letters and digits",
+                flag.escape_debug()
+            ),
+        ));
+    }
+    Ok(flag.to_string())
+}
+
+/// Parses a size such as `25MB`, `512KB`, `1GB` or a number of bytes (1 MB = 1024 KB).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let number: u64 = text[..digits]
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size; write e.g. `25MB`"))?;
+    let unit = text[digits..].trim().to_ascii_uppercase();
+    let factor: u64 = match unit.as_str() {
+        "" | "B" => 1,
+        "KB" | "KIB" | "K" => 1024,
+        "MB" | "MIB" | "M" => 1024 * 1024,
+        "GB" | "GIB" | "G" => 1024 * 1024 * 1024,
+        _ => {
+            return Err(format!(
+                "unknown unit in size `{text}`; use B, KB, MB or GB"
+            ));
+        }
+    };
+    match number.checked_mul(factor) {
+        Some(0) | None => Err(format!("size `{text}` must be above 0 and below 16 EB")),
+        Some(size) => Ok(size),
+    }
+}
