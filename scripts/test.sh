@@ -34,6 +34,7 @@ if ! (exec 3<>"/dev/tcp/${smtp%:*}/${smtp##*:}") 2>/dev/null; then
     >"${FERRY_TEST_SMTP_DIR:-/tmp/ferry-smtp}.log" 2>&1 </dev/null &
   for _ in $(seq 30); do (exec 3<>"/dev/tcp/${smtp%:*}/${smtp##*:}") 2>/dev/null && break; sleep 1; done
 fi
+
 # The IMAP tests' Dovecot (installed on first use; FERRY_TEST_IMAP_* point elsewhere).
 scripts/dovecot-test-server.sh
 
