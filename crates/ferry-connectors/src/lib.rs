@@ -26,6 +26,7 @@ pub mod sqlite;
 pub mod table;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 mod table_load;
+pub mod webhook;
 
 use ferry_core::Registry;
 
@@ -54,6 +55,7 @@ pub fn registry() -> Registry {
             #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
             Box::new(sql::SqlPullerFactory),
             Box::new(table::TablePullerFactory),
+            Box::new(webhook::WebhookPullerFactory),
         ],
         processors: vec![
             Box::new(processors::DecodeFactory),
@@ -92,7 +94,7 @@ mod tests {
         assert_eq!(registry.connection_types(), ["mysql", "postgres", "sqlite"]);
         assert_eq!(
             registry.type_names(Role::Puller),
-            ["file", "generate", "http", "sql", "table"]
+            ["file", "generate", "http", "sql", "table", "webhook"]
         );
         assert_eq!(
             registry.type_names(Role::Processor),
@@ -110,6 +112,9 @@ mod tests {
         assert!(registry.pusher_loads("mysql"));
         assert!(registry.pusher_loads("sqlite"));
         assert!(!registry.pusher_loads("file"));
+        // Webhook pipelines run continuously: the puller only receives while they run.
+        assert!(registry.puller_receives("webhook"));
+        assert!(!registry.puller_receives("file"));
     }
 
     #[test]
@@ -171,6 +176,10 @@ mod tests {
         }
         registry
             .check(Role::Pusher, "file", &json!({ "path": "out" }), &ctx)
+            .unwrap();
+        let webhook = json!({ "auth": { "github": "s3cret" } });
+        registry
+            .check(Role::Puller, "webhook", &webhook, &ctx)
             .unwrap();
     }
 }
