@@ -10,7 +10,8 @@
 # committed), the passengers ferry seated, and ferry's peak RSS.
 # Release build. Usage: bench/webhook.sh
 # Environment: DURATION (30s), CONNECTIONS (64), THREADS (2), SIZE (1024), PORT (5078),
-#   BENCH_DIR (/tmp), KEEP=1 keeps the project.
+#   BENCH_DIR (/tmp), KEEP=1 keeps the project, FERRY_BIN=path runs that binary instead of a
+#   release build (to check the script with a debug build; its numbers mean nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,8 +24,12 @@ SECRET=bench-webhook-secret
 
 command -v wrk > /dev/null || { echo "needs wrk: apt-get install -y wrk"; exit 1; }
 command -v openssl > /dev/null || { echo "needs openssl: apt-get install -y openssl"; exit 1; }
-cargo build --release -q -p ferry
-BIN=$PWD/target/release/ferry
+if [ -n "${FERRY_BIN:-}" ]; then
+  BIN=$(realpath "$FERRY_BIN")
+else
+  cargo build --release -q -p ferry
+  BIN=$PWD/target/release/ferry
+fi
 WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/ferry-webhook-bench.XXXXXX")
 trap '[ -n "${PID:-}" ] && kill -9 "$PID" 2>/dev/null; [ -z "${KEEP:-}" ] && rm -rf "$WORK"' EXIT
 
@@ -100,7 +105,7 @@ done
 wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" --latency -s "$WORK/post.lua" \
   "http://127.0.0.1:$PORT/hooks/acme/bench" | tee "$WORK/wrk.txt" | grep -E '^(requests|latency):'
 sleep 2
-echo "ferry: $("$BIN" status "$WORK" | grep -E '^acme/bench' | awk '{print $3" pending, "$4" in flight, "$7" complete"}') (columns of ferry status)"
+echo "ferry: $("$BIN" status "$WORK" | grep -E '^acme/bench' | awk '{print $3" pending, "$4" in flight, "$7" complete"}') (ferry status)"
 echo "ferry peak RSS: $(awk '/VmHWM/ {printf "%.0f MB", $2/1024}' "/proc/$PID/status")"
 kill -TERM "$PID"
 wait "$PID" || true
