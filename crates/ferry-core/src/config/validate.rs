@@ -909,7 +909,8 @@ fn pipeline(doc: &mut Document, value: Value, site: &Site) -> Option<Pipeline> {
         priority: u8::try_from(priority?).ok()?,
         failure_limit: u32::try_from(failure_limit?).ok()?,
         run_ends: run_ends?,
-        run_ends_default: raw.run_ends.is_none(),
+        // A receiving pipeline keeps `seated` in a dependency chain too.
+        run_ends_default: raw.run_ends.is_none() && !receives,
         connections: site.connections.clone(),
         sandbox: site.sandbox.clone(),
         file: site.file.path.clone(),
