@@ -84,6 +84,9 @@ function done(summary, latency, requests)
   io.write(string.format("latency: p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, p99.9 %.1f ms, max %.1f ms\n",
     latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000,
     latency:percentile(99.9) / 1000, latency.max / 1000))
+  local met = summary.requests / seconds >= 5000 and latency:percentile(99) < 50000 and failed == 0
+  io.write(string.format("target (5,000/s, p99 under 50 ms, every delivery 202): %s\n",
+    met and "met" or "missed"))
 end
 LUA
 
@@ -103,7 +106,7 @@ for _ in $(seq 100); do
 done
 
 wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" --latency -s "$WORK/post.lua" \
-  "http://127.0.0.1:$PORT/hooks/acme/bench" | tee "$WORK/wrk.txt" | grep -E '^(requests|latency):'
+  "http://127.0.0.1:$PORT/hooks/acme/bench" | tee "$WORK/wrk.txt" | grep -E '^(requests|latency|target)'
 sleep 2
 echo "ferry: $("$BIN" status "$WORK" | grep -E '^acme/bench' | awk '{print $3" pending, "$4" in flight, "$7" complete"}') (ferry status)"
 echo "ferry peak RSS: $(awk '/VmHWM/ {printf "%.0f MB", $2/1024}' "/proc/$PID/status")"
