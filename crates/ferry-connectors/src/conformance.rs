@@ -73,8 +73,10 @@ pub async fn puller_conforms(source: &mut impl PullerUnderTest) {
     let position = source.fill(GOOD).await;
     let before = source.remaining().await;
 
-    // The first pull is seated, then the process dies before its `ack`.
+    // The first pull is seated, then the process dies before its `ack`. Every run starts with
+    // `restore` (the engine calls it before pulling; a webhook puller receives from then on).
     let mut first = source.puller();
+    first.restore(None);
     let crashed = pull_once(source, first.as_mut()).await;
     drop(first);
     let crashed_keys = keys(&crashed.passengers);

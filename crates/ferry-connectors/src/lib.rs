@@ -28,6 +28,7 @@ pub mod sqlite;
 pub mod table;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 mod table_load;
+pub mod webhook;
 
 use ferry_core::Registry;
 
@@ -59,6 +60,7 @@ pub fn registry() -> Registry {
             #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
             Box::new(sql::SqlPullerFactory),
             Box::new(table::TablePullerFactory),
+            Box::new(webhook::WebhookPullerFactory),
         ],
         processors: vec![
             Box::new(processors::DecodeFactory),
@@ -101,7 +103,7 @@ mod tests {
         );
         assert_eq!(
             registry.type_names(Role::Puller),
-            ["file", "generate", "http", "imap", "sql", "table"]
+            ["file", "generate", "http", "imap", "sql", "table", "webhook"]
         );
         assert_eq!(
             registry.type_names(Role::Processor),
@@ -119,6 +121,9 @@ mod tests {
         assert!(registry.pusher_loads("mysql"));
         assert!(registry.pusher_loads("sqlite"));
         assert!(!registry.pusher_loads("file"));
+        // Webhook pipelines run continuously: the puller only receives while they run.
+        assert!(registry.puller_receives("webhook"));
+        assert!(!registry.puller_receives("file"));
     }
 
     #[test]
@@ -180,6 +185,10 @@ mod tests {
         }
         registry
             .check(Role::Pusher, "file", &json!({ "path": "out" }), &ctx)
+            .unwrap();
+        let webhook = json!({ "auth": { "github": "s3cret" } });
+        registry
+            .check(Role::Puller, "webhook", &webhook, &ctx)
             .unwrap();
     }
 }

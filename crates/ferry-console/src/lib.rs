@@ -19,6 +19,7 @@ mod layout;
 mod pages;
 mod redact;
 pub mod routes;
+mod webhook;
 
 pub use error::ApiError;
 

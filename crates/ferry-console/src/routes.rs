@@ -13,6 +13,7 @@ use crate::pages::{
     audit, dashboard, dead, definitions, export, login, metrics, passenger, pipelines, quarantine,
     queue, runs, system, users,
 };
+use crate::webhook;
 
 /// One route: method, path (axum syntax), who may use it, and its handler.
 pub struct Route {
@@ -38,7 +39,7 @@ fn route(
 
 /// The whole table: console pages first, then the API under `/api/v1`.
 pub fn table() -> Vec<Route> {
-    use Access::{Administrator as Admin, Operator as Op, Public, Root};
+    use Access::{Administrator as Admin, Operator as Op, Public, Root, Webhook};
     let (g, p) = (Method::GET, Method::POST);
     vec![
         route(g.clone(), "/health", Public, get(system::health)),
@@ -234,7 +235,25 @@ pub fn table() -> Vec<Route> {
         ),
         route(g.clone(), "/api/v1/audit", Admin, get(audit::api)),
         route(g.clone(), "/api/v1/system", Root, get(system::api)),
-        route(p, "/api/v1/system/{action}", Root, post(system::action_api)),
+        route(
+            p.clone(),
+            "/api/v1/system/{action}",
+            Root,
+            post(system::action_api),
+        ),
+        // Deliveries to webhook pullers, authenticated by each webhook itself.
+        route(
+            p.clone(),
+            "/hooks/{client}/{pipeline}",
+            Webhook,
+            post(webhook::receive),
+        ),
+        route(
+            p,
+            "/hooks/{client}/{pipeline}/{path}",
+            Webhook,
+            post(webhook::receive),
+        ),
     ]
 }
 

@@ -41,6 +41,7 @@ fn access_name(access: Access) -> &'static str {
         Access::Operator => "operator",
         Access::Administrator => "administrator",
         Access::Root => "root",
+        Access::Webhook => "webhook",
     }
 }
 

@@ -192,6 +192,10 @@ pub trait Pusher: Send + Sync {
 pub trait PullerFactory: Send + Sync + 'static {
     /// The `type:` name in definitions.
     const TYPE: &'static str;
+    /// The source pushes to ferry (a webhook) instead of being fetched from: the puller
+    /// receives only while its pipeline runs, so the pipeline's schedule is `continuous`
+    /// (implied when none is written; another one is an error).
+    const RECEIVES: bool = false;
     type Config: DeserializeOwned;
     /// Builds the puller. Must not connect to anything: validation calls it too.
     fn build(
@@ -279,6 +283,8 @@ impl<F: ConnectionFactory> DynConnectionFactory for F {
 /// A [`PullerFactory`] with its configuration type erased.
 pub trait DynPullerFactory: Send + Sync {
     fn type_name(&self) -> &'static str;
+    /// [`PullerFactory::RECEIVES`].
+    fn receives(&self) -> bool;
     fn build(
         &self,
         config: &serde_json::Value,
@@ -331,6 +337,10 @@ pub fn parse_config<C: DeserializeOwned>(config: &serde_json::Value) -> Result<C
 impl<F: PullerFactory> DynPullerFactory for F {
     fn type_name(&self) -> &'static str {
         F::TYPE
+    }
+
+    fn receives(&self) -> bool {
+        F::RECEIVES
     }
 
     fn build(
@@ -459,6 +469,14 @@ impl Registry {
         self.pushers
             .iter()
             .any(|f| f.type_name() == type_name && f.loads())
+    }
+
+    /// Whether pullers of `type_name` receive what is pushed to ferry
+    /// ([`PullerFactory::RECEIVES`]).
+    pub fn puller_receives(&self, type_name: &str) -> bool {
+        self.pullers
+            .iter()
+            .any(|f| f.type_name() == type_name && f.receives())
     }
 
     /// Whether `type_name` is a known component of `role`.

@@ -847,13 +847,42 @@ fn pipeline(doc: &mut Document, value: Value, site: &Site) -> Option<Pipeline> {
     }
     let raw: RawPipeline = doc.deserialize(value, &root)?;
 
-    let schedule = schedule(doc, raw.schedule);
+    let schedule_written = raw.schedule.is_some();
+    let mut schedule = schedule(doc, raw.schedule);
     let pusher_names = raw.pushers.as_deref().map(names).unwrap_or_default();
     let site = &Site {
         pushers: pusher_names.into_iter().flatten().collect(),
         ..*site
     };
     let pullers = components(doc, Role::Puller, raw.pullers, site);
+    // A puller that receives what is pushed to ferry (a webhook) only receives while its
+    // pipeline runs: the pipeline runs continuously.
+    // Its runs end once seated (the default), so deliveries do not wait for earlier ones to be
+    // pushed.
+    let receiver = pullers.as_ref().and_then(|pullers| {
+        pullers
+            .iter()
+            .find(|p| site.registry.puller_receives(&p.type_name))
+    });
+    let receives = receiver.is_some();
+    if let Some(receiver) = receiver {
+        match &schedule {
+            _ if !schedule_written => schedule = Some(Schedule::Continuous),
+            Some(Schedule::Continuous) | None => {}
+            Some(other) => {
+                doc.error(
+                    &root.key("schedule"),
+                    format!(
+                        "the `{}` puller `{}` receives what is sent to ferry, so its pipeline \
+                         runs continuously, not `{other}`; remove `schedule:` or write \
+                         `schedule: continuous`",
+                        receiver.type_name, receiver.name
+                    ),
+                );
+                schedule = None;
+            }
+        }
+    }
     let processors = components(doc, Role::Processor, raw.processors, site);
     let pushers = components(doc, Role::Pusher, raw.pushers, site);
     let retry = doc
@@ -877,7 +906,7 @@ fn pipeline(doc: &mut Document, value: Value, site: &Site) -> Option<Pipeline> {
             .any(|p| site.registry.pusher_loads(&p.type_name))
     });
     let run_ends = match raw.run_ends.as_deref() {
-        None if loads => Some(RunEnds::Delivered),
+        None if loads && !receives => Some(RunEnds::Delivered),
         None | Some("seated") => Some(RunEnds::Seated),
         Some("delivered") => Some(RunEnds::Delivered),
         Some(other) => {
@@ -905,7 +934,8 @@ fn pipeline(doc: &mut Document, value: Value, site: &Site) -> Option<Pipeline> {
         priority: u8::try_from(priority?).ok()?,
         failure_limit: u32::try_from(failure_limit?).ok()?,
         run_ends: run_ends?,
-        run_ends_default: raw.run_ends.is_none(),
+        // A receiving pipeline keeps `seated` in a dependency chain too.
+        run_ends_default: raw.run_ends.is_none() && !receives,
         connections: site.connections.clone(),
         sandbox: site.sandbox.clone(),
         file: site.file.path.clone(),
