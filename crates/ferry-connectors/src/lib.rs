@@ -15,6 +15,7 @@ pub mod generate;
 pub mod http;
 #[cfg(feature = "mysql")]
 pub mod mysql;
+pub mod oauth;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod processors;
@@ -69,6 +70,7 @@ pub fn registry() -> Registry {
         pushers: vec![
             Box::new(blackhole::BlackholePusherFactory),
             Box::new(file::FilePusherFactory),
+            Box::new(http::HttpPusherFactory),
             #[cfg(feature = "mysql")]
             Box::new(mysql::MysqlPusherFactory),
             #[cfg(feature = "postgres")]
@@ -103,13 +105,14 @@ mod tests {
         );
         assert_eq!(
             registry.type_names(Role::Pusher),
-            ["blackhole", "file", "mysql", "postgres", "sqlite"]
+            ["blackhole", "file", "http", "mysql", "postgres", "sqlite"]
         );
         // Runs of pipelines that load tables end when the rows are in (run_ends: delivered).
         assert!(registry.pusher_loads("postgres"));
         assert!(registry.pusher_loads("mysql"));
         assert!(registry.pusher_loads("sqlite"));
         assert!(!registry.pusher_loads("file"));
+        assert!(!registry.pusher_loads("http"));
     }
 
     #[test]

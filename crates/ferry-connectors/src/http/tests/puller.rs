@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::HttpPullerFactory;
+use crate::http::HttpPullerFactory;
 
 /// A request as the server saw it.
 #[derive(Clone, Debug)]
