@@ -65,6 +65,7 @@ macro_rules! store_test_suite {
                 untakeable_input_is_quarantined_until_a_person_acts,
                 concurrent_leases_never_share_a_passenger,
                 finish_done_completes_the_passenger,
+                a_pushers_result_is_kept_with_its_step,
                 processed_payload_is_kept_and_leased_again,
                 failed_step_waits_for_its_next_try_then_dies,
                 dead_processor_makes_the_passenger_dead,

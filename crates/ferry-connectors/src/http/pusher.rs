@@ -513,6 +513,15 @@ impl Pusher for HttpPusher {
             .map(|result| result.map(drop))
             .collect()
     }
+
+    /// With `keep_response`, each delivered passenger's result is the answer's status and the
+    /// start of its body.
+    async fn push_keeping(
+        &self,
+        passengers: &[&Passenger],
+    ) -> Vec<Result<Option<String>, StepError>> {
+        self.deliver_all(passengers).await
+    }
 }
 
 impl HttpPusher {
@@ -540,8 +549,8 @@ impl HttpPusher {
         debug!(
             pipeline = %self.pipeline,
             component = %self.component,
-            passengers = passengers.len(),
-            failures = failed,
+            written = results.len() - failed,
+            failed,
             "pushed passengers over HTTP"
         );
         results

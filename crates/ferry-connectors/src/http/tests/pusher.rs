@@ -330,6 +330,31 @@ async fn passengers_go_concurrently_and_results_keep_their_order() {
     );
 }
 
+#[tokio::test]
+async fn keep_response_keeps_the_status_and_the_start_of_the_body() {
+    let server = Server::start(|seen, _| match seen.body.contains("\"big\"") {
+        true => reply(200, &[], &"y".repeat(10_000)),
+        false => reply(201, &[], "{\"order\": 7}"),
+    })
+    .await;
+    let kept = build(json!({ "url": server.url, "keep_response": true })).unwrap();
+    let plain = build(json!({ "url": server.url })).unwrap();
+    let small = passenger("small");
+    let big = passenger("big");
+    let results = kept.push_keeping(&[&small, &big]).await;
+    assert_eq!(
+        results[0].as_ref().unwrap().as_deref(),
+        Some("HTTP 201 Created\n{\"order\": 7}")
+    );
+    let long = results[1].as_ref().unwrap().as_deref().unwrap();
+    assert!(long.starts_with("HTTP 200 OK\nyyy"), "{long}");
+    assert!(long.ends_with('…'), "bounded");
+    assert!(long.len() < 4200, "{} bytes", long.len());
+    // Without `keep_response`, nothing is kept.
+    let results = plain.push_keeping(&[&small]).await;
+    assert_eq!(results[0].as_ref().unwrap(), &None);
+}
+
 // ---- retries and errors ----------------------------------------------------------------------
 
 #[tokio::test]
