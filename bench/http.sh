@@ -7,7 +7,7 @@
 # requests and distinct keys. Whole-process time: from starting ferry until the endpoint has
 # seen every passenger. Target: at least 5,000 requests/s.
 # Release build. Usage: bench/http.sh [PASSENGERS]   (default 100000)
-# Environment: WORKERS (4, the default of ferry.yaml), BATCH (500), CONCURRENCY (16, the
+# Environment: PROFILE (release; debug only to check the script), WORKERS (4, the default of ferry.yaml), BATCH (500), CONCURRENCY (16, the
 #   pusher's default), SIZE (body bytes, 512), LIMIT (queue_limit, 50000), BENCH_DIR (/tmp), KEEP=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,11 +19,17 @@ CONCURRENCY=${CONCURRENCY:-16}
 SIZE=${SIZE:-512}
 LIMIT=${LIMIT:-50000}
 
-# One build: the binary and the endpoint.
-cargo build --release -q -p ferry --bin ferry -p ferry-connectors --example http_sink
+# One build: the binary and the endpoint. PROFILE=debug checks the script quickly (not a
+# measurement).
+PROFILE=${PROFILE:-release}
+if [ "$PROFILE" = release ]; then
+  cargo build --release -q -p ferry --bin ferry -p ferry-connectors --example http_sink
+else
+  cargo build -q -p ferry --bin ferry -p ferry-connectors --example http_sink
+fi
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
-BIN=$TARGET/release/ferry
-SINK=$TARGET/release/examples/http_sink
+BIN=$TARGET/$PROFILE/ferry
+SINK=$TARGET/$PROFILE/examples/http_sink
 WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/ferry-bench-http.XXXXXX")
 trap '[ -n "${PID:-}" ] && kill -9 "$PID" 2>/dev/null; [ -n "${SINK_PID:-}" ] && kill "$SINK_PID" 2>/dev/null; [ -z "${KEEP:-}" ] && rm -rf "$WORK"' EXIT
 
