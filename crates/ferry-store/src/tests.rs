@@ -156,7 +156,7 @@ mod sqlite_file {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .unwrap();
-        assert_eq!((mode.as_str(), page_size, version), ("wal", 16_384, 7));
+        assert_eq!((mode.as_str(), page_size, version), ("wal", 16_384, 8));
     }
 
     /// Seats one passenger in acme/invoices.
