@@ -16,6 +16,7 @@ pub mod http;
 pub mod imap;
 #[cfg(feature = "mysql")]
 pub mod mysql;
+pub mod oauth;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod processors;
@@ -76,6 +77,7 @@ pub fn registry() -> Registry {
         pushers: vec![
             Box::new(blackhole::BlackholePusherFactory),
             Box::new(file::FilePusherFactory),
+            Box::new(http::HttpPusherFactory),
             #[cfg(feature = "mysql")]
             Box::new(mysql::MysqlPusherFactory),
             #[cfg(feature = "postgres")]
@@ -114,7 +116,7 @@ mod tests {
         );
         assert_eq!(
             registry.type_names(Role::Pusher),
-            ["blackhole", "file", "mysql", "postgres", "smtp", "sqlite"]
+            ["blackhole", "file", "http", "mysql", "postgres", "smtp", "sqlite"]
         );
         // Runs of pipelines that load tables end when the rows are in (run_ends: delivered).
         assert!(registry.pusher_loads("postgres"));
@@ -124,6 +126,7 @@ mod tests {
         // Webhook pipelines run continuously: the puller only receives while they run.
         assert!(registry.puller_receives("webhook"));
         assert!(!registry.puller_receives("file"));
+        assert!(!registry.pusher_loads("http"));
     }
 
     #[test]

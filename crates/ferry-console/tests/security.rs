@@ -398,6 +398,51 @@ async fn pulled_strings_are_escaped_and_attachments_are_downloads() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_response_is_shown_escaped_on_the_passenger_page() {
+    let console = Console::start().await;
+    // A pipeline no worker serves: the test holds the lease and reports, as a worker whose
+    // pusher keeps what the target answered (the `http` pusher's `keep_response`).
+    let key = PipelineKey::new("acme", "held");
+    let passenger = Passenger::pulled("shop", "order-1");
+    let id = passenger.id;
+    let steps = [ferry_core::config::StepDef {
+        kind: ferry_core::config::StepKind::Pusher,
+        name: "api".into(),
+    }];
+    let now = chrono::Utc::now();
+    let store = &console.store;
+    store
+        .seat(&key, "v1", &steps, &[passenger], now)
+        .await
+        .unwrap();
+    let leased = store
+        .lease(&key, 10, std::time::Duration::from_secs(60), now)
+        .await
+        .unwrap();
+    let result = format!("HTTP 201 Created\nnote: {XSS}");
+    let report = ferry_store::Finished {
+        id,
+        token: leased[0].token,
+        processed: None,
+        steps: vec![(0, ferry_store::StepChange::DoneWith { result })],
+        split: None,
+    };
+    assert_eq!(store.finish(&[report], now).await.unwrap(), 1);
+
+    let ada = console.login("acme", "ada").await;
+    let page = console.get(&ada, &format!("/passengers/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("Responses"), "{}", page.body);
+    assert!(
+        page.body
+            .contains(&format!("HTTP 201 Created\nnote: {ESCAPED}")),
+        "the answer is shown, escaped:\n{}",
+        page.body
+    );
+    assert!(!page.body.contains("<script>alert"), "{}", page.body);
+}
+
 // ---- (b) CSRF and GETs ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -186,6 +186,20 @@ pub trait Pusher: Send + Sync {
     /// Delivers a batch; returns one result per passenger, in order. A pusher that can make the
     /// batch durable at once (one fsync, one transaction) should.
     async fn push(&self, passengers: &[&Passenger]) -> Vec<Result<(), StepError>>;
+
+    /// [`Pusher::push`], with what the target answered for each delivered passenger when the
+    /// pusher is told to keep it (the `http` pusher's `keep_response`): the engine stores it
+    /// with the passenger's step, and the console shows it. The default keeps nothing.
+    async fn push_keeping(
+        &self,
+        passengers: &[&Passenger],
+    ) -> Vec<Result<Option<String>, StepError>> {
+        let results = self.push(passengers).await;
+        results
+            .into_iter()
+            .map(|result| result.map(|()| None))
+            .collect()
+    }
 }
 
 /// Builds pullers of one type from their typed configuration.

@@ -146,9 +146,13 @@ async fn process_batch(shared: &Arc<Shared>, pipeline: &Arc<Active>, leased: Vec
         for ((j, index, attempts), result) in due.into_iter().zip(results) {
             let journey = &mut journeys[j];
             let change = match result {
-                Ok(()) => {
+                Ok(None) => {
                     pushed += 1;
                     StepChange::Done
+                }
+                Ok(Some(result)) => {
+                    pushed += 1;
+                    StepChange::DoneWith { result }
                 }
                 Err(error) => failure(shared, pipeline, journey, name, attempts, &error, now),
             };
@@ -421,12 +425,13 @@ fn skip_later(journey: &mut Journey, steps: &[StepStatus], index: u32) {
 }
 
 /// Calls a pusher, turning a panic or a timeout into a retryable failure of the whole batch.
+/// A delivered passenger comes with what the target answered, when the pusher keeps it.
 async fn push(
     shared: &Shared,
     pusher: &dyn ferry_core::Pusher,
     batch: &[&Passenger],
-) -> Vec<Result<(), StepError>> {
-    let call = AssertUnwindSafe(pusher.push(batch)).catch_unwind();
+) -> Vec<Result<Option<String>, StepError>> {
+    let call = AssertUnwindSafe(pusher.push_keeping(batch)).catch_unwind();
     let error = match tokio::time::timeout(shared.options.push_timeout, call).await {
         Ok(Ok(results)) if results.len() == batch.len() => return results,
         Ok(Ok(results)) => StepError::retryable(format!(

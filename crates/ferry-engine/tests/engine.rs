@@ -77,6 +77,35 @@ impl PusherFactory for HangingFactory {
     }
 }
 
+/// A pusher that keeps what its target "answered" for each passenger, as the `http` pusher
+/// does with `keep_response`.
+struct Answering;
+
+#[async_trait]
+impl Pusher for Answering {
+    async fn push(&self, batch: &[&Passenger]) -> Vec<Result<(), StepError>> {
+        vec![Ok(()); batch.len()]
+    }
+
+    async fn push_keeping(&self, batch: &[&Passenger]) -> Vec<Result<Option<String>, StepError>> {
+        batch
+            .iter()
+            .map(|passenger| Ok(Some(format!("took {}", passenger.external_id))))
+            .collect()
+    }
+}
+
+struct AnsweringFactory;
+
+impl PusherFactory for AnsweringFactory {
+    const TYPE: &'static str = "answer";
+    type Config = Empty;
+
+    fn build(&self, _: Empty, _: &BuildContext) -> Result<Box<dyn Pusher>, BuildError> {
+        Ok(Box::new(Answering))
+    }
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Empty {}
@@ -191,6 +220,7 @@ fn registry() -> Arc<Registry> {
     registry.pushers.push(Box::new(PanickingFactory));
     registry.pushers.push(Box::new(RefusingFactory));
     registry.pushers.push(Box::new(HangingFactory));
+    registry.pushers.push(Box::new(AnsweringFactory));
     registry.processors.push(Box::new(SplitInThreeFactory));
     registry.processors.push(Box::new(RouteByParityFactory));
     registry.processors.push(Box::new(SlowFactory));
@@ -307,6 +337,43 @@ async fn a_panicking_pipeline_never_stops_the_others() {
         std::fs::read_dir(dir.path().join("out")).unwrap().count(),
         100
     );
+    engine.shutdown();
+    engine.wait().await;
+}
+
+#[tokio::test]
+async fn what_a_pusher_keeps_is_recorded_with_its_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = generate(5, "{ type: answer }").replace(
+        "pushers:\n  - { type: answer }",
+        "pushers:\n  - { type: file, path: out }\n  - { type: answer }",
+    );
+    let (engine, store) = start(dir.path(), &[("kept", &pipeline)]).await;
+    eventually(
+        "the passengers complete",
+        Duration::from_secs(20),
+        async || count(store.as_ref(), "kept", PassengerState::Complete).await == 5,
+    )
+    .await;
+    let listed = store
+        .list(&ferry_store::QueueFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 5);
+    for entry in listed {
+        let detail = store.get(entry.id).await.unwrap();
+        let results: Vec<Option<String>> = detail
+            .steps
+            .iter()
+            .map(|step| step.result.clone())
+            .collect();
+        let took = format!("took {}", entry.external_id);
+        assert_eq!(
+            results,
+            [None, Some(took)],
+            "file keeps nothing, answer keeps its answer"
+        );
+    }
     engine.shutdown();
     engine.wait().await;
 }

@@ -201,6 +201,8 @@ pub struct StepStatus {
     pub next_try_at: Option<Timestamp>,
     pub last_error: Option<String>,
     pub done_at: Option<Timestamp>,
+    /// What the target answered, for a pusher that keeps it (`Pusher::push_keeping`).
+    pub result: Option<String>,
 }
 
 impl StepStatus {
@@ -236,6 +238,10 @@ pub struct Leased {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StepChange {
     Done,
+    /// Done, and what the target answered is kept with the step (bounded by the pusher).
+    DoneWith {
+        result: String,
+    },
     /// The processor filtered the passenger; the steps after it are `Skipped`.
     Filtered {
         reason: String,

@@ -65,6 +65,7 @@ macro_rules! store_test_suite {
                 untakeable_input_is_quarantined_until_a_person_acts,
                 concurrent_leases_never_share_a_passenger,
                 finish_done_completes_the_passenger,
+                a_pushers_result_is_kept_with_its_step,
                 processed_payload_is_kept_and_leased_again,
                 failed_step_waits_for_its_next_try_then_dies,
                 dead_processor_makes_the_passenger_dead,
@@ -155,7 +156,7 @@ mod sqlite_file {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .unwrap();
-        assert_eq!((mode.as_str(), page_size, version), ("wal", 16_384, 7));
+        assert_eq!((mode.as_str(), page_size, version), ("wal", 16_384, 8));
     }
 
     /// Seats one passenger in acme/invoices.

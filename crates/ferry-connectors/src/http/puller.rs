@@ -20,14 +20,15 @@ use reqwest::{StatusCode, Url};
 use serde_json::Value;
 use tracing::{debug, warn};
 
-use super::config::{Auth, HttpPullerConfig, Method, Pagination};
+use super::client::{
+    self, Credentials, Failure, MAX_RETRY_WAIT, backoff, body_excerpt, is_retryable_status,
+    retry_after, shown, transport_failure,
+};
+use super::config::{HttpPullerConfig, Method, Pagination};
 use crate::columns::{self, JsonPlan, Mapping};
 
 /// The largest response body read; a bigger page fails the run.
 const MAX_PAGE_BYTES: usize = 256 * 1024 * 1024;
-
-/// The longest wait between two attempts, whether the server asks for more or not.
-const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
 
 /// The largest `chunk_rows`.
 const MAX_CHUNK_ROWS: usize = 1_000_000;
@@ -86,7 +87,7 @@ struct Settings {
     query: Vec<(String, String)>,
     /// JSON text.
     body: Option<String>,
-    auth: Option<Auth>,
+    auth: Option<super::Auth>,
     records: Vec<String>,
     paging: Paging,
     max_pages: u32,
@@ -164,14 +165,8 @@ impl Settings {
             }
             Some(value) => Some(value.to_string()),
         };
-        if let Some(Auth::Basic(basic)) = &config.auth
-            && basic.user.contains(':')
-        {
-            return Err(nested(
-                "auth",
-                "basic",
-                "the user name must not contain `:`".into(),
-            ));
+        if let Some(auth) = &config.auth {
+            auth.validate()?;
         }
         let records = columns::parse_pointer(&config.records)
             .map_err(|message| BuildError::at("records", message))?;
@@ -270,8 +265,8 @@ impl Settings {
 /// Reads a JSON API, page by page.
 pub struct HttpPuller {
     settings: Arc<Settings>,
-    /// Made on the first pull, not at build time.
-    client: Option<reqwest::Client>,
+    /// Made on the first pull, not at build time, with the credentials that go through it.
+    client: Option<(reqwest::Client, Credentials)>,
     /// The load being read; `None` between runs.
     run: Option<Run>,
     /// `client/pipeline`, for logs.
@@ -435,7 +430,7 @@ impl Run {
 impl Puller for HttpPuller {
     async fn pull(&mut self, max: usize) -> Result<Pulled, StepError> {
         let settings = Arc::clone(&self.settings);
-        let client = self.client()?;
+        let (client, credentials) = self.client()?;
         let run = self.run.get_or_insert_with(|| Run::new(&settings));
         let mut passengers = Vec::new();
         loop {
@@ -461,7 +456,15 @@ impl Puller for HttpPuller {
                 run.finish(&settings);
                 continue;
             };
-            let page = match fetch(&client, &settings, &next, &self.pipeline, &self.component).await
+            let page = match fetch(
+                &client,
+                &credentials,
+                &settings,
+                &next,
+                &self.pipeline,
+                &self.component,
+            )
+            .await
             {
                 Ok(page) => page,
                 Err(error) => {
@@ -524,22 +527,14 @@ impl Puller for HttpPuller {
 }
 
 impl HttpPuller {
-    fn client(&mut self) -> Result<reqwest::Client, StepError> {
-        if let Some(client) = &self.client {
-            return Ok(client.clone());
+    fn client(&mut self) -> Result<(reqwest::Client, Credentials), StepError> {
+        if let Some(made) = &self.client {
+            return Ok(made.clone());
         }
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(self.settings.timeout)
-            .build()
-            .map_err(|error| {
-                StepError::permanent(format!(
-                    "cannot make an HTTP client: {}",
-                    error.without_url()
-                ))
-            })?;
-        self.client = Some(client.clone());
-        Ok(client)
+        let client = client::build_client(self.settings.timeout, true)?;
+        let credentials = Credentials::new(self.settings.auth.as_ref(), &client);
+        self.client = Some((client.clone(), credentials.clone()));
+        Ok((client, credentials))
     }
 }
 
@@ -586,19 +581,10 @@ fn request_url(settings: &Settings, next: &NextPage) -> (Url, Vec<(String, Strin
     (settings.url.clone(), query)
 }
 
-/// The URL without its query and fragment, which may hold tokens: what messages show.
-fn shown(url: &Url) -> String {
-    let mut url = url.clone();
-    url.set_query(None);
-    url.set_fragment(None);
-    let _ = url.set_password(None);
-    let _ = url.set_username("");
-    url.to_string()
-}
-
 /// Fetches one page, retrying as configured.
 async fn fetch(
     client: &reqwest::Client,
+    credentials: &Credentials,
     settings: &Settings,
     next: &NextPage,
     pipeline: &str,
@@ -610,9 +596,20 @@ async fn fetch(
         Method::Post => reqwest::Method::POST,
     };
     let mut attempt = 0;
+    let mut token_renewed = false;
     loop {
-        let (error, asked) = match send(client, settings, &method, &url, &query).await {
+        let sent = send(client, credentials, settings, &method, &url, &query).await;
+        let (error, asked) = match sent {
             Ok(page) => return Ok(page),
+            // An OAuth2 token the server refuses is fetched anew, once.
+            Err(Failure::Unauthorized { token, error }) => match &credentials {
+                Credentials::OAuth2(tokens) if !token_renewed => {
+                    tokens.reject(&token);
+                    token_renewed = true;
+                    continue;
+                }
+                _ => return Err(error),
+            },
             Err(Failure::Permanent(error)) => return Err(error),
             Err(Failure::Retryable { error, wait }) => (error, wait),
         };
@@ -647,34 +644,10 @@ async fn fetch(
     }
 }
 
-/// 1s, 2s, 4s … for the first, second, third retry, at most [`MAX_RETRY_WAIT`].
-fn backoff(attempt: u32) -> Duration {
-    let seconds = 1u64 << (attempt.saturating_sub(1)).min(6);
-    Duration::from_secs(seconds).min(MAX_RETRY_WAIT)
-}
-
-/// Why one attempt failed.
-enum Failure {
-    Permanent(StepError),
-    /// Worth another attempt, after the wait the server asked for, if it did.
-    Retryable {
-        error: StepError,
-        wait: Option<Duration>,
-    },
-}
-
-impl Failure {
-    fn retryable(message: String, wait: Option<Duration>) -> Failure {
-        Failure::Retryable {
-            error: StepError::retryable(message),
-            wait,
-        }
-    }
-}
-
 /// One attempt at a page.
 async fn send(
     client: &reqwest::Client,
+    credentials: &Credentials,
     settings: &Settings,
     method: &reqwest::Method,
     url: &Url,
@@ -696,11 +669,10 @@ async fn send(
             .header(header::CONTENT_TYPE, "application/json")
             .body(body.clone());
     }
-    request = match &settings.auth {
-        None => request,
-        Some(Auth::Bearer(token)) => request.bearer_auth(token),
-        Some(Auth::Basic(basic)) => request.basic_auth(&basic.user, Some(&basic.password)),
-    };
+    let (request, token) = credentials
+        .apply(request)
+        .await
+        .map_err(Failure::from_error)?;
     let mut response = match request.send().await {
         Ok(response) => response,
         Err(error) => return Err(transport_failure(&what, error)),
@@ -708,14 +680,22 @@ async fn send(
     let status = response.status();
     let retry_after = retry_after(response.headers());
     if !status.is_success() {
-        let excerpt = body_excerpt(&mut response).await;
+        let mut secrets = settings
+            .auth
+            .as_ref()
+            .map(super::Auth::secrets)
+            .unwrap_or_default();
+        secrets.extend(credentials.current_secrets());
+        let excerpt = body_excerpt(&mut response, BODY_EXCERPT_CHARS, &secrets).await;
         let error = format!("{what}: HTTP {status}: {excerpt}");
-        return Err(match status {
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => {
-                Failure::retryable(error, retry_after)
-            }
-            status if status.is_server_error() => Failure::retryable(error, retry_after),
-            _ => Failure::Permanent(StepError::permanent(error)),
+        if let (StatusCode::UNAUTHORIZED, Some(token)) = (status, token) {
+            let error = StepError::permanent(error);
+            return Err(Failure::Unauthorized { token, error });
+        }
+        return Err(if is_retryable_status(status) {
+            Failure::retryable(error, retry_after)
+        } else {
+            Failure::Permanent(StepError::permanent(error))
         });
     }
     if let Some(content_type) = response.headers().get(header::CONTENT_TYPE) {
@@ -762,67 +742,6 @@ async fn send(
         url: page_url,
         link_next,
     })
-}
-
-/// A request that did not get a response: retryable but for a bad request.
-fn transport_failure(what: &str, error: reqwest::Error) -> Failure {
-    let permanent = error.is_builder();
-    // Without the URL: its query may hold a token.
-    let message = format!("{what}: {}", error_chain(&error.without_url()));
-    if permanent {
-        Failure::Permanent(StepError::permanent(message))
-    } else {
-        Failure::retryable(message, None)
-    }
-}
-
-/// An error and its sources, `a: b: c`: reqwest's own message alone says little
-/// ("error sending request").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
-
-/// The first [`BODY_EXCERPT_CHARS`] characters of an error response's body, on one line.
-async fn body_excerpt(response: &mut reqwest::Response) -> String {
-    let mut body = Vec::new();
-    while body.len() < BODY_EXCERPT_CHARS * 4 {
-        match response.chunk().await {
-            Ok(Some(piece)) => body.extend_from_slice(&piece),
-            _ => break,
-        }
-    }
-    let text = String::from_utf8_lossy(&body);
-    let mut excerpt: String = text
-        .chars()
-        .take(BODY_EXCERPT_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if text.chars().count() > BODY_EXCERPT_CHARS {
-        excerpt.push('…');
-    }
-    if excerpt.trim().is_empty() {
-        "(empty body)".into()
-    } else {
-        excerpt.trim().to_string()
-    }
-}
-
-/// The wait a `Retry-After` header asks for: seconds, or an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(wait.to_std().unwrap_or(Duration::ZERO))
 }
 
 /// The `rel="next"` URL of a `Link` header (RFC 8288), as written.

@@ -66,6 +66,8 @@ pub struct StepView {
     pub next_try_at: Option<Timestamp>,
     pub last_error: Option<String>,
     pub done_at: Option<Timestamp>,
+    /// What the target answered, for a pusher that keeps it (`keep_response`).
+    pub result: Option<String>,
     /// Every failed attempt, oldest first.
     pub history: Vec<AttemptView>,
 }
@@ -137,6 +139,7 @@ async fn load(
             next_try_at: step.next_try_at,
             last_error: step.last_error.clone(),
             done_at: step.done_at,
+            result: step.result.clone(),
             history: detail
                 .attempts
                 .iter()
@@ -245,6 +248,15 @@ pub async fn page(
                             }
                         }
                     }
+                }
+            }
+        }
+        @if view.steps.iter().any(|step| step.result.is_some()) {
+            h2 { "Responses" }
+            @for step in &view.steps {
+                @if let Some(result) = &step.result {
+                    h3 { (step.name) }
+                    pre.response { (result) }
                 }
             }
         }

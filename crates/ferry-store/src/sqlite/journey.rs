@@ -19,6 +19,8 @@ pub(super) struct StoredStep {
     pub next_try_at: Option<i64>,
     pub last_error: Option<String>,
     pub done_at: Option<i64>,
+    /// What the target answered, when the pusher keeps it.
+    pub result: Option<String>,
     /// Set when the step differs from what is stored.
     pub changed: bool,
 }
@@ -57,6 +59,12 @@ pub(super) fn apply_change(
             step.state = StepState::Done;
             step.next_try_at = None;
             step.done_at = Some(now);
+        }
+        StepChange::DoneWith { result } => {
+            step.state = StepState::Done;
+            step.next_try_at = None;
+            step.done_at = Some(now);
+            step.result = Some(result.clone());
         }
         StepChange::Filtered { reason } => {
             step.state = StepState::Filtered;
@@ -215,6 +223,7 @@ mod tests {
             next_try_at,
             last_error: None,
             done_at: None,
+            result: None,
             changed: false,
         }
     }

@@ -341,7 +341,7 @@ pub(super) fn load_leased(
 
     let mut steps: HashMap<i64, Vec<StepStatus>> = HashMap::with_capacity(claim.passengers.len());
     let mut select_steps = conn.prepare_cached(
-        "SELECT seq, idx, kind, name, state, attempts, next_try_at, last_error, done_at
+        "SELECT seq, idx, kind, name, state, attempts, next_try_at, last_error, done_at, result
          FROM steps WHERE seq IN (SELECT value FROM json_each(?1))
          ORDER BY seq, idx",
     )?;
@@ -737,6 +737,7 @@ struct StepValues {
     next_try_at: Option<i64>,
     last_error: Option<String>,
     done_at: Option<i64>,
+    result: Option<String>,
 }
 
 /// How a passenger settles; the lease always ends.
@@ -759,6 +760,7 @@ impl Updates {
                 next_try_at: step.next_try_at,
                 last_error: step.last_error.clone(),
                 done_at: step.done_at,
+                result: step.result.clone(),
             };
             self.steps.entry(values).or_default().push((seq, step.idx));
         }
@@ -792,7 +794,8 @@ impl Updates {
     fn write(self, conn: &Connection, now: i64) -> Result<()> {
         let mut update_steps = conn.prepare_cached(
             "UPDATE steps
-             SET state = ?2, attempts = ?3, next_try_at = ?4, last_error = ?5, done_at = ?6
+             SET state = ?2, attempts = ?3, next_try_at = ?4, last_error = ?5, done_at = ?6,
+                 result = ?7
              WHERE (seq, idx) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
         )?;
         for (values, steps) in self.steps {
@@ -804,6 +807,7 @@ impl Updates {
                 values.next_try_at,
                 values.last_error,
                 values.done_at,
+                values.result,
             ])?;
         }
         // The retention clock starts when a passenger reaches a purgeable state.

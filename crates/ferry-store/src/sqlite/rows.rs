@@ -29,7 +29,7 @@ pub(super) struct PassengerRow {
 /// The steps of a passenger in order.
 pub(super) fn load_steps(conn: &Connection, seq: i64) -> Result<Vec<StoredStep>> {
     let mut select = conn.prepare_cached(
-        "SELECT idx, kind, name, state, attempts, next_try_at, last_error, done_at
+        "SELECT idx, kind, name, state, attempts, next_try_at, last_error, done_at, result
          FROM steps WHERE seq = ?1 ORDER BY idx",
     )?;
     let mut rows = select.query([seq])?;
@@ -40,8 +40,8 @@ pub(super) fn load_steps(conn: &Connection, seq: i64) -> Result<Vec<StoredStep>>
     Ok(steps)
 }
 
-/// A step from eight columns starting at `first`: idx, kind, name, state, attempts,
-/// next_try_at, last_error, done_at.
+/// A step from nine columns starting at `first`: idx, kind, name, state, attempts,
+/// next_try_at, last_error, done_at, result.
 pub(super) fn stored_step(row: &Row<'_>, first: usize) -> Result<StoredStep> {
     Ok(StoredStep {
         idx: small_count(row.get(first)?)?,
@@ -52,6 +52,7 @@ pub(super) fn stored_step(row: &Row<'_>, first: usize) -> Result<StoredStep> {
         next_try_at: row.get(first + 5)?,
         last_error: row.get(first + 6)?,
         done_at: row.get(first + 7)?,
+        result: row.get(first + 8)?,
         changed: false,
     })
 }
@@ -76,7 +77,7 @@ pub(super) fn find_with_steps(
     let mut select = conn.prepare_cached(
         "SELECT p.id, p.seq, p.client, p.pipeline, p.state, p.due_at, p.lease_token,
                 s.idx, s.kind, s.name, s.state, s.attempts, s.next_try_at, s.last_error,
-                s.done_at
+                s.done_at, s.result
          FROM passengers p LEFT JOIN steps s ON s.seq = p.seq
          WHERE p.id IN (SELECT unhex(value) FROM json_each(?1))
          ORDER BY p.seq, s.idx",
@@ -132,6 +133,7 @@ pub(super) fn step_status(step: StoredStep, leased: bool) -> Result<StepStatus> 
         next_try_at: step.next_try_at.map(time).transpose()?,
         last_error: step.last_error,
         done_at: step.done_at.map(time).transpose()?,
+        result: step.result,
     })
 }
 

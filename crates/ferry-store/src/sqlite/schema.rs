@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_loads.sql"),
     include_str!("../../migrations/sqlite/0006_search.sql"),
     include_str!("../../migrations/sqlite/0007_poison.sql"),
+    include_str!("../../migrations/sqlite/0008_step_result.sql"),
 ];
 
 /// The CLI opens the file while `ferry run` writes to it; a write waits this long for the

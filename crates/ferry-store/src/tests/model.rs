@@ -259,7 +259,7 @@ impl Model {
             let idx = *idx as usize;
             let step = &mut passenger.steps[idx];
             match change {
-                StepChange::Done => {
+                StepChange::Done | StepChange::DoneWith { .. } => {
                     step.state = StepState::Done;
                     step.next_try_at = None;
                 }

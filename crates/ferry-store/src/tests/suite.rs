@@ -15,7 +15,7 @@ use super::TestStore;
 use crate::{
     ApiToken, Attempt, AuditEntry, DeadGroup, Finished, Leased, LogLevel, LogLine, PassengerState,
     PipelineKey, PullerState, QueueFilter, RunCounts, RunFilter, RunId, RunStatus, SeatResult,
-    Session, StepChange, StepState, Store, StoreError, Throughput,
+    Session, StepChange, StepState, StepStatus, Store, StoreError, Throughput,
 };
 
 /// An arbitrary fixed origin, so timestamps in failures are readable offsets.
@@ -645,6 +645,44 @@ pub(crate) async fn finish_done_completes_the_passenger<S: TestStore>() {
     );
     assert_eq!(store.open_count(&key).await.unwrap(), 0);
     assert_eq!(store.next_due(&key).await.unwrap(), None);
+}
+
+pub(crate) async fn a_pushers_result_is_kept_with_its_step<S: TestStore>() {
+    let (_place, store) = S::create().await;
+    let key = invoices();
+    let leased = seat_and_lease(&store, &key, &three_steps(), "x", at(0)).await;
+    let id = leased.passenger.id;
+    let answer = "HTTP 201 Created\n{\"order\": \"<7>\"}";
+    let changes = vec![
+        (0, StepChange::Done),
+        (
+            1,
+            StepChange::DoneWith {
+                result: answer.into(),
+            },
+        ),
+        (2, retry_at("timeout", 10)),
+    ];
+    finish_one(&store, report(&leased, changes), at(1)).await;
+    let results = |steps: &[StepStatus]| -> Vec<Option<String>> {
+        steps.iter().map(|step| step.result.clone()).collect()
+    };
+    let detail = store.get(id).await.unwrap();
+    assert_eq!(detail.steps[1].state, StepState::Done);
+    assert_eq!(results(&detail.steps), [None, Some(answer.into()), None]);
+
+    // Leased again for the failed step, and finished: the kept result stays.
+    let again = lease_one(&store, &key, at(10)).await;
+    assert_eq!(results(&again.steps), [None, Some(answer.into()), None]);
+    finish_one(&store, report(&again, vec![(2, StepChange::Done)]), at(11)).await;
+    let detail = store.get(id).await.unwrap();
+    assert_eq!(detail.entry.state, PassengerState::Complete);
+    assert_eq!(results(&detail.steps), [None, Some(answer.into()), None]);
+
+    // A replay starts a fresh journey, without the old answers.
+    store.replay(id, &three_steps(), at(20)).await.unwrap();
+    let detail = store.get(id).await.unwrap();
+    assert_eq!(results(&detail.steps), [None, None, None]);
 }
 
 pub(crate) async fn processed_payload_is_kept_and_leased_again<S: TestStore>() {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::HttpPullerFactory;
+use crate::http::HttpPullerFactory;
 
 /// A request as the server saw it.
 #[derive(Clone, Debug)]
@@ -289,6 +289,42 @@ async fn basic_auth_is_checked_by_the_server() {
     let chunks = pull_run(&mut build(config).unwrap(), 10).await;
     assert_eq!(ids(&chunks), ["a"]);
     assert_eq!(base64("ann:pa:ss"), "YW5uOnBhOnNz");
+}
+
+#[tokio::test]
+async fn an_oauth2_token_is_fetched_and_fetched_anew_once_when_refused() {
+    let issued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&issued);
+    let server = Server::start(move |request, _| {
+        if request.target.starts_with("/token") {
+            let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let token = json!({ "access_token": format!("token-{n}"), "token_type": "bearer" });
+            return json_response(token);
+        }
+        // The first token turns out revoked; the second is good.
+        match request.header("authorization") {
+            Some("Bearer token-2") => json_response(json!([{ "id": 1 }])),
+            _ => status(401, "token revoked"),
+        }
+    })
+    .await;
+    let config = json!({
+        "url": format!("{}/items", server.url),
+        "auth": { "oauth2": {
+            "token_url": format!("{}/token", server.url),
+            "client_id": "ferry", "client_secret": "client-SECRET",
+        } },
+    });
+    let chunks = pull_run(&mut build(config).unwrap(), 10).await;
+    assert_eq!(ids(&chunks), ["1"]);
+    assert_eq!(issued.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let token_request = &server.requests()[0];
+    assert_eq!(token_request.method, "POST");
+    assert!(
+        token_request.body.contains("grant_type=client_credentials"),
+        "{}",
+        token_request.body
+    );
 }
 
 // ---- pagination ------------------------------------------------------------------------------
