@@ -105,7 +105,9 @@ mod tests {
         );
         assert_eq!(
             registry.type_names(Role::Puller),
-            ["file", "generate", "http", "imap", "sql", "table", "webhook"]
+            [
+                "file", "generate", "http", "imap", "sql", "table", "webhook"
+            ]
         );
         assert_eq!(
             registry.type_names(Role::Processor),
@@ -116,7 +118,15 @@ mod tests {
         );
         assert_eq!(
             registry.type_names(Role::Pusher),
-            ["blackhole", "file", "http", "mysql", "postgres", "smtp", "sqlite"]
+            [
+                "blackhole",
+                "file",
+                "http",
+                "mysql",
+                "postgres",
+                "smtp",
+                "sqlite"
+            ]
         );
         // Runs of pipelines that load tables end when the rows are in (run_ends: delivered).
         assert!(registry.pusher_loads("postgres"));
