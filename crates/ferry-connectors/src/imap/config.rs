@@ -150,7 +150,8 @@ pub struct ImapPullerConfig {
     #[serde(default)]
     pub search: Option<String>,
     /// What happens to a message once it is seated: `keep` (the default), `delete`,
-    /// `{ move_to: FOLDER }` or `{ flag: FLAG }` (`SEEN`, `FLAGGED`, `ANSWERED` or a keyword).
+    /// `{ move_to: FOLDER }`, `{ flag: FLAG }` (`SEEN`, `FLAGGED`, `ANSWERED`, `DRAFT` or a
+    /// keyword) or both, `{ flag: SEEN, move_to: Archive }` (flagged, then moved).
     #[serde(default)]
     pub after_seat: Option<AfterSeatConfig>,
     /// How long a pull that found nothing waits in IMAP IDLE for new mail on the first
@@ -169,8 +170,17 @@ pub struct ImapPullerConfig {
 #[serde(untagged)]
 pub enum AfterSeatConfig {
     Word(String),
-    Move { move_to: String },
-    Flag { flag: String },
+    Map(AfterSeatMap),
+}
+
+/// `after_seat: { flag: …, move_to: … }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AfterSeatMap {
+    #[serde(default)]
+    pub flag: Option<String>,
+    #[serde(default)]
+    pub move_to: Option<String>,
 }
 
 /// `idle:` as written: a duration or `false`.
@@ -181,14 +191,21 @@ pub enum IdleConfig {
     Wait(String),
 }
 
-/// What happens to a seated message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AfterSeat {
+/// What happens to a seated message: flagged, then kept, deleted or moved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AfterSeat {
+    /// A system flag with its backslash (`\Seen`) or a keyword.
+    pub flag: Option<String>,
+    pub then: Then,
+}
+
+/// Where a seated message goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Then {
+    #[default]
     Keep,
     Delete,
     Move(String),
-    /// A system flag with its backslash (`\Seen`) or a keyword.
-    Flag(String),
 }
 
 /// The checked settings of an `imap` puller.
@@ -227,31 +244,46 @@ impl Settings {
             ));
         }
         let after_seat = match &config.after_seat {
-            None => AfterSeat::Keep,
-            Some(AfterSeatConfig::Word(word)) => match word.as_str() {
-                "keep" => AfterSeat::Keep,
-                "delete" => AfterSeat::Delete,
-                other => {
-                    return Err(BuildError::at(
-                        "after_seat",
-                        format!(
-                            "unknown `{other}`; write `keep`, `delete`, `{{ move_to: FOLDER }}` \
-                             or `{{ flag: SEEN }}`"
-                        ),
-                    ));
-                }
+            None => AfterSeat::default(),
+            Some(AfterSeatConfig::Word(word)) => AfterSeat {
+                flag: None,
+                then: match word.as_str() {
+                    "keep" => Then::Keep,
+                    "delete" => Then::Delete,
+                    other => {
+                        return Err(BuildError::at(
+                            "after_seat",
+                            format!(
+                                "unknown `{other}`; write `keep`, `delete`, `{{ move_to: FOLDER \
+                                 }}`, `{{ flag: SEEN }}` or both"
+                            ),
+                        ));
+                    }
+                },
             },
-            Some(AfterSeatConfig::Move { move_to }) => {
-                mailbox_name(move_to).map_err(|e| nested(&["after_seat", "move_to"], e))?;
-                if mailboxes.contains(move_to) {
-                    return Err(nested(
-                        &["after_seat", "move_to"],
-                        format!("`{move_to}` is one of the mailboxes read; move to another"),
-                    ));
-                }
-                AfterSeat::Move(move_to.clone())
+            Some(AfterSeatConfig::Map(map)) => {
+                let flag = map.flag.as_deref().map(flag_name).transpose()?;
+                let then = match &map.move_to {
+                    Some(folder) => {
+                        mailbox_name(folder).map_err(|e| nested(&["after_seat", "move_to"], e))?;
+                        if mailboxes.contains(folder) {
+                            return Err(nested(
+                                &["after_seat", "move_to"],
+                                format!("`{folder}` is one of the mailboxes read; move to another"),
+                            ));
+                        }
+                        Then::Move(folder.clone())
+                    }
+                    None if flag.is_none() => {
+                        return Err(BuildError::at(
+                            "after_seat",
+                            "give `flag`, `move_to` or both",
+                        ));
+                    }
+                    None => Then::Keep,
+                };
+                AfterSeat { flag, then }
             }
-            Some(AfterSeatConfig::Flag { flag }) => AfterSeat::Flag(flag_name(flag)?),
         };
         let idle = match &config.idle {
             None => Some(Duration::from_secs(30)),

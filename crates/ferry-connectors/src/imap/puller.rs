@@ -20,7 +20,7 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use super::config::{AfterSeat, ImapConnection, ImapPullerConfig, Settings};
+use super::config::{ImapConnection, ImapPullerConfig, Settings, Then};
 use super::message::{self, Found};
 use super::session::{self, Session};
 
@@ -90,7 +90,7 @@ impl ImapPuller {
     }
 
     fn tracks_pending(&self) -> bool {
-        self.settings.after_seat != AfterSeat::Keep
+        self.settings.after_seat != Default::default()
     }
 
     /// An IMAP command's error, retryable, naming the server and the mailbox.
@@ -113,7 +113,7 @@ impl ImapPuller {
             .map_err(|e| self.failed("-", "CAPABILITY", e))?;
         self.idle = capabilities.has_str("IDLE");
         self.moves = capabilities.has_str("MOVE");
-        if let AfterSeat::Move(folder) = &self.settings.after_seat {
+        if let Then::Move(folder) = &self.settings.after_seat.then {
             // Already there is the usual answer; a real problem shows at the first move.
             let _ = session.create(folder).await;
         }
@@ -214,6 +214,7 @@ impl ImapPuller {
             .await
             .map_err(|e| self.failed(mailbox, "FETCH", e))?;
         drain(session);
+        let after = &self.settings.after_seat;
         let position = self.positions.get_mut(mailbox).expect("selected mailbox");
         let mut wanted = Vec::new();
         let mut bytes = 0;
@@ -227,7 +228,7 @@ impl ImapPuller {
                 continue;
             };
             let size = *size;
-            if let AfterSeat::Flag(flag) = &self.settings.after_seat {
+            if let (Some(flag), Then::Keep) = (&after.flag, &after.then) {
                 // Offered again but already flagged: its ack was done before a crash.
                 if again.contains(&uid) && flags.iter().any(|f| f.eq_ignore_ascii_case(flag)) {
                     scan.changed |= position.pending.remove(&uid);
@@ -347,29 +348,29 @@ impl ImapPuller {
             .await
             .map_err(|e| self.failed(mailbox, "SELECT", e))?;
         drain(session);
-        match &self.settings.after_seat {
-            AfterSeat::Keep => {}
-            AfterSeat::Move(folder) if self.moves => session
+        if let Some(flag) = &self.settings.after_seat.flag {
+            session
+                .uid_store(&set, format!("+FLAGS.SILENT ({flag})"))
+                .await
+                .map_err(|e| self.failed(mailbox, "STORE", e))?
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(|e| self.failed(mailbox, "STORE", e))?;
+        }
+        match &self.settings.after_seat.then {
+            Then::Keep => {}
+            Then::Move(folder) if self.moves => session
                 .uid_mv(&set, folder)
                 .await
                 .map_err(|e| self.failed(mailbox, &format!("MOVE to {folder}"), e))?,
-            AfterSeat::Move(folder) => {
+            Then::Move(folder) => {
                 session
                     .uid_copy(&set, folder)
                     .await
                     .map_err(|e| self.failed(mailbox, &format!("COPY to {folder}"), e))?;
                 self.delete(session, mailbox, &set).await?;
             }
-            AfterSeat::Delete => self.delete(session, mailbox, &set).await?,
-            AfterSeat::Flag(flag) => {
-                session
-                    .uid_store(&set, format!("+FLAGS.SILENT ({flag})"))
-                    .await
-                    .map_err(|e| self.failed(mailbox, "STORE", e))?
-                    .try_collect::<Vec<_>>()
-                    .await
-                    .map_err(|e| self.failed(mailbox, "STORE", e))?;
-            }
+            Then::Delete => self.delete(session, mailbox, &set).await?,
         }
         drain(session);
         Ok(())

@@ -278,6 +278,11 @@ fn bad_definitions_name_their_key() {
     assert!(e.contains("after_seat.move_to"), "{e}");
     let e = error(json!({ "connection": "mail", "after_seat": { "flag": "\\Bogus x" } }));
     assert!(e.contains("after_seat.flag"), "{e}");
+    let e = error(json!({ "connection": "mail", "after_seat": {} }));
+    assert!(
+        e.contains("after_seat: give `flag`, `move_to` or both"),
+        "{e}"
+    );
     let e = error(json!({ "connection": "mail", "idle": "10m" }));
     assert!(e.contains("idle"), "{e}");
     let e = error(json!({ "connection": "mail", "max_size": "lots" }));
@@ -577,7 +582,7 @@ async fn nothing_is_seated_twice_after_a_crash_between_seat_and_ack() {
         &(1..=4).map(|i| order(&format!("k{i}"))).collect::<Vec<_>>(),
     )
     .await;
-    let settings = json!({ "after_seat": { "move_to": "Archive" } });
+    let settings = json!({ "after_seat": { "flag": "SEEN", "move_to": "Archive" } });
     let mut crashed = user.puller(settings.clone());
     let first = crashed.pull(3).await.unwrap();
     assert_eq!(first.passengers.len(), 3);
@@ -605,6 +610,11 @@ async fn nothing_is_seated_twice_after_a_crash_between_seat_and_ack() {
     restarted.ack(&seated(&again)).await.unwrap();
     assert_eq!(user.count("INBOX").await, 0);
     assert_eq!(user.count("Archive").await, 4);
+    let flags = user.flags("Archive").await;
+    assert!(
+        flags.iter().all(|f| f.contains("Seen")),
+        "flagged, then moved: {flags:?}"
+    );
 }
 
 #[tokio::test]
