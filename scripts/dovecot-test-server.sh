@@ -3,16 +3,16 @@
 # in $FERRY_TEST_IMAP_DIR (default /tmp/ferry-dovecot), plain IMAP with STARTTLS on
 # 127.0.0.1:1143 and IMAPS on 127.0.0.1:1993, the machine's snakeoil certificate. Each test
 # makes its own user: a file $FERRY_TEST_IMAP_DIR/passwd/USER holding `USER:{PLAIN}PASSWORD`,
-# read at each login, so tests run in parallel without a restart.
-# Idempotent: does nothing when the server answers. Installs dovecot-imapd when missing.
+# read at each login, so tests run in parallel without a restart. XOAUTH2 logins are checked
+# by token introspection at http://127.0.0.1:$FERRY_TEST_IMAP_OAUTH_PORT/introspect (default
+# 18931), which the XOAUTH2 test serves while it runs.
+# Idempotent: a running server only re-reads a changed configuration. Installs dovecot-imapd
+# (with its oauth2 support) when missing.
 set -euo pipefail
 D="${FERRY_TEST_IMAP_DIR:-/tmp/ferry-dovecot}"
 PORT="${FERRY_TEST_IMAP_PORT:-1143}"
 TLS_PORT="${FERRY_TEST_IMAPS_PORT:-1993}"
-
-if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-  exit 0
-fi
+OAUTH_PORT="${FERRY_TEST_IMAP_OAUTH_PORT:-18931}"
 if ! command -v dovecot >/dev/null; then
   sudo=""
   if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
@@ -24,7 +24,14 @@ if [ ! -f /etc/ssl/private/ssl-cert-snakeoil.key ]; then
   make-ssl-cert generate-default-snakeoil
 fi
 mkdir -p "$D/run" "$D/mail" "$D/passwd"
-cat > "$D/dovecot.conf" <<CONF
+cat > "$D/oauth2.conf.ext" <<CONF
+introspection_mode = post
+introspection_url = http://127.0.0.1:$OAUTH_PORT/introspect
+username_attribute = username
+active_attribute = active
+active_value = true
+CONF
+cat > "$D/dovecot.conf.new" <<CONF
 protocols = imap
 listen = 127.0.0.1
 base_dir = $D/run
@@ -34,12 +41,18 @@ ssl = yes
 ssl_cert = </etc/ssl/certs/ssl-cert-snakeoil.pem
 ssl_key = </etc/ssl/private/ssl-cert-snakeoil.key
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login xoauth2 oauthbearer
 mail_location = maildir:$D/mail/%u
 mail_max_userip_connections = 400
 passdb {
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u $D/passwd/%u
+}
+passdb {
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = $D/oauth2.conf.ext
 }
 userdb {
   driver = static
@@ -66,7 +79,16 @@ protocol imap {
 first_valid_uid = 1
 CONF
 chown -R dovenull:dovenull "$D/mail"
-chmod -R a+rwX "$D"
+chmod a+rx "$D"
+chmod -R a+rwX "$D/mail" "$D/passwd"
+if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+  if ! cmp -s "$D/dovecot.conf.new" "$D/dovecot.conf"; then
+    mv "$D/dovecot.conf.new" "$D/dovecot.conf"
+    dovecot -c "$D/dovecot.conf" reload
+  fi
+  exit 0
+fi
+mv "$D/dovecot.conf.new" "$D/dovecot.conf"
 # Its output goes to the log, so that it does not hold the caller's pipe open.
 dovecot -c "$D/dovecot.conf" </dev/null >>"$D/startup.log" 2>&1
 for _ in $(seq 50); do

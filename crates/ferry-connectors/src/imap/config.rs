@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferry_core::config::Connection;
+
+use crate::oauth::{OAuthConfig, TokenSource};
 use ferry_core::{BuildError, duration};
 use serde::Deserialize;
 
@@ -36,9 +38,14 @@ pub struct ImapConnectionConfig {
     pub ca_file: Option<String>,
     /// The login name. Required.
     pub user: String,
-    /// The password. Never logged or shown.
+    /// The password. Never logged or shown. Either this or `oauth2`.
     #[serde(default)]
     pub password: Option<String>,
+    /// XOAUTH2 (Microsoft 365, Gmail): where the access tokens come from, `{ token_url,
+    /// client_id, client_secret, scopes, refresh_token }`; the refresh-token grant when a
+    /// `refresh_token` is given, else client credentials. Either this or `password`.
+    #[serde(default)]
+    pub oauth2: Option<OAuthConfig>,
     /// Time limit for connecting and for each command, e.g. `30s`. Default `60s`.
     #[serde(default)]
     pub timeout: Option<String>,
@@ -63,8 +70,16 @@ pub struct ImapConnection {
     pub security: Security,
     pub ca_file: Option<PathBuf>,
     pub user: String,
-    pub(crate) password: String,
+    pub(crate) login: Login,
     pub timeout: Duration,
+}
+
+/// How the puller logs in.
+#[derive(Clone)]
+pub(crate) enum Login {
+    Password(String),
+    /// XOAUTH2 with tokens from this source (shared by every session of the connection).
+    OAuth(TokenSource),
 }
 
 impl fmt::Debug for ImapConnection {
@@ -91,12 +106,33 @@ impl ImapConnection {
         if config.user.trim().is_empty() {
             return Err(BuildError::at("user", "must name the login"));
         }
-        let password = config.password.ok_or_else(|| {
-            BuildError::at(
-                "password",
-                "required; write it as `${VARIABLE}` so it stays out of the project",
-            )
-        })?;
+        let login = match (config.password, config.oauth2) {
+            (Some(password), None) => Login::Password(password),
+            (None, Some(oauth)) => {
+                oauth.validate().map_err(|mut error| {
+                    error.path.insert(0, "oauth2".into());
+                    error
+                })?;
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .map_err(|e| BuildError::at("oauth2", e.to_string()))?;
+                Login::OAuth(TokenSource::new(oauth, client))
+            }
+            (Some(_), Some(_)) => {
+                return Err(BuildError::at(
+                    "oauth2",
+                    "give `password` or `oauth2`, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(BuildError::at(
+                    "password",
+                    "required (or `oauth2` for XOAUTH2); write it as `${VARIABLE}` so it stays \
+                     out of the project",
+                ));
+            }
+        };
         let timeout = match &config.timeout {
             Some(text) => duration::parse(text).map_err(|e| BuildError::at("timeout", e))?,
             None => Duration::from_secs(60),
@@ -116,7 +152,7 @@ impl ImapConnection {
             security: config.security,
             ca_file,
             user: config.user,
-            password,
+            login,
             timeout,
         })
     }

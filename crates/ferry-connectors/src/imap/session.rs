@@ -10,7 +10,7 @@ use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::config::{ImapConnection, Security};
+use super::config::{ImapConnection, Login, Security};
 
 /// The byte stream under a session: plain TCP or TLS.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync + Debug {}
@@ -92,17 +92,52 @@ pub(crate) async fn open(connection: &ImapConnection) -> Result<Session, StepErr
             .map_err(within("greeting"))?
             .map_err(|e| failed("greeting", &e))?;
     }
-    let login = client.login(&connection.user, &connection.password);
-    match tokio::time::timeout(connection.timeout, login)
-        .await
-        .map_err(within("login"))?
-    {
-        Ok(session) => Ok(session),
-        // The server's answer, never the password.
-        Err((error, _)) => Err(failed(
-            &format!("login as {} refused", connection.user),
-            &error,
-        )),
+    let refused = format!("login as {} refused", connection.user);
+    match &connection.login {
+        Login::Password(password) => {
+            let login = client.login(&connection.user, password);
+            match tokio::time::timeout(connection.timeout, login)
+                .await
+                .map_err(within("login"))?
+            {
+                Ok(session) => Ok(session),
+                // The server's answer, never the password.
+                Err((error, _)) => Err(failed(&refused, &error)),
+            }
+        }
+        Login::OAuth(tokens) => {
+            let token = tokens.token().await?;
+            let xoauth2 = XOAuth2 {
+                user: connection.user.clone(),
+                token: token.clone(),
+            };
+            let login = client.authenticate("XOAUTH2", xoauth2);
+            match tokio::time::timeout(connection.timeout, login)
+                .await
+                .map_err(within("login"))?
+            {
+                Ok(session) => Ok(session),
+                Err((error, _)) => {
+                    // The token may have been revoked: the next attempt fetches a new one.
+                    tokens.reject(&token);
+                    Err(failed(&format!("{refused} (XOAUTH2)"), &error))
+                }
+            }
+        }
+    }
+}
+
+/// The SASL XOAUTH2 exchange: the user and the bearer token in one message.
+struct XOAuth2 {
+    user: String,
+    token: String,
+}
+
+impl async_imap::Authenticator for XOAuth2 {
+    type Response = String;
+
+    fn process(&mut self, _challenge: &[u8]) -> String {
+        format!("user={}\x01auth=Bearer {}\x01\x01", self.user, self.token)
     }
 }
 

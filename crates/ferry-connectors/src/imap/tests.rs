@@ -633,3 +633,109 @@ async fn a_crash_after_the_move_does_not_offer_the_moved_messages_again() {
     let state: Value = serde_json::from_str(again.state.as_deref().unwrap()).unwrap();
     assert!(state["INBOX"].get("pending").is_none(), "{state}");
 }
+
+/// A token endpoint (client credentials) and the introspection endpoint Dovecot asks about
+/// XOAUTH2 logins (scripts/dovecot-test-server.sh), on the port Dovecot is configured with.
+struct OAuthServer {
+    fetched: Arc<std::sync::atomic::AtomicUsize>,
+    revoked: Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OAuthServer {
+    async fn start(user: &str) -> OAuthServer {
+        use axum::body::Body as AxumBody;
+        use axum::extract::Request;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let port: u16 =
+            std::env::var("FERRY_TEST_IMAP_OAUTH_PORT").map_or(18931, |p| p.parse().unwrap());
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("the XOAUTH2 introspection port is free (one such test at a time)");
+        let fetched = Arc::new(AtomicUsize::new(0));
+        let revoked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let (count, gone, user) = (fetched.clone(), revoked.clone(), user.to_string());
+        let app = axum::Router::new().fallback(move |request: Request| {
+            let (count, gone, user) = (count.clone(), gone.clone(), user.clone());
+            async move {
+                let path = request.uri().path().to_string();
+                let auth = request
+                    .headers()
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap().to_string());
+                let body = axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap();
+                let form: BTreeMap<String, String> = String::from_utf8_lossy(&body)
+                    .split('&')
+                    .filter_map(|pair| pair.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                let json = match path.as_str() {
+                    "/token" => {
+                        let basic = base64::engine::general_purpose::STANDARD
+                            .encode(format!("ferry:{SECRET}"));
+                        assert_eq!(auth, Some(format!("Basic {basic}")), "client credentials");
+                        assert_eq!(form.get("grant_type").map(String::as_str), Some("client_credentials"));
+                        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                        json!({ "access_token": format!("tok{n}"), "token_type": "bearer", "expires_in": 3600 })
+                    }
+                    "/introspect" => {
+                        let token = form.get("token").cloned().unwrap_or_default();
+                        let active = token.starts_with("tok") && !gone.lock().unwrap().contains(&token);
+                        json!({ "active": active, "username": user })
+                    }
+                    _ => json!({}),
+                };
+                axum::response::Response::builder()
+                    .header("content-type", "application/json")
+                    .body(AxumBody::from(json.to_string()))
+                    .unwrap()
+            }
+        });
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        OAuthServer {
+            fetched,
+            revoked,
+            task,
+        }
+    }
+}
+
+impl Drop for OAuthServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn xoauth2_logs_in_with_a_client_credentials_token() {
+    let user = MailUser::new();
+    user.append("INBOX", &[order("x1")]).await;
+    let server = OAuthServer::start(&user.user).await;
+    let port: u16 =
+        std::env::var("FERRY_TEST_IMAP_OAUTH_PORT").map_or(18931, |p| p.parse().unwrap());
+    let mut connection = user.connection("mail");
+    connection.config.remove("password");
+    connection.config.insert(
+        "oauth2".into(),
+        json!({
+            "token_url": format!("http://127.0.0.1:{port}/token"),
+            "client_id": "ferry", "client_secret": SECRET, "scopes": ["imap"],
+        }),
+    );
+    // The first token the server is asked about is revoked: that login fails retryably, without
+    // a secret, and the next one fetches a new token.
+    server.revoked.lock().unwrap().push("tok1".into());
+    let mut puller = build(&connection, json!({ "connection": "mail", "idle": false })).unwrap();
+    let error = puller.pull(10).await.unwrap_err();
+    assert!(error.retryable, "{error}");
+    assert!(
+        error.message.contains("XOAUTH2") && error.message.contains("`mail`"),
+        "{error}"
+    );
+    assert!(!error.message.contains(SECRET), "{error}");
+    let pulled = puller.pull(10).await.expect("logged in with a new token");
+    assert_eq!(pulled.passengers.len(), 1);
+    assert_eq!(server.fetched.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
