@@ -29,6 +29,86 @@ const INIT: &[(&str, &str)] = &[
     ),
 ];
 
+/// A project's files: paths relative to the project directory, with their content.
+type Files = &'static [(&'static str, &'static [u8])];
+
+/// Files of `ferry init --example mail-to-erp`: mailbox → attachments → xlsx/XML → IDoc → SAP.
+/// Bytes, since its test fixtures include a workbook and a PDF.
+const MAIL_TO_ERP: Files = &[
+    (
+        "ferry.yaml",
+        include_bytes!("templates/mail-to-erp/ferry.yaml"),
+    ),
+    (
+        "connections.yaml",
+        include_bytes!("templates/mail-to-erp/connections.yaml"),
+    ),
+    (".env", include_bytes!("templates/mail-to-erp/env")),
+    (
+        "clients/partners/client.yaml",
+        include_bytes!("templates/mail-to-erp/client.yaml"),
+    ),
+    (
+        "clients/partners/pipelines/orders.yaml",
+        include_bytes!("templates/mail-to-erp/orders.yaml"),
+    ),
+    (
+        "clients/partners/pipelines/price-lists.yaml",
+        include_bytes!("templates/mail-to-erp/price-lists.yaml"),
+    ),
+    (
+        "clients/partners/tests/orders.yaml",
+        include_bytes!("templates/mail-to-erp/tests/orders.yaml"),
+    ),
+    (
+        "clients/partners/tests/price-lists.yaml",
+        include_bytes!("templates/mail-to-erp/tests/price-lists.yaml"),
+    ),
+    (
+        "clients/partners/tests/expected/orders-PO-4711.json",
+        include_bytes!("templates/mail-to-erp/tests/expected/orders-PO-4711.json"),
+    ),
+    (
+        "clients/partners/tests/expected/orders-PO-4712.json",
+        include_bytes!("templates/mail-to-erp/tests/expected/orders-PO-4712.json"),
+    ),
+    (
+        "clients/partners/tests/expected/orders-broken.json",
+        include_bytes!("templates/mail-to-erp/tests/expected/orders-broken.json"),
+    ),
+    (
+        "clients/partners/tests/expected/price-lists-2027.json",
+        include_bytes!("templates/mail-to-erp/tests/expected/price-lists-2027.json"),
+    ),
+    (
+        "clients/partners/tests/fixtures/PO-4711.xml",
+        include_bytes!("templates/mail-to-erp/tests/fixtures/PO-4711.xml"),
+    ),
+    (
+        "clients/partners/tests/fixtures/PO-4711.pdf",
+        include_bytes!("templates/mail-to-erp/tests/fixtures/PO-4711.pdf"),
+    ),
+    (
+        "clients/partners/tests/fixtures/PO-4712.xml",
+        include_bytes!("templates/mail-to-erp/tests/fixtures/PO-4712.xml"),
+    ),
+    (
+        "clients/partners/tests/fixtures/broken-order.xml",
+        include_bytes!("templates/mail-to-erp/tests/fixtures/broken-order.xml"),
+    ),
+    (
+        "clients/partners/tests/fixtures/mail-body.txt",
+        include_bytes!("templates/mail-to-erp/tests/fixtures/mail-body.txt"),
+    ),
+    (
+        "clients/partners/tests/fixtures/prices-2027.xlsx",
+        include_bytes!("templates/mail-to-erp/tests/fixtures/prices-2027.xlsx"),
+    ),
+];
+
+/// The examples `ferry init --example NAME` writes, by name.
+pub const EXAMPLES: &[(&str, Files)] = &[("mail-to-erp", MAIL_TO_ERP)];
+
 /// Files of the demo project.
 const DEMO: &[(&str, &str)] = &[
     ("ferry.yaml", include_str!("templates/demo/ferry.yaml")),
@@ -54,13 +134,31 @@ const DEMO: &[(&str, &str)] = &[
     ),
 ];
 
-/// Writes the example project; refuses to touch an existing project.
-pub fn init(dir: &Path) -> anyhow::Result<()> {
+/// Writes the example project (or the named one of [`EXAMPLES`]); refuses to touch an existing
+/// project.
+pub fn init(dir: &Path, example: Option<&str>) -> anyhow::Result<()> {
+    let example = match example {
+        None => None,
+        Some(name) => match EXAMPLES.iter().find(|(known, _)| *known == name) {
+            Some((_, files)) => Some(*files),
+            None => bail!(
+                "there is no example `{name}`; the examples are: {}",
+                EXAMPLES
+                    .iter()
+                    .map(|(name, _)| *name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    };
     if dir.join("ferry.yaml").exists() {
         bail!(
             "{} already holds a project (ferry.yaml exists)",
             dir.display()
         );
+    }
+    if let Some(files) = example {
+        return write_files(dir, files);
     }
     write_files(dir, INIT)?;
     for sub in ["inbox", "archive", "outbox"] {
@@ -122,7 +220,7 @@ fn data_dir() -> PathBuf {
     }
 }
 
-fn write_files(dir: &Path, files: &[(&str, &str)]) -> anyhow::Result<()> {
+fn write_files(dir: &Path, files: &[(&str, impl AsRef<[u8]>)]) -> anyhow::Result<()> {
     for (name, content) in files {
         let path = dir.join(name);
         if let Some(parent) = path.parent() {

@@ -37,7 +37,13 @@ enum Command {
         listen: Option<std::net::SocketAddr>,
     },
     /// Write a commented example project into DIR.
-    Init { dir: PathBuf },
+    Init {
+        dir: PathBuf,
+        /// Write this worked example instead: `mail-to-erp` (orders and price lists from a
+        /// mailbox to SAP as IDocs, with pipeline tests).
+        #[arg(long, value_name = "NAME")]
+        example: Option<String>,
+    },
     /// Check every definition of a project; print every error as file:line:column: key: message.
     Validate {
         #[arg(default_value = ".")]
@@ -181,10 +187,23 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run { dir, listen } => run(dir, listen).await,
-        Command::Init { dir } => {
-            demo::init(&dir)?;
+        Command::Init { dir, example } => {
+            demo::init(&dir, example.as_deref())?;
             println!("wrote an example project to {}", dir.display());
-            println!("next: ferry validate {0} && ferry run {0}", dir.display());
+            if example.is_some() {
+                // Its connections and pipelines name the mailbox and SAP as ${NAME}.
+                println!(
+                    "it reads its mailbox and SAP system from the environment; example values \
+                     are in {}",
+                    dir.join(".env").display()
+                );
+                println!(
+                    "next: cd {} && set -a && . ./.env && set +a && ferry validate && ferry test",
+                    dir.display()
+                );
+            } else {
+                println!("next: ferry validate {0} && ferry run {0}", dir.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { dir } => validate(&dir),
