@@ -10,6 +10,7 @@ pub mod error;
 pub mod passenger;
 pub mod records;
 pub mod sandbox;
+pub mod size;
 pub mod template;
 
 pub use component::{

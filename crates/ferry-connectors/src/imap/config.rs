@@ -8,6 +8,7 @@ use std::time::Duration;
 use ferry_core::config::Connection;
 
 use crate::oauth::{OAuthConfig, TokenSource};
+use ferry_core::size::Size;
 use ferry_core::{BuildError, duration};
 use serde::Deserialize;
 
@@ -195,10 +196,10 @@ pub struct ImapPullerConfig {
     /// the server offers IDLE.
     #[serde(default)]
     pub idle: Option<IdleConfig>,
-    /// The largest message pulled, e.g. `25MB`; a larger one fails alone, permanently, with
-    /// its size. Default `25MB`.
+    /// The largest message pulled, e.g. `25MiB` or `10MB`; a larger one fails alone,
+    /// permanently, with its size. Default `25MiB`.
     #[serde(default)]
-    pub max_size: Option<String>,
+    pub max_size: Option<Size>,
 }
 
 /// `after_seat:` as written.
@@ -337,7 +338,11 @@ impl Settings {
             }
         };
         let max_size = match &config.max_size {
-            Some(text) => parse_size(text).map_err(|e| BuildError::at("max_size", e))?,
+            Some(size) => match size.bytes() {
+                Ok(0) => return Err(BuildError::at("max_size", "must be above 0")),
+                Ok(bytes) => bytes,
+                Err(error) => return Err(BuildError::at("max_size", error)),
+            },
             None => DEFAULT_MAX_SIZE,
         };
         Ok(Settings {
@@ -394,31 +399,4 @@ fn flag_name(flag: &str) -> Result<String, BuildError> {
         ));
     }
     Ok(flag.to_string())
-}
-
-/// Parses a size such as `25MB`, `512KB`, `1GB` or a number of bytes (1 MB = 1024 KB).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let number: u64 = text[..digits]
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size; write e.g. `25MB`"))?;
-    let unit = text[digits..].trim().to_ascii_uppercase();
-    let factor: u64 = match unit.as_str() {
-        "" | "B" => 1,
-        "KB" | "KIB" | "K" => 1024,
-        "MB" | "MIB" | "M" => 1024 * 1024,
-        "GB" | "GIB" | "G" => 1024 * 1024 * 1024,
-        _ => {
-            return Err(format!(
-                "unknown unit in size `{text}`; use B, KB, MB or GB"
-            ));
-        }
-    };
-    match number.checked_mul(factor) {
-        Some(0) | None => Err(format!("size `{text}` must be above 0 and below 16 EB")),
-        Some(size) => Ok(size),
-    }
 }

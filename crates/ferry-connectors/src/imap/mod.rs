@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use ferry_core::config::Connection;
 use ferry_core::{BuildContext, BuildError, ConnectionFactory};
 
-pub use config::{ImapConnection, ImapConnectionConfig, ImapPullerConfig, Security, parse_size};
+pub use config::{ImapConnection, ImapConnectionConfig, ImapPullerConfig, Security};
 pub use puller::{ImapPuller, ImapPullerFactory};
 
 /// The `imap` connection type.

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use ferry_core::size::Size;
 use serde::Deserialize;
 
 /// Configuration of the `webhook` puller.
@@ -86,50 +87,6 @@ fn default_capacity() -> usize {
 
 fn default_timeout() -> String {
     "10s".into()
-}
-
-/// A size: a number of bytes, or text with a unit (`10MB`, `512KiB`).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(
-    untagged,
-    expecting = "a number of bytes, or a size such as `10MB` or `512KiB`"
-)]
-pub enum Size {
-    Bytes(u64),
-    Text(String),
-}
-
-impl Size {
-    /// The size in bytes.
-    pub fn bytes(&self) -> Result<u64, String> {
-        let text = match self {
-            Size::Bytes(bytes) => return Ok(*bytes),
-            Size::Text(text) => text.trim(),
-        };
-        let digits = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let number: u64 = text[..digits]
-            .parse()
-            .map_err(|_| format!("invalid size `{text}`; write e.g. `10MB` or `512KiB`"))?;
-        let factor: u64 = match text[digits..].trim() {
-            "" | "B" => 1,
-            "KB" | "kB" => 1_000,
-            "MB" => 1_000_000,
-            "GB" => 1_000_000_000,
-            "KiB" => 1 << 10,
-            "MiB" => 1 << 20,
-            "GiB" => 1 << 30,
-            unit => {
-                return Err(format!(
-                    "unknown unit `{unit}` in `{text}`; write B, KB, MB, GB, KiB, MiB or GiB"
-                ));
-            }
-        };
-        number
-            .checked_mul(factor)
-            .ok_or_else(|| format!("size `{text}` is too large"))
-    }
 }
 
 /// How senders authenticate, as written.

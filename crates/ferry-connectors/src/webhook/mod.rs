@@ -67,7 +67,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 pub use auth::{github_signature, stripe_signature};
-pub use config::{AuthConfig, BasicAuth, OneOrMany, Size, StripeAuth, WebhookPullerConfig};
+pub use config::{AuthConfig, BasicAuth, OneOrMany, StripeAuth, WebhookPullerConfig};
 pub use puller::{WebhookPuller, WebhookPullerFactory};
 
 /// The `type:` of the webhook puller.

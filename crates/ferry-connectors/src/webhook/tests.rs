@@ -197,16 +197,6 @@ fn bad_settings_are_refused_at_their_key_without_the_secret() {
     assert!(error.message.contains("unknown field `verify`"), "{error}");
 }
 
-#[test]
-fn sizes_take_units() {
-    use super::Size;
-    assert_eq!(Size::Bytes(512).bytes(), Ok(512));
-    assert_eq!(Size::Text("10MB".into()).bytes(), Ok(10_000_000));
-    assert_eq!(Size::Text("10MiB".into()).bytes(), Ok(10 << 20));
-    assert_eq!(Size::Text("64 KiB".into()).bytes(), Ok(64 << 10));
-    assert!(Size::Text("MB".into()).bytes().is_err());
-}
-
 // ---- when an endpoint is live ----
 
 #[tokio::test]
