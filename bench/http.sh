@@ -96,3 +96,21 @@ awk -v n="$N" -v s="$start" -v e="$end" -v kb="$peak_kb" -v r="$requests" -v k="
 if grep -q "WARN\|ERROR" "$WORK/ferry.log"; then
   echo "ferry logged warnings (first 5):"; grep "WARN\|ERROR" "$WORK/ferry.log" | head -5
 fi
+
+# Side by side: the same endpoint under wrk (16 connections, the same body size, a fresh
+# Idempotency-Key per request): what the endpoint and HTTP on this machine give without ferry.
+if command -v wrk > /dev/null; then
+  cat > "$WORK/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = string.rep("x", $SIZE)
+wrk.headers["Content-Type"] = "application/json"
+local sent = 0
+function request()
+  sent = sent + 1
+  wrk.headers["Idempotency-Key"] = "wrk-" .. sent
+  return wrk.format()
+end
+LUA
+  echo "the endpoint alone under wrk (2 threads, $CONCURRENCY connections, 10 s):"
+  wrk -t 2 -c "$CONCURRENCY" -d 10s -s "$WORK/post.lua" "$URL/orders/x" | grep -E 'Requests/sec|Latency'
+fi

@@ -27,11 +27,12 @@ command -v openssl > /dev/null || { echo "needs openssl: apt-get install -y open
 if [ -n "${FERRY_BIN:-}" ]; then
   BIN=$(realpath "$FERRY_BIN")
 else
-  cargo build --release -q -p ferry
+  cargo build --release -q -p ferry --bin ferry -p ferry-connectors --example http_sink
   BIN=$PWD/target/release/ferry
 fi
+SINK=${SINK:-$PWD/target/release/examples/http_sink}
 WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/ferry-webhook-bench.XXXXXX")
-trap '[ -n "${PID:-}" ] && kill -9 "$PID" 2>/dev/null; [ -z "${KEEP:-}" ] && rm -rf "$WORK"' EXIT
+trap '[ -n "${PID:-}" ] && kill -9 "$PID" 2>/dev/null; [ -n "${SINK_PID:-}" ] && kill "$SINK_PID" 2>/dev/null; [ -z "${KEEP:-}" ] && rm -rf "$WORK"' EXIT
 
 mkdir -p "$WORK/clients/acme/pipelines"
 cat > "$WORK/ferry.yaml" <<YAML
@@ -113,3 +114,15 @@ echo "ferry peak RSS: $(awk '/VmHWM/ {printf "%.0f MB", $2/1024}' "/proc/$PID/st
 kill -TERM "$PID"
 wait "$PID" || true
 PID=
+
+# Side by side, the same requests to an endpoint that only answers 204 (http_sink, one thread:
+# no signature check, nothing stored): what HTTP on this machine gives without ferry's work.
+if [ -x "$SINK" ]; then
+  "$SINK" > "$WORK/sink.out" 2> /dev/null &
+  SINK_PID=$!
+  for _ in $(seq 50); do [ -s "$WORK/sink.out" ] && break; sleep 0.1; done
+  echo "the same load against http_sink (answers only):"
+  wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" --latency -s "$WORK/post.lua" \
+    "$(head -1 "$WORK/sink.out")/hooks/acme/bench" | grep -E '^(requests|latency)'
+  kill "$SINK_PID"
+fi
