@@ -5,6 +5,12 @@ mod support;
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Uri};
 
 use support::{BIN, stderr, stdout};
 
@@ -177,4 +183,299 @@ fn init_of_an_example_refuses_an_existing_project_and_leaves_it_alone() {
         &data,
     );
     assert!(!again.status.success());
+}
+
+// ---- end to end: the test Dovecot as the mailbox, a local endpoint as SAP ----
+
+/// `append HOST PORT USER PASSWORD SPEC`: the messages SPEC (JSON: `[{subject, text,
+/// attachments: [[path, media type, name]]}]`) built by Python's `email` and appended to INBOX;
+/// `status HOST PORT USER PASSWORD MAILBOX`: `MESSAGES UNSEEN`, `0 0` when it does not exist.
+const IMAPLIB: &str = r#"
+import imaplib, json, re, sys
+from email.message import EmailMessage
+op, host, port, user, password, arg = sys.argv[1:7]
+m = imaplib.IMAP4(host, int(port))
+m.login(user, password)
+if op == "append":
+    for n, spec in enumerate(json.loads(arg)):
+        msg = EmailMessage()
+        msg["From"] = "Anna Weber <anna.weber@mueller.example>"
+        msg["To"] = user
+        msg["Subject"] = spec["subject"]
+        msg["Message-ID"] = "<m%d-%s>" % (n, user)
+        msg.set_content(spec["text"])
+        for path, media_type, name in spec["attachments"]:
+            main, sub = media_type.split("/")
+            with open(path, "rb") as f:
+                msg.add_attachment(f.read(), maintype=main, subtype=sub, filename=name)
+        typ, answer = m.append("INBOX", None, None, msg.as_bytes())
+        assert typ == "OK", answer
+else:
+    typ, answer = m.status(arg, "(MESSAGES UNSEEN)")
+    if typ != "OK":
+        print("0 0")
+    else:
+        text = answer[0].decode()
+        print(re.search(r"MESSAGES (\d+)", text).group(1), re.search(r"UNSEEN (\d+)", text).group(1))
+m.logout()
+"#;
+
+fn imap_dir() -> String {
+    std::env::var("FERRY_TEST_IMAP_DIR").unwrap_or_else(|_| "/tmp/ferry-dovecot".into())
+}
+
+fn imap_host() -> String {
+    std::env::var("FERRY_TEST_IMAP_HOST").unwrap_or_else(|_| "127.0.0.1".into())
+}
+
+fn imap_port() -> String {
+    std::env::var("FERRY_TEST_IMAP_PORT").unwrap_or_else(|_| "1143".into())
+}
+
+/// A fresh user of the test Dovecot (`scripts/dovecot-test-server.sh`), gone when dropped.
+struct MailUser {
+    user: String,
+    password: String,
+}
+
+impl MailUser {
+    fn new() -> MailUser {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let user = format!("erp{}x{nanos}@example.com", std::process::id());
+        let password = format!("pw-{nanos}");
+        std::fs::write(
+            format!("{}/passwd/{user}", imap_dir()),
+            format!("{user}:{{PLAIN}}{password}\n"),
+        )
+        .expect("the test Dovecot runs (scripts/dovecot-test-server.sh)");
+        MailUser { user, password }
+    }
+
+    fn imaplib(&self, op: &str, arg: &str) -> String {
+        let output = Command::new("python3")
+            .args(["-c", IMAPLIB, op, &imap_host(), &imap_port()])
+            .args([&self.user, &self.password, arg])
+            .output()
+            .expect("python3");
+        assert!(output.status.success(), "imaplib {op}: {}", stderr(&output));
+        stdout(&output)
+    }
+
+    fn status(&self, mailbox: &str) -> (usize, usize) {
+        let text = self.imaplib("status", mailbox);
+        let mut numbers = text.split_whitespace().map(|n| n.parse().unwrap());
+        (numbers.next().unwrap(), numbers.next().unwrap())
+    }
+}
+
+impl Drop for MailUser {
+    fn drop(&mut self) {
+        let dir = imap_dir();
+        let _ = std::fs::remove_file(format!("{dir}/passwd/{}", self.user));
+        let _ = std::fs::remove_dir_all(format!("{dir}/mail/{}", self.user));
+    }
+}
+
+/// A request SAP's IDoc inbound service got: path and query, headers, body.
+#[derive(Clone, Debug)]
+struct Posted {
+    uri: String,
+    authorization: String,
+    content_type: String,
+    body: String,
+}
+
+type Inbox = Arc<Mutex<Vec<Posted>>>;
+
+/// An HTTP server standing in for SAP: every POST is recorded and answered 200.
+fn sap() -> (String, Inbox) {
+    let inbox = Inbox::default();
+    let app = axum::Router::new()
+        .route(
+            "/sap/bc/idoc_xml",
+            axum::routing::post(
+                |State(inbox): State<Inbox>, uri: Uri, headers: HeaderMap, body: Bytes| async move {
+                    let header = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    inbox.lock().unwrap().push(Posted {
+                        uri: uri.to_string(),
+                        authorization: header("authorization"),
+                        content_type: header("content-type"),
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                    });
+                    "IDoc stored"
+                },
+            ),
+        )
+        .with_state(inbox.clone());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (url, inbox)
+}
+
+#[test]
+fn the_mail_to_erp_example_runs_from_a_real_mailbox_to_an_idoc_endpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("mail");
+    let data = tmp.path().join("data");
+    let path = dir.to_str().unwrap();
+    let init = ferry(&["init", "--example", "mail-to-erp", path], &[], &data);
+    assert!(init.status.success(), "{}", stderr(&init));
+
+    // What a user edits: the mailbox's port and security (a local server without TLS), the
+    // console's port (any free one), and the values of .env.
+    let edit = |file: &str, from: &str, to: &str| {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert!(text.contains(from), "{file} has no `{from}`");
+        std::fs::write(dir.join(file), text.replace(from, to)).unwrap();
+    };
+    edit(
+        "connections.yaml",
+        "# port: 993 ",
+        &format!("port: {} #", imap_port()),
+    );
+    edit("connections.yaml", "# security: tls ", "security: none #");
+    edit("ferry.yaml", "127.0.0.1:5000", "\"127.0.0.1:0\"");
+    let mail = MailUser::new();
+    let (url, posted) = sap();
+    let sap_password = "sap-SECRET-pw";
+    let env: Vec<(String, String)> = [
+        ("IMAP_HOST", imap_host()),
+        ("IMAP_USER", mail.user.clone()),
+        ("IMAP_PASSWORD", mail.password.clone()),
+        ("SAP_URL", url),
+        ("SAP_USER", "FERRY_COMM".to_string()),
+        ("SAP_PASSWORD", sap_password.to_string()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_string(), value))
+    .collect();
+    let check = ferry(&["check", path], &env, &data);
+    assert!(
+        check.status.success(),
+        "{}{}",
+        stdout(&check),
+        stderr(&check)
+    );
+
+    let fixtures = dir.join("clients/partners/tests/fixtures");
+    let fixture = |name: &str| fixtures.join(name).to_str().unwrap().to_string();
+    let spec = serde_json::json!([
+        { "subject": "Order PO-4711", "text": "Our order, XML and PDF.",
+          "attachments": [[fixture("PO-4711.xml"), "application/xml", "PO-4711.xml"],
+                          [fixture("PO-4711.pdf"), "application/pdf", "PO-4711.pdf"]] },
+        { "subject": "Price list 2027", "text": "Prices from January.",
+          "attachments": [[fixture("prices-2027.xlsx"),
+                           "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                           "prices-2027.xlsx"]] },
+        { "subject": "Lunch on Friday?", "text": "Not for ferry.", "attachments": [] },
+    ]);
+    mail.imaplib("append", &spec.to_string());
+
+    let log = std::fs::File::create(tmp.path().join("ferry.log")).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", path])
+        .env_clear()
+        .envs(env.iter().map(|(name, value)| (name, value)))
+        .env("FERRY_DATA_DIR", &data)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let archive = dir.join("archive/orders");
+    let done = || {
+        posted.lock().unwrap().len() >= 2
+            && support::files(&archive).len() >= 2
+            && mail.status("Archive") == (2, 0)
+    };
+    let start = Instant::now();
+    while !done() {
+        if start.elapsed() > Duration::from_secs(60) || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!(
+                "not delivered within 60 s: posted {:?}, archive {:?}, log:\n{}",
+                posted.lock().unwrap(),
+                support::files(&archive),
+                std::fs::read_to_string(tmp.path().join("ferry.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Nothing more arrives: each mail once.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(support::terminate(child), "ferry stopped cleanly");
+
+    let posted = posted.lock().unwrap().clone();
+    assert_eq!(posted.len(), 2, "{posted:?}");
+    for request in &posted {
+        assert_eq!(request.uri, "/sap/bc/idoc_xml?sap-client=100");
+        assert_eq!(request.content_type, "application/xml");
+        // Basic FERRY_COMM:sap-SECRET-pw
+        assert_eq!(
+            request.authorization,
+            "Basic RkVSUllfQ09NTTpzYXAtU0VDUkVULXB3"
+        );
+    }
+    let order = posted
+        .iter()
+        .find(|p| p.body.contains("<ORDERS05>"))
+        .expect("the order IDoc");
+    for part in [
+        "<E1EDK01 SEGMENT=\"1\"><BELNR>PO-4711</BELNR><CURCY>EUR</CURCY></E1EDK01>",
+        "<IDTNR>MAT-2002</IDTNR>",
+        "<MENEE>KGM</MENEE><MENGE>2.5</MENGE>",
+        "<SNDPRN>100042</SNDPRN>",
+    ] {
+        assert!(order.body.contains(part), "{part} not in {}", order.body);
+    }
+    let prices = posted
+        .iter()
+        .find(|p| p.body.contains("<COND_A04>"))
+        .expect("the price list IDoc");
+    assert_eq!(prices.body.matches("<E1KOMG SEGMENT=\"1\">").count(), 3);
+    assert!(
+        prices.body.contains("<DATBI>99991231</DATBI>"),
+        "{}",
+        prices.body
+    );
+
+    // The documents, byte for byte; the mails handled are read and in Archive, the other one
+    // waits unread in INBOX.
+    assert_eq!(
+        support::files(&archive),
+        ["PO-4711-PO-4711.pdf", "PO-4711-PO-4711.xml"]
+    );
+    for (written, original) in [
+        ("PO-4711-PO-4711.pdf", "PO-4711.pdf"),
+        ("PO-4711-PO-4711.xml", "PO-4711.xml"),
+    ] {
+        assert_eq!(
+            std::fs::read(archive.join(written)).unwrap(),
+            std::fs::read(fixtures.join(original)).unwrap()
+        );
+    }
+    assert_eq!(mail.status("INBOX"), (1, 1));
+    assert_eq!(mail.status("Archive"), (2, 0));
+    let log = std::fs::read_to_string(tmp.path().join("ferry.log")).unwrap();
+    assert!(!log.contains(sap_password) && !log.contains(&mail.password));
 }
