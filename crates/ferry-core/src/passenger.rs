@@ -95,6 +95,9 @@ pub fn media_type_of(name: &str) -> &'static str {
         "txt" => "text/plain",
         "zip" => "application/zip",
         "pdf" => "application/pdf",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "xls" => "application/vnd.ms-excel",
+        "eml" => "message/rfc822",
         _ => "application/octet-stream",
     }
 }

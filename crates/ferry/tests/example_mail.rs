@@ -1,6 +1,7 @@
 //! `ferry init --example mail-to-erp`: the example project that reads orders and price lists
 //! from a mailbox and sends them to SAP as IDocs, through the real binary.
 
+mod mailbox;
 mod support;
 
 use std::path::Path;
@@ -12,6 +13,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 
+use mailbox::{MailUser, imap_host, imap_port};
 use support::{BIN, stderr, stdout};
 
 /// The variables of the example's `.env`, as `NAME=value` lines (comments and blanks skipped).
@@ -187,98 +189,6 @@ fn init_of_an_example_refuses_an_existing_project_and_leaves_it_alone() {
 
 // ---- end to end: the test Dovecot as the mailbox, a local endpoint as SAP ----
 
-/// `append HOST PORT USER PASSWORD SPEC`: the messages SPEC (JSON: `[{subject, text,
-/// attachments: [[path, media type, name]]}]`) built by Python's `email` and appended to INBOX;
-/// `status HOST PORT USER PASSWORD MAILBOX`: `MESSAGES UNSEEN`, `0 0` when it does not exist.
-const IMAPLIB: &str = r#"
-import imaplib, json, re, sys
-from email.message import EmailMessage
-op, host, port, user, password, arg = sys.argv[1:7]
-m = imaplib.IMAP4(host, int(port))
-m.login(user, password)
-if op == "append":
-    for n, spec in enumerate(json.loads(arg)):
-        msg = EmailMessage()
-        msg["From"] = "Anna Weber <anna.weber@mueller.example>"
-        msg["To"] = user
-        msg["Subject"] = spec["subject"]
-        msg["Message-ID"] = "<m%d-%s>" % (n, user)
-        msg.set_content(spec["text"])
-        for path, media_type, name in spec["attachments"]:
-            main, sub = media_type.split("/")
-            with open(path, "rb") as f:
-                msg.add_attachment(f.read(), maintype=main, subtype=sub, filename=name)
-        typ, answer = m.append("INBOX", None, None, msg.as_bytes())
-        assert typ == "OK", answer
-else:
-    typ, answer = m.status(arg, "(MESSAGES UNSEEN)")
-    if typ != "OK":
-        print("0 0")
-    else:
-        text = answer[0].decode()
-        print(re.search(r"MESSAGES (\d+)", text).group(1), re.search(r"UNSEEN (\d+)", text).group(1))
-m.logout()
-"#;
-
-fn imap_dir() -> String {
-    std::env::var("FERRY_TEST_IMAP_DIR").unwrap_or_else(|_| "/tmp/ferry-dovecot".into())
-}
-
-fn imap_host() -> String {
-    std::env::var("FERRY_TEST_IMAP_HOST").unwrap_or_else(|_| "127.0.0.1".into())
-}
-
-fn imap_port() -> String {
-    std::env::var("FERRY_TEST_IMAP_PORT").unwrap_or_else(|_| "1143".into())
-}
-
-/// A fresh user of the test Dovecot (`scripts/dovecot-test-server.sh`), gone when dropped.
-struct MailUser {
-    user: String,
-    password: String,
-}
-
-impl MailUser {
-    fn new() -> MailUser {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let user = format!("erp{}x{nanos}@example.com", std::process::id());
-        let password = format!("pw-{nanos}");
-        std::fs::write(
-            format!("{}/passwd/{user}", imap_dir()),
-            format!("{user}:{{PLAIN}}{password}\n"),
-        )
-        .expect("the test Dovecot runs (scripts/dovecot-test-server.sh)");
-        MailUser { user, password }
-    }
-
-    fn imaplib(&self, op: &str, arg: &str) -> String {
-        let output = Command::new("python3")
-            .args(["-c", IMAPLIB, op, &imap_host(), &imap_port()])
-            .args([&self.user, &self.password, arg])
-            .output()
-            .expect("python3");
-        assert!(output.status.success(), "imaplib {op}: {}", stderr(&output));
-        stdout(&output)
-    }
-
-    fn status(&self, mailbox: &str) -> (usize, usize) {
-        let text = self.imaplib("status", mailbox);
-        let mut numbers = text.split_whitespace().map(|n| n.parse().unwrap());
-        (numbers.next().unwrap(), numbers.next().unwrap())
-    }
-}
-
-impl Drop for MailUser {
-    fn drop(&mut self) {
-        let dir = imap_dir();
-        let _ = std::fs::remove_file(format!("{dir}/passwd/{}", self.user));
-        let _ = std::fs::remove_dir_all(format!("{dir}/mail/{}", self.user));
-    }
-}
-
 /// A request SAP's IDoc inbound service got: path and query, headers, body.
 #[derive(Clone, Debug)]
 struct Posted {
@@ -378,18 +288,30 @@ fn the_mail_to_erp_example_runs_from_a_real_mailbox_to_an_idoc_endpoint() {
     );
 
     let fixtures = dir.join("clients/partners/tests/fixtures");
-    let fixture = |name: &str| fixtures.join(name).to_str().unwrap().to_string();
-    let spec = serde_json::json!([
-        { "subject": "Order PO-4711", "text": "Our order, XML and PDF.",
-          "attachments": [[fixture("PO-4711.xml"), "application/xml", "PO-4711.xml"],
-                          [fixture("PO-4711.pdf"), "application/pdf", "PO-4711.pdf"]] },
-        { "subject": "Price list 2027", "text": "Prices from January.",
-          "attachments": [[fixture("prices-2027.xlsx"),
-                           "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-                           "prices-2027.xlsx"]] },
-        { "subject": "Lunch on Friday?", "text": "Not for ferry.", "attachments": [] },
-    ]);
-    mail.imaplib("append", &spec.to_string());
+    let fixture = |name: &str| std::fs::read(fixtures.join(name)).unwrap();
+    let (xml, pdf, xlsx) = (
+        fixture("PO-4711.xml"),
+        fixture("PO-4711.pdf"),
+        fixture("prices-2027.xlsx"),
+    );
+    let xlsx_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+    let messages = [
+        mailbox::message(
+            "m0",
+            "Order PO-4711",
+            &[
+                (b"PO-4711.xml", "application/xml", &xml),
+                (b"PO-4711.pdf", "application/pdf", &pdf),
+            ],
+        ),
+        mailbox::message(
+            "m1",
+            "Price list 2027",
+            &[(b"prices-2027.xlsx", xlsx_type, &xlsx)],
+        ),
+        mailbox::message("m2", "Lunch on Friday?", &[]),
+    ];
+    mail.append("INBOX", &messages);
 
     let log = std::fs::File::create(tmp.path().join("ferry.log")).unwrap();
     let mut child = Command::new(BIN)

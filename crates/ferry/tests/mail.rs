@@ -7,186 +7,23 @@
 //!
 //! The mailboxes are read and filled with Python's `imaplib`, a real IMAP client of its own.
 
+mod mailbox;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
+use mailbox::MailUser;
 use support::{Project, stdout, terminate};
 
-// ---- the test Dovecot, through imaplib ----
-
-fn imap_dir() -> String {
-    std::env::var("FERRY_TEST_IMAP_DIR").unwrap_or_else(|_| "/tmp/ferry-dovecot".into())
-}
-
-fn imap_host() -> String {
-    std::env::var("FERRY_TEST_IMAP_HOST").unwrap_or_else(|_| "127.0.0.1".into())
-}
-
-fn imap_port() -> u16 {
-    std::env::var("FERRY_TEST_IMAP_PORT").map_or(1143, |p| p.parse().unwrap())
-}
-
-/// `append USER PASSWORD MAILBOX DIR`: every file of DIR, in name order, as one message;
-/// `status USER PASSWORD MAILBOX`: `MESSAGES UNSEEN` (`0 0` when the mailbox does not exist).
-const IMAPLIB: &str = r#"
-import imaplib, os, re, sys
-op, user, password, mailbox = sys.argv[1:5]
-m = imaplib.IMAP4(os.environ["HOST"], int(os.environ["PORT"]))
-m.login(user, password)
-if op == "append":
-    m.create(mailbox)
-    folder = sys.argv[5]
-    for name in sorted(os.listdir(folder)):
-        with open(os.path.join(folder, name), "rb") as f:
-            data = f.read()
-        typ, answer = m.append(mailbox, None, None, data)
-        assert typ == "OK", (name, answer)
-elif op == "status":
-    typ, answer = m.status(mailbox, "(MESSAGES UNSEEN)")
-    if typ != "OK":
-        print("0 0")
-    else:
-        text = answer[0].decode()
-        messages = re.search(r"MESSAGES (\d+)", text).group(1)
-        unseen = re.search(r"UNSEEN (\d+)", text).group(1)
-        print(messages, unseen)
-m.logout()
-"#;
-
-/// A fresh user of the test Dovecot: its mailboxes are empty.
-struct MailUser {
-    user: String,
-    password: String,
-}
-
-impl MailUser {
-    fn new() -> MailUser {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let user = format!("mail{}x{nanos}@example.com", std::process::id());
-        let password = format!("pw-{nanos}");
-        std::fs::write(
-            format!("{}/passwd/{user}", imap_dir()),
-            format!("{user}:{{PLAIN}}{password}\n"),
-        )
-        .expect("the test Dovecot runs (scripts/dovecot-test-server.sh)");
-        MailUser { user, password }
-    }
-
-    fn imaplib(&self, args: &[&str]) -> String {
-        let output = Command::new("python3")
-            .arg("-c")
-            .arg(IMAPLIB)
-            .arg(args[0])
-            .arg(&self.user)
-            .arg(&self.password)
-            .args(&args[1..])
-            .env("HOST", imap_host())
-            .env("PORT", imap_port().to_string())
-            .output()
-            .expect("python3");
-        assert!(
-            output.status.success(),
-            "imaplib {args:?}: {}",
-            support::stderr(&output)
-        );
-        stdout(&output)
-    }
-
-    /// Appends `messages` to `mailbox`, in order (so the first gets the lowest UID).
-    fn append(&self, mailbox: &str, messages: &[Vec<u8>]) {
-        let dir = tempfile::tempdir().unwrap();
-        for (n, message) in messages.iter().enumerate() {
-            std::fs::write(dir.path().join(format!("{n:06}.eml")), message).unwrap();
-        }
-        self.imaplib(&["append", mailbox, dir.path().to_str().unwrap()]);
-    }
-
-    /// How many messages `mailbox` holds, and how many of them are not `\Seen`.
-    fn status(&self, mailbox: &str) -> (usize, usize) {
-        let text = self.imaplib(&["status", mailbox]);
-        let mut numbers = text.split_whitespace().map(|n| n.parse().unwrap());
-        (numbers.next().unwrap(), numbers.next().unwrap())
-    }
-
-    /// connections.yaml with this user's mailbox as `mail`, granted to `acme`.
-    fn connections(&self) -> String {
-        format!(
-            "mail: {{ type: imap, host: \"{}\", port: {}, security: none, user: \"{}\", \
-             password: \"{}\", timeout: 20s, clients: [acme] }}\n",
-            imap_host(),
-            imap_port(),
-            self.user,
-            self.password
-        )
-    }
-}
-
-/// The user and its mail (50 MB in one test) go when the test ends, also when it fails.
-impl Drop for MailUser {
-    fn drop(&mut self) {
-        let dir = imap_dir();
-        let _ = std::fs::remove_file(format!("{dir}/passwd/{}", self.user));
-        let _ = std::fs::remove_dir_all(format!("{dir}/mail/{}", self.user));
-    }
-}
-
-// ---- messages ----
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for (n, chunk) in bytes.chunks(3).enumerate() {
-        if n > 0 && n % 19 == 0 {
-            out.push_str("\r\n");
-        }
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((v >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// A multipart message with a text part and `attachments` (name bytes, media type, content).
+/// An order mail: subject `Order ID`, a text part and `attachments`.
 fn message(id: &str, attachments: &[(&[u8], &str, &[u8])]) -> Vec<u8> {
-    let mut raw = format!(
-        "From: Partner <sales@partner.example>\r\nTo: orders@example.com\r\n\
-         Subject: Order {id}\r\nDate: Mon, 7 Dec 2026 10:00:00 +0000\r\n\
-         Message-ID: <{id}@partner.example>\r\nMIME-Version: 1.0\r\n\
-         Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
-         --b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nOrder {id}, see attached.\r\n"
-    )
-    .into_bytes();
-    for (name, media_type, content) in attachments {
-        raw.extend_from_slice(format!("--b1\r\nContent-Type: {media_type}; name=\"").as_bytes());
-        raw.extend_from_slice(name);
-        raw.extend_from_slice(b"\"\r\nContent-Disposition: attachment; filename=\"");
-        raw.extend_from_slice(name);
-        raw.extend_from_slice(b"\"\r\nContent-Transfer-Encoding: base64\r\n\r\n");
-        raw.extend_from_slice(base64(content).as_bytes());
-        raw.extend_from_slice(b"\r\n");
-    }
-    raw.extend_from_slice(b"--b1--\r\n");
-    raw
+    mailbox::message(id, &format!("Order {id}"), attachments)
 }
 
 fn order_xml(n: usize) -> Vec<u8> {
