@@ -46,6 +46,11 @@ pub struct CodecOptions {
     /// its only key.
     #[serde(default)]
     pub root: Option<String>,
+    /// XML: element names written first, in this order, wherever they are siblings (an IDoc's
+    /// `EDI_DC40` before its segments, a schema's sequence); other children follow in
+    /// alphabetical order. Default none (alphabetical).
+    #[serde(default)]
+    pub order: Option<Vec<String>>,
     /// Avro: the schema file (`.avsc`), relative to the project directory. Required for
     /// `single_object` and `raw`, and for encoding; a container file carries its own schema,
     /// so decoding one works without (with it, records are resolved to this schema).

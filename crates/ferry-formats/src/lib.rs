@@ -63,7 +63,7 @@ fn options_of(format: FormatName) -> &'static [&'static str] {
         | FormatName::Parquet
         | FormatName::Xlsx => &[],
         FormatName::Csv => &["header", "delimiter", "quote", "columns"],
-        FormatName::Xml => &["root"],
+        FormatName::Xml => &["root", "order"],
         FormatName::Avro => &["schema", "encoding"],
         FormatName::Protobuf => &["descriptor", "message"],
     }
@@ -110,8 +110,16 @@ impl Codec {
                         format!("`{root}` is not a valid XML element name"),
                     ));
                 }
+                let order = options.order.clone().unwrap_or_default();
+                if let Some(name) = order.iter().find(|name| !xml::is_name(name)) {
+                    return Err(BuildError::at(
+                        "order",
+                        format!("`{name}` is not a valid XML element name"),
+                    ));
+                }
                 Format::Xml(xml::XmlFormat {
                     root: options.root.clone(),
+                    order,
                 })
             }
             FormatName::Avro => Format::Avro(avro_format(options, files)?),
@@ -285,6 +293,7 @@ fn check_options_belong(options: &config::CodecOptions) -> Result<(), BuildError
         ("quote", options.quote.is_some()),
         ("columns", options.columns.is_some()),
         ("root", options.root.is_some()),
+        ("order", options.order.is_some()),
         ("schema", options.schema.is_some()),
         ("encoding", options.encoding.is_some()),
         ("descriptor", options.descriptor.is_some()),
@@ -490,6 +499,11 @@ mod tests {
         assert_eq!(error.path, ["quote"]);
         let error = build(json!({ "type": "xml", "root": "1st" })).unwrap_err();
         assert_eq!(error.path, ["root"]);
+        let error = build(json!({ "type": "xml", "order": ["EDI_DC40", "a b"] })).unwrap_err();
+        assert_eq!(error.path, ["order"]);
+        assert!(error.message.contains("`a b`"), "{}", error.message);
+        let error = build(json!({ "type": "csv", "order": ["a"] })).unwrap_err();
+        assert_eq!(error.path, ["order"]);
         let error = build(json!({ "type": "csv", "columns": ["a", "a"] })).unwrap_err();
         assert_eq!(error.message, "column `a` is listed twice");
         build(json!({ "type": "csv", "delimiter": "\t", "header": false })).unwrap();

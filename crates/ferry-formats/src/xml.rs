@@ -32,6 +32,8 @@ const TEXT_KEY: &str = "#text";
 pub(crate) struct XmlFormat {
     /// The root element's name; `None`: the value's single key names it.
     pub(crate) root: Option<String>,
+    /// Element names written before their siblings, in this order (`order`).
+    pub(crate) order: Vec<String>,
 }
 
 /// An element being read.
@@ -220,7 +222,7 @@ impl XmlFormat {
         let mut out = String::with_capacity(256);
         out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         match &self.root {
-            Some(root) => write_element(&mut out, root, value, "")?,
+            Some(root) => write_element(&mut out, root, value, "", &self.order)?,
             None => {
                 let single = match value {
                     Value::Object(object) if object.len() == 1 => object.iter().next(),
@@ -245,7 +247,7 @@ impl XmlFormat {
                         "the root element cannot be an array: a document has one root",
                     ));
                 }
-                write_element(&mut out, name, content, &pointer)?;
+                write_element(&mut out, name, content, &pointer, &self.order)?;
             }
         }
         out.push('\n');
@@ -304,6 +306,7 @@ fn write_element(
     name: &str,
     value: &Value,
     pointer: &str,
+    order: &[String],
 ) -> Result<(), FormatError> {
     check_name(name, pointer)?;
     out.push('<');
@@ -380,18 +383,29 @@ fn write_element(
     if let Some(text) = text {
         push_text(out, &text, &pointer_push(pointer, TEXT_KEY))?;
     }
-    for (key, field) in object {
-        if key.starts_with(['@', '#']) {
-            continue;
-        }
+    // Children named in `order` first, in its order; the others as the object holds them.
+    let mut children: Vec<(&String, &Value)> = object
+        .iter()
+        .filter(|(key, _)| !key.starts_with(['@', '#']))
+        .collect();
+    if !order.is_empty() {
+        children.sort_by_key(|(key, _)| {
+            order
+                .iter()
+                .position(|name| name == *key)
+                .unwrap_or(usize::MAX)
+        });
+    }
+    for (key, field) in children {
         let pointer = pointer_push(pointer, key);
         match field {
             Value::Array(items) => {
                 for (index, item) in items.iter().enumerate() {
-                    write_element(out, key, item, &pointer_push(&pointer, &index.to_string()))?;
+                    let at = pointer_push(&pointer, &index.to_string());
+                    write_element(out, key, item, &at, order)?;
                 }
             }
-            _ => write_element(out, key, field, &pointer)?,
+            _ => write_element(out, key, field, &pointer, order)?,
         }
     }
     close_tag(out, name);
@@ -496,7 +510,10 @@ mod tests {
     use super::*;
 
     fn plain() -> XmlFormat {
-        XmlFormat { root: None }
+        XmlFormat {
+            root: None,
+            order: Vec::new(),
+        }
     }
 
     fn decode(text: &str) -> Result<Value, String> {
@@ -558,6 +575,32 @@ mod tests {
     }
 
     #[test]
+    fn order_puts_named_children_first_at_every_level() {
+        let value = json!({ "IDOC": {
+            "@BEGIN": "1",
+            "E1EDP01": [{ "VPREI": "9", "POSEX": "10" }, { "POSEX": "20" }],
+            "E1EDK01": { "BELNR": "PO-1" },
+            "EDI_DC40": { "TABNAM": "EDI_DC40", "DIRECT": "2" },
+        }});
+        let order = ["EDI_DC40", "E1EDK01", "TABNAM", "POSEX"]
+            .map(String::from)
+            .to_vec();
+        let ordered = XmlFormat { root: None, order };
+        let text = String::from_utf8(ordered.encode(&value).unwrap()).unwrap();
+        assert_eq!(
+            text,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<IDOC BEGIN=\"1\">\
+             <EDI_DC40><TABNAM>EDI_DC40</TABNAM><DIRECT>2</DIRECT></EDI_DC40>\
+             <E1EDK01><BELNR>PO-1</BELNR></E1EDK01>\
+             <E1EDP01><POSEX>10</POSEX><VPREI>9</VPREI></E1EDP01>\
+             <E1EDP01><POSEX>20</POSEX></E1EDP01></IDOC>\n"
+        );
+        // Without `order`: alphabetical, the control record after the segments.
+        let text = String::from_utf8(plain().encode(&value).unwrap()).unwrap();
+        assert!(text.find("<E1EDK01>") < text.find("<EDI_DC40>"), "{text}");
+    }
+
+    #[test]
     fn whitespace_and_line_breaks_survive_a_round_trip() {
         let value = json!({ "a": { "@v": " x\ty\r\nz ", "b": [" \r\n ", "\n"] } });
         let encoded = plain().encode(&value).unwrap();
@@ -568,6 +611,7 @@ mod tests {
     fn a_configured_root_is_checked_and_unwrapped() {
         let format = XmlFormat {
             root: Some("orders".into()),
+            order: Vec::new(),
         };
         let value = format.decode(b"<orders><order>1</order></orders>").unwrap();
         assert_eq!(value, json!({ "order": "1" }));
