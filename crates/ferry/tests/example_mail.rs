@@ -363,9 +363,11 @@ fn the_mail_to_erp_example_runs_from_a_real_mailbox_to_an_idoc_endpoint() {
         .find(|p| p.body.contains("<ORDERS05>"))
         .expect("the order IDoc");
     for part in [
-        "<E1EDK01 SEGMENT=\"1\"><BELNR>PO-4711</BELNR><CURCY>EUR</CURCY></E1EDK01>",
+        // The control record first, then the segments and their fields in IDoc order.
+        "<IDOC BEGIN=\"1\"><EDI_DC40 SEGMENT=\"1\"><TABNAM>EDI_DC40</TABNAM>",
+        "</EDI_DC40><E1EDK01 SEGMENT=\"1\"><CURCY>EUR</CURCY><BELNR>PO-4711</BELNR></E1EDK01>",
         "<IDTNR>MAT-2002</IDTNR>",
-        "<MENEE>KGM</MENEE><MENGE>2.5</MENGE>",
+        "<POSEX>20</POSEX><MENGE>2.5</MENGE><MENEE>KGM</MENEE>",
         "<SNDPRN>100042</SNDPRN>",
     ] {
         assert!(order.body.contains(part), "{part} not in {}", order.body);
