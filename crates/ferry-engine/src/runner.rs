@@ -223,10 +223,17 @@ async fn pull_until_drained(
             }
             let room = usize::try_from(def.queue_limit - open).unwrap_or(usize::MAX);
             let max = def.batch_size.min(room);
-            let pulled = match tokio::time::timeout(PULL_TIMEOUT, puller.pull(max)).await {
-                Ok(Ok(pulled)) => pulled,
-                Ok(Err(error)) => return Err(format!("puller {name}: {error}")),
-                Err(_) => return Err(format!("puller {name}: pull timed out")),
+            // A pull still waiting (IMAP IDLE, a webhook's first delivery) is given up at
+            // shutdown or stop: nothing it found is acknowledged before it is seated, so the
+            // source offers it again.
+            let pulled = tokio::select! {
+                _ = shared.shutdown.cancelled() => return Ok(()),
+                _ = active.stop.cancelled() => return Ok(()),
+                pulled = tokio::time::timeout(PULL_TIMEOUT, puller.pull(max)) => match pulled {
+                    Ok(Ok(pulled)) => pulled,
+                    Ok(Err(error)) => return Err(format!("puller {name}: {error}")),
+                    Err(_) => return Err(format!("puller {name}: pull timed out")),
+                },
             };
             // A puller that says "more" but returns nothing would make the run spin.
             let empty = pulled.passengers.is_empty() && pulled.failures.is_empty();

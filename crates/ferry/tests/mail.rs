@@ -628,3 +628,30 @@ fn bad_mail_fails_alone_and_the_rest_flows() {
     );
     assert!(child.terminate(), "{}", project.log());
 }
+
+#[test]
+fn a_pull_waiting_in_idle_does_not_hold_up_shutdown() {
+    let user = MailUser::new();
+    let project = Project::new(
+        "queue_life_span: 1d\n",
+        &[(
+            "mail",
+            "schedule: continuous\n\
+             pullers:\n  - { type: imap, connection: mail, idle: 4m }\n\
+             pushers:\n  - { type: blackhole }\n",
+        )],
+    );
+    project.write("connections.yaml", &user.connections());
+    let ferry = start(&project);
+    // The first pull finds the empty INBOX and waits in IDLE (up to 4 minutes).
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    assert!(ferry.terminate(), "a clean exit:\n{}", project.log());
+    // Well within the 10 s grace: the waiting pull was given up, not waited for.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped after {:?}:\n{}",
+        started.elapsed(),
+        project.log()
+    );
+}

@@ -84,6 +84,9 @@ pub fn files(dir: &Path) -> Vec<String> {
         Ok(entries) => entries
             .filter_map(Result::ok)
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            // What a reader sees: the file pusher writes under a hidden temporary name
+            // (`.NAME.ferry-tmp`) and renames when the file is whole.
+            .filter(|name| !name.starts_with('.'))
             .collect(),
         Err(_) => Vec::new(),
     };

@@ -1,9 +1,9 @@
 //! Opening connections and migrating the schema.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
 use crate::{Result, StoreError};
 
@@ -46,7 +46,35 @@ const WAL_AUTOCHECKPOINT_PAGES: i64 = 4_000;
 const JOURNAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
 
 /// Opens the connection that writes, and brings the schema up to date.
+///
+/// Switching a new file to WAL answers "database is locked" at once, without waiting, while
+/// another process is doing the same (`ferry run` creating the store while `ferry queue …`
+/// opens it): such an open is tried again until [`BUSY_TIMEOUT`].
 pub(super) fn open_writer(path: &Path) -> Result<Connection> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match try_open_writer(path) {
+            Err(error) if is_busy(&error) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Whether `error` is SQLite's "busy" or "locked".
+fn is_busy(error: &StoreError) -> bool {
+    let StoreError::Backend(source) = error else {
+        return false;
+    };
+    matches!(
+        source.downcast_ref::<rusqlite::Error>(),
+        Some(rusqlite::Error::SqliteFailure(failure, _))
+            if matches!(failure.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+fn try_open_writer(path: &Path) -> Result<Connection> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // Takes effect only when the file is new; an existing database keeps its page size.
@@ -234,5 +262,33 @@ mod tests {
         drop(conn);
         let conn = open_writer(&path).unwrap();
         assert_eq!(user_version(&conn).unwrap(), MIGRATIONS.len() as i64);
+    }
+}
+
+#[cfg(test)]
+mod opening {
+    use super::*;
+
+    /// `ferry run` creating a new store while a `ferry queue …` of the same project opens it:
+    /// both get the store, neither "database is locked".
+    #[test]
+    fn several_processes_may_open_a_new_store_at_once() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(format!("ferry-{round}.db"));
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let openers: Vec<_> = (0..6)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        open_writer(&path).map(drop).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                opener.join().unwrap().expect("the store opens");
+            }
+        }
     }
 }
