@@ -75,7 +75,7 @@ pub struct ImapPuller {
 }
 
 impl ImapPuller {
-    pub(super) fn new(connection: ImapConnection, settings: Settings) -> Self {
+    fn new(connection: ImapConnection, settings: Settings) -> Self {
         ImapPuller {
             source_system: format!("imap:{}", connection.user),
             connection,
@@ -515,7 +515,7 @@ fn flag_text(flag: &async_imap::types::Flag) -> String {
 }
 
 /// `1:3,7,9:10` for sorted, distinct `uids`.
-fn uid_set(uids: &[u32]) -> String {
+pub(super) fn uid_set(uids: &[u32]) -> String {
     let mut parts = Vec::new();
     let mut iter = uids.iter().copied().peekable();
     while let Some(start) = iter.next() {
@@ -529,9 +529,4 @@ fn uid_set(uids: &[u32]) -> String {
         });
     }
     parts.join(",")
-}
-
-#[cfg(test)]
-pub(super) fn uid_set_of(uids: &[u32]) -> String {
-    uid_set(uids)
 }

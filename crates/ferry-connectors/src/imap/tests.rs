@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::config::ImapConnection;
 use super::message::{Found, passenger, safe_name};
-use super::puller::uid_set_of;
+use super::puller::uid_set;
 use super::*;
 use crate::conformance::{self, PullerUnderTest, SECRET};
 
@@ -260,8 +260,8 @@ fn a_message_without_message_id_is_keyed_by_its_hash_and_garbage_is_refused() {
 
 #[test]
 fn uid_sets_are_ranges() {
-    assert_eq!(uid_set_of(&[1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
-    assert_eq!(uid_set_of(&[5]), "5");
+    assert_eq!(uid_set(&[1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
+    assert_eq!(uid_set(&[5]), "5");
 }
 
 #[test]
