@@ -1,6 +1,5 @@
-//! What the table pushers share: the checks of `keys`, and the value a bad row holds, for
-//! messages; and for `mysql` and `sqlite` a passenger read as a chunk of a load (the `postgres`
-//! pusher reads its chunks itself, with what `history` and staged loads need).
+//! What the table pushers share: the checks of `keys`, the value a bad row holds, for
+//! messages, and a passenger read as a chunk of a load.
 
 #[cfg(test)]
 pub(crate) mod testing;
@@ -11,10 +10,8 @@ use ferry_core::records;
 /// The longest value quoted in a message; longer ones are cut with `…`.
 const SHOWN_VALUE: usize = 100;
 
-#[cfg(any(feature = "mysql", feature = "sqlite"))]
 pub(crate) use chunk::ChunkLoad;
 
-#[cfg(any(feature = "mysql", feature = "sqlite"))]
 mod chunk {
     use ferry_core::records::{self, Batch, Chunk};
     use ferry_core::{Passenger, StepError};

@@ -3,7 +3,7 @@
 //! documentation (`mod.rs`).
 
 use bytes::Bytes;
-use ferry_core::records::{self, Batch, Chunk, Column};
+use ferry_core::records::Column;
 use ferry_core::{Passenger, StepError};
 use futures::SinkExt;
 use tokio_postgres::Client;
@@ -16,30 +16,13 @@ use super::pusher::{PostgresPusher, Session, run_script};
 use super::schema::{self, Advice, DescribeError, HISTORY_COLUMNS, Missing, Table};
 use super::script::Script;
 use super::{quote_ident, quote_list};
+use crate::table_load::ChunkLoad;
 
 /// A chunk on its way into the table.
-struct Load<'a> {
-    passenger: &'a Passenger,
-    batch: Batch,
-    /// The load's id (the passenger's id for a passenger that is not part of a load).
-    load: String,
-    /// The chunk's number, from 1.
-    number: i64,
-    last: bool,
-    /// The series of a load that supersedes older ones ([`records::SERIES`]).
-    series: Option<String>,
-}
+type Load<'a> = ChunkLoad<'a>;
 
-impl Load<'_> {
-    /// `chunk 2 of load 0193…`, for messages.
-    fn describe(&self) -> String {
-        format!("chunk {} of load {}", self.number, self.load)
-    }
-
-    fn names(&self) -> impl Iterator<Item = &str> {
-        self.batch.columns.iter().map(|c| c.name.as_str())
-    }
-
+/// What only the `postgres` pusher asks of a chunk.
+impl ChunkLoad<'_> {
     /// Whether the chunk goes to the load's shadow table rather than into the target:
     /// always for `replace` and `history`, and for `append` when the load belongs to a series
     /// (a full load, whose rows must become visible together at its end).
@@ -181,46 +164,10 @@ impl PostgresPusher {
     /// The passenger's batch and place in its load; errors are the passenger's fault.
     fn read<'a>(&self, passenger: &'a Passenger) -> Result<Load<'a>, StepError> {
         let target = self.target.name();
-        let batch = records::read(&passenger.body)
-            .map_err(|message| StepError::permanent(format!("{target}: {message}")))?;
-        let chunk = Chunk::of(passenger).unwrap_or_else(|| Chunk {
-            load: passenger.id.to_string(),
-            number: 1,
-            last: true,
-        });
-        let number = match i64::try_from(chunk.number) {
-            Ok(number) if number >= 1 => number,
-            _ => {
-                return Err(StepError::permanent(format!(
-                    "{target}: chunk number {} of load {} is not between 1 and 2^63",
-                    chunk.number, chunk.load
-                )));
-            }
-        };
-        if batch.columns.is_empty() {
-            return Err(StepError::permanent(format!(
-                "{target}: the record batch has no columns"
-            )));
-        }
-        for (index, column) in batch.columns.iter().enumerate() {
-            if batch.columns[..index].iter().any(|c| c.name == column.name) {
-                return Err(StepError::permanent(format!(
-                    "{target}: the record batch has column `{}` twice",
-                    column.name
-                )));
-            }
-        }
-        for key in &self.keys {
-            if !batch.columns.iter().any(|c| &c.name == key) {
-                let names: Vec<&str> = batch.columns.iter().map(|c| c.name.as_str()).collect();
-                return Err(StepError::permanent(format!(
-                    "{target}: key column `{key}` is not in the batch (its columns: {})",
-                    names.join(", ")
-                )));
-            }
-        }
+        let load = ChunkLoad::read(passenger, &target, &self.keys)?;
         if self.mode == Mode::History
-            && let Some(column) = batch
+            && let Some(column) = load
+                .batch
                 .columns
                 .iter()
                 .find(|c| HISTORY_COLUMNS.iter().any(|(name, _)| *name == c.name))
@@ -231,14 +178,7 @@ impl PostgresPusher {
                 column.name
             )));
         }
-        Ok(Load {
-            passenger,
-            batch,
-            load: chunk.load,
-            number,
-            last: chunk.last,
-            series: passenger.metadata.get(records::SERIES).cloned(),
-        })
+        Ok(load)
     }
 
     /// Everything a chunk does inside its savepoint. Without the table's lock (`append`), it
@@ -637,17 +577,7 @@ impl PostgresPusher {
         };
         let place = match column {
             None => format!("row {row}"),
-            Some(column) => {
-                let index = load.batch.columns.iter().position(|c| c.name == column);
-                match index.and_then(|i| crate::table_load::field(&load.batch.data, row, i)) {
-                    Some(Some(value)) => format!(
-                        "row {row}, column `{column}`, value `{}`",
-                        crate::table_load::shown(&value)
-                    ),
-                    Some(None) => format!("row {row}, column `{column}`, value NULL"),
-                    None => format!("row {row}, column `{column}`"),
-                }
-            }
+            Some(column) => load.place(row, &column),
         };
         let code = db.code().code();
         let mut message = format!(
