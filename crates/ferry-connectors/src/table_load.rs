@@ -1,6 +1,8 @@
 //! What the table pushers share: the checks of `keys`, the value a bad row holds, for
 //! messages, and a passenger read as a chunk of a load.
 
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
+mod config;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -11,6 +13,8 @@ use ferry_core::records;
 const SHOWN_VALUE: usize = 100;
 
 pub(crate) use chunk::ChunkLoad;
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
+pub use config::{Mode, TablePusherConfig};
 
 mod chunk {
     use ferry_core::records::{self, Batch, Chunk};

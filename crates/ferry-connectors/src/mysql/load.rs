@@ -10,7 +10,7 @@ use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use tracing::{info, warn};
 
-use super::config::Mode;
+use super::Mode;
 use super::pusher::{LOADS_TABLE, MysqlPusher};
 use super::schema::{self, Table, TableColumn, quote_ident, quote_list};
 use crate::table_load::ChunkLoad;

@@ -71,7 +71,6 @@
 //! otherwise (values, SQL, privileges, unknown database) is permanent. Messages name the
 //! connection by its redacted URL, never its password.
 
-mod config;
 pub(crate) mod connection;
 mod load;
 mod pusher;
@@ -80,7 +79,8 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
-pub use config::{Mode, MysqlPusherConfig};
+/// The `mysql` pusher's configuration: the keys of every SQL table pusher but `postgres`.
+pub use crate::table_load::{Mode, TablePusherConfig as MysqlPusherConfig};
 pub(crate) use connection::Mysql;
 pub use pusher::{MysqlPusher, MysqlPusherFactory};
 

@@ -9,9 +9,9 @@ use ferry_core::{BuildContext, BuildError, Passenger, Pusher, PusherFactory, Ste
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 
-use super::config::{Mode, MysqlPusherConfig};
 use super::connection::Mysql;
 use super::schema::Target;
+use super::{Mode, MysqlPusherConfig};
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use rusqlite::types::Value;
 use tracing::{info, warn};
 
-use super::config::Mode;
+use super::Mode;
 use super::pusher::{LOADS_TABLE, Loader};
 use super::schema::{self, DescribeError, Limit, Table, quote_ident, quote_list};
 use crate::table_load::ChunkLoad;

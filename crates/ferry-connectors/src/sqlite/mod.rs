@@ -46,7 +46,6 @@
 //! A busy or locked database, a file that cannot be opened, a full disk and I/O errors are
 //! retryable and name the connection; everything else is permanent.
 
-mod config;
 pub(crate) mod connection;
 mod load;
 mod pusher;
@@ -55,6 +54,7 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
-pub use config::{Mode, SqlitePusherConfig};
+/// The `sqlite` pusher's configuration: the keys of every SQL table pusher but `postgres`.
+pub use crate::table_load::{Mode, TablePusherConfig as SqlitePusherConfig};
 pub(crate) use connection::Sqlite;
 pub use pusher::{SqlitePusher, SqlitePusherFactory};

@@ -10,8 +10,8 @@ use ferry_core::{BuildContext, BuildError, Passenger, Pusher, PusherFactory, Ste
 use rusqlite::{ErrorCode, OpenFlags};
 use tracing::debug;
 
-use super::config::{Mode, SqlitePusherConfig};
 use super::connection::Sqlite;
+use super::{Mode, SqlitePusherConfig};
 
 /// How long a chunk waits for another writer of the database file to finish.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

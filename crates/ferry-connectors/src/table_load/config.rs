@@ -1,8 +1,9 @@
-//! The `mysql` pusher's configuration, as written in a pipeline definition.
+//! The configuration of the `mysql` and `sqlite` pushers, as written in a pipeline definition:
+//! the same keys for both.
 
 use serde::Deserialize;
 
-/// Configuration of the `mysql` pusher (MySQL and MariaDB).
+/// Configuration of the `mysql` (MySQL and MariaDB) and `sqlite` pushers.
 ///
 /// ```yaml
 /// pushers:
@@ -14,11 +15,13 @@ use serde::Deserialize;
 /// ```
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MysqlPusherConfig {
-    /// The named connection (`connections.yaml`) of the target server. Required.
+pub struct TablePusherConfig {
+    /// The named connection (`connections.yaml`) of the target server or database file.
+    /// Required.
     pub connection: String,
-    /// The target table: `database.table`, or `table` in the connection's database. Names are
-    /// taken as written (quoted in SQL) and may not contain `` ` ``, `.`, `/` or `\`. Required.
+    /// The target table, taken as written (quoted in SQL). MySQL: `database.table`, or `table`
+    /// in the connection's database; names may not contain `` ` ``, `.`, `/` or `\`. SQLite: the
+    /// table's name, without `"` or `.`. Required.
     pub table: String,
     /// How a load changes the table: `append` or `merge`. Required, since either choice would
     /// lose data for someone if it were a default.
@@ -43,7 +46,8 @@ fn default_true() -> bool {
 pub enum Mode {
     /// Every chunk's rows are added to the table.
     Append,
-    /// Every chunk's rows are upserted by `keys` (`INSERT … ON DUPLICATE KEY UPDATE`).
+    /// Every chunk's rows are upserted by `keys` (MySQL `INSERT … ON DUPLICATE KEY UPDATE`,
+    /// SQLite `INSERT … ON CONFLICT (keys) DO UPDATE`).
     Merge,
 }
 
