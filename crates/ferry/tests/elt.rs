@@ -9,31 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::{
-    Project, Schema, connections, mysql_url, postgres_url, psql, stdout, terminate, unique,
-    wait_for,
+    Project, Schema, connections, mysql, postgres_url, psql, stdout, terminate, unique, wait_for,
 };
-
-/// Runs SQL on MariaDB with the `mysql` client.
-fn mysql(sql: &str) -> String {
-    // mysql://user@host:port/database
-    let url = mysql_url();
-    let rest = url.trim_start_matches("mysql://");
-    let (user, rest) = rest.split_once('@').expect("user in FERRY_TEST_MYSQL");
-    let (address, database) = rest.split_once('/').expect("database in FERRY_TEST_MYSQL");
-    let (host, port) = address.split_once(':').unwrap_or((address, "3306"));
-    let output = Command::new("mysql")
-        .args([
-            "-h", host, "-P", port, "-u", user, "-N", "-B", database, "-e", sql,
-        ])
-        .output()
-        .expect("mysql");
-    assert!(
-        output.status.success(),
-        "mysql failed: {sql}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout(&output).trim().to_string()
-}
 
 /// Drops a MariaDB table when the test ends.
 struct MysqlTable(String);

@@ -6,7 +6,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use arrow_array::cast::AsArray;
@@ -14,30 +13,12 @@ use arrow_array::types::{Decimal128Type, Int64Type, TimestampMicrosecondType};
 use arrow_schema::{DataType, TimeUnit};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use support::{
-    Project, Schema, connections, mysql_url, psql, stdout, terminate, unique, wait_for,
-    wait_for_dead,
+    Project, Schema, connections, psql, stdout, terminate, unique, wait_for, wait_for_dead,
 };
 
 /// Runs SQL on MariaDB with the `mysql` client, in UTC.
 fn mysql(sql: &str) -> String {
-    let url = mysql_url();
-    let rest = url.trim_start_matches("mysql://");
-    let (user, rest) = rest.split_once('@').expect("user in FERRY_TEST_MYSQL");
-    let (address, database) = rest.split_once('/').expect("database in FERRY_TEST_MYSQL");
-    let (host, port) = address.split_once(':').unwrap_or((address, "3306"));
-    let sql = format!("SET time_zone = '+00:00'; {sql}");
-    let output = Command::new("mysql")
-        .args([
-            "-h", host, "-P", port, "-u", user, "-N", "-B", database, "-e", &sql,
-        ])
-        .output()
-        .expect("mysql");
-    assert!(
-        output.status.success(),
-        "mysql failed: {sql}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout(&output).trim().to_string()
+    support::mysql(&format!("SET time_zone = '+00:00'; {sql}"))
 }
 
 /// Drops a MariaDB table when the test ends.

@@ -197,6 +197,28 @@ pub fn psql(sql: &str) -> String {
     stdout(&output).trim().to_string()
 }
 
+/// Runs SQL on MariaDB with the `mysql` client; returns the tab-separated output.
+pub fn mysql(sql: &str) -> String {
+    // mysql://user@host:port/database
+    let url = mysql_url();
+    let rest = url.trim_start_matches("mysql://");
+    let (user, rest) = rest.split_once('@').expect("user in FERRY_TEST_MYSQL");
+    let (address, database) = rest.split_once('/').expect("database in FERRY_TEST_MYSQL");
+    let (host, port) = address.split_once(':').unwrap_or((address, "3306"));
+    let output = Command::new("mysql")
+        .args([
+            "-h", host, "-P", port, "-u", user, "-N", "-B", database, "-e", sql,
+        ])
+        .output()
+        .expect("mysql");
+    assert!(
+        output.status.success(),
+        "mysql failed: {sql}\n{}",
+        stderr(&output)
+    );
+    stdout(&output).trim().to_string()
+}
+
 /// A name no other test or run uses.
 pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
