@@ -144,20 +144,7 @@ fn endpoint(delay: Duration, refuse: Option<&str>) -> (String, Shared) {
     let app = axum::Router::new()
         .route("/in", axum::routing::post(receive))
         .with_state((shared.clone(), delay));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("http://{}/in", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
+    let url = format!("{}/in", support::serve(app));
     (url, shared)
 }
 

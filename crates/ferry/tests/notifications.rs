@@ -23,19 +23,7 @@ fn receiver() -> (String, Posts) {
     let app = axum::Router::new()
         .route("/hook", axum::routing::post(receive))
         .with_state(posts.clone());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
+    let url = format!("{}/hook", support::serve(app));
     (url, posts)
 }
 

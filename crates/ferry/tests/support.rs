@@ -219,6 +219,26 @@ pub fn mysql(sql: &str) -> String {
     stdout(&output).trim().to_string()
 }
 
+/// Serves `app` on 127.0.0.1 (a free port) from a thread of its own, for the test's lifetime;
+/// returns its base URL, `http://127.0.0.1:PORT`.
+pub fn serve(app: axum::Router) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    url
+}
+
 /// A name no other test or run uses.
 pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
