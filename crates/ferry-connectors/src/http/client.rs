@@ -330,6 +330,34 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(wait.to_std().unwrap_or(Duration::ZERO))
 }
 
+/// A name of a definition's `headers`; the error is at `headers.NAME`.
+pub(crate) fn header_name(name: &str) -> Result<reqwest::header::HeaderName, BuildError> {
+    reqwest::header::HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| at_header(name, format!("`{name}` is not a valid header name")))
+}
+
+/// A written-out value of a definition's `headers`. The value may be a secret: the error does
+/// not repeat it.
+pub(crate) fn header_value(
+    name: &str,
+    value: &str,
+) -> Result<reqwest::header::HeaderValue, BuildError> {
+    reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+        at_header(
+            name,
+            "the value is not a valid header value (visible ASCII only)",
+        )
+    })
+}
+
+fn at_header(name: &str, message: impl Into<String>) -> BuildError {
+    BuildError {
+        path: vec!["headers".into(), name.into()],
+        message: message.into(),
+        within: None,
+    }
+}
+
 /// Standard base64 with padding, for the basic credentials a server may echo.
 pub(crate) fn base64(input: &str) -> String {
     use base64::Engine;

@@ -15,7 +15,7 @@ use ferry_core::records::{self, BatchWriter, Chunk};
 use ferry_core::{
     Body, BuildContext, BuildError, Passenger, Pulled, Puller, PullerFactory, Seated, StepError,
 };
-use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{self, HeaderMap};
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
 use tracing::{debug, warn};
@@ -126,21 +126,8 @@ impl Settings {
 
         let mut headers = HeaderMap::new();
         for (name, value) in &config.headers {
-            let header_name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                nested(
-                    "headers",
-                    name,
-                    format!("`{name}` is not a valid header name"),
-                )
-            })?;
-            // The value may be a secret: it is not repeated in the message.
-            let header_value = HeaderValue::from_str(&value.to_string()).map_err(|_| {
-                nested(
-                    "headers",
-                    name,
-                    "the value is not a valid header value (visible ASCII only)".into(),
-                )
-            })?;
+            let header_name = client::header_name(name)?;
+            let header_value = client::header_value(name, &value.to_string())?;
             headers.insert(header_name, header_value);
         }
         let query = config

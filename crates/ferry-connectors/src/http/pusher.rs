@@ -276,13 +276,7 @@ impl Settings {
             .unwrap_or_default();
         let mut headers = Vec::new();
         for (name, value) in &config.headers {
-            let header_name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                nested(
-                    "headers",
-                    name,
-                    format!("`{name}` is not a valid header name"),
-                )
-            })?;
+            let header_name = client::header_name(name)?;
             if idempotency_key.as_ref() == Some(&header_name) {
                 return Err(nested(
                     "headers",
@@ -303,13 +297,7 @@ impl Settings {
                     if secret_name && !text.is_empty() {
                         secrets.push(text.clone());
                     }
-                    HeaderTemplate::Fixed(HeaderValue::from_str(&text).map_err(|_| {
-                        nested(
-                            "headers",
-                            name,
-                            "the value is not a valid header value (visible ASCII only)".into(),
-                        )
-                    })?)
+                    HeaderTemplate::Fixed(client::header_value(name, &text)?)
                 }
                 Value::Template(template) => HeaderTemplate::Template(template),
             };
