@@ -5,6 +5,8 @@
 # The store is embedded SQLite; the ELT connectors' tests load into the real PostgreSQL and
 # read the real MariaDB of the machine, started here when they are stopped (see
 # ../shared/SERVICES.md; FERRY_TEST_POSTGRES and FERRY_TEST_MYSQL point the tests elsewhere).
+# The broker connectors' tests use the machine's NATS, RabbitMQ, Mosquitto and Redis (started
+# here when stopped) and a Kafka-protocol broker (tansu, scripts/kafka-test-server.sh).
 # The mail code sends to a real SMTP server (FERRY_TEST_SMTP, FERRY_TEST_SMTP_DIR) and reads a
 # Dovecot of its own (FERRY_TEST_IMAP_*), both installed and started here.
 set -euo pipefail
@@ -19,6 +21,30 @@ if ! mysqladmin -h 127.0.0.1 -u root ping >/dev/null 2>&1; then
   start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
   for _ in $(seq 30); do mysqladmin -h 127.0.0.1 -u root ping >/dev/null 2>&1 && break; sleep 1; done
 fi
+
+# The message brokers of the machine (../shared/SERVICES.md), for the broker connectors.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() { for _ in $(seq 60); do port_open "$1" && return 0; sleep 0.5; done; return 1; }
+if ! port_open 6379; then
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  wait_port 6379
+fi
+if ! port_open 5672; then
+  rabbitmq-server -detached
+  wait_port 5672
+fi
+if ! port_open 1883; then
+  mosquitto -d -c /etc/mosquitto/mosquitto.conf
+  wait_port 1883
+fi
+if ! port_open 4222; then
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+    -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+  wait_port 4222
+fi
+# A Kafka-protocol broker (tansu), built once into a cache outside the repository.
+scripts/kafka-test-server.sh
 
 # A real SMTP server (aiosmtpd, scripts/smtp-test-server.py) for the `smtp` connector and the
 # e-mail notifications; its venv is cached outside the repository.

@@ -14,6 +14,8 @@ pub mod file;
 pub mod generate;
 pub mod http;
 pub mod imap;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 pub mod oauth;
@@ -45,6 +47,8 @@ pub fn registry() -> Registry {
     Registry {
         connections: vec![
             Box::new(imap::ImapConnectionFactory),
+            #[cfg(feature = "kafka")]
+            Box::new(kafka::KafkaConnectionFactory),
             #[cfg(feature = "mysql")]
             Box::new(DatabaseConnectionFactory::<mysql::Mysql>::new()),
             #[cfg(feature = "postgres")]
@@ -58,6 +62,8 @@ pub fn registry() -> Registry {
             Box::new(generate::GeneratePullerFactory),
             Box::new(http::HttpPullerFactory),
             Box::new(imap::ImapPullerFactory),
+            #[cfg(feature = "kafka")]
+            Box::new(kafka::KafkaPullerFactory),
             #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
             Box::new(sql::SqlPullerFactory),
             Box::new(table::TablePullerFactory),
@@ -78,6 +84,8 @@ pub fn registry() -> Registry {
             Box::new(blackhole::BlackholePusherFactory),
             Box::new(file::FilePusherFactory),
             Box::new(http::HttpPusherFactory),
+            #[cfg(feature = "kafka")]
+            Box::new(kafka::KafkaPusherFactory),
             #[cfg(feature = "mysql")]
             Box::new(mysql::MysqlPusherFactory),
             #[cfg(feature = "postgres")]
@@ -101,12 +109,12 @@ mod tests {
         let registry = registry();
         assert_eq!(
             registry.connection_types(),
-            ["imap", "mysql", "postgres", "smtp", "sqlite"]
+            ["imap", "kafka", "mysql", "postgres", "smtp", "sqlite"]
         );
         assert_eq!(
             registry.type_names(Role::Puller),
             [
-                "file", "generate", "http", "imap", "sql", "table", "webhook"
+                "file", "generate", "http", "imap", "kafka", "sql", "table", "webhook"
             ]
         );
         assert_eq!(
@@ -122,6 +130,7 @@ mod tests {
                 "blackhole",
                 "file",
                 "http",
+                "kafka",
                 "mysql",
                 "postgres",
                 "smtp",
