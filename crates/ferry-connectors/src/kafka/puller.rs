@@ -95,8 +95,11 @@ pub struct KafkaPuller {
 struct Positions {
     /// The next offset to read per partition, of what is seated.
     seated: BTreeMap<Partition, i64>,
-    /// Partitions taken away since the pull last looked.
-    revoked: HashSet<Partition>,
+    /// Counts the revocations; a message read before one of its partition's is given back.
+    generation: u64,
+    /// The revocations since the pull last looked: the generation each began and what it
+    /// took away.
+    revoked: Vec<(u64, HashSet<Partition>)>,
 }
 
 /// The consumer's context: rebalances start partitions at the seated position and commit
@@ -121,7 +124,7 @@ impl ConsumerContext for Member {
         );
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.start_at_seated(consumer, tpl);
+                self.commit_ahead(consumer, tpl);
                 match cooperative {
                     true => consumer.incremental_assign(tpl),
                     false => consumer.assign(tpl),
@@ -146,19 +149,17 @@ impl ConsumerContext for Member {
 }
 
 impl Member {
-    /// Sets each assigned partition's start to its seated position where that is ahead of the
-    /// group's committed offset (a crash came between seat and commit).
-    fn start_at_seated(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+    /// Commits, before the assigned partitions are read, each one's seated position where it
+    /// is ahead of the group's committed offset (a crash came between seat and commit), so the
+    /// partition starts where ferry's store says. A position behind the group's (another member
+    /// moved on) is left alone.
+    fn commit_ahead(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
         let seated = self.positions.lock().expect("positions").seated.clone();
-        let ours: Vec<(Partition, i64)> = tpl
+        if !tpl
             .elements()
             .iter()
-            .filter_map(|e| {
-                let partition = (e.topic().to_string(), e.partition());
-                seated.get(&partition).map(|&next| (partition, next))
-            })
-            .collect();
-        if ours.is_empty() {
+            .any(|e| seated.contains_key(&(e.topic().to_string(), e.partition())))
+        {
             return;
         }
         let committed = match consumer.committed_offsets(tpl.clone(), self.timeout) {
@@ -169,19 +170,27 @@ impl Member {
                 TopicPartitionList::new()
             }
         };
-        for ((topic, partition), next) in ours {
+        let mut ahead = TopicPartitionList::new();
+        for element in tpl.elements() {
+            let (topic, partition) = (element.topic(), element.partition());
+            let Some(&next) = seated.get(&(topic.to_string(), partition)) else {
+                continue;
+            };
             let at = committed
-                .find_partition(&topic, partition)
+                .find_partition(topic, partition)
                 .and_then(|e| match e.offset() {
                     Offset::Offset(offset) => Some(offset),
                     _ => None,
                 });
-            if at.is_none_or(|at| at < next)
-                && let Err(error) =
-                    tpl.set_partition_offset(&topic, partition, Offset::Offset(next))
-            {
-                tracing::warn!(%error, topic, partition, "kafka: cannot start at the seated offset");
+            if at.is_none_or(|at| at < next) {
+                let _ = ahead.add_partition_offset(topic, partition, Offset::Offset(next));
             }
+        }
+        if ahead.count() > 0
+            && let Err(error) = consumer.commit(&ahead, CommitMode::Sync)
+        {
+            // The partition starts at the group's offset; the queue drops what it holds.
+            tracing::warn!(%error, "kafka: cannot commit the seated offsets");
         }
     }
 
@@ -190,14 +199,18 @@ impl Member {
     fn commit_seated(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
         let mut positions = self.positions.lock().expect("positions");
         let mut commit = TopicPartitionList::new();
+        let mut taken = HashSet::new();
         for element in tpl.elements() {
             let partition = (element.topic().to_string(), element.partition());
             if let Some(&next) = positions.seated.get(&partition) {
                 let _ =
                     commit.add_partition_offset(&partition.0, partition.1, Offset::Offset(next));
             }
-            positions.revoked.insert(partition);
+            taken.insert(partition);
         }
+        positions.generation += 1;
+        let generation = positions.generation;
+        positions.revoked.push((generation, taken));
         drop(positions);
         if commit.count() > 0
             && let Err(error) = consumer.commit(&commit, CommitMode::Sync)
@@ -265,9 +278,10 @@ impl Puller for KafkaPuller {
         let media_type = self.media_type.clone();
         let max_wait = self.max_wait;
         let connection = self.connection.clone();
+        let positions = self.positions.clone();
         let consumer = self.consumer()?;
-        let mut read: Vec<(Partition, Passenger)> = Vec::new();
-        let mut pulled: BTreeMap<Partition, i64> = BTreeMap::new();
+        // Each message with its partition, offset and the generation it was read in.
+        let mut read: Vec<(Partition, i64, u64, Passenger)> = Vec::new();
         let mut failure = None;
         let deadline = Instant::now() + max_wait;
         while read.len() < max {
@@ -281,10 +295,12 @@ impl Puller for KafkaPuller {
             match tokio::time::timeout(wait, consumer.recv()).await {
                 Err(_) => break,
                 Ok(Ok(message)) => {
+                    // A revocation is handled within `recv`, before the messages fetched
+                    // after it: this message belongs to the generation as it is now.
+                    let generation = positions.lock().expect("positions").generation;
                     let partition = (message.topic().to_string(), message.partition());
-                    pulled.insert(partition.clone(), message.offset() + 1);
                     let passenger = passenger(&message, &source_system, media_type.as_deref());
-                    read.push((partition, passenger));
+                    read.push((partition, message.offset(), generation, passenger));
                 }
                 Ok(Err(error)) => {
                     // librdkafka reconnects by itself; a pull with nothing to show says why.
@@ -293,11 +309,18 @@ impl Puller for KafkaPuller {
                 }
             }
         }
+        // Messages of a partition taken away after they were read go back: the partition's
+        // next member (perhaps this one again) reads them from the committed offset.
         let revoked = std::mem::take(&mut self.positions.lock().expect("positions").revoked);
-        if !revoked.is_empty() {
-            // Partitions taken away during the pull: their next member reads these.
-            read.retain(|(partition, _)| !revoked.contains(partition));
-            pulled.retain(|partition, _| !revoked.contains(partition));
+        read.retain(|(partition, _, read_in, _)| {
+            !revoked
+                .iter()
+                .any(|(generation, taken)| generation > read_in && taken.contains(partition))
+        });
+        let mut pulled: BTreeMap<Partition, i64> = BTreeMap::new();
+        for (partition, offset, _, _) in &read {
+            let next = pulled.entry(partition.clone()).or_default();
+            *next = (*next).max(offset + 1);
         }
         if read.is_empty()
             && let Some(error) = failure
@@ -315,7 +338,7 @@ impl Puller for KafkaPuller {
         };
         self.pulled = pulled;
         Ok(Pulled {
-            passengers: read.into_iter().map(|(_, passenger)| passenger).collect(),
+            passengers: read.into_iter().map(|(.., passenger)| passenger).collect(),
             failures: Vec::new(),
             more,
             state,

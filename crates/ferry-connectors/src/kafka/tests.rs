@@ -97,10 +97,13 @@ async fn create_topic(name: &str, partitions: i32) {
     }
 }
 
-/// Writes `count` messages `{prefix}-N` (key `kN`, header `origin: test`) to `topic`.
+/// Writes `count` messages `{prefix}-N` (key `kN`, header `origin: test`) to `topic`, one
+/// record batch each: tansu 0.6 answers a fetch from an offset inside a batch with nothing, so
+/// a consumer resuming mid-batch would wait for ever (a broker bug; Kafka returns the batch).
 async fn produce(topic: &str, prefix: &str, count: usize) {
     let producer: FutureProducer = client_config()
-        .set("linger.ms", "5")
+        .set("linger.ms", "0")
+        .set("batch.num.messages", "1")
         .create()
         .expect("producer");
     let sends = (0..count).map(|n| {
@@ -124,7 +127,9 @@ async fn produce(topic: &str, prefix: &str, count: usize) {
     futures::future::join_all(sends).await;
 }
 
-/// Every message of `topic`, as (payload, `ferry-id` header), read from the start.
+/// Every message of `topic`, as (payload, `ferry-id` header), read from the start until none
+/// comes for 3 s. (tansu 0.6's high watermark is the last record batch's base offset + 1, so
+/// it cannot tell how many messages a topic holds.)
 fn consume_all(topic: &str) -> Vec<(String, Option<String>)> {
     let consumer: BaseConsumer = client_config()
         .set("group.id", unique("reader"))
@@ -132,21 +137,11 @@ fn consume_all(topic: &str) -> Vec<(String, Option<String>)> {
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let mut end = 0;
-    for partition in metadata.topics()[0].partitions() {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition.id(), Duration::from_secs(10))
-            .expect("watermarks");
-        end += high - low;
-    }
     consumer.subscribe(&[topic]).expect("subscribe");
     let mut messages = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while (messages.len() as i64) < end && std::time::Instant::now() < deadline {
-        if let Some(message) = consumer.poll(Duration::from_millis(500)) {
+    let mut idle = std::time::Instant::now();
+    while idle.elapsed() < Duration::from_secs(3) {
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
             let message = message.expect("message");
             let id = message.headers().and_then(|headers| {
                 headers
@@ -157,6 +152,7 @@ fn consume_all(topic: &str) -> Vec<(String, Option<String>)> {
             });
             let payload = String::from_utf8_lossy(message.payload().unwrap_or_default());
             messages.push((payload.into_owned(), id));
+            idle = std::time::Instant::now();
         }
     }
     messages
