@@ -16,6 +16,8 @@ pub mod http;
 pub mod imap;
 #[cfg(feature = "mysql")]
 pub mod mysql;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod oauth;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -47,6 +49,8 @@ pub fn registry() -> Registry {
             Box::new(imap::ImapConnectionFactory),
             #[cfg(feature = "mysql")]
             Box::new(DatabaseConnectionFactory::<mysql::Mysql>::new()),
+            #[cfg(feature = "nats")]
+            Box::new(nats::NatsConnectionFactory),
             #[cfg(feature = "postgres")]
             Box::new(DatabaseConnectionFactory::<postgres::Postgres>::new()),
             Box::new(smtp::SmtpConnectionFactory),
@@ -58,6 +62,8 @@ pub fn registry() -> Registry {
             Box::new(generate::GeneratePullerFactory),
             Box::new(http::HttpPullerFactory),
             Box::new(imap::ImapPullerFactory),
+            #[cfg(feature = "nats")]
+            Box::new(nats::NatsPullerFactory),
             #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
             Box::new(sql::SqlPullerFactory),
             Box::new(table::TablePullerFactory),
@@ -80,6 +86,8 @@ pub fn registry() -> Registry {
             Box::new(http::HttpPusherFactory),
             #[cfg(feature = "mysql")]
             Box::new(mysql::MysqlPusherFactory),
+            #[cfg(feature = "nats")]
+            Box::new(nats::NatsPusherFactory),
             #[cfg(feature = "postgres")]
             Box::new(postgres::PostgresPusherFactory),
             Box::new(smtp::SmtpPusherFactory),
@@ -101,12 +109,12 @@ mod tests {
         let registry = registry();
         assert_eq!(
             registry.connection_types(),
-            ["imap", "mysql", "postgres", "smtp", "sqlite"]
+            ["imap", "mysql", "nats", "postgres", "smtp", "sqlite"]
         );
         assert_eq!(
             registry.type_names(Role::Puller),
             [
-                "file", "generate", "http", "imap", "sql", "table", "webhook"
+                "file", "generate", "http", "imap", "nats", "sql", "table", "webhook"
             ]
         );
         assert_eq!(
@@ -123,6 +131,7 @@ mod tests {
                 "file",
                 "http",
                 "mysql",
+                "nats",
                 "postgres",
                 "smtp",
                 "sqlite"
