@@ -22,6 +22,8 @@ pub mod oauth;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod processors;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod smtp;
 /// The `sql` puller, for any of the database families built in.
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
@@ -53,6 +55,8 @@ pub fn registry() -> Registry {
             Box::new(nats::NatsConnectionFactory),
             #[cfg(feature = "postgres")]
             Box::new(DatabaseConnectionFactory::<postgres::Postgres>::new()),
+            #[cfg(feature = "redis")]
+            Box::new(redis::RedisConnectionFactory),
             Box::new(smtp::SmtpConnectionFactory),
             #[cfg(feature = "sqlite")]
             Box::new(DatabaseConnectionFactory::<sqlite::Sqlite>::new()),
@@ -64,6 +68,8 @@ pub fn registry() -> Registry {
             Box::new(imap::ImapPullerFactory),
             #[cfg(feature = "nats")]
             Box::new(nats::NatsPullerFactory),
+            #[cfg(feature = "redis")]
+            Box::new(redis::RedisPullerFactory),
             #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
             Box::new(sql::SqlPullerFactory),
             Box::new(table::TablePullerFactory),
@@ -90,6 +96,8 @@ pub fn registry() -> Registry {
             Box::new(nats::NatsPusherFactory),
             #[cfg(feature = "postgres")]
             Box::new(postgres::PostgresPusherFactory),
+            #[cfg(feature = "redis")]
+            Box::new(redis::RedisPusherFactory),
             Box::new(smtp::SmtpPusherFactory),
             #[cfg(feature = "sqlite")]
             Box::new(sqlite::SqlitePusherFactory),
@@ -109,12 +117,14 @@ mod tests {
         let registry = registry();
         assert_eq!(
             registry.connection_types(),
-            ["imap", "mysql", "nats", "postgres", "smtp", "sqlite"]
+            [
+                "imap", "mysql", "nats", "postgres", "redis", "smtp", "sqlite"
+            ]
         );
         assert_eq!(
             registry.type_names(Role::Puller),
             [
-                "file", "generate", "http", "imap", "nats", "sql", "table", "webhook"
+                "file", "generate", "http", "imap", "nats", "redis", "sql", "table", "webhook"
             ]
         );
         assert_eq!(
@@ -133,6 +143,7 @@ mod tests {
                 "mysql",
                 "nats",
                 "postgres",
+                "redis",
                 "smtp",
                 "sqlite"
             ]
