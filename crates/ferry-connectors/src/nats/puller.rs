@@ -84,12 +84,11 @@ pub struct NatsPuller {
 impl Puller for NatsPuller {
     async fn pull(&mut self, max: usize) -> Result<Pulled, StepError> {
         let max = max.max(1);
-        if self.link.is_none() {
-            self.link = Some(self.open().await?);
-        }
-        let Some(link) = &self.link else {
-            unreachable!("opened above")
+        let link = match self.link.take() {
+            Some(link) => link,
+            None => self.open().await?,
         };
+        let link = self.link.insert(link);
         // While the client reconnects by itself a pull request would go nowhere and come back
         // empty; say so instead.
         if link.client.connection_state() != State::Connected {
@@ -167,13 +166,17 @@ impl Puller for NatsPuller {
         if replies.is_empty() {
             return Ok(());
         }
-        let Some(link) = &self.link else {
-            // The connection died after the pull: the server hands the messages out again.
-            warn!(
-                count = replies.len(),
-                "no connection to acknowledge on; they come back"
-            );
-            return Ok(());
+        let link = match &self.link {
+            Some(link) if link.client.connection_state() == State::Connected => link,
+            // The connection died after the pull: the server hands the messages out again
+            // after `ack_wait`, and the queue drops the copies.
+            _ => {
+                warn!(
+                    count = replies.len(),
+                    "not connected to acknowledge; the messages come back"
+                );
+                return Ok(());
+            }
         };
         let mut sent = Ok(());
         for reply in replies {
@@ -186,7 +189,12 @@ impl Puller for NatsPuller {
             }
         }
         let flushed = match sent {
-            Ok(()) => link.client.flush().await.map_err(|e| e.to_string()),
+            Ok(()) => {
+                match tokio::time::timeout(self.connection.timeout, link.client.flush()).await {
+                    Ok(flushed) => flushed.map_err(|e| e.to_string()),
+                    Err(_) => Err("timed out".to_string()),
+                }
+            }
             Err(error) => Err(error.to_string()),
         };
         if let Err(error) = flushed {

@@ -48,6 +48,9 @@ pub struct NatsPusher {
 #[async_trait]
 impl Pusher for NatsPusher {
     async fn push(&self, passengers: &[&Passenger]) -> Vec<Result<(), StepError>> {
+        if passengers.is_empty() {
+            return Vec::new();
+        }
         let client = {
             let mut slot = self.client.lock().await;
             match &*slot {

@@ -644,8 +644,15 @@ async fn nats_broker_restart_loses_nothing() {
     let refs: Vec<&Passenger> = copies.iter().collect();
     assert!(pusher.push(&refs).await.iter().all(Result::is_ok));
 
+    let unacked = puller.pull(2).await.expect("pulled");
+    assert_eq!(unacked.passengers.len(), 2);
     server.kill();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Seated, but the broker is gone: the ack is skipped, not failed; they come back.
+    puller
+        .ack(&seat(&unacked))
+        .await
+        .expect("an ack never fails");
     let down = puller.pull(4).await.expect_err("the broker is down");
     assert!(down.retryable && down.message.contains(&url[7..]), "{down}");
     let results = pusher.push(&refs).await;

@@ -76,6 +76,9 @@ pub struct RedisPusher {
 #[async_trait]
 impl Pusher for RedisPusher {
     async fn push(&self, passengers: &[&Passenger]) -> Vec<Result<(), StepError>> {
+        if passengers.is_empty() {
+            return Vec::new();
+        }
         let mut redis = match self.open().await {
             Ok(redis) => redis,
             Err(error) => return vec![Err(error); passengers.len()],

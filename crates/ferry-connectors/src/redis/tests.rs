@@ -701,7 +701,14 @@ async fn redis_broker_restart_loses_nothing() {
     puller.ack(&seat(&first)).await.expect("acked");
     let mut seen = ids(&first);
 
+    let unacked = puller.pull(2).await.expect("pulled");
+    assert_eq!(unacked.passengers.len(), 2);
     server.kill();
+    // Seated, but the broker is gone: the ack is skipped, not failed; they come back.
+    puller
+        .ack(&seat(&unacked))
+        .await
+        .expect("an ack never fails");
     let down = puller.pull(4).await.expect_err("the broker is down");
     assert!(down.retryable && down.message.contains(&url[8..]), "{down}");
     let results = pusher.push(&refs).await;
