@@ -725,3 +725,34 @@ async fn nats_broker_restart_loses_nothing() {
         "all acknowledged"
     );
 }
+
+/// A message the stream refuses (over its `max_msg_size`) fails permanently; the others of the
+/// batch are delivered.
+#[tokio::test]
+async fn nats_pusher_message_over_the_streams_limit_is_permanent() {
+    let js = jetstream_at(&server()).await;
+    let name = unique("SMALL");
+    js.create_stream(stream::Config {
+        name: name.clone(),
+        subjects: vec![format!("{name}.>")],
+        max_message_size: 256,
+        ..Default::default()
+    })
+    .await
+    .expect("a stream");
+    let pusher = pusher_at(
+        &server(),
+        json!({ "connection": "bus", "subject": format!("{name}.out") }),
+    );
+    let small = order("1");
+    let big = order("2").with_body(Body {
+        media_type: "application/octet-stream".into(),
+        data: Bytes::from(vec![b'x'; 1024]),
+    });
+    let results = pusher.push(&[&small, &big]).await;
+    assert!(results[0].is_ok(), "{results:?}");
+    let error = results[1].as_ref().expect_err("too large for the stream");
+    assert!(!error.retryable, "permanent: {error}");
+    assert_eq!(contents(&js, &name).await.len(), 1);
+    js.delete_stream(&name).await.expect("deleted");
+}

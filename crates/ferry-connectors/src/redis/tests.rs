@@ -767,3 +767,30 @@ async fn redis_broker_restart_loses_nothing() {
         "all acknowledged"
     );
 }
+
+/// `max_len` trims the stream as entries are added (`MAXLEN ~`, whole nodes at a time).
+#[tokio::test]
+async fn redis_pusher_trims_to_max_len() {
+    let mut redis = redis_at(&server()).await;
+    let stream = unique("trim");
+    let pusher = pusher_at(
+        &server(),
+        json!({ "connection": "cache", "stream": stream, "max_len": 10, "dedupe_ttl": "1m" }),
+    );
+    let passengers: Vec<Passenger> = (0..350).map(|i| order(&i.to_string(), &stream)).collect();
+    let refs: Vec<&Passenger> = passengers.iter().collect();
+    assert!(pusher.push(&refs).await.iter().all(Result::is_ok));
+    let length: usize = redis::cmd("XLEN")
+        .arg(&stream)
+        .query_async(&mut redis)
+        .await
+        .expect("XLEN");
+    assert!(length < 350, "trimmed: {length}");
+    let mut keys: Vec<String> = passengers
+        .iter()
+        .map(|p| format!("ferry:seen:{stream}:{}", p.id))
+        .collect();
+    keys.push(stream.clone());
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    delete(&mut redis, &keys).await;
+}
