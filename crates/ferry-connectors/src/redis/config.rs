@@ -155,7 +155,8 @@ pub struct RedisPullerConfig {
     #[serde(default)]
     pub claim_idle: Option<String>,
     /// An entry delivered more often than this (crashes, lost acks) fails permanently with
-    /// its id instead of travelling again; it stays in the group's pending list. Default `5`.
+    /// its id instead of travelling again; it stays in the group's pending list, and travels
+    /// again (its count reset) once its quarantine is ended. Default `5`.
     #[serde(default)]
     pub max_deliveries: Option<u32>,
     /// How long a pull waits for the first new entry (XREADGROUP BLOCK), e.g. `500ms`.

@@ -46,6 +46,7 @@ impl PullerFactory for RedisPullerFactory {
             pending: HashMap::new(),
             position: Position::default(),
             quarantined: HashSet::new(),
+            released: Vec::new(),
         }))
     }
 }
@@ -75,6 +76,8 @@ pub struct RedisPuller {
     position: Position,
     /// External ids in quarantine (entries delivered too often): left alone.
     quarantined: HashSet<String>,
+    /// Entry ids whose quarantine ended: claimed afresh (XCLAIM … RETRYCOUNT 0) by the next pull.
+    released: Vec<String>,
 }
 
 #[async_trait]
@@ -126,7 +129,16 @@ impl Puller for RedisPuller {
     }
 
     fn quarantined(&mut self, items: HashSet<(String, String)>) {
-        self.quarantined = items.into_iter().map(|(id, _)| id).collect();
+        let now: HashSet<String> = items.into_iter().map(|(id, _)| id).collect();
+        // A person ended the quarantine (after a fix): the entry travels again, its delivery
+        // count reset so `max_deliveries` does not fail it at once.
+        let prefix = format!("{}/", self.settings.stream);
+        for external_id in self.quarantined.difference(&now) {
+            if let Some(id) = external_id.strip_prefix(&prefix) {
+                self.released.push(id.to_string());
+            }
+        }
+        self.quarantined = now;
     }
 }
 
@@ -146,7 +158,25 @@ impl RedisPuller {
         let stream = self.settings.stream.clone();
         let mut entries = Vec::new();
         let mut redelivered = false;
-        if let Some(cursor) = self.own_cursor.clone() {
+        if !self.released.is_empty() {
+            let reply: Value = redis::cmd("XCLAIM")
+                .arg(&stream)
+                .arg(&self.settings.group)
+                .arg(&self.settings.consumer)
+                .arg(0)
+                .arg(&self.released)
+                .arg("RETRYCOUNT")
+                .arg(0)
+                .query_async(&mut redis)
+                .await
+                .map_err(|e| failed(&self.connection, "claiming released entries (XCLAIM)", &e))?;
+            self.released.clear();
+            entries = parse_entries(&reply);
+            redelivered = !entries.is_empty();
+        }
+        if entries.is_empty()
+            && let Some(cursor) = self.own_cursor.clone()
+        {
             let reply = self
                 .read_group(&mut redis, max, &cursor, None)
                 .await

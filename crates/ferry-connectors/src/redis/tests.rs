@@ -2,7 +2,7 @@
 //! (`FERRY_TEST_REDIS`, default `127.0.0.1:6379`); each test uses its own keys. The restart
 //! test runs a private `redis-server` (append-only file, so it keeps its data) on a free port.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -500,6 +500,17 @@ async fn redis_max_deliveries_fails_the_entry_with_its_id() {
     );
     let pulled = again.pull(10).await.expect("pulled");
     assert!(pulled.failures.is_empty() && pulled.passengers.is_empty());
+
+    // A person ends the quarantine after a fix: the entry travels again, under its key.
+    again.quarantined(HashSet::new());
+    let replayed = again.pull(10).await.expect("pulled");
+    assert!(replayed.failures.is_empty(), "{:?}", replayed.failures);
+    assert_eq!(ids(&replayed), std::slice::from_ref(&failure.external_id));
+    again.ack(&seat(&replayed)).await.expect("acked");
+    assert_eq!(
+        outstanding(&mut redis, &stream, "ferry-acme-events").await,
+        0
+    );
     delete(&mut redis, &[&stream]).await;
 }
 
