@@ -171,7 +171,7 @@ impl RedisPuller {
                 .await
                 .map_err(|e| failed(&self.connection, "claiming released entries (XCLAIM)", &e))?;
             self.released.clear();
-            entries = parse_entries(&reply);
+            entries = parse_entries(reply);
             redelivered = !entries.is_empty();
         }
         if entries.is_empty()
@@ -212,17 +212,18 @@ impl RedisPuller {
 
         let mut pulled = Pulled::default();
         let mut gone = Vec::new();
-        for (id, fields) in &entries {
+        let count = entries.len();
+        for (id, fields) in entries {
             let external_id = format!("{stream}/{id}");
             let Some(fields) = fields else {
                 // Trimmed or deleted from the stream while pending: nothing left to deliver.
-                gone.push(id.clone());
+                gone.push(id);
                 continue;
             };
             if self.quarantined.contains(&external_id) {
                 continue;
             }
-            let delivered = counts.get(id).copied().unwrap_or(1);
+            let delivered = counts.get(&id).copied().unwrap_or(1);
             if delivered > u64::from(self.settings.max_deliveries) {
                 pulled.failures.push(PullFailure {
                     external_id,
@@ -235,10 +236,10 @@ impl RedisPuller {
                 });
                 continue;
             }
-            match self.passenger(id, fields) {
+            match self.passenger(&id, fields) {
                 Ok(passenger) => {
                     self.pending.insert(external_id, id.clone());
-                    if later(id, self.position.id.as_deref()) {
+                    if later(&id, self.position.id.as_deref()) {
                         self.position.id = Some(id.clone());
                     }
                     pulled.passengers.push(passenger);
@@ -260,7 +261,7 @@ impl RedisPuller {
         }
         debug!(%stream, group = %self.settings.group, count = pulled.passengers.len(), "pulled");
         // Re-read or claimed entries may be followed by more of either, or by new ones.
-        pulled.more = entries.len() >= max || (redelivered && !entries.is_empty());
+        pulled.more = count >= max || (redelivered && count > 0);
         if !pulled.passengers.is_empty() {
             pulled.state = serde_json::to_string(&self.position).ok();
         }
@@ -326,7 +327,7 @@ impl RedisPuller {
         if let Value::Array(streams) = reply {
             for stream in streams {
                 if let Value::Array(parts) = stream
-                    && let Some(list) = parts.get(1)
+                    && let Some(list) = parts.into_iter().nth(1)
                 {
                     entries.extend(parse_entries(list));
                 }
@@ -355,10 +356,11 @@ impl RedisPuller {
         let Value::Array(parts) = reply else {
             return Ok(Vec::new());
         };
-        if let Some(next) = parts.first() {
-            self.claim_cursor = text(next);
+        let mut parts = parts.into_iter();
+        if let Some(next) = parts.next() {
+            self.claim_cursor = text(&next);
         }
-        let entries = parts.get(1).map(parse_entries).unwrap_or_default();
+        let entries = parts.next().map(parse_entries).unwrap_or_default();
         if !entries.is_empty() {
             debug!(count = entries.len(), stream = %self.settings.stream, "claimed idle entries");
         }
@@ -395,7 +397,7 @@ impl RedisPuller {
     }
 
     /// The passenger of one entry: the body field as its body, the others as metadata.
-    fn passenger(&self, id: &str, fields: &[(Vec<u8>, Vec<u8>)]) -> Result<Passenger, StepError> {
+    fn passenger(&self, id: &str, fields: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Passenger, StepError> {
         let stream = &self.settings.stream;
         let mut passenger = Passenger::pulled(&self.source_system, format!("{stream}/{id}"));
         passenger
@@ -405,12 +407,12 @@ impl RedisPuller {
         let mut body = None;
         let mut content_type = None;
         for (name, value) in fields {
-            let name = String::from_utf8_lossy(name);
+            let name = String::from_utf8_lossy(&name);
             if name == self.settings.body_field {
-                body = Some(Bytes::from(value.clone()));
+                body = Some(Bytes::from(value));
                 continue;
             }
-            let value = String::from_utf8_lossy(value).into_owned();
+            let value = String::from_utf8_lossy(&value).into_owned();
             if name == "content_type" {
                 content_type = Some(value.clone());
             }
@@ -435,40 +437,49 @@ impl RedisPuller {
     }
 }
 
-/// The entries of `[[id, [field, value, …] | nil], …]`.
-fn parse_entries(list: &Value) -> Vec<Entry> {
+/// The entries of `[[id, [field, value, …] | nil], …]`, taking the bytes out of the reply
+/// (no copy of the payloads).
+fn parse_entries(list: Value) -> Vec<Entry> {
     let mut entries = Vec::new();
     let Value::Array(items) = list else {
         return entries;
     };
     for item in items {
         let Value::Array(pair) = item else { continue };
-        let Some(id) = pair.first() else { continue };
-        let fields = match pair.get(1) {
-            Some(Value::Array(flat)) => Some(
-                flat.chunks(2)
-                    .filter(|pair| pair.len() == 2)
-                    .map(|pair| (bytes(&pair[0]), bytes(&pair[1])))
-                    .collect(),
-            ),
+        let mut pair = pair.into_iter();
+        let Some(id) = pair.next() else { continue };
+        let fields = match pair.next() {
+            Some(Value::Array(flat)) => {
+                let mut fields = Vec::with_capacity(flat.len() / 2);
+                let mut flat = flat.into_iter();
+                while let (Some(name), Some(value)) = (flat.next(), flat.next()) {
+                    fields.push((bytes(name), bytes(value)));
+                }
+                Some(fields)
+            }
             _ => None,
         };
-        entries.push((text(id), fields));
+        entries.push((text(&id), fields));
     }
     entries
 }
 
-fn bytes(value: &Value) -> Vec<u8> {
+fn bytes(value: Value) -> Vec<u8> {
     match value {
-        Value::BulkString(bytes) => bytes.clone(),
-        Value::SimpleString(text) => text.clone().into_bytes(),
+        Value::BulkString(bytes) => bytes,
+        Value::SimpleString(text) => text.into_bytes(),
         Value::Int(number) => number.to_string().into_bytes(),
         _ => Vec::new(),
     }
 }
 
 fn text(value: &Value) -> String {
-    String::from_utf8_lossy(&bytes(value)).into_owned()
+    match value {
+        Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        Value::SimpleString(text) => text.clone(),
+        Value::Int(number) => number.to_string(),
+        _ => String::new(),
+    }
 }
 
 /// Whether stream id `id` comes after `than` (`ms-seq`, compared as numbers).
