@@ -18,10 +18,14 @@ pub mod imap;
 pub mod kafka;
 #[cfg(feature = "mysql")]
 pub mod mysql;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod oauth;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod processors;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod smtp;
 /// The `sql` puller, for any of the database families built in.
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
@@ -51,8 +55,12 @@ pub fn registry() -> Registry {
             Box::new(kafka::KafkaConnectionFactory),
             #[cfg(feature = "mysql")]
             Box::new(DatabaseConnectionFactory::<mysql::Mysql>::new()),
+            #[cfg(feature = "nats")]
+            Box::new(nats::NatsConnectionFactory),
             #[cfg(feature = "postgres")]
             Box::new(DatabaseConnectionFactory::<postgres::Postgres>::new()),
+            #[cfg(feature = "redis")]
+            Box::new(redis::RedisConnectionFactory),
             Box::new(smtp::SmtpConnectionFactory),
             #[cfg(feature = "sqlite")]
             Box::new(DatabaseConnectionFactory::<sqlite::Sqlite>::new()),
@@ -64,6 +72,10 @@ pub fn registry() -> Registry {
             Box::new(imap::ImapPullerFactory),
             #[cfg(feature = "kafka")]
             Box::new(kafka::KafkaPullerFactory),
+            #[cfg(feature = "nats")]
+            Box::new(nats::NatsPullerFactory),
+            #[cfg(feature = "redis")]
+            Box::new(redis::RedisPullerFactory),
             #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
             Box::new(sql::SqlPullerFactory),
             Box::new(table::TablePullerFactory),
@@ -88,8 +100,12 @@ pub fn registry() -> Registry {
             Box::new(kafka::KafkaPusherFactory),
             #[cfg(feature = "mysql")]
             Box::new(mysql::MysqlPusherFactory),
+            #[cfg(feature = "nats")]
+            Box::new(nats::NatsPusherFactory),
             #[cfg(feature = "postgres")]
             Box::new(postgres::PostgresPusherFactory),
+            #[cfg(feature = "redis")]
+            Box::new(redis::RedisPusherFactory),
             Box::new(smtp::SmtpPusherFactory),
             #[cfg(feature = "sqlite")]
             Box::new(sqlite::SqlitePusherFactory),
@@ -109,12 +125,15 @@ mod tests {
         let registry = registry();
         assert_eq!(
             registry.connection_types(),
-            ["imap", "kafka", "mysql", "postgres", "smtp", "sqlite"]
+            [
+                "imap", "kafka", "mysql", "nats", "postgres", "redis", "smtp", "sqlite"
+            ]
         );
         assert_eq!(
             registry.type_names(Role::Puller),
             [
-                "file", "generate", "http", "imap", "kafka", "sql", "table", "webhook"
+                "file", "generate", "http", "imap", "kafka", "nats", "redis", "sql", "table",
+                "webhook"
             ]
         );
         assert_eq!(
@@ -132,7 +151,9 @@ mod tests {
                 "http",
                 "kafka",
                 "mysql",
+                "nats",
                 "postgres",
+                "redis",
                 "smtp",
                 "sqlite"
             ]
