@@ -20,6 +20,8 @@ pub mod oauth;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod processors;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
 pub mod smtp;
 /// The `sql` puller, for any of the database families built in.
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
@@ -49,6 +51,8 @@ pub fn registry() -> Registry {
             Box::new(DatabaseConnectionFactory::<mysql::Mysql>::new()),
             #[cfg(feature = "postgres")]
             Box::new(DatabaseConnectionFactory::<postgres::Postgres>::new()),
+            #[cfg(feature = "rabbitmq")]
+            Box::new(rabbitmq::RabbitmqConnectionFactory),
             Box::new(smtp::SmtpConnectionFactory),
             #[cfg(feature = "sqlite")]
             Box::new(DatabaseConnectionFactory::<sqlite::Sqlite>::new()),
@@ -60,6 +64,8 @@ pub fn registry() -> Registry {
             Box::new(imap::ImapPullerFactory),
             #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
             Box::new(sql::SqlPullerFactory),
+            #[cfg(feature = "rabbitmq")]
+            Box::new(rabbitmq::RabbitmqPullerFactory),
             Box::new(table::TablePullerFactory),
             Box::new(webhook::WebhookPullerFactory),
         ],
@@ -82,6 +88,8 @@ pub fn registry() -> Registry {
             Box::new(mysql::MysqlPusherFactory),
             #[cfg(feature = "postgres")]
             Box::new(postgres::PostgresPusherFactory),
+            #[cfg(feature = "rabbitmq")]
+            Box::new(rabbitmq::RabbitmqPusherFactory),
             Box::new(smtp::SmtpPusherFactory),
             #[cfg(feature = "sqlite")]
             Box::new(sqlite::SqlitePusherFactory),
@@ -101,12 +109,12 @@ mod tests {
         let registry = registry();
         assert_eq!(
             registry.connection_types(),
-            ["imap", "mysql", "postgres", "smtp", "sqlite"]
+            ["imap", "mysql", "postgres", "rabbitmq", "smtp", "sqlite"]
         );
         assert_eq!(
             registry.type_names(Role::Puller),
             [
-                "file", "generate", "http", "imap", "sql", "table", "webhook"
+                "file", "generate", "http", "imap", "rabbitmq", "sql", "table", "webhook"
             ]
         );
         assert_eq!(
@@ -124,6 +132,7 @@ mod tests {
                 "http",
                 "mysql",
                 "postgres",
+                "rabbitmq",
                 "smtp",
                 "sqlite"
             ]
