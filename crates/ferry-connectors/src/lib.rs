@@ -14,6 +14,8 @@ pub mod file;
 pub mod generate;
 pub mod http;
 pub mod imap;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 pub mod oauth;
@@ -47,6 +49,8 @@ pub fn registry() -> Registry {
     Registry {
         connections: vec![
             Box::new(imap::ImapConnectionFactory),
+            #[cfg(feature = "mqtt")]
+            Box::new(mqtt::MqttConnectionFactory),
             #[cfg(feature = "mysql")]
             Box::new(DatabaseConnectionFactory::<mysql::Mysql>::new()),
             #[cfg(feature = "postgres")]
@@ -62,6 +66,8 @@ pub fn registry() -> Registry {
             Box::new(generate::GeneratePullerFactory),
             Box::new(http::HttpPullerFactory),
             Box::new(imap::ImapPullerFactory),
+            #[cfg(feature = "mqtt")]
+            Box::new(mqtt::MqttPullerFactory),
             #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
             Box::new(sql::SqlPullerFactory),
             #[cfg(feature = "rabbitmq")]
@@ -84,6 +90,8 @@ pub fn registry() -> Registry {
             Box::new(blackhole::BlackholePusherFactory),
             Box::new(file::FilePusherFactory),
             Box::new(http::HttpPusherFactory),
+            #[cfg(feature = "mqtt")]
+            Box::new(mqtt::MqttPusherFactory),
             #[cfg(feature = "mysql")]
             Box::new(mysql::MysqlPusherFactory),
             #[cfg(feature = "postgres")]
@@ -109,12 +117,14 @@ mod tests {
         let registry = registry();
         assert_eq!(
             registry.connection_types(),
-            ["imap", "mysql", "postgres", "rabbitmq", "smtp", "sqlite"]
+            [
+                "imap", "mqtt", "mysql", "postgres", "rabbitmq", "smtp", "sqlite"
+            ]
         );
         assert_eq!(
             registry.type_names(Role::Puller),
             [
-                "file", "generate", "http", "imap", "rabbitmq", "sql", "table", "webhook"
+                "file", "generate", "http", "imap", "mqtt", "rabbitmq", "sql", "table", "webhook"
             ]
         );
         assert_eq!(
@@ -130,6 +140,7 @@ mod tests {
                 "blackhole",
                 "file",
                 "http",
+                "mqtt",
                 "mysql",
                 "postgres",
                 "rabbitmq",
