@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use ferry_core::config::Connection;
+use ferry_core::size::Size;
 use ferry_core::template::Template;
 use ferry_core::{BuildError, duration};
 use lapin::uri::{AMQPScheme, AMQPUri};
@@ -233,6 +234,12 @@ pub struct RabbitmqPusherConfig {
     /// the unconfirmed messages fail retryably.
     #[serde(default)]
     pub confirm_timeout: Option<String>,
+    /// The largest message published, e.g. `16MiB`; a larger one fails permanently before it
+    /// is sent (the broker would close the channel over it, failing the whole batch again and
+    /// again). Default `16MiB`, RabbitMQ 4's `max_message_size` (3.x allows 128 MiB): set it
+    /// to the broker's.
+    #[serde(default)]
+    pub max_size: Option<Size>,
 }
 
 fn yes() -> bool {
@@ -249,6 +256,8 @@ pub struct PusherSettings {
     pub mandatory: bool,
     pub persistent: bool,
     pub confirm_timeout: Duration,
+    /// In bytes.
+    pub max_size: u64,
 }
 
 impl PusherSettings {
@@ -289,7 +298,15 @@ impl PusherSettings {
             }
             None => Duration::from_secs(30),
         };
+        let max_size = match &config.max_size {
+            Some(size) => size.bytes().map_err(|e| BuildError::at("max_size", e))?,
+            None => 16 << 20,
+        };
+        if max_size == 0 {
+            return Err(BuildError::at("max_size", "at least 1 byte"));
+        }
         Ok(PusherSettings {
+            max_size,
             exchange,
             routing_key,
             headers,

@@ -99,6 +99,14 @@ impl RabbitmqPusher {
             "routing key",
             self.settings.routing_key.render_text(passenger),
         )?;
+        let size = passenger.body.data.len() as u64;
+        if size > self.settings.max_size {
+            return Err(StepError::permanent(format!(
+                "the message of {size} bytes for routing key `{routing_key}` is larger than \
+                 max_size ({} bytes)",
+                self.settings.max_size
+            )));
+        }
         let mut headers = FieldTable::default();
         for (name, template) in &self.settings.headers {
             headers.insert(

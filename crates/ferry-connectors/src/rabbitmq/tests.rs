@@ -621,7 +621,7 @@ async fn rabbitmq_puller_needs_the_queue_unless_it_declares_it() {
 }
 
 #[tokio::test]
-async fn rabbitmq_unroutable_message_fails_permanently() {
+async fn rabbitmq_unroutable_or_too_big_message_fails_permanently() {
     let queue = TestQueue::new().await;
     let config = json!({ "connection": "rabbit", "exchange": "amq.direct",
                          "routing_key": "{metadata.key}", "headers": { "origin": "{source_system}" } });
@@ -637,6 +637,21 @@ async fn rabbitmq_unroutable_message_fails_permanently() {
             .contains("no queue bound for routing key `nobody-listens` on exchange `amq.direct`"),
         "{error}"
     );
+
+    // Too big for `max_size`: refused before it is sent, alone.
+    let config = json!({ "connection": "rabbit", "routing_key": queue.name, "max_size": "1KB" });
+    let pusher = build_pusher(&connection("rabbit"), config).unwrap();
+    let big = Passenger::pulled("test", "big").with_body(Body {
+        media_type: "text/plain".into(),
+        data: vec![b'x'; 1001].into(),
+    });
+    let small = Passenger::pulled("test", "small");
+    let results = pusher.push(&[&big, &small]).await;
+    let error = results[0].as_ref().unwrap_err();
+    assert!(!error.retryable, "{error}");
+    assert!(error.message.contains("1001 bytes"), "{error}");
+    assert!(results[1].is_ok(), "{results:?}");
+    assert_eq!(queue.message_ids().await, [small.id.to_string()]);
 
     // Without `mandatory` the broker drops it, and that counts as delivered.
     let config = json!({ "connection": "rabbit", "exchange": "amq.direct",
@@ -757,6 +772,8 @@ fn rabbitmq_bad_definitions_fail_at_their_key() {
     assert_eq!(error.path, ["routing_key"]);
     let error = pusher(json!({ "connection": "rabbit", "routing_key": "" }));
     assert_eq!(error.path, ["routing_key"]);
+    let error = pusher(json!({ "connection": "rabbit", "routing_key": "k", "max_size": "lots" }));
+    assert_eq!(error.path, ["max_size"]);
     let error = pusher(json!({ "connection": "rabbit", "routing_key": "k", "exchange": "{x" }));
     assert_eq!(error.path, ["exchange"]);
     let error = pusher(json!({ "connection": "rabbit", "routing_key": "k",
