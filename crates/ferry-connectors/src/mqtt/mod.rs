@@ -9,8 +9,12 @@
 //!   again after the reconnect.
 //! - MQTT 3.1.1 gives a message no stable id, so every delivery gets a fresh external id: a
 //!   message redelivered after a crash or a reconnect (between seat and ack) travels twice.
-//!   At-least-once; a payload that carries its own id can be de-duplicated downstream with the
-//!   `dedupe` processor.
+//!   At-least-once, unless `external_id: payload_hash` names each message by its topic and
+//!   payload (for payloads that are unique), so the queue drops the copy.
+//! - The broker bounds how many unacknowledged messages it hands the puller at a time
+//!   (Mosquitto's `max_inflight_messages`, 20 by default), and so a pull's batch, and how many
+//!   it keeps for a session that is away (`max_queued_messages`, 1000 by default; more are
+//!   dropped by the broker).
 //! - The pusher publishes at QoS 1 and counts a message delivered only on the broker's PUBACK;
 //!   the PUBACKs of a batch are awaited together. A lost connection or no PUBACK within
 //!   `ack_timeout` fails retryably, a topic or size the protocol forbids permanently. MQTT
