@@ -662,6 +662,41 @@ async fn rabbitmq_unroutable_or_too_big_message_fails_permanently() {
 }
 
 #[tokio::test]
+async fn rabbitmq_nack_is_retryable() {
+    // A queue that holds one message and refuses more: the broker nacks the second publish.
+    let queue = TestQueue::new().await;
+    let name = unique("ferry-full");
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-max-length".into(), AMQPValue::LongInt(1));
+    arguments.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString(LongString::from("reject-publish")),
+    );
+    queue
+        .channel
+        .queue_declare(
+            name.as_str().into(),
+            QueueDeclareOptions::default(),
+            arguments,
+        )
+        .await
+        .unwrap();
+    let config = json!({ "connection": "rabbit", "routing_key": name });
+    let pusher = build_pusher(&connection("rabbit"), config).unwrap();
+    let (first, second) = (Passenger::pulled("erp", "1"), Passenger::pulled("erp", "2"));
+    let results = pusher.push(&[&first, &second]).await;
+    assert!(results[0].is_ok(), "{results:?}");
+    let error = results[1].as_ref().unwrap_err();
+    assert!(error.retryable, "{error}");
+    assert!(error.message.contains("nack"), "{error}");
+    let _ = queue
+        .channel
+        .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    queue.delete().await;
+}
+
+#[tokio::test]
 async fn rabbitmq_pusher_sets_properties_and_headers() {
     let queue = TestQueue::new().await;
     let config = json!({ "connection": "rabbit", "routing_key": queue.name,
