@@ -229,6 +229,9 @@ async fn poll_events(
 #[async_trait]
 impl Puller for MqttPuller {
     async fn pull(&mut self, max: usize) -> Result<Pulled, StepError> {
+        if max == 0 {
+            return Ok(Pulled::default());
+        }
         let max_wait = self.settings.max_wait;
         let link = self.link();
         let deadline = tokio::time::Instant::now() + max_wait;

@@ -221,6 +221,9 @@ impl RabbitmqPuller {
 #[async_trait]
 impl Puller for RabbitmqPuller {
     async fn pull(&mut self, max: usize) -> Result<Pulled, StepError> {
+        if max == 0 {
+            return Ok(Pulled::default());
+        }
         let max_wait = self.settings.max_wait;
         let session = self.session().await?;
         let generation = session.generation;
