@@ -118,6 +118,28 @@ async fn publish(host: &str, port: u16, topic: &str, payloads: &[String]) {
     let _ = tokio::time::timeout(Duration::from_millis(100), events.poll()).await;
 }
 
+/// Ends the persistent session `config` names on the shared broker (a clean-session connection
+/// under its client id discards it), so tests leave nothing behind.
+async fn forget_session(config: &Value) {
+    let (host, port) = broker();
+    let id = config["client_id"]
+        .as_str()
+        .expect("a test puller names its client id");
+    let options = MqttOptions::new(id, host, port);
+    let (client, mut events) = AsyncClient::new(options, 10);
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.poll()).await;
+        if let Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) = event {
+            break;
+        }
+        if !matches!(event, Ok(Ok(_))) {
+            return;
+        }
+    }
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_millis(100), events.poll()).await;
+}
+
 /// A subscriber of the test's own that collects the payloads arriving on `topic`.
 struct Collector {
     received: Arc<Mutex<Vec<String>>>,
@@ -258,6 +280,7 @@ async fn mqtt_puller_conforms() {
                          "max_wait": "2s", "external_id": "payload_hash" });
     let mut source = Source { topic, config };
     conformance::puller_conforms(&mut source).await;
+    forget_session(&source.config).await;
 }
 
 /// The harness's target: a topic a subscriber of the test's own listens to. MQTT 3.1.1
@@ -358,9 +381,11 @@ async fn mqtt_persistent_session_keeps_what_is_published_while_ferry_is_away() {
     drop(puller);
 
     // Acknowledged: a later session gets nothing of it again.
-    let mut puller = build_puller(&connection, config).unwrap();
+    let mut puller = build_puller(&connection, config.clone()).unwrap();
     let again = puller.pull(10).await.unwrap();
     assert!(again.passengers.is_empty(), "{:?}", payloads(&again));
+    drop(puller);
+    forget_session(&config).await;
 }
 
 #[tokio::test]
@@ -403,8 +428,10 @@ async fn mqtt_redelivery_after_a_puller_dropped_without_ack() {
     second.ack(&seated(&again)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(second);
-    let mut third = build_puller(&connection, config).unwrap();
+    let mut third = build_puller(&connection, config.clone()).unwrap();
     assert!(third.pull(10).await.unwrap().passengers.is_empty());
+    drop(third);
+    forget_session(&config).await;
 }
 
 #[tokio::test]
@@ -420,7 +447,7 @@ async fn mqtt_redelivered_message_is_a_new_passenger_by_default() {
     let mut first = build_puller(&connection, config.clone()).unwrap();
     let crashed = pull_until(first.as_mut(), 1).await;
     drop(first);
-    let mut second = build_puller(&connection, config).unwrap();
+    let mut second = build_puller(&connection, config.clone()).unwrap();
     let again = pull_until(second.as_mut(), 1).await;
     assert_eq!(payloads(&again), payloads(&crashed));
     // No stable id in MQTT 3.1.1: at-least-once, as documented.
@@ -429,6 +456,8 @@ async fn mqtt_redelivered_message_is_a_new_passenger_by_default() {
         crashed.passengers[0].external_id
     );
     second.ack(&seated(&again)).await.unwrap();
+    drop(second);
+    forget_session(&config).await;
 }
 
 #[tokio::test]
@@ -484,11 +513,13 @@ async fn mqtt_retained_message_arrives_with_its_flag() {
     // A subscriber that comes later gets it, flagged.
     let config = json!({ "connection": "sensors", "topics": [topic], "client_id": client_id(),
                          "max_wait": "2s", "media_type": "application/json" });
-    let mut puller = build_puller(&connection("sensors"), config).unwrap();
+    let mut puller = build_puller(&connection("sensors"), config.clone()).unwrap();
     let pulled = pull_until(puller.as_mut(), 1).await;
     assert_eq!(pulled.passengers[0].metadata["mqtt.retain"], "true");
     assert_eq!(pulled.passengers[0].body.media_type, "application/json");
     puller.ack(&seated(&pulled)).await.unwrap();
+    drop(puller);
+    forget_session(&config).await;
     // Clear the retained message: an empty retained payload deletes it.
     let (host, port) = broker();
     let mut options = MqttOptions::new(client_id(), host, port);
