@@ -16,6 +16,8 @@ pub mod http;
 pub mod imap;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 #[cfg(feature = "nats")]
@@ -24,6 +26,8 @@ pub mod oauth;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod processors;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod smtp;
@@ -53,12 +57,16 @@ pub fn registry() -> Registry {
             Box::new(imap::ImapConnectionFactory),
             #[cfg(feature = "kafka")]
             Box::new(kafka::KafkaConnectionFactory),
+            #[cfg(feature = "mqtt")]
+            Box::new(mqtt::MqttConnectionFactory),
             #[cfg(feature = "mysql")]
             Box::new(DatabaseConnectionFactory::<mysql::Mysql>::new()),
             #[cfg(feature = "nats")]
             Box::new(nats::NatsConnectionFactory),
             #[cfg(feature = "postgres")]
             Box::new(DatabaseConnectionFactory::<postgres::Postgres>::new()),
+            #[cfg(feature = "rabbitmq")]
+            Box::new(rabbitmq::RabbitmqConnectionFactory),
             #[cfg(feature = "redis")]
             Box::new(redis::RedisConnectionFactory),
             Box::new(smtp::SmtpConnectionFactory),
@@ -72,8 +80,12 @@ pub fn registry() -> Registry {
             Box::new(imap::ImapPullerFactory),
             #[cfg(feature = "kafka")]
             Box::new(kafka::KafkaPullerFactory),
+            #[cfg(feature = "mqtt")]
+            Box::new(mqtt::MqttPullerFactory),
             #[cfg(feature = "nats")]
             Box::new(nats::NatsPullerFactory),
+            #[cfg(feature = "rabbitmq")]
+            Box::new(rabbitmq::RabbitmqPullerFactory),
             #[cfg(feature = "redis")]
             Box::new(redis::RedisPullerFactory),
             #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
@@ -98,12 +110,16 @@ pub fn registry() -> Registry {
             Box::new(http::HttpPusherFactory),
             #[cfg(feature = "kafka")]
             Box::new(kafka::KafkaPusherFactory),
+            #[cfg(feature = "mqtt")]
+            Box::new(mqtt::MqttPusherFactory),
             #[cfg(feature = "mysql")]
             Box::new(mysql::MysqlPusherFactory),
             #[cfg(feature = "nats")]
             Box::new(nats::NatsPusherFactory),
             #[cfg(feature = "postgres")]
             Box::new(postgres::PostgresPusherFactory),
+            #[cfg(feature = "rabbitmq")]
+            Box::new(rabbitmq::RabbitmqPusherFactory),
             #[cfg(feature = "redis")]
             Box::new(redis::RedisPusherFactory),
             Box::new(smtp::SmtpPusherFactory),
@@ -126,14 +142,15 @@ mod tests {
         assert_eq!(
             registry.connection_types(),
             [
-                "imap", "kafka", "mysql", "nats", "postgres", "redis", "smtp", "sqlite"
+                "imap", "kafka", "mqtt", "mysql", "nats", "postgres", "rabbitmq", "redis", "smtp",
+                "sqlite"
             ]
         );
         assert_eq!(
             registry.type_names(Role::Puller),
             [
-                "file", "generate", "http", "imap", "kafka", "nats", "redis", "sql", "table",
-                "webhook"
+                "file", "generate", "http", "imap", "kafka", "mqtt", "nats", "rabbitmq", "redis",
+                "sql", "table", "webhook"
             ]
         );
         assert_eq!(
@@ -150,9 +167,11 @@ mod tests {
                 "file",
                 "http",
                 "kafka",
+                "mqtt",
                 "mysql",
                 "nats",
                 "postgres",
+                "rabbitmq",
                 "redis",
                 "smtp",
                 "sqlite"
