@@ -346,8 +346,7 @@ impl PusherUnderTest for Target {
     }
 
     async fn delivered(&self) -> Vec<String> {
-        let ids: BTreeSet<String> = self.queue.message_ids().await.into_iter().collect();
-        ids.into_iter().collect()
+        self.queue.message_ids().await
     }
 
     fn expected(&self, passengers: &[Passenger]) -> Vec<String> {
@@ -358,6 +357,10 @@ impl PusherUnderTest for Target {
         let config = json!({ "connection": "rabbit", "routing_key": "x" });
         let pusher = build_pusher(&unreachable(), config).unwrap();
         Some((pusher, "127.0.0.1:1".into()))
+    }
+
+    fn at_least_once(&self) -> bool {
+        true
     }
 }
 
