@@ -11,7 +11,6 @@ mod mailbox;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use mailbox::MailUser;
-use support::{Project, stdout, terminate};
+use support::{Project, start, stdout, until, wait_until};
 
 /// An order mail: subject `Order ID`, a text part and `attachments`.
 fn message(id: &str, attachments: &[(&[u8], &str, &[u8])]) -> Vec<u8> {
@@ -185,95 +184,6 @@ pushers:
     query: {{ name: "{{metadata.split.name}}", message: "{{metadata.mail.message_id}}" }}
 "#
     )
-}
-
-/// Polls `check` until it is `Ok`; on a timeout, or when ferry ended, the panic holds the last
-/// answer of `check` (what was seen) and ferry's log.
-fn wait_until(
-    project: &Project,
-    child: &mut Child,
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> Result<(), String>,
-) {
-    let start = Instant::now();
-    loop {
-        let seen = match check() {
-            Ok(()) => return,
-            Err(seen) => seen,
-        };
-        if let Some(status) = child.try_wait().expect("wait") {
-            panic!(
-                "ferry ended ({status}) while waiting for {what} (seen: {seen})\nferry.log:\n{}",
-                project.log()
-            );
-        }
-        if start.elapsed() > timeout {
-            panic!(
-                "timed out after {timeout:?} waiting for {what} (seen: {seen})\nferry.log:\n{}",
-                project.log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// `Ok` when `done`, else what was seen.
-fn until(done: bool, seen: impl std::fmt::Debug) -> Result<(), String> {
-    match done {
-        true => Ok(()),
-        false => Err(format!("{seen:?}")),
-    }
-}
-
-/// A running `ferry run`; killed when dropped, so a failing test leaves no ferry behind.
-struct Ferry(Option<Child>);
-
-impl Ferry {
-    fn child(&mut self) -> &mut Child {
-        self.0.as_mut().expect("running")
-    }
-
-    /// `kill -9`, and reaps it.
-    fn kill_9(mut self) {
-        let mut child = self.0.take().expect("running");
-        child.kill().expect("kill -9");
-        child.wait().expect("reap");
-    }
-
-    /// SIGTERM; whether it stopped cleanly.
-    fn terminate(mut self) -> bool {
-        terminate(self.0.take().expect("running"))
-    }
-}
-
-impl Drop for Ferry {
-    fn drop(&mut self) {
-        if let Some(child) = self.0.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Starts ferry and waits until it runs (its console listens), so the `ferry` commands of the
-/// test do not open the store while it is being made.
-fn start(project: &Project) -> Ferry {
-    let before = project.log().len();
-    let mut ferry = Ferry(Some(project.spawn()));
-    wait_until(
-        project,
-        ferry.child(),
-        "ferry started",
-        Duration::from_secs(30),
-        || {
-            until(
-                project.log()[before..].contains("console on http://"),
-                "no console yet",
-            )
-        },
-    );
-    ferry
 }
 
 /// The queue counts of acme/mail: pending, in_flight, failed, dead.
