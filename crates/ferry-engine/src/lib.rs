@@ -47,6 +47,9 @@ pub struct Options {
     pub reload_every: Duration,
     /// Pause between pulls of a `continuous` pipeline.
     pub continuous_pause: Duration,
+    /// The first wait after a failed run of a `continuous` pipeline whose source cannot be
+    /// reached; it doubles with each such run in a row, up to 32 times this.
+    pub away_backoff: Duration,
     /// How long shutdown waits for in-flight work before giving it back to the queue.
     pub grace: Duration,
 }
@@ -59,6 +62,7 @@ impl Default for Options {
             idle_poll: Duration::from_secs(1),
             reload_every: Duration::from_secs(2),
             continuous_pause: Duration::from_millis(250),
+            away_backoff: Duration::from_secs(1),
             grace: Duration::from_secs(10),
         }
     }

@@ -2,7 +2,8 @@
 //! and for its time window, then runs: pulls batches, seats each in one transaction (with the
 //! puller's new position), acks the puller, until the sources are drained or the queue limit
 //! is reached; a run that ends when delivered then waits for what it seated. Too many failed
-//! runs in a row pause the pipeline.
+//! runs in a row pause the pipeline, but for a continuous pipeline whose source cannot be
+//! reached (a broker restarting), which is tried again less and less often instead.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,8 @@ const DELIVERY_POLL: Duration = Duration::from_millis(200);
 /// Runs the pipeline's schedule until it is stopped (reload or shutdown).
 pub(crate) async fn run(shared: Arc<Shared>, active: Arc<Active>, mut pullers: Vec<NamedPuller>) {
     let mut first = true;
+    // Failed runs in a row of a continuous pipeline whose source could not be reached.
+    let mut away = 0u32;
     loop {
         let wait = next_run(&active.def.schedule, first, shared.options.continuous_pause);
         first = false;
@@ -57,10 +60,30 @@ pub(crate) async fn run(shared: Arc<Shared>, active: Arc<Active>, mut pullers: V
         if result.is_ok() && active.def.run_ends == RunEnds::Delivered {
             result = wait_for_delivery(&shared, &active, &mut run).await;
         }
+        let source_away = run.source_away;
         let status = run.finish(result).await;
-        if status == RunStatus::Failed {
-            pause_after_failures(&shared, &active).await;
+        if status != RunStatus::Failed {
+            away = 0;
+            continue;
         }
+        if source_away && matches!(active.def.schedule, Schedule::Continuous) {
+            // A stream whose system is away (a broker restarting) is tried again, less and less
+            // often, instead of pausing after a second of failed runs.
+            away += 1;
+            let wait = shared
+                .options
+                .away_backoff
+                .saturating_mul(1 << (away - 1).min(5));
+            tracing::warn!(pipeline = %active.key, "the source cannot be reached; trying again in {wait:?}");
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => return,
+                _ = active.stop.cancelled() => return,
+                _ = active.run_now.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            continue;
+        }
+        pause_after_failures(&shared, &active).await;
     }
 }
 
@@ -231,7 +254,10 @@ async fn pull_until_drained(
                 _ = active.stop.cancelled() => return Ok(()),
                 pulled = tokio::time::timeout(PULL_TIMEOUT, puller.pull(max)) => match pulled {
                     Ok(Ok(pulled)) => pulled,
-                    Ok(Err(error)) => return Err(format!("puller {name}: {error}")),
+                    Ok(Err(error)) => {
+                        run.source_away = error.retryable;
+                        return Err(format!("puller {name}: {error}"));
+                    }
                     Err(_) => return Err(format!("puller {name}: pull timed out")),
                 },
             };
@@ -337,6 +363,8 @@ struct Run {
     started: std::time::Instant,
     /// What the run seated, when it ends once that is delivered.
     seated_ids: Vec<PassengerId>,
+    /// A puller could not reach its system (it failed with a retryable error).
+    source_away: bool,
 }
 
 impl Run {
@@ -350,6 +378,7 @@ impl Run {
             unrecorded: false,
             started: std::time::Instant::now(),
             seated_ids: Vec::new(),
+            source_away: false,
         };
         if record_empty {
             run.ensure().await;

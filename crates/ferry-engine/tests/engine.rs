@@ -214,9 +214,49 @@ impl PullerFactory for CountingFactory {
     }
 }
 
+/// A source that is away for its first four pulls (a broker restarting), then gives two
+/// passengers once.
+struct Away {
+    pulls: u32,
+}
+
+#[async_trait]
+impl Puller for Away {
+    async fn pull(&mut self, _max: usize) -> Result<Pulled, StepError> {
+        self.pulls += 1;
+        match self.pulls {
+            ..=4 => Err(StepError::retryable("broker `events`: connection refused")),
+            5 => Ok(Pulled {
+                passengers: vec![
+                    Passenger::pulled("away", "a"),
+                    Passenger::pulled("away", "b"),
+                ],
+                ..Pulled::default()
+            }),
+            _ => Ok(Pulled::default()),
+        }
+    }
+
+    async fn ack(&mut self, _: &[Seated]) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+struct AwayFactory;
+
+impl PullerFactory for AwayFactory {
+    const TYPE: &'static str = "away";
+    type Config = Empty;
+
+    fn build(&self, _: Empty, _: &BuildContext) -> Result<Box<dyn Puller>, BuildError> {
+        Ok(Box::new(Away { pulls: 0 }))
+    }
+}
+
 fn registry() -> Arc<Registry> {
     let mut registry = ferry_connectors::registry();
     registry.pullers.push(Box::new(CountingFactory));
+    registry.pullers.push(Box::new(AwayFactory));
     registry.pushers.push(Box::new(PanickingFactory));
     registry.pushers.push(Box::new(RefusingFactory));
     registry.pushers.push(Box::new(HangingFactory));
@@ -232,6 +272,7 @@ fn options() -> Options {
         idle_poll: Duration::from_millis(50),
         reload_every: Duration::from_millis(200),
         continuous_pause: Duration::from_millis(50),
+        away_backoff: Duration::from_millis(50),
         grace: Duration::from_secs(5),
         ..Options::default()
     }
@@ -803,6 +844,33 @@ async fn undelivered_loads_fail_their_run_pause_at_the_limit_and_hold_back_slave
     // A person's resume clears the flag.
     engine.resume(&key).await.unwrap();
     assert!(store.pause_reasons().await.unwrap().is_empty());
+    engine.shutdown();
+    engine.wait().await;
+}
+
+/// A broker restarting made four runs of a continuous pipeline fail within a second, and the
+/// failure limit (3) paused it until a person came. A source that cannot be reached is tried
+/// again, less and less often, and the pipeline goes on when it is back.
+#[tokio::test]
+async fn a_continuous_pipeline_whose_source_is_away_backs_off_instead_of_pausing() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream =
+        "schedule: continuous\npullers: [{ type: away }]\npushers: [{ type: file, path: out }]\n";
+    let (engine, store) = start(dir.path(), &[("stream", stream)]).await;
+    let key = PipelineKey::new("acme", "stream");
+    eventually(
+        "both passengers delivered",
+        Duration::from_secs(20),
+        async || std::fs::read_dir(dir.path().join("out")).map_or(0, Iterator::count) == 2,
+    )
+    .await;
+    assert!(!engine.is_paused(&key));
+    let runs = finished_runs(store.as_ref(), &key).await;
+    let failed = runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Failed)
+        .count();
+    assert_eq!(failed, 4, "{runs:?}");
     engine.shutdown();
     engine.wait().await;
 }

@@ -32,7 +32,7 @@ use super::config::{ExternalId, MqttConnection, MqttPullerConfig, PullerSettings
 /// How long a pull waits for the next message once the first came.
 const LINGER: Duration = Duration::from_millis(20);
 
-/// Messages received and not yet pulled, at most (the task waits beyond it).
+/// Requests (acknowledgements, subscriptions) waiting for the event loop, at most.
 const BUFFER: usize = 10_000;
 
 /// Builds `mqtt` pullers.
@@ -74,7 +74,7 @@ pub struct MqttPuller {
 /// The client and the task that polls its event loop.
 struct Link {
     client: AsyncClient,
-    arrivals: mpsc::Receiver<Arrival>,
+    arrivals: mpsc::UnboundedReceiver<Arrival>,
     /// The generation of the task's current connection (0 before the first).
     generation: Arc<AtomicU64>,
     /// Whether that connection is up: acks queued while it is down would reach the next
@@ -110,7 +110,11 @@ impl MqttPuller {
             };
             let (client, events) =
                 super::client(&self.connection, &self.settings.client_id, session, BUFFER);
-            let (sender, arrivals) = mpsc::channel(BUFFER);
+            // Unbounded, so the event loop never waits for the puller: a loop waiting to hand
+            // over a message serves no acknowledgement, and a puller waiting to acknowledge
+            // takes no message (100,000 queued messages stopped both). The broker bounds it:
+            // it sends no more unacknowledged QoS 1 messages than its in-flight window.
+            let (sender, arrivals) = mpsc::unbounded_channel();
             let generation = Arc::new(AtomicU64::new(0));
             let connected = Arc::new(AtomicBool::new(false));
             let task = tokio::spawn(poll_events(
@@ -158,7 +162,7 @@ async fn poll_events(
     mut events: EventLoop,
     client: AsyncClient,
     topics: Vec<String>,
-    sender: mpsc::Sender<Arrival>,
+    sender: mpsc::UnboundedSender<Arrival>,
     (generation, connected): (Arc<AtomicU64>, Arc<AtomicBool>),
     connection: MqttConnection,
 ) {
@@ -191,7 +195,7 @@ async fn poll_events(
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let now = generation.load(Ordering::SeqCst);
-                if sender.send(Arrival::Message(now, publish)).await.is_err() {
+                if sender.send(Arrival::Message(now, publish)).is_err() {
                     return;
                 }
             }
@@ -206,7 +210,7 @@ async fn poll_events(
                         &connection,
                         &format!("the broker refused a subscription to {topics:?}"),
                     );
-                    let _ = sender.try_send(Arrival::Failed(now, text));
+                    let _ = sender.send(Arrival::Failed(now, text));
                 }
             }
             Ok(_) => {}
@@ -215,7 +219,7 @@ async fn poll_events(
                 connected.store(false, Ordering::SeqCst);
                 let now = generation.load(Ordering::SeqCst);
                 let text = super::failed(&connection, &error).message;
-                if sender.try_send(Arrival::Failed(now, text)).is_err() && sender.is_closed() {
+                if sender.send(Arrival::Failed(now, text)).is_err() {
                     return;
                 }
                 // The next poll reconnects; wait a little longer each time, up to 5s.

@@ -773,3 +773,36 @@ fn mqtt_default_client_id_is_stable_short_and_distinct() {
     );
     assert_eq!(default_client_id("ac me", "x/y"), "ferry-ac_me-x_y");
 }
+
+/// Big batches, one after the other, arrive once each: a confirmation is matched to its own
+/// message, also when packet ids wrap around.
+#[tokio::test]
+async fn mqtt_pusher_delivers_big_batches_once() {
+    let topic = unique("ferry/batches");
+    let (host, port) = broker();
+    let collector = Collector::new(&host, port, &topic).await;
+    let pusher = build_pusher(
+        &connection("sensors"),
+        json!({ "connection": "sensors", "topic": topic }),
+    )
+    .unwrap();
+    for batch in 0..3 {
+        let passengers: Vec<Passenger> = (0..1000)
+            .map(|n| {
+                Passenger::pulled("erp", format!("{batch}-{n}"))
+                    .with_body(Body::json(&json!({ "batch": batch, "n": n })))
+            })
+            .collect();
+        let refs: Vec<&Passenger> = passengers.iter().collect();
+        let results = pusher.push(&refs).await;
+        assert!(
+            results.iter().all(Result::is_ok),
+            "{:?}",
+            results.iter().find(|r| r.is_err())
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let received = collector.received().await;
+    let distinct: BTreeSet<&String> = received.iter().collect();
+    assert_eq!((received.len(), distinct.len()), (3000, 3000));
+}
