@@ -1,7 +1,10 @@
 //! A private Mosquitto on a port of its own (persistence on, no bound on the messages queued
 //! for a session that is away), driven through rumqttc. MQTT keeps messages only for
 //! sessions: ferry's session (client id `ferry-e2e`) is made before the source is filled, and a
-//! collector's session takes what ferry writes to the target.
+//! collector's session takes what ferry writes to the target. The payloads are unique, so the
+//! puller names messages by their hash (`external_id: payload_hash`): with the default (a fresh
+//! id each time) every message the broker sent and had no acknowledgement for when ferry was
+//! killed is seated again, which was 21,295 copies of 100,000 in one run, against 21 with it.
 
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -92,7 +95,9 @@ impl Broker for Mqtt {
     }
 
     fn puller(&self, source: &str) -> String {
-        format!("topics: [{source}], client_id: {FERRY_CLIENT}, max_wait: 1s")
+        format!(
+            "topics: [{source}], client_id: {FERRY_CLIENT}, max_wait: 1s, external_id: payload_hash"
+        )
     }
 
     fn pusher(&self, target: &str) -> String {
