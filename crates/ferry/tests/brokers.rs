@@ -252,7 +252,7 @@ fn a_poison_kafka_message_ends_dead_with_its_offset_and_is_replayed_after_the_fi
     let id = support::wait_for_dead(&project, "acme/orders");
     let shown = stdout(&project.ferry(&["queue", "-C", &dir, "show", &id]));
     assert!(
-        shown.contains(&format!("kafka.topic")) && shown.contains(&topic),
+        shown.contains("kafka.topic") && shown.contains(&topic),
         "{shown}"
     );
     assert!(
