@@ -39,6 +39,8 @@ pub mod sqlite;
 pub mod table;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 mod table_load;
+#[cfg(all(test, any(feature = "nats", feature = "redis", feature = "mqtt")))]
+mod test_server;
 pub mod webhook;
 
 use ferry_core::Registry;

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::config::default_client_id;
 use super::*;
 use crate::conformance::{self, PullerUnderTest, PusherUnderTest, SECRET};
+use crate::test_server::TestServer;
 
 /// The shared test broker's host and port.
 fn broker() -> (String, u16) {
@@ -541,87 +542,26 @@ async fn mqtt_retained_message_arrives_with_its_flag() {
     }
 }
 
-/// A private Mosquitto with persistence on a free port, stopped with the test.
-struct PrivateBroker {
-    port: u16,
-    dir: tempfile::TempDir,
-    process: Option<std::process::Child>,
-}
-
-impl PrivateBroker {
-    fn start() -> PrivateBroker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        // Started as root, mosquitto drops to its own user, which must be able to write its
-        // persistence file here.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-        let config = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-                 persistence_location {}/\n",
-                dir.path().display()
-            ),
-        )
-        .unwrap();
-        let mut broker = PrivateBroker {
-            port,
-            dir,
-            process: None,
-        };
-        broker.run();
-        broker
-    }
-
-    fn run(&mut self) {
-        let config = self.dir.path().join("mosquitto.conf");
-        let child = std::process::Command::new("/usr/sbin/mosquitto")
-            .arg("-c")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("mosquitto starts");
-        self.process = Some(child);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the private mosquitto did not listen on {}", self.port);
-    }
-
-    /// Stops the broker as a service manager does (SIGTERM: it writes its persistence file).
-    fn stop(&mut self) {
-        if let Some(mut child) = self.process.take() {
-            let pid = child.id().to_string();
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid])
-                .status();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.process.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// A private Mosquitto keeping its sessions in the server's directory.
+fn mosquitto(port: u16, dir: &std::path::Path) -> std::process::Command {
+    let config = dir.join("mosquitto.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+             persistence_location {}/\n",
+            dir.display()
+        ),
+    )
+    .expect("mosquitto.conf");
+    let mut command = std::process::Command::new("/usr/sbin/mosquitto");
+    command.arg("-c").arg(config);
+    command
 }
 
 #[tokio::test]
 async fn mqtt_broker_restart_loses_nothing() {
-    let mut broker = PrivateBroker::start();
+    let mut broker = TestServer::start(mosquitto);
     let connection = connection_at("sensors", "127.0.0.1", broker.port);
     let topic = unique("ferry/restart");
     let config = json!({ "connection": "sensors", "topics": [topic], "client_id": client_id(),
@@ -672,7 +612,7 @@ async fn mqtt_broker_restart_loses_nothing() {
     // The engine seats the open two meanwhile; their ack finds the connection gone and skips.
     puller.ack(&seated(&open)).await.unwrap();
 
-    broker.run();
+    broker.up();
     let after: Vec<Passenger> = (4..6).map(message).collect();
     let refs: Vec<&Passenger> = after.iter().collect();
     let mut pushed = false;

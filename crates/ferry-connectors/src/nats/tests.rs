@@ -13,6 +13,7 @@ use ferry_core::{Body, BuildContext, Passenger, Pulled, Puller, Pusher, Role, Se
 use serde_json::{Value, json};
 
 use crate::conformance::{self, SECRET};
+use crate::test_server::TestServer;
 
 /// `nats://host:port` of the shared test server.
 fn server() -> String {
@@ -552,79 +553,22 @@ fn nats_bad_definitions_fail_at_their_key() {
     assert!(error.message.contains("password"), "{error}");
 }
 
-/// A private NATS server on a free port with its own store directory, restartable.
-struct PrivateServer {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<std::process::Child>,
-}
-
-impl PrivateServer {
-    fn start() -> PrivateServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let mut server = PrivateServer {
-            port,
-            dir: tempfile::tempdir().expect("a store directory"),
-            child: None,
-        };
-        server.up();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn up(&mut self) {
-        let binary = std::env::var("FERRY_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
-        let child = std::process::Command::new(binary)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nats-server on the PATH");
-        self.child = Some(child);
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "nats-server starts"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// A private NATS server with JetStream, its streams in the server's directory.
+fn nats_server(port: u16, dir: &std::path::Path) -> std::process::Command {
+    let binary = std::env::var("FERRY_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+    let mut command = std::process::Command::new(binary);
+    command
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(dir);
+    command
 }
 
 /// The broker restarted mid-run: calls made while it is down fail retryably, naming it; once
 /// it is back the same puller and pusher carry on, and every message arrives exactly once.
 #[tokio::test]
 async fn nats_broker_restart_loses_nothing() {
-    let mut server = PrivateServer::start();
-    let url = server.url();
+    let mut server = TestServer::start(nats_server);
+    let url = format!("nats://127.0.0.1:{}", server.port);
     let js = jetstream_at(&url).await;
     make_stream(&js, "IN").await;
     make_stream(&js, "OUT").await;

@@ -13,6 +13,7 @@ use redis::aio::MultiplexedConnection;
 use serde_json::{Value as Json, json};
 
 use crate::conformance::{self, SECRET};
+use crate::test_server::TestServer;
 
 /// `redis://host:port` of the shared test server.
 fn server() -> String {
@@ -616,77 +617,37 @@ fn redis_bad_definitions_fail_at_their_key() {
     assert!(error.message.contains("redis://"), "{error}");
 }
 
-/// A private Redis server on a free port, append-only so it keeps its data across a restart.
-struct PrivateServer {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<std::process::Child>,
+/// A private Redis keeping every write in its append-only file in the server's directory.
+fn redis_server(port: u16, dir: &std::path::Path) -> std::process::Command {
+    let binary = std::env::var("FERRY_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+    let mut command = std::process::Command::new(binary);
+    command
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "yes", "--dir"])
+        .arg(dir);
+    command
 }
 
-impl PrivateServer {
-    fn start() -> PrivateServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let mut server = PrivateServer {
-            port,
-            dir: tempfile::tempdir().expect("a data directory"),
-            child: None,
-        };
-        server.up();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn up(&mut self) {
-        let binary = std::env::var("FERRY_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-        let child = std::process::Command::new(binary)
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "yes", "--dir"])
-            .arg(self.dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server on the PATH");
-        self.child = Some(child);
-        let started = Instant::now();
-        loop {
-            let ready = redis::Client::open(self.url())
-                .and_then(|client| client.get_connection())
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-            if ready.is_ok() {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server starts"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateServer {
-    fn drop(&mut self) {
-        self.kill();
+/// Waits until the Redis at `url` answers (it takes connections while it loads its data).
+fn wait_ready(url: &str) {
+    let started = Instant::now();
+    while redis::Client::open(url)
+        .and_then(|client| client.get_connection())
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "redis-server is ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -694,8 +655,9 @@ impl Drop for PrivateServer {
 /// is back the same puller and pusher reconnect, and every entry arrives exactly once.
 #[tokio::test]
 async fn redis_broker_restart_loses_nothing() {
-    let mut server = PrivateServer::start();
-    let url = server.url();
+    let mut server = TestServer::start(redis_server);
+    let url = format!("redis://127.0.0.1:{}", server.port);
+    wait_ready(&url);
     let mut redis = redis_at(&url).await;
     add(&mut redis, "in", 10).await;
     drop(redis);
@@ -730,6 +692,7 @@ async fn redis_broker_restart_loses_nothing() {
     );
 
     server.up();
+    wait_ready(&url);
     // The queue: a message pulled again travels as the passenger first seated for it.
     let mut queue: BTreeMap<String, Passenger> = copies
         .iter()
