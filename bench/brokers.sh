@@ -63,6 +63,8 @@ echo "machine: $(nproc) cores, $(free -g | awk '/Mem/ { print $2 }') GB; $N mess
 for broker in $BROKERS; do
   RUN=$(date +%s)
   SOURCE=bench-source-$RUN; LIMIT=bench-limit-$RUN; TARGET=bench-ferry-$RUN
+  # Where ferry reads: the same source, except for a queue, which the limit's copy empties.
+  FERRY_SOURCE=$SOURCE
   case $broker in
     kafka)
       ADDRESS=$KAFKA
@@ -82,7 +84,8 @@ for broker in $BROKERS; do
     rabbitmq)
       ADDRESS=amqp://guest:guest@127.0.0.1:5672/%2f
       CONNECTION="url: amqp://127.0.0.1:5672/%2f, user: guest, password: guest"
-      PULLER="queue: $SOURCE"
+      FERRY_SOURCE=bench-source-ferry-$RUN
+      PULLER="queue: $FERRY_SOURCE"
       PUSHER="routing_key: $TARGET" ;;
     mqtt)
       mosquitto -c "$WORK/mosquitto.conf" > /dev/null 2>&1 &
@@ -98,9 +101,14 @@ for broker in $BROKERS; do
     # The sessions that will read the source, made before it is filled.
     mqtt) for id in brokers-copy bench-ferry; do "$CLIENT" mqtt "$ADDRESS" create "$SOURCE" "$id"; done ;;
     redis) ;;
-    *) for topic in $SOURCE $LIMIT $TARGET; do "$CLIENT" "$broker" "$ADDRESS" create "$topic"; done ;;
+    *) for topic in $(echo "$SOURCE $FERRY_SOURCE $LIMIT $TARGET" | tr ' ' '\n' | sort -u); do
+         "$CLIENT" "$broker" "$ADDRESS" create "$topic"
+       done ;;
   esac
   "$CLIENT" "$broker" "$ADDRESS" fill "$SOURCE" "$N" "$SIZE" 2>/dev/null
+  if [ "$FERRY_SOURCE" != "$SOURCE" ]; then
+    "$CLIENT" "$broker" "$ADDRESS" fill "$FERRY_SOURCE" "$N" "$SIZE" 2>/dev/null
+  fi
 
   # The limit: the broker's own client copies, no queue.
   start_waiter "$LIMIT"
@@ -146,6 +154,8 @@ YAML
   case $broker in
     mqtt) for id in brokers-copy bench-ferry; do "$CLIENT" mqtt "$ADDRESS" delete "$id" || true; done
           kill "$MOSQUITTO"; MOSQUITTO= ;;
-    *) for topic in $SOURCE $LIMIT $TARGET; do "$CLIENT" "$broker" "$ADDRESS" delete "$topic" || true; done ;;
+    *) for topic in $(echo "$SOURCE $FERRY_SOURCE $LIMIT $TARGET" | tr ' ' '\n' | sort -u); do
+         "$CLIENT" "$broker" "$ADDRESS" delete "$topic" || true
+       done ;;
   esac
 done

@@ -19,8 +19,8 @@ use ferry_core::{
     Body, BuildContext, BuildError, Passenger, Pulled, Puller, PullerFactory, Seated, StepError,
 };
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Packet, Publish, QoS, SubscribeFilter,
-    SubscribeReasonCode,
+    AsyncClient, ClientError, ConnectionError, Event, EventLoop, Packet, Publish, QoS,
+    SubscribeFilter, SubscribeReasonCode,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -32,7 +32,9 @@ use super::config::{ExternalId, MqttConnection, MqttPullerConfig, PullerSettings
 /// How long a pull waits for the next message once the first came.
 const LINGER: Duration = Duration::from_millis(20);
 
-/// Requests (acknowledgements, subscriptions) waiting for the event loop, at most.
+/// Messages received and not yet pulled, and requests (acknowledgements) waiting for the event
+/// loop, at most each. A full hand-over makes the event loop stop reading the socket, so the
+/// broker waits: memory stays bounded, whatever the broker sends ahead.
 const BUFFER: usize = 10_000;
 
 /// Builds `mqtt` pullers.
@@ -55,6 +57,7 @@ impl PullerFactory for MqttPullerFactory {
             settings,
             link: None,
             open: HashMap::new(),
+            unsent: Vec::new(),
         }))
     }
 }
@@ -69,12 +72,17 @@ pub struct MqttPuller {
     /// Messages offered by a pull and not yet acknowledged, by external id (a duplicate can be
     /// open twice), with the generation they came in.
     open: HashMap<String, Vec<(u64, Publish)>>,
+    /// Acknowledgements of seated messages the event loop had no room for yet: sent again at
+    /// the next `ack` or `pull`. Never waited for, since a loop waiting to hand over a message
+    /// serves no request, and a puller waiting to acknowledge takes no message (100,000 queued
+    /// messages once stopped both).
+    unsent: Vec<(u64, Publish)>,
 }
 
 /// The client and the task that polls its event loop.
 struct Link {
     client: AsyncClient,
-    arrivals: mpsc::UnboundedReceiver<Arrival>,
+    arrivals: mpsc::Receiver<Arrival>,
     /// The generation of the task's current connection (0 before the first).
     generation: Arc<AtomicU64>,
     /// Whether that connection is up: acks queued while it is down would reach the next
@@ -100,6 +108,41 @@ enum Arrival {
 }
 
 impl MqttPuller {
+    /// Hands the event loop the acknowledgements it has room for; keeps the rest.
+    fn send_acks(&mut self) {
+        let Some(link) = &self.link else {
+            self.unsent.clear();
+            return;
+        };
+        let live = link.generation.load(Ordering::SeqCst);
+        let up = link.connected.load(Ordering::SeqCst);
+        let mut unsent = std::mem::take(&mut self.unsent).into_iter();
+        for (generation, publish) in unsent.by_ref() {
+            // A message of an older (or a broken) connection: the broker sends it again on
+            // the next one.
+            if generation != live || !up {
+                continue;
+            }
+            match link.client.try_ack(&publish) {
+                Ok(()) => {}
+                Err(ClientError::TryRequest(_)) => {
+                    // No room now: this one and the rest go at the next call.
+                    self.unsent.push((generation, publish));
+                    break;
+                }
+                Err(error) => {
+                    warn!(
+                        connection = %self.connection.name,
+                        %error,
+                        "acknowledging failed; the broker sends the message again"
+                    );
+                    return;
+                }
+            }
+        }
+        self.unsent.extend(unsent);
+    }
+
     fn link(&mut self) -> &mut Link {
         if self.link.is_none() {
             // A persistent session: what arrives while ferry is away waits for it, and so does
@@ -110,11 +153,7 @@ impl MqttPuller {
             };
             let (client, events) =
                 super::client(&self.connection, &self.settings.client_id, session, BUFFER);
-            // Unbounded, so the event loop never waits for the puller: a loop waiting to hand
-            // over a message serves no acknowledgement, and a puller waiting to acknowledge
-            // takes no message (100,000 queued messages stopped both). The broker bounds it:
-            // it sends no more unacknowledged QoS 1 messages than its in-flight window.
-            let (sender, arrivals) = mpsc::unbounded_channel();
+            let (sender, arrivals) = mpsc::channel(BUFFER);
             let generation = Arc::new(AtomicU64::new(0));
             let connected = Arc::new(AtomicBool::new(false));
             let task = tokio::spawn(poll_events(
@@ -162,7 +201,7 @@ async fn poll_events(
     mut events: EventLoop,
     client: AsyncClient,
     topics: Vec<String>,
-    sender: mpsc::UnboundedSender<Arrival>,
+    sender: mpsc::Sender<Arrival>,
     (generation, connected): (Arc<AtomicU64>, Arc<AtomicBool>),
     connection: MqttConnection,
 ) {
@@ -195,7 +234,7 @@ async fn poll_events(
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let now = generation.load(Ordering::SeqCst);
-                if sender.send(Arrival::Message(now, publish)).is_err() {
+                if sender.send(Arrival::Message(now, publish)).await.is_err() {
                     return;
                 }
             }
@@ -210,7 +249,7 @@ async fn poll_events(
                         &connection,
                         &format!("the broker refused a subscription to {topics:?}"),
                     );
-                    let _ = sender.send(Arrival::Failed(now, text));
+                    let _ = sender.try_send(Arrival::Failed(now, text));
                 }
             }
             Ok(_) => {}
@@ -219,7 +258,7 @@ async fn poll_events(
                 connected.store(false, Ordering::SeqCst);
                 let now = generation.load(Ordering::SeqCst);
                 let text = super::failed(&connection, &error).message;
-                if sender.send(Arrival::Failed(now, text)).is_err() {
+                if sender.try_send(Arrival::Failed(now, text)).is_err() && sender.is_closed() {
                     return;
                 }
                 // The next poll reconnects; wait a little longer each time, up to 5s.
@@ -236,6 +275,7 @@ impl Puller for MqttPuller {
         if max == 0 {
             return Ok(Pulled::default());
         }
+        self.send_acks();
         let max_wait = self.settings.max_wait;
         let link = self.link();
         let deadline = tokio::time::Instant::now() + max_wait;
@@ -299,26 +339,8 @@ impl Puller for MqttPuller {
                 acking.extend(open);
             }
         }
-        let Some(link) = &self.link else {
-            return Ok(());
-        };
-        let live = link.generation.load(Ordering::SeqCst);
-        let up = link.connected.load(Ordering::SeqCst);
-        for (generation, publish) in acking {
-            // A message of an older (or a broken) connection: the broker sends it again on the
-            // next one.
-            if generation != live || !up {
-                continue;
-            }
-            if let Err(error) = link.client.ack(&publish).await {
-                warn!(
-                    connection = %self.connection.name,
-                    %error,
-                    "acknowledging failed; the broker sends the message again"
-                );
-                break;
-            }
-        }
+        self.unsent.extend(acking);
+        self.send_acks();
         Ok(())
     }
 }
