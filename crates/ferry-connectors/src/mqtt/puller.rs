@@ -319,10 +319,14 @@ impl Puller for MqttPuller {
         };
         for (generation, publish) in messages {
             let passenger = self.passenger(&publish);
+            // What an acknowledgement needs (packet id and QoS), not the payload, which the
+            // passenger holds: a broker far ahead of the acks costs no memory per message.
+            let mut acknowledgeable = Publish::new(String::new(), publish.qos, Vec::<u8>::new());
+            acknowledgeable.pkid = publish.pkid;
             self.open
                 .entry(passenger.external_id.clone())
                 .or_default()
-                .push((generation, publish));
+                .push((generation, acknowledgeable));
             pulled.passengers.push(passenger);
         }
         Ok(pulled)

@@ -4,7 +4,8 @@
 //! collector's session takes what ferry writes to the target. The payloads are unique, so the
 //! puller names messages by their hash (`external_id: payload_hash`): with the default (a fresh
 //! id each time) every message the broker sent and had no acknowledgement for when ferry was
-//! killed is seated again, which was 21,295 copies of 100,000 in one run, against 21 with it.
+//! killed is seated again, which was 21,295 copies of 100,000 in one run, against 21 and 757
+//! (the pusher's re-push) with it.
 
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
