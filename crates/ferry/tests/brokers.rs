@@ -15,7 +15,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use support::{Ferry, Project, start, stdout, until, wait_until};
+use support::{Ferry, Project, open_counts, start, stdout, until, wait_until};
 
 /// A broker as these tests drive it, through its own Rust client.
 pub trait Broker {
@@ -52,22 +52,6 @@ fn number(payload: &str) -> usize {
     payload[..8]
         .parse()
         .expect("a payload starts with its number")
-}
-
-/// The counts of `ferry status` for `acme/copy`: pending, in flight, failed, dead.
-fn open_counts(project: &Project) -> Vec<String> {
-    let dir = project.path().to_str().unwrap();
-    let status = stdout(&project.ferry(&["status", dir]));
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("acme/copy "))
-        .unwrap_or("")
-        .to_string();
-    line.split_whitespace()
-        .skip(2)
-        .take(4)
-        .map(str::to_string)
-        .collect()
 }
 
 /// The project: `source` → ferry → `target` on `broker`.
@@ -131,7 +115,7 @@ pub fn copy_survives_kills_and_a_broker_restart(broker: &mut dyn Broker) {
         "every message at the target and the queue empty",
         Duration::from_secs(600),
         || {
-            let (count, open) = (broker.count(&target), open_counts(&project));
+            let (count, open) = (broker.count(&target), open_counts(&project, "copy"));
             until(
                 count >= MESSAGES && open == ["0", "0", "0", "0"],
                 (count, open),

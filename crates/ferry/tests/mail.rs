@@ -18,7 +18,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use mailbox::MailUser;
-use support::{Project, start, stdout, until, wait_until};
+use support::{Project, open_counts, start, stdout, until, wait_until};
 
 /// An order mail: subject `Order ID`, a text part and `attachments`.
 fn message(id: &str, attachments: &[(&[u8], &str, &[u8])]) -> Vec<u8> {
@@ -186,22 +186,6 @@ pushers:
     )
 }
 
-/// The queue counts of acme/mail: pending, in_flight, failed, dead.
-fn open_counts(project: &Project) -> Vec<String> {
-    let dir = project.path().to_str().unwrap();
-    let status = stdout(&project.ferry(&["status", dir]));
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("acme/mail"))
-        .unwrap_or("")
-        .to_string();
-    line.split_whitespace()
-        .skip(2)
-        .take(4)
-        .map(str::to_string)
-        .collect()
-}
-
 // ---- the tests ----
 
 #[test]
@@ -305,7 +289,7 @@ fn five_hundred_mails_with_attachments_survive_two_kills() {
         "nothing left open",
         Duration::from_secs(30),
         || {
-            let counts = open_counts(&project);
+            let counts = open_counts(&project, "mail");
             until(counts == ["0", "0", "0", "0"], counts)
         },
     );
@@ -439,7 +423,7 @@ fn bad_mail_fails_alone_and_the_rest_flows() {
         "the passengers settled",
         Duration::from_secs(60),
         || {
-            let (counts, archive) = (open_counts(&project), user.status("Archive"));
+            let (counts, archive) = (open_counts(&project, "mail"), user.status("Archive"));
             until(
                 counts == ["0", "0", "0", "1"] && archive.0 == 6,
                 (counts, archive),

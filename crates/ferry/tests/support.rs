@@ -354,3 +354,20 @@ pub fn start(project: &Project) -> Ferry {
     );
     ferry
 }
+
+/// The queue counts of `acme/<pipeline>`, a continuous one (its schedule one word in `ferry
+/// status`): pending, in flight, failed, dead.
+pub fn open_counts(project: &Project, pipeline: &str) -> Vec<String> {
+    let dir = project.path().to_str().unwrap();
+    let status = stdout(&project.ferry(&["status", dir]));
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(&format!("acme/{pipeline} ")))
+        .unwrap_or("")
+        .to_string();
+    line.split_whitespace()
+        .skip(2)
+        .take(4)
+        .map(str::to_string)
+        .collect()
+}
