@@ -27,12 +27,12 @@ KAFKA=${FERRY_TEST_KAFKA:-127.0.0.1:9092}
 
 scripts/kafka-test-server.sh
 cargo build --release -q -p ferry-connectors --example brokers
-CLIENT=$PWD/target/release/examples/brokers
+CLIENT=${CARGO_TARGET_DIR:-$PWD/target}/release/examples/brokers
 if [ -n "${FERRY_BIN:-}" ]; then
   BIN=$(realpath "$FERRY_BIN")
 else
   cargo build --release -q -p ferry
-  BIN=$PWD/target/release/ferry
+  BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/ferry
 fi
 WORK=$(mktemp -d /tmp/ferry-brokers-bench.XXXXXX)
 chmod 777 "$WORK"

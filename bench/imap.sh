@@ -26,7 +26,7 @@ if [ -n "${FERRY_BIN:-}" ]; then
   BIN=$(realpath "$FERRY_BIN")
 else
   cargo build --release -q -p ferry
-  BIN=$PWD/target/release/ferry
+  BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/ferry
 fi
 WORK=$(mktemp -d /tmp/ferry-imap-bench.XXXXXX)
 trap '[ -n "${PID:-}" ] && kill -9 "$PID" 2>/dev/null; rm -rf "$WORK"' EXIT

@@ -12,6 +12,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debian packages the build needs: cmake and the curl headers for librdkafka (the `kafka`
+# connectors).
+sudo=""
+if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+apt_install() {
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+echo "== packages"
+command -v cmake >/dev/null || apt_install cmake
+# librdkafka includes curl.h even when built without curl (its config.h defines the flag as 0).
+[ -e /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -e /usr/include/curl/curl.h ] || apt_install libcurl4-openssl-dev
+
 echo "== services"
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
@@ -71,11 +84,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== browser"
 # The console test (crates/ferry/tests/browser.rs) drives real headless Chromium.
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
-  sudo=""
-  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-  $sudo apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+  apt_install chromium chromium-driver
 fi
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -8,18 +8,20 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use ferry_core::config::{ComponentDef, Pipeline, Project, StepDef};
 use ferry_core::{BuildContext, BuildError, PassengerId, Processor, Pusher, Registry};
-use ferry_store::{LeaseToken, PipelineKey, StepState, Store};
+use ferry_store::{LeaseToken, PipelineKey, Store};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 mod cleaner;
 mod dependencies;
+mod nodes;
 mod notify;
 pub mod observer;
 mod policy;
@@ -31,6 +33,7 @@ pub mod testing;
 pub mod trial;
 mod worker;
 
+pub use nodes::INTERRUPTED;
 pub use observer::{Bus, Event};
 pub use registrar::LoadError;
 
@@ -52,6 +55,11 @@ pub struct Options {
     pub away_backoff: Duration,
     /// How long shutdown waits for in-flight work before giving it back to the queue.
     pub grace: Duration,
+    /// How often this node tells the store it is alive.
+    pub heartbeat: Duration,
+    /// A node silent this long counts as stopped: other nodes take back its leases, runs and
+    /// pipelines. Shorter than `lease`, so a dead node's work comes back before it expires.
+    pub node_timeout: Duration,
 }
 
 impl Default for Options {
@@ -64,6 +72,8 @@ impl Default for Options {
             continuous_pause: Duration::from_millis(250),
             away_backoff: Duration::from_secs(1),
             grace: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(5),
+            node_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -116,6 +126,11 @@ pub(crate) struct Shared {
     pub pipelines: RwLock<BTreeMap<PipelineKey, Arc<Active>>>,
     pub runners: Mutex<HashMap<PipelineKey, JoinHandle<()>>>,
     pub paused: RwLock<HashSet<PipelineKey>>,
+    /// Counts the changes this process made to `paused`, so that a refresh from the store
+    /// that read the flags before such a change does not undo it.
+    pub paused_changes: AtomicU64,
+    /// The pipelines this node pulls (on a store several processes share).
+    pub holds: Mutex<HashSet<PipelineKey>>,
     /// Wakes idle workers when passengers were seated.
     pub work: Notify,
     /// Leases held by workers right now, so shutdown can give them back.
@@ -127,6 +142,20 @@ impl Shared {
         self.paused.read().expect("paused lock").contains(key)
     }
 
+    /// Marks the pipeline paused in memory, once the store has the flag.
+    pub fn pause_here(&self, key: &PipelineKey) {
+        let mut flags = self.paused.write().expect("paused lock");
+        self.paused_changes.fetch_add(1, Ordering::SeqCst);
+        flags.insert(key.clone());
+    }
+
+    /// Marks the pipeline running in memory, once the store has the flag.
+    pub fn resume_here(&self, key: &PipelineKey) {
+        let mut flags = self.paused.write().expect("paused lock");
+        self.paused_changes.fetch_add(1, Ordering::SeqCst);
+        flags.remove(key);
+    }
+
     /// The running pipelines, in key order.
     pub fn active(&self) -> Vec<Arc<Active>> {
         self.pipelines
@@ -136,49 +165,6 @@ impl Shared {
             .cloned()
             .collect()
     }
-}
-
-/// The reason recorded for an attempt that a process's death interrupted.
-pub const INTERRUPTED: &str = "the process stopped while handling it";
-
-/// Counts an attempt for every step that was due in a lease of an earlier process that died,
-/// under its pipeline's retry policy (issue 12): a passenger that kills the process goes dead
-/// after its attempts instead of crash-looping. Which step killed it is not known, so every
-/// step due in the lease is charged. Those passengers are then leased alone, so that their
-/// batch-mates are not charged again. Returns how many passengers it charged.
-async fn count_interrupted_attempts(
-    store: &dyn Store,
-    project: &Project,
-) -> Result<usize, EngineError> {
-    let now = chrono::Utc::now();
-    let error = ferry_core::StepError::retryable(INTERRUPTED);
-    let mut reports = Vec::new();
-    for lease in store.abandoned_leases().await? {
-        // A pipeline no longer defined has no policy; its lease is just given back.
-        let Some(pipeline) = project.pipeline(&lease.pipeline.client, &lease.pipeline.pipeline)
-        else {
-            continue;
-        };
-        let mut steps = Vec::new();
-        for step in &lease.steps {
-            let waiting = step.next_try_at.is_some_and(|at| at > now);
-            if step.state == StepState::InFlight && !waiting {
-                let change = policy::on_failure(&pipeline.retry, step.attempts, &error, now);
-                steps.push((step.index, change));
-            }
-        }
-        if steps.is_empty() {
-            continue;
-        }
-        reports.push(ferry_store::Finished {
-            id: lease.id,
-            token: lease.token,
-            processed: None,
-            steps,
-            split: None,
-        });
-    }
-    Ok(store.record_interrupted(&reports, now).await?)
 }
 
 /// The dispatcher of one project.
@@ -197,28 +183,9 @@ impl Engine {
         registry: Arc<Registry>,
         options: Options,
     ) -> Result<Engine, EngineError> {
+        let started = chrono::Utc::now();
         registrar::record_versions(store.as_ref(), &project).await?;
-        let abandoned = store.abandon_running_runs(chrono::Utc::now()).await?;
-        if abandoned > 0 {
-            tracing::warn!(
-                abandoned,
-                "runs of an earlier process that stopped unexpectedly marked failed"
-            );
-        }
-        let interrupted = count_interrupted_attempts(store.as_ref(), &project).await?;
-        if interrupted > 0 {
-            tracing::warn!(
-                interrupted,
-                "passengers in flight when an earlier process stopped unexpectedly: the attempt counts"
-            );
-        }
-        let recovered = store.recover_leases(chrono::Utc::now()).await?;
-        if recovered > 0 {
-            tracing::warn!(
-                recovered,
-                "passengers leased by an earlier process that stopped unexpectedly are due again"
-            );
-        }
+        nodes::join(store.as_ref(), &project, &options).await?;
         let paused = store.paused().await?.into_iter().collect();
         let workers = project.system.workers;
         project.secrets.publish();
@@ -233,6 +200,8 @@ impl Engine {
             pipelines: RwLock::new(BTreeMap::new()),
             runners: Mutex::new(HashMap::new()),
             paused: RwLock::new(paused),
+            paused_changes: AtomicU64::new(0),
+            holds: Mutex::new(HashSet::new()),
             work: Notify::new(),
             in_flight: Mutex::new(HashMap::new()),
         });
@@ -248,9 +217,11 @@ impl Engine {
         }
         tasks.push(tokio::spawn(cleaner::clean(shared.clone())));
         tasks.push(tokio::spawn(cleaner::index(shared.clone())));
+        tasks.push(tokio::spawn(nodes::keep_alive(shared.clone())));
         tasks.push(tokio::spawn(dependencies::follow(
             shared.clone(),
             shared.bus.subscribe(),
+            started,
         )));
         tasks.push(tokio::spawn(notify::notify(
             shared.clone(),
@@ -317,20 +288,18 @@ impl Engine {
             return Err(EngineError::UnknownPipeline(key.clone()));
         }
         self.shared.store.set_paused(key, paused).await?;
-        let mut flags = self.shared.paused.write().expect("paused lock");
         let event = if paused {
-            flags.insert(key.clone());
+            self.shared.pause_here(key);
             Event::PipelinePaused {
                 pipeline: key.clone(),
                 reason: None,
             }
         } else {
-            flags.remove(key);
+            self.shared.resume_here(key);
             Event::PipelineResumed {
                 pipeline: key.clone(),
             }
         };
-        drop(flags);
         self.shared.bus.publish(event);
         if !paused {
             self.shared.work.notify_waiters();
@@ -394,6 +363,7 @@ impl Engine {
         {
             tracing::error!(%error, "could not give leases back; they return when they expire");
         }
+        nodes::leave(self.shared.store.as_ref()).await;
         self.shared.bus.publish(Event::DispatcherStopped);
         // Let the log observer print the last events.
         tokio::time::sleep(Duration::from_millis(50)).await;

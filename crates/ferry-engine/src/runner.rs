@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_core::config::{RunEnds, Schedule};
-use ferry_core::{PassengerId, Seated};
+use ferry_core::{PassengerId, Seated, Timestamp};
 use ferry_store::{
     LogLevel, LogLine, PassengerState, PullerState, RunCounts, RunId, RunStatus, SeatResult,
 };
 
 use crate::quarantine::Quarantine;
-use crate::{Active, Event, NamedPuller, Shared};
+use crate::{Active, Event, NamedPuller, Shared, nodes};
 
 /// Longest a single pull or ack may take before it counts as failed.
 const PULL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -32,13 +32,20 @@ pub(crate) async fn run(shared: Arc<Shared>, active: Arc<Active>, mut pullers: V
         let wait = next_run(&active.def.schedule, first, shared.options.continuous_pause);
         first = false;
         // A person's "run now" runs at once; schedules and masters wait for the time window.
+        let mut slot = None;
         let by_person = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             _ = active.stop.cancelled() => return,
             _ = active.run_now.notified() => true,
             _ = active.masters_done.notified() => false,
-            _ = wait => false,
+            fired = wait => {
+                slot = fired;
+                false
+            }
         };
+        if !by_person && !may_pull(&shared, &active, slot).await {
+            continue;
+        }
         if let Some(window) = active.def.window.filter(|_| !by_person) {
             let wait = window.wait_from(chrono::Local::now().time());
             if !wait.is_zero() {
@@ -164,11 +171,7 @@ async fn pause_after_failures(shared: &Shared, active: &Active) {
         tracing::error!(pipeline = %active.key, %error, "cannot pause after failed runs");
         return;
     }
-    shared
-        .paused
-        .write()
-        .expect("paused lock")
-        .insert(active.key.clone());
+    shared.pause_here(&active.key);
     tracing::warn!(pipeline = %active.key, "{reason}");
     shared.bus.publish(Event::PipelinePaused {
         pipeline: active.key.clone(),
@@ -176,18 +179,54 @@ async fn pause_after_failures(shared: &Shared, active: &Active) {
     });
 }
 
-/// Resolves when the schedule says the next run is due; `first` is the run at start.
-async fn next_run(schedule: &Schedule, first: bool, continuous_pause: Duration) {
+/// Whether this node runs the pipeline's schedule now: it must hold the right to pull it
+/// (another node may), and a cron run's slot must not have been started by another node.
+/// A node without the right waits a heartbeat before asking again.
+async fn may_pull(shared: &Shared, active: &Active, slot: Option<Timestamp>) -> bool {
+    if !nodes::hold(shared, &active.key).await {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => {}
+            _ = active.stop.cancelled() => {}
+            _ = tokio::time::sleep(shared.options.heartbeat) => {}
+        }
+        return false;
+    }
+    let (Some(slot), true) = (slot, shared.store.is_shared()) else {
+        return true;
+    };
+    match shared.store.claim_slot(&active.key, slot).await {
+        Ok(claimed) => claimed,
+        Err(error) => {
+            tracing::error!(pipeline = %active.key, %error, "cannot claim the scheduled run");
+            false
+        }
+    }
+}
+
+/// Resolves when the schedule says the next run is due; `first` is the run at start. A cron
+/// schedule resolves with the time it fired for (the run's slot).
+async fn next_run(
+    schedule: &Schedule,
+    first: bool,
+    continuous_pause: Duration,
+) -> Option<Timestamp> {
     match schedule {
-        Schedule::Every(_) | Schedule::Continuous if first => {}
-        Schedule::Every(every) => tokio::time::sleep(*every).await,
-        Schedule::Continuous => tokio::time::sleep(continuous_pause).await,
+        Schedule::Every(_) | Schedule::Continuous if first => None,
+        Schedule::Every(every) => {
+            tokio::time::sleep(*every).await;
+            None
+        }
+        Schedule::Continuous => {
+            tokio::time::sleep(continuous_pause).await;
+            None
+        }
         Schedule::Cron { cron, .. } => {
             let now = chrono::Utc::now();
             match cron.find_next_occurrence(&now, false) {
                 Ok(next) => {
                     let wait = (next - now).to_std().unwrap_or(Duration::ZERO);
-                    tokio::time::sleep(wait).await
+                    tokio::time::sleep(wait).await;
+                    Some(next)
                 }
                 // A schedule without a next occurrence never fires again.
                 Err(_) => std::future::pending().await,

@@ -802,6 +802,49 @@ async fn a_slave_runs_once_after_all_its_masters_delivered() {
     engine.wait().await;
 }
 
+/// What another node does reaches this one through the store: a master's run that succeeded
+/// there starts the slave here, and a pause set there stops the pipeline here within a second.
+#[tokio::test]
+async fn masters_runs_and_pauses_of_other_nodes_count_here() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = manual_load("", "{ type: file, path: out/a }");
+    let c = manual_load("depends_on: [a]\n", "{ type: file, path: out/c }");
+    let (engine, store) = start(dir.path(), &[("a", &a), ("c", &c)]).await;
+    let key = |name: &str| PipelineKey::new("acme", name);
+    // The other node: a second handle on the same store.
+    let other = ferry_store::open("sqlite://data/ferry.db", dir.path())
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    let run = other.start_run(&key("a"), "v1", now).await.unwrap();
+    let counts = ferry_store::RunCounts::default();
+    other
+        .finish_run(run, RunStatus::Succeeded, counts, None, now)
+        .await
+        .unwrap();
+    eventually("c's run", Duration::from_secs(10), async || {
+        finished_runs(store.as_ref(), &key("c")).await.len() == 1
+    })
+    .await;
+    assert_eq!(files_in(&dir.path().join("out/c")), 3);
+    // The same master run does not start c twice.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.runs(Some(&key("c")), 10).await.unwrap().len(), 1);
+
+    other.set_paused(&key("a"), true).await.unwrap();
+    eventually("the pause", Duration::from_secs(2), async || {
+        engine.is_paused(&key("a"))
+    })
+    .await;
+    other.set_paused(&key("a"), false).await.unwrap();
+    eventually("the resume", Duration::from_secs(2), async || {
+        !engine.is_paused(&key("a"))
+    })
+    .await;
+    engine.shutdown();
+    engine.wait().await;
+}
+
 #[tokio::test]
 async fn undelivered_loads_fail_their_run_pause_at_the_limit_and_hold_back_slaves() {
     let dir = tempfile::tempdir().unwrap();

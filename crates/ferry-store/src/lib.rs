@@ -618,9 +618,11 @@ pub trait Store: Send + Sync {
     /// Gives leased passengers back unchanged, due now (used at shutdown).
     async fn release(&self, leases: &[(PassengerId, LeaseToken)], now: Timestamp) -> Result<()>;
 
-    /// The leases held by processes that no longer run, with their passengers' steps (open
-    /// steps show as in flight), so that the interrupted attempt can be counted (issue 12).
-    async fn abandoned_leases(&self) -> Result<Vec<Abandoned>>;
+    /// The leases held by nodes that no longer run — whose last heartbeat is before
+    /// `dead_before`, or that are not registered at all (an earlier version of ferry took
+    /// them) — with their passengers' steps (open steps show as in flight), so that the
+    /// interrupted attempt can be counted (issue 12). Never this handle's own node's.
+    async fn abandoned_leases(&self, dead_before: Timestamp) -> Result<Vec<Abandoned>>;
 
     /// Records the interrupted attempts of abandoned leases like [`Store::finish`], and marks
     /// those passengers to be leased alone until their results are recorded: a passenger that
@@ -628,10 +630,9 @@ pub trait Store: Send + Sync {
     /// its attempts instead of crash-looping. Returns how many reports applied.
     async fn record_interrupted(&self, reports: &[Finished], now: Timestamp) -> Result<usize>;
 
-    /// Gives back every lease held by processes that no longer run, due now; returns how many
-    /// passengers it released. The SQLite store is worked by one process at a time (`ferry run`
-    /// holds a lock on the project), so at that process's start every lease is a dead one's.
-    async fn recover_leases(&self, now: Timestamp) -> Result<u64>;
+    /// Gives back every lease held by nodes that no longer run (as [`Store::abandoned_leases`]
+    /// tells them), due now; returns how many passengers it released.
+    async fn recover_leases(&self, dead_before: Timestamp, now: Timestamp) -> Result<u64>;
 
     /// Passengers of the pipeline that still have work (pending, in flight or failed).
     async fn open_count(&self, pipeline: &PipelineKey) -> Result<u64>;
@@ -786,8 +787,54 @@ pub trait Store: Send + Sync {
     /// Deletes the client's finished runs (and their logs) that finished before `before`.
     async fn purge_runs(&self, client: &str, before: Timestamp) -> Result<u64>;
 
-    /// Marks runs left `running` by a process that died as failed.
-    async fn abandon_running_runs(&self, now: Timestamp) -> Result<u64>;
+    /// Marks runs left `running` by nodes that no longer run (as [`Store::abandoned_leases`]
+    /// tells them) as failed.
+    async fn abandon_running_runs(&self, dead_before: Timestamp, now: Timestamp) -> Result<u64>;
+
+    /// Claims the start of a scheduled run: `slot` is the time the schedule fired. Only the
+    /// first node to claim a slot gets `true`, so several nodes never start the same run twice.
+    async fn claim_slot(&self, pipeline: &PipelineKey, slot: Timestamp) -> Result<bool>;
+
+    /// Takes or renews the right to pull `pipeline` for this handle's node until `until`;
+    /// `false` while another node holds it (until its hold expires at `now`).
+    async fn hold_pull(
+        &self,
+        pipeline: &PipelineKey,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool>;
+
+    /// Gives up this handle's node's right to pull `pipeline`, so another node may take it.
+    async fn drop_pull(&self, pipeline: &PipelineKey) -> Result<()>;
+
+    // ---- the store as a whole ----
+
+    /// Writes a consistent copy of the whole store, as of one moment, to the new file `to`
+    /// while the store stays in use (SQLite); the file appears only once complete. A store
+    /// on a database server refuses: its server's own tools back it up.
+    async fn backup(&self, to: &Path) -> Result<()>;
+
+    // ---- nodes: the processes working one store ----
+
+    /// Whether other processes may work this store at the same time (PostgreSQL). When not
+    /// (SQLite: `ferry run` locks the project), every other node is dead once this one runs.
+    fn is_shared(&self) -> bool;
+
+    /// Registers this handle as a node named `name` (host, process), alive at `now`: the
+    /// leases it takes, the runs it starts and the pulls it holds are then the node's.
+    async fn join(&self, name: &str, now: Timestamp) -> Result<NodeId>;
+
+    /// Records that this handle's node is alive at `now`. `false` when the node is no longer
+    /// registered: others took it for dead (its heartbeat came too late) and took back its
+    /// leases, so it must join again.
+    async fn heartbeat(&self, now: Timestamp) -> Result<bool>;
+
+    /// The registered nodes, oldest first.
+    async fn nodes(&self) -> Result<Vec<Node>>;
+
+    /// Forgets the nodes whose last heartbeat is before `dead_before` (once their leases and
+    /// runs were recovered), and this handle's own node when `leaving`; returns how many.
+    async fn forget_nodes(&self, dead_before: Timestamp, leaving: bool) -> Result<u64>;
 
     // ---- the console: sessions, API tokens, audit log ----
 
@@ -838,6 +885,19 @@ pub trait Store: Send + Sync {
 
     /// Why ferry paused pipelines by itself, for the ones it did.
     async fn pause_reasons(&self) -> Result<BTreeMap<PipelineKey, String>>;
+}
+
+/// Identifies a node: one running process working the store.
+pub type NodeId = i64;
+
+/// A running process working the store, as it registered itself.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Node {
+    pub id: NodeId,
+    /// Host and process, for people to read.
+    pub name: String,
+    pub started_at: Timestamp,
+    pub heartbeat_at: Timestamp,
 }
 
 /// Where a puller stands, recorded with the passengers it pulled up to there.

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -23,9 +24,9 @@ use tracing::warn;
 
 use crate::{
     Abandoned, ApiToken, AuditEntry, DeadGroup, DefinitionVersion, Finished, LeaseToken, Leased,
-    LogLine, PassengerDetail, PipelineKey, PullerState, Quarantined, QueueEntry, QueueFilter,
-    Result, RunCounts, RunFilter, RunId, RunRecord, RunStatus, SeatResult, Session, StateCounts,
-    Store, StoreError, Throughput, Untakeable,
+    LogLine, Node, NodeId, PassengerDetail, PipelineKey, PullerState, Quarantined, QueueEntry,
+    QueueFilter, Result, RunCounts, RunFilter, RunId, RunRecord, RunStatus, SeatResult, Session,
+    StateCounts, Store, StoreError, Throughput, Untakeable,
 };
 
 mod browse;
@@ -33,6 +34,7 @@ mod console;
 mod convert;
 mod filtered;
 mod journey;
+mod nodes;
 mod quarantine;
 mod queue;
 mod records;
@@ -53,6 +55,8 @@ pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     readers: Arc<ReaderPool>,
     checkpointer: Checkpointer,
+    /// The node this handle joined as (`Store::join`); 0 until it joins.
+    node: AtomicI64,
 }
 
 impl SqliteStore {
@@ -79,9 +83,15 @@ impl SqliteStore {
                     path,
                     idle: Mutex::new(Vec::new()),
                 }),
+                node: AtomicI64::new(0),
             })
         })
         .await
+    }
+
+    /// The node this handle joined as, if it did.
+    fn node(&self) -> Option<NodeId> {
+        Some(self.node.load(Ordering::Relaxed)).filter(|&node| node != 0)
     }
 
     /// Runs `work` in one write transaction on the blocking pool; commits when it returns `Ok`.
@@ -323,8 +333,9 @@ impl Store for SqliteStore {
         }
         let key = pipeline.clone();
         let claim_key = key.clone();
+        let node = self.node();
         let claim = self
-            .write(move |conn| queue::claim(conn, &claim_key, max, lease_for, now))
+            .write(move |conn| queue::claim(conn, &claim_key, max, lease_for, node, now))
             .await?;
         if claim.passengers.is_empty() {
             return Ok(Vec::new());
@@ -403,8 +414,10 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn abandoned_leases(&self) -> Result<Vec<Abandoned>> {
-        self.read(queue::abandoned_leases).await
+    async fn abandoned_leases(&self, dead_before: Timestamp) -> Result<Vec<Abandoned>> {
+        let node = self.node();
+        self.read(move |conn| queue::abandoned_leases(conn, dead_before, node))
+            .await
     }
 
     async fn record_interrupted(&self, reports: &[Finished], now: Timestamp) -> Result<usize> {
@@ -416,8 +429,9 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn recover_leases(&self, now: Timestamp) -> Result<u64> {
-        self.write(move |conn| queue::recover_leases(conn, now))
+    async fn recover_leases(&self, dead_before: Timestamp, now: Timestamp) -> Result<u64> {
+        let node = self.node();
+        self.write(move |conn| queue::recover_leases(conn, dead_before, node, now))
             .await
     }
 
@@ -535,8 +549,8 @@ impl Store for SqliteStore {
         version: &str,
         now: Timestamp,
     ) -> Result<RunId> {
-        let (key, version) = (pipeline.clone(), version.to_owned());
-        self.write(move |conn| records::start_run(conn, &key, &version, now))
+        let (key, version, node) = (pipeline.clone(), version.to_owned(), self.node());
+        self.write(move |conn| records::start_run(conn, &key, &version, node, now))
             .await
     }
 
@@ -609,8 +623,68 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn abandon_running_runs(&self, now: Timestamp) -> Result<u64> {
-        self.write(move |conn| records::abandon_running_runs(conn, now))
+    async fn abandon_running_runs(&self, dead_before: Timestamp, now: Timestamp) -> Result<u64> {
+        let node = self.node();
+        self.write(move |conn| records::abandon_running_runs(conn, dead_before, node, now))
+            .await
+    }
+
+    async fn claim_slot(&self, pipeline: &PipelineKey, slot: Timestamp) -> Result<bool> {
+        let (key, node) = (pipeline.clone(), self.node());
+        self.write(move |conn| nodes::claim_slot(conn, &key, slot, node))
+            .await
+    }
+
+    async fn hold_pull(
+        &self,
+        pipeline: &PipelineKey,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let (key, node) = (pipeline.clone(), self.node());
+        self.write(move |conn| nodes::hold_pull(conn, &key, node, until, now))
+            .await
+    }
+
+    async fn drop_pull(&self, pipeline: &PipelineKey) -> Result<()> {
+        let (key, node) = (pipeline.clone(), self.node());
+        self.write(move |conn| nodes::drop_pull(conn, &key, node))
+            .await
+    }
+
+    async fn backup(&self, to: &Path) -> Result<()> {
+        let (from, to) = (self.readers.path.clone(), to.to_path_buf());
+        blocking(move || schema::backup(&from, &to)).await
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    async fn join(&self, name: &str, now: Timestamp) -> Result<NodeId> {
+        let name = name.to_owned();
+        let node = self
+            .write(move |conn| nodes::join(conn, &name, now))
+            .await?;
+        self.node.store(node, Ordering::Relaxed);
+        Ok(node)
+    }
+
+    async fn heartbeat(&self, now: Timestamp) -> Result<bool> {
+        let Some(node) = self.node() else {
+            return Ok(false);
+        };
+        self.write(move |conn| nodes::heartbeat(conn, node, now))
+            .await
+    }
+
+    async fn nodes(&self) -> Result<Vec<Node>> {
+        self.read(nodes::nodes).await
+    }
+
+    async fn forget_nodes(&self, dead_before: Timestamp, leaving: bool) -> Result<u64> {
+        let node = self.node();
+        self.write(move |conn| nodes::forget(conn, dead_before, node, leaving))
             .await
     }
 

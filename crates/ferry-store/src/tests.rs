@@ -97,6 +97,7 @@ macro_rules! store_test_suite {
                 runs_and_their_logs,
                 purge_runs_keeps_running_and_recent_runs,
                 abandon_marks_running_runs_failed,
+                only_a_dead_nodes_leases_and_runs_come_back,
                 runs_page_filters_and_pages_newest_first,
                 throughput_sums_seated_per_bucket,
                 definitions_are_versioned_by_hash,
@@ -156,7 +157,7 @@ mod sqlite_file {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .unwrap();
-        assert_eq!((mode.as_str(), page_size, version), ("wal", 16_384, 8));
+        assert_eq!((mode.as_str(), page_size, version), ("wal", 16_384, 9));
     }
 
     /// Seats one passenger in acme/invoices.
@@ -210,6 +211,29 @@ mod sqlite_file {
         assert!(!waiting.is_finished());
         other.execute_batch("ROLLBACK").unwrap();
         waiting.await.unwrap().unwrap();
+    }
+
+    /// `ferry store backup`: a copy as of one moment, taken while the store is in use, that
+    /// opens as a store of its own; an existing file is never overwritten.
+    #[tokio::test]
+    async fn a_backup_is_a_store_as_of_its_moment() {
+        let (dir, store) = SqliteStore::create().await;
+        let (key, first, now) = seat_one(&store).await;
+        let copy = dir.path().join("backup.db");
+        store.backup(&copy).await.unwrap();
+        store.discard(first.id, now).await.unwrap();
+
+        let restored = SqliteStore::open(&copy).await.unwrap();
+        assert_eq!(
+            restored.get(first.id).await.unwrap().entry.state,
+            PassengerState::Pending
+        );
+        assert_eq!(restored.counts(None).await.unwrap()[&key].len(), 1);
+        assert!(!dir.path().join("backup.db.partial").exists());
+        match store.backup(&copy).await {
+            Err(StoreError::Refused(message)) => assert!(message.contains("already exists")),
+            other => panic!("overwrote an existing backup: {other:?}"),
+        }
     }
 
     #[tokio::test]

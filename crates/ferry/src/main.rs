@@ -97,6 +97,24 @@ enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// Look after the store as a whole.
+    Store {
+        /// Project directory.
+        #[arg(short = 'C', long = "project", default_value = ".", global = true)]
+        dir: PathBuf,
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Write a consistent copy of the SQLite store, as of one moment, to a new file while
+    /// ferry runs; the copy opens as a store of its own (`store: sqlite://FILE`).
+    Backup {
+        /// The new file.
+        to: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -224,6 +242,15 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Queue { dir, command } => queue(&dir, command).await,
+        Command::Store {
+            dir,
+            command: StoreCommand::Backup { to },
+        } => {
+            let (_, store) = open(&dir).await?;
+            show::progress_of_file(store.backup(&to), &to).await?;
+            println!("backed up to {}", to.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::User {
             dir,
             command: UserCommand::Add { client, user, role },

@@ -95,6 +95,22 @@ pub async fn status(project: &Project, store: &dyn Store) -> anyhow::Result<()> 
             }
         }
     }
+    let nodes = store.nodes().await?;
+    if !nodes.is_empty() {
+        println!(
+            "\n{:<6} {:<40} {:<20} LAST HEARTBEAT",
+            "NODE", "NAME", "STARTED"
+        );
+        for node in nodes {
+            println!(
+                "{:<6} {:<40} {:<20} {}",
+                node.id,
+                node.name,
+                node.started_at.format(TIME).to_string(),
+                node.heartbeat_at.format(TIME)
+            );
+        }
+    }
     Ok(())
 }
 
@@ -219,4 +235,34 @@ fn preview(data: &[u8]) -> String {
 fn first_line(text: &str, max: usize) -> String {
     let line = text.lines().next().unwrap_or("");
     line.chars().take(max).collect()
+}
+
+/// Waits for `work`, which writes the file `to` (as `to.partial` until complete), showing how
+/// much it has written once a second on a terminal.
+pub async fn progress_of_file<T>(
+    work: impl std::future::Future<Output = T>,
+    to: &std::path::Path,
+) -> T {
+    use std::io::{IsTerminal, Write};
+    let mut partial = to.as_os_str().to_owned();
+    partial.push(".partial");
+    let terminal = std::io::stderr().is_terminal();
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => {
+                if terminal {
+                    eprint!("\r\x1b[K");
+                }
+                return done;
+            }
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                let written = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+                if terminal {
+                    eprint!("\r\x1b[K  {} MB written", written / 1_000_000);
+                    let _ = std::io::stderr().flush();
+                }
+            }
+        }
+    }
 }

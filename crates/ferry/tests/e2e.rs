@@ -66,6 +66,23 @@ fn files_travel_then_complete_passengers_are_purged() {
     assert!(status.contains("ferry TEST"), "{status}");
     assert!(status.contains("acme/invoices"), "{status}");
     assert!(status.contains("succeeded"), "{status}");
+    // The running process is a node of the store.
+    assert!(status.contains("LAST HEARTBEAT"), "{status}");
+    assert!(status.contains(&format!("pid {}", child.id())), "{status}");
+
+    // An online backup of the store, while it runs; never over an existing file.
+    let backup = project.join("backup.db");
+    let backup = backup.to_str().unwrap();
+    let made = project.ferry(&["store", "-C", &dir, "backup", backup]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    assert!(stdout(&made).contains("backed up to"), "{}", stdout(&made));
+    let again = project.ferry(&["store", "-C", &dir, "backup", backup]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
 
     // …then the cleaner purges them.
     wait_for(

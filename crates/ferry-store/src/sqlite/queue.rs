@@ -15,10 +15,11 @@ use super::convert::{
     duration_millis, id_bytes, id_from_bytes, metadata_json, millis, passenger_state, text, time,
 };
 use super::journey::{self, NotSkippable, StoredStep, UnknownStep};
+use super::nodes;
 use super::rows::{self, PassengerRow};
 use crate::{
-    Abandoned, Finished, LeaseToken, Leased, PassengerState, PipelineKey, Result, SeatResult,
-    StateCounts, StepState, StepStatus, StoreError,
+    Abandoned, Finished, LeaseToken, Leased, NodeId, PassengerState, PipelineKey, Result,
+    SeatResult, StateCounts, StepState, StepStatus, StoreError,
 };
 
 /// A lease stops taking passengers once their bodies add up to this many bytes (it always
@@ -197,6 +198,7 @@ pub(super) fn claim(
     key: &PipelineKey,
     max: usize,
     lease_for: Duration,
+    node: Option<NodeId>,
     now: Timestamp,
 ) -> Result<Claim> {
     let now_ms = millis(now);
@@ -265,14 +267,16 @@ pub(super) fn claim(
     let token: LeaseToken = rand::random();
     conn.prepare_cached(
         "UPDATE passengers
-         SET state = 'in_flight', due_at = ?2, lease_token = ?3, updated_at = ?4, alone = 0
+         SET state = 'in_flight', due_at = ?2, lease_token = ?3, updated_at = ?4, alone = 0,
+             lease_node = ?5
          WHERE seq IN (SELECT value FROM json_each(?1))",
     )?
     .execute(params![
         json_list(due.iter().map(|d| d.seq)),
         until,
         token,
-        now_ms
+        now_ms,
+        node
     ])?;
     counts.write(conn)?;
     Ok(Claim {
@@ -492,13 +496,19 @@ pub(super) fn release(
     updates.write(conn, now)
 }
 
-/// Every in-flight passenger with its steps: at a process's start, every lease is a dead one's.
-pub(super) fn abandoned_leases(conn: &Connection) -> Result<Vec<Abandoned>> {
-    let mut statement = conn.prepare_cached(
-        "SELECT id, lease_token, client, pipeline FROM passengers WHERE state = 'in_flight'",
-    )?;
+/// The in-flight passengers of nodes that no longer run, with their steps.
+pub(super) fn abandoned_leases(
+    conn: &Connection,
+    dead_before: Timestamp,
+    own: Option<NodeId>,
+) -> Result<Vec<Abandoned>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT id, lease_token, client, pipeline FROM passengers
+         WHERE state = 'in_flight' AND {}",
+        nodes::dead("passengers.lease_node", 1, 2)
+    ))?;
     let leases = statement
-        .query_map([], |row| {
+        .query_map(params![millis(dead_before), own], |row| {
             Ok((
                 id_from_bytes(row.get(0)?),
                 row.get::<_, LeaseToken>(1)?,
@@ -540,12 +550,19 @@ pub(super) fn record_interrupted(
     Ok(applied)
 }
 
-/// Releases every lease, as [`release`] would for its holder.
-pub(super) fn recover_leases(conn: &Connection, now: Timestamp) -> Result<u64> {
-    let mut statement =
-        conn.prepare_cached("SELECT id, lease_token FROM passengers WHERE state = 'in_flight'")?;
+/// Releases the leases of nodes that no longer run, as [`release`] would for their holder.
+pub(super) fn recover_leases(
+    conn: &Connection,
+    dead_before: Timestamp,
+    own: Option<NodeId>,
+    now: Timestamp,
+) -> Result<u64> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT id, lease_token FROM passengers WHERE state = 'in_flight' AND {}",
+        nodes::dead("passengers.lease_node", 1, 2)
+    ))?;
     let leases = statement
-        .query_map([], |row| {
+        .query_map(params![millis(dead_before), own], |row| {
             Ok((id_from_bytes(row.get(0)?), row.get::<_, LeaseToken>(1)?))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -650,7 +667,8 @@ pub(super) fn replay(
     // has no error of its own yet.
     conn.prepare_cached(
         "UPDATE passengers
-         SET state = 'pending', due_at = ?2, lease_token = NULL, updated_at = ?2,
+         SET state = 'pending', due_at = ?2, lease_token = NULL, lease_node = NULL,
+             updated_at = ?2,
              completed_at = NULL, last_error = NULL
          WHERE seq = ?1",
     )?
@@ -813,8 +831,8 @@ impl Updates {
         // The retention clock starts when a passenger reaches a purgeable state.
         let mut update_passengers = conn.prepare_cached(
             "UPDATE passengers
-             SET state = ?2, due_at = ?3, lease_token = NULL, updated_at = ?4,
-                 completed_at = ?5, last_error = coalesce(?6, last_error)
+             SET state = ?2, due_at = ?3, lease_token = NULL, lease_node = NULL,
+                 updated_at = ?4, completed_at = ?5, last_error = coalesce(?6, last_error)
              WHERE seq IN (SELECT value FROM json_each(?1))",
         )?;
         for (settled, seqs) in self.passengers {

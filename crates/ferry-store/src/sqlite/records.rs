@@ -10,9 +10,10 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::convert::{duration_millis, millis, optional_time, text, time};
 use super::filtered::Filtered;
+use super::nodes;
 use crate::{
-    DefinitionVersion, LogLevel, LogLine, PipelineKey, PullerState, Result, RunCounts, RunFilter,
-    RunId, RunRecord, RunStatus, StoreError, Throughput,
+    DefinitionVersion, LogLevel, LogLine, NodeId, PipelineKey, PullerState, Result, RunCounts,
+    RunFilter, RunId, RunRecord, RunStatus, StoreError, Throughput,
 };
 
 /// The error a run gets when ferry died while it ran.
@@ -56,16 +57,17 @@ pub(super) fn start_run(
     conn: &Connection,
     key: &PipelineKey,
     version: &str,
+    node: Option<NodeId>,
     now: Timestamp,
 ) -> Result<RunId> {
     let id = conn
         .prepare_cached(
-            "INSERT INTO runs (client, pipeline, version, started_at, status)
-             VALUES (?1, ?2, ?3, ?4, 'running')
+            "INSERT INTO runs (client, pipeline, version, started_at, status, node)
+             VALUES (?1, ?2, ?3, ?4, 'running', ?5)
              RETURNING id",
         )?
         .query_row(
-            params![key.client, key.pipeline, version, millis(now)],
+            params![key.client, key.pipeline, version, millis(now), node],
             |row| row.get(0),
         )?;
     Ok(id)
@@ -283,16 +285,26 @@ pub(super) fn purge_runs(conn: &Connection, client: &str, before: Timestamp) -> 
             "DELETE FROM runs WHERE client = ?1 AND status <> 'running' AND finished_at < ?2",
         )?
         .execute(params)?;
+    // Claimed schedule slots that old are never claimed again.
+    conn.prepare_cached("DELETE FROM run_claims WHERE client = ?1 AND slot < ?2")?
+        .execute(params)?;
     Ok(deleted as u64)
 }
 
-pub(super) fn abandon_running_runs(conn: &Connection, now: Timestamp) -> Result<u64> {
+/// Fails the running runs of nodes that no longer run.
+pub(super) fn abandon_running_runs(
+    conn: &Connection,
+    dead_before: Timestamp,
+    own: Option<NodeId>,
+    now: Timestamp,
+) -> Result<u64> {
     let abandoned = conn
-        .prepare_cached(
+        .prepare_cached(&format!(
             "UPDATE runs SET status = 'failed', finished_at = ?1, error = coalesce(error, ?2)
-             WHERE status = 'running'",
-        )?
-        .execute(params![millis(now), ABANDONED])?;
+             WHERE status = 'running' AND {}",
+            nodes::dead("runs.node", 3, 4)
+        ))?
+        .execute(params![millis(now), ABANDONED, millis(dead_before), own])?;
     Ok(abandoned as u64)
 }
 

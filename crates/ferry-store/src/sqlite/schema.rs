@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_search.sql"),
     include_str!("../../migrations/sqlite/0007_poison.sql"),
     include_str!("../../migrations/sqlite/0008_step_result.sql"),
+    include_str!("../../migrations/sqlite/0009_nodes.sql"),
 ];
 
 /// The CLI opens the file while `ferry run` writes to it; a write waits this long for the
@@ -125,6 +126,44 @@ pub(super) fn open_reader(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "query_only", true)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+/// Copies the database at `from` into the new file `to` as of one moment (`VACUUM INTO`, in
+/// one read transaction: writers go on meanwhile). The copy is written beside `to` and renamed
+/// when complete, so `to` is never a half-written file.
+pub(super) fn backup(from: &Path, to: &Path) -> Result<()> {
+    if to.exists() {
+        return Err(StoreError::Refused(format!(
+            "{} already exists; choose a new file",
+            to.display()
+        )));
+    }
+    let mut partial = to.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = Path::new(&partial);
+    // A leftover of an interrupted backup.
+    let _ = std::fs::remove_file(partial);
+    let conn = Connection::open(from)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let copied = conn
+        .execute("VACUUM INTO ?1", [partial.to_string_lossy()])
+        .map_err(StoreError::from)
+        .and_then(|_| {
+            std::fs::rename(partial, to).map_err(|error| {
+                StoreError::Backend(
+                    format!(
+                        "cannot rename {} to {}: {error}",
+                        partial.display(),
+                        to.display()
+                    )
+                    .into(),
+                )
+            })
+        });
+    if copied.is_err() {
+        let _ = std::fs::remove_file(partial);
+    }
+    copied
 }
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.

@@ -395,15 +395,15 @@ pub(crate) async fn recovered_leases_are_due_at_once<S: TestStore>() {
     assert!(store.lease(&key, 1, LEASE, at(1)).await.unwrap().is_empty());
 
     // The process that held the lease died; a new one recovers it long before it expires.
-    assert_eq!(store.recover_leases(at(1)).await.unwrap(), 1);
+    assert_eq!(store.recover_leases(at(1), at(1)).await.unwrap(), 1);
     assert_eq!(state_of(&store, id).await, PassengerState::Pending);
     let again = lease_one(&store, &key, at(2)).await;
     assert_eq!(again.passenger.id, id);
     assert_ne!(again.token, held.token);
     let stale = report(&held, vec![(0, StepChange::Done)]);
     assert_eq!(store.finish(&[stale], at(3)).await.unwrap(), 0);
-    assert_eq!(store.recover_leases(at(4)).await.unwrap(), 1);
-    assert_eq!(store.recover_leases(at(5)).await.unwrap(), 0);
+    assert_eq!(store.recover_leases(at(4), at(4)).await.unwrap(), 1);
+    assert_eq!(store.recover_leases(at(5), at(5)).await.unwrap(), 0);
 }
 
 /// Issue 12: the attempt a process's death interrupted counts, and each passenger of that
@@ -420,7 +420,7 @@ pub(crate) async fn interrupted_attempts_count_and_travel_alone<S: TestStore>() 
     assert_eq!(batch.len(), 3);
 
     // The process died holding the lease.
-    let abandoned = store.abandoned_leases().await.unwrap();
+    let abandoned = store.abandoned_leases(at(10)).await.unwrap();
     assert_eq!(abandoned.len(), 3);
     let mut reports = Vec::new();
     for lease in &abandoned {
@@ -439,7 +439,7 @@ pub(crate) async fn interrupted_attempts_count_and_travel_alone<S: TestStore>() 
         });
     }
     assert_eq!(store.record_interrupted(&reports, at(11)).await.unwrap(), 3);
-    assert_eq!(store.recover_leases(at(11)).await.unwrap(), 0);
+    assert_eq!(store.recover_leases(at(11), at(11)).await.unwrap(), 0);
     let detail = store.get(ids[0]).await.unwrap();
     assert_eq!(detail.entry.state, PassengerState::Failed);
     assert_eq!(detail.steps[0].attempts, 1);
@@ -1743,7 +1743,10 @@ pub(crate) async fn abandon_marks_running_runs_failed<S: TestStore>() {
         .await
         .unwrap();
 
-    assert_eq!(store.abandon_running_runs(at(500)).await.unwrap(), 1);
+    assert_eq!(
+        store.abandon_running_runs(at(500), at(500)).await.unwrap(),
+        1
+    );
     let runs = store.runs(None, 10).await.unwrap();
     let abandoned = runs.iter().find(|run| run.id == running).unwrap();
     assert_eq!(abandoned.status, RunStatus::Failed);
@@ -1753,7 +1756,93 @@ pub(crate) async fn abandon_marks_running_runs_failed<S: TestStore>() {
     assert_eq!(untouched.status, RunStatus::Partial);
     assert_eq!(untouched.finished_at, Some(at(10)));
     assert_eq!(untouched.error, None);
-    assert_eq!(store.abandon_running_runs(at(600)).await.unwrap(), 0);
+    assert_eq!(
+        store.abandon_running_runs(at(600), at(600)).await.unwrap(),
+        0
+    );
+}
+
+// ---- nodes ----
+
+/// Two processes on one store: only the leases and runs of the one whose heartbeat stopped
+/// come back; a scheduled slot is started once; one node pulls a pipeline at a time.
+pub(crate) async fn only_a_dead_nodes_leases_and_runs_come_back<S: TestStore>() {
+    let (place, alive) = S::create().await;
+    // The same store opened a second time: the other process.
+    let dying = S::reopen(&place).await;
+    let first = alive.join("host-a 100", at(0)).await.unwrap();
+    let second = dying.join("host-b 200", at(0)).await.unwrap();
+    assert_ne!(first, second);
+    let key = invoices();
+    for n in 0..2 {
+        seat_one(&alive, &key, &three_steps(), &format!("x{n}"), at(n)).await;
+    }
+    let kept = lease_one(&alive, &key, at(10)).await;
+    let lost = lease_one(&dying, &key, at(10)).await;
+    let kept_run = alive.start_run(&key, "v1", at(10)).await.unwrap();
+    let lost_run = dying.start_run(&key, "v1", at(10)).await.unwrap();
+
+    // Only `alive` heartbeats; nodes silent since before 50 are dead.
+    assert!(alive.heartbeat(at(100)).await.unwrap());
+    let dead_before = at(50);
+    let abandoned = alive.abandoned_leases(dead_before).await.unwrap();
+    let ids: Vec<PassengerId> = abandoned.iter().map(|lease| lease.id).collect();
+    assert_eq!(ids, [lost.passenger.id]);
+    assert_eq!(alive.recover_leases(dead_before, at(100)).await.unwrap(), 1);
+    assert_eq!(
+        state_of(&alive, lost.passenger.id).await,
+        PassengerState::Pending
+    );
+    assert_eq!(
+        state_of(&alive, kept.passenger.id).await,
+        PassengerState::InFlight
+    );
+    // The dead node's late report changes nothing; the living node's applies.
+    let stale = report(&lost, vec![(0, StepChange::Done)]);
+    assert_eq!(dying.finish(&[stale], at(110)).await.unwrap(), 0);
+    let fresh = report(&kept, vec![(0, StepChange::Done)]);
+    assert_eq!(alive.finish(&[fresh], at(110)).await.unwrap(), 1);
+
+    assert_eq!(
+        alive
+            .abandon_running_runs(dead_before, at(100))
+            .await
+            .unwrap(),
+        1
+    );
+    let status = |id| {
+        let store = &alive;
+        async move { store.run(id).await.unwrap().unwrap().status }
+    };
+    assert_eq!(status(lost_run).await, RunStatus::Failed);
+    assert_eq!(status(kept_run).await, RunStatus::Running);
+
+    assert_eq!(alive.forget_nodes(dead_before, false).await.unwrap(), 1);
+    // The forgotten node learns it at its next heartbeat, and must join again.
+    assert!(!dying.heartbeat(at(120)).await.unwrap());
+    let nodes = alive.nodes().await.unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!((nodes[0].id, nodes[0].name.as_str()), (first, "host-a 100"));
+    assert_eq!(nodes[0].heartbeat_at, at(100));
+
+    // A schedule's slot is started by one node only.
+    assert!(alive.claim_slot(&key, at(1_000)).await.unwrap());
+    assert!(!dying.claim_slot(&key, at(1_000)).await.unwrap());
+    assert!(dying.claim_slot(&key, at(2_000)).await.unwrap());
+
+    // One node pulls a pipeline; another takes over once the hold expires or is dropped.
+    assert!(alive.hold_pull(&key, at(200), at(100)).await.unwrap());
+    assert!(!dying.hold_pull(&key, at(250), at(150)).await.unwrap());
+    assert!(alive.hold_pull(&key, at(300), at(190)).await.unwrap());
+    assert!(dying.hold_pull(&key, at(400), at(301)).await.unwrap());
+    assert!(!alive.hold_pull(&key, at(500), at(310)).await.unwrap());
+    dying.drop_pull(&key).await.unwrap();
+    assert!(alive.hold_pull(&key, at(500), at(320)).await.unwrap());
+
+    // Leaving forgets the node and what it held.
+    assert_eq!(alive.forget_nodes(at(0), true).await.unwrap(), 1);
+    assert!(alive.nodes().await.unwrap().is_empty());
+    assert!(dying.hold_pull(&key, at(600), at(330)).await.unwrap());
 }
 
 // ---- definitions and flags ----
