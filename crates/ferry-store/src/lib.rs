@@ -14,6 +14,8 @@ use async_trait::async_trait;
 use ferry_core::config::{StepDef, StepKind};
 use ferry_core::{Body, Metadata, Passenger, PassengerId, Timestamp};
 
+mod convert;
+mod journey;
 pub mod sqlite;
 
 #[cfg(test)]

@@ -32,7 +32,6 @@ mod browse;
 mod console;
 mod convert;
 mod filtered;
-mod journey;
 mod quarantine;
 mod queue;
 mod records;

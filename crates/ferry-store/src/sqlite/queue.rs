@@ -14,7 +14,7 @@ use tracing::warn;
 use super::convert::{
     duration_millis, id_bytes, id_from_bytes, metadata_json, millis, passenger_state, text, time,
 };
-use super::journey::{self, NotSkippable, StoredStep, UnknownStep};
+use crate::journey::{self, NotSkippable, StoredStep, UnknownStep};
 use super::rows::{self, PassengerRow};
 use crate::{
     Abandoned, Finished, LeaseToken, Leased, PassengerState, PipelineKey, Result, SeatResult,
