@@ -10,6 +10,7 @@
 use async_trait::async_trait;
 
 use crate::Store;
+use crate::postgres::PostgresStore;
 use crate::sqlite::SqliteStore;
 
 mod model;
@@ -45,6 +46,78 @@ impl TestStore for SqliteStore {
         SqliteStore::open(&path)
             .await
             .expect("open the SQLite store")
+    }
+}
+
+/// The database the PostgreSQL tests make their scratch schemas in.
+fn test_postgres_url() -> String {
+    std::env::var("FERRY_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A scratch schema of the test database, `ferry_test_<random>`, one per test so that tests
+/// run in parallel; dropped with everything in it when this is dropped.
+pub(crate) struct PostgresSchema {
+    /// The store URL: the test database with `schema=` this schema.
+    pub url: String,
+    pub schema: String,
+}
+
+impl PostgresSchema {
+    pub(crate) fn new() -> PostgresSchema {
+        let schema = format!("ferry_test_{:016x}", rand::random::<u64>());
+        let base = test_postgres_url();
+        let separator = if base.contains('?') { '&' } else { '?' };
+        PostgresSchema {
+            url: format!("{base}{separator}schema={schema}"),
+            schema,
+        }
+    }
+}
+
+impl Drop for PostgresSchema {
+    fn drop(&mut self) {
+        // Best effort. Dropped inside a test's runtime, which must not block: a thread of its
+        // own with a small runtime of its own does the work.
+        let (url, schema) = (test_postgres_url(), self.schema.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|error| error.to_string())?;
+            runtime.block_on(async {
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                tokio::spawn(connection);
+                let quoted = crate::postgres::quote_identifier(&schema);
+                client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {quoted} CASCADE"))
+                    .await
+                    .map_err(|error| error.to_string())
+            })
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!("could not drop the test schema {}: {error}", self.schema);
+        }
+    }
+}
+
+#[async_trait]
+impl TestStore for PostgresStore {
+    type Place = PostgresSchema;
+
+    async fn create() -> (Self::Place, Self) {
+        let place = PostgresSchema::new();
+        let store = Self::reopen(&place).await;
+        (place, store)
+    }
+
+    async fn reopen(place: &Self::Place) -> Self {
+        PostgresStore::open(&place.url)
+            .await
+            .expect("open the PostgreSQL store (is FERRY_TEST_POSTGRES's server running?)")
     }
 }
 
@@ -128,6 +201,82 @@ macro_rules! store_test_suite {
 }
 
 store_test_suite!(sqlite, crate::sqlite::SqliteStore);
+store_test_suite!(postgres, crate::postgres::PostgresStore);
+
+/// What only the PostgreSQL store has to show: opening by URL, nodes migrating at once, and
+/// the schema version.
+mod postgres_schema {
+    use std::path::Path;
+
+    use super::{PostgresSchema, TestStore};
+    use crate::postgres::PostgresStore;
+    use crate::{PipelineKey, StoreError};
+
+    #[tokio::test]
+    async fn both_url_forms_open_the_store_in_its_schema() {
+        let place = PostgresSchema::new();
+        let store = crate::open(&place.url, Path::new("/nonexistent"))
+            .await
+            .expect("open by postgres:// URL");
+        store
+            .set_paused(&PipelineKey::new("acme", "a"), true)
+            .await
+            .unwrap();
+        drop(store);
+        let other = place.url.replacen("postgres://", "postgresql://", 1);
+        let store = crate::open(&other, Path::new("/nonexistent")).await.unwrap();
+        assert_eq!(store.paused().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn unknown_urls_name_both_forms_without_the_password() {
+        let Err(error) = crate::open("mysql://ferry:s3cret@db/x", Path::new(".")).await else {
+            panic!("opened a mysql URL");
+        };
+        let message = error.to_string();
+        assert!(message.contains("sqlite://") && message.contains("postgres://"), "{message}");
+        assert!(!message.contains("s3cret"), "{message}");
+    }
+
+    /// Several nodes start at once on a new schema: one migrates, the others wait for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_opening_at_once_migrate_once() {
+        let place = PostgresSchema::new();
+        let mut opening = Vec::new();
+        for _ in 0..4 {
+            let url = place.url.clone();
+            opening.push(tokio::spawn(async move { PostgresStore::open(&url).await }));
+        }
+        for open in opening {
+            open.await.unwrap().expect("open while others open");
+        }
+    }
+
+    #[tokio::test]
+    async fn refuses_a_schema_from_a_newer_ferry() {
+        let (place, store) = PostgresStore::create().await;
+        drop(store);
+        let (client, connection) =
+            tokio_postgres::connect(&super::test_postgres_url(), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!(
+                "INSERT INTO {}.schema_migrations (version) VALUES (99)",
+                place.schema
+            ))
+            .await
+            .unwrap();
+        match PostgresStore::open(&place.url).await {
+            Err(StoreError::Backend(error)) => {
+                assert!(error.to_string().contains("schema version 99"), "{error}");
+            }
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(_) => panic!("opened a schema of a newer version"),
+        }
+    }
+}
 
 /// What only the SQLite store has to show: the file it writes and sharing it between
 /// processes.
