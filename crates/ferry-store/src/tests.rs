@@ -68,8 +68,9 @@ impl PostgresSchema {
         let schema = format!("ferry_test_{:016x}", rand::random::<u64>());
         let base = test_postgres_url();
         let separator = if base.contains('?') { '&' } else { '?' };
+        // The application name tells this test's sessions apart, for `drop` to end them.
         PostgresSchema {
-            url: format!("{base}{separator}schema={schema}"),
+            url: format!("{base}{separator}schema={schema}&application_name={schema}"),
             schema,
         }
     }
@@ -90,9 +91,22 @@ impl Drop for PostgresSchema {
                     .await
                     .map_err(|error| error.to_string())?;
                 tokio::spawn(connection);
+                // The store's sessions may still be open, and in a transaction: a test that
+                // ends inside a current-thread runtime gives their tasks no chance to close
+                // them, and their locks would keep DROP SCHEMA waiting for ever.
+                client
+                    .execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                         WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                        &[&schema],
+                    )
+                    .await
+                    .map_err(|error| error.to_string())?;
                 let quoted = crate::postgres::quote_identifier(&schema);
                 client
-                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {quoted} CASCADE"))
+                    .batch_execute(&format!(
+                        "SET lock_timeout = '20s'; DROP SCHEMA IF EXISTS {quoted} CASCADE"
+                    ))
                     .await
                     .map_err(|error| error.to_string())
             })

@@ -102,7 +102,8 @@ async fn insert_passengers(
     for row in &rows {
         inserted.insert(row.try_get(0)?, row.try_get(1)?);
     }
-    let seqs: Vec<Option<i64>> = ids.iter().map(|id| inserted.get(id).copied()).collect();
+    // `remove`: the same passenger twice in the batch is seated once, the first time.
+    let seqs: Vec<Option<i64>> = ids.iter().map(|id| inserted.remove(id)).collect();
 
     // The content of those inserted, apart from the hot queue rows.
     let mut payload_seqs = Vec::with_capacity(inserted.len());
