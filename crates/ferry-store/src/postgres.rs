@@ -245,7 +245,8 @@ impl Store for PostgresStore {
         if reports.is_empty() {
             return Ok(0);
         }
-        in_transaction!(self, |tx| queue::record_interrupted(&tx, reports, now).await?)
+        in_transaction!(self, |tx| queue::record_interrupted(&tx, reports, now)
+            .await?)
     }
 
     async fn recover_leases(&self, now: Timestamp) -> Result<u64> {
@@ -323,7 +324,8 @@ impl Store for PostgresStore {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        in_transaction!(self, |tx| quarantine::quarantine(&tx, pipeline, items, now).await?)
+        in_transaction!(self, |tx| quarantine::quarantine(&tx, pipeline, items, now)
+            .await?)
     }
 
     async fn quarantined(

@@ -238,7 +238,9 @@ mod postgres_schema {
             .unwrap();
         drop(store);
         let other = place.url.replacen("postgres://", "postgresql://", 1);
-        let store = crate::open(&other, Path::new("/nonexistent")).await.unwrap();
+        let store = crate::open(&other, Path::new("/nonexistent"))
+            .await
+            .unwrap();
         assert_eq!(store.paused().await.unwrap().len(), 1);
     }
 
@@ -248,7 +250,10 @@ mod postgres_schema {
             panic!("opened a mysql URL");
         };
         let message = error.to_string();
-        assert!(message.contains("sqlite://") && message.contains("postgres://"), "{message}");
+        assert!(
+            message.contains("sqlite://") && message.contains("postgres://"),
+            "{message}"
+        );
         assert!(!message.contains("s3cret"), "{message}");
     }
 

@@ -127,7 +127,8 @@ pub(super) async fn list(
     if let Some(state) = filter.state {
         // A literal (one of seven fixed words): the planner sees that a partial index
         // (`passengers_trouble_list` for failed and dead) applies.
-        q.sql.push_str(&format!(" AND state = '{}'", state.as_str()));
+        q.sql
+            .push_str(&format!(" AND state = '{}'", state.as_str()));
     }
     if let Some(needle) = &filter.text {
         // The index narrows the passengers to its candidates; the exact condition decides.

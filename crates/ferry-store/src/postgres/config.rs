@@ -7,7 +7,9 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, ring};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -288,7 +290,10 @@ mod tests {
             Some("-c search_path=\"Ops_1\"")
         );
         let default = parse("postgresql://db/x").unwrap();
-        assert_eq!((default.schema.as_str(), default.tls), ("ferry", TlsMode::Prefer));
+        assert_eq!(
+            (default.schema.as_str(), default.tls),
+            ("ferry", TlsMode::Prefer)
+        );
     }
 
     #[test]

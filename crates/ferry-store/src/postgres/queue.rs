@@ -72,7 +72,10 @@ async fn insert_passengers(
         return Ok(Vec::new());
     }
     let ids: Vec<Uuid> = passengers.iter().map(|p| p.id.0).collect();
-    let sources: Vec<&str> = passengers.iter().map(|p| p.source_system.as_str()).collect();
+    let sources: Vec<&str> = passengers
+        .iter()
+        .map(|p| p.source_system.as_str())
+        .collect();
     let externals: Vec<&str> = passengers.iter().map(|p| p.external_id.as_str()).collect();
     let parents: Vec<Option<Uuid>> = passengers.iter().map(|p| p.parent.map(|id| id.0)).collect();
     // ORDER BY the position: rows go in in input order, so the first of two twins wins.
@@ -797,7 +800,8 @@ impl Attempts {
     fn push(&mut self, seq: i64, idx: u32, attempt: u32, error: &str) {
         self.seqs.push(seq);
         self.idxs.push(idx as i32);
-        self.attempts.push(i32::try_from(attempt).unwrap_or(i32::MAX));
+        self.attempts
+            .push(i32::try_from(attempt).unwrap_or(i32::MAX));
         self.errors.push(error.to_owned());
     }
 

@@ -9,7 +9,9 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::query;
-use crate::convert::{metadata_from_json, passenger_state, small_count, step_kind, step_state, time};
+use crate::convert::{
+    metadata_from_json, passenger_state, small_count, step_kind, step_state, time,
+};
 use crate::journey::StoredStep;
 use crate::{PassengerState, Result, StepState, StepStatus};
 
