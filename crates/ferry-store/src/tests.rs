@@ -220,11 +220,17 @@ store_test_suite!(postgres, crate::postgres::PostgresStore);
 /// What only the PostgreSQL store has to show: opening by URL, nodes migrating at once, and
 /// the schema version.
 mod postgres_schema {
+    use std::collections::{BTreeMap, HashSet};
     use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
 
-    use super::{PostgresSchema, TestStore};
+    use ferry_core::Passenger;
+    use ferry_core::config::{StepDef, StepKind};
+
+    use super::{PostgresSchema, TestStore, suite};
     use crate::postgres::PostgresStore;
-    use crate::{PipelineKey, StoreError};
+    use crate::{Finished, PassengerState, PipelineKey, StepChange, Store, StoreError};
 
     #[tokio::test]
     async fn both_url_forms_open_the_store_in_its_schema() {
@@ -271,16 +277,129 @@ mod postgres_schema {
         }
     }
 
+    /// A plain connection to the test database, to look behind the store's back.
+    async fn raw_client() -> tokio_postgres::Client {
+        let (client, connection) =
+            tokio_postgres::connect(&super::test_postgres_url(), tokio_postgres::NoTls)
+                .await
+                .expect("connect to the test database");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Two nodes (two stores on one schema), each with several workers, lease the same
+    /// pipeline at once: every passenger goes to exactly one of them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_lease_without_sharing_a_passenger() {
+        let (place, first) = PostgresStore::create().await;
+        let second = PostgresStore::reopen(&place).await;
+        let key = PipelineKey::new("acme", "invoices");
+        let steps = [StepDef {
+            kind: StepKind::Pusher,
+            name: "file".into(),
+        }];
+        let passengers: Vec<_> = (0..300)
+            .map(|n| Passenger::pulled("imap", format!("p{n}")))
+            .collect();
+        let now = suite::at(0);
+        first
+            .seat(&key, "v1", &steps, &passengers, now)
+            .await
+            .unwrap();
+        let nodes = [Arc::new(first), Arc::new(second)];
+        let mut leasers = Vec::new();
+        for node in &nodes {
+            for _ in 0..4 {
+                let (node, key) = (Arc::clone(node), key.clone());
+                leasers.push(tokio::spawn(async move {
+                    let mut ids = Vec::new();
+                    loop {
+                        let leased = node
+                            .lease(&key, 9, Duration::from_secs(60), suite::at(1))
+                            .await
+                            .unwrap();
+                        if leased.is_empty() {
+                            return ids;
+                        }
+                        ids.extend(leased.into_iter().map(|leased| leased.passenger.id));
+                    }
+                }));
+            }
+        }
+        let mut all = Vec::new();
+        for leaser in leasers {
+            all.extend(leaser.await.unwrap());
+        }
+        let unique: HashSet<_> = all.iter().collect();
+        assert_eq!((all.len(), unique.len()), (300, 300));
+        let counts = nodes[1].counts(None).await.unwrap();
+        assert_eq!(counts[&key].get(&PassengerState::InFlight), Some(&300));
+        assert_eq!(counts[&key].len(), 1);
+    }
+
+    /// The counts are appended deltas; folding them (with the search indexing) changes no
+    /// count and leaves one row per pipeline and state.
+    #[tokio::test]
+    async fn count_deltas_fold_without_changing_the_counts() {
+        let (place, store) = PostgresStore::create().await;
+        let key = PipelineKey::new("acme", "invoices");
+        let steps = [StepDef {
+            kind: StepKind::Pusher,
+            name: "file".into(),
+        }];
+        for n in 0..10 {
+            let passenger = Passenger::pulled("imap", format!("p{n}"));
+            store
+                .seat(&key, "v1", &steps, &[passenger], suite::at(n))
+                .await
+                .unwrap();
+        }
+        let leased = store
+            .lease(&key, 4, Duration::from_secs(60), suite::at(20))
+            .await
+            .unwrap();
+        let reports: Vec<_> = leased
+            .iter()
+            .take(3)
+            .map(|leased| Finished {
+                id: leased.passenger.id,
+                token: leased.token,
+                processed: None,
+                steps: vec![(0, StepChange::Done)],
+                split: None,
+            })
+            .collect();
+        assert_eq!(store.finish(&reports, suite::at(21)).await.unwrap(), 3);
+        let before = store.counts(None).await.unwrap();
+        assert_eq!(
+            before[&key],
+            BTreeMap::from([
+                (PassengerState::Pending, 6),
+                (PassengerState::InFlight, 1),
+                (PassengerState::Complete, 3),
+            ])
+        );
+        store.index_search(100).await.unwrap();
+        assert_eq!(store.counts(None).await.unwrap(), before);
+        assert_eq!(store.open_count(&key).await.unwrap(), 7);
+        let rows: i64 = raw_client()
+            .await
+            .query_one(
+                &format!("SELECT count(*) FROM {}.queue_count_deltas", place.schema),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, 3);
+    }
+
     #[tokio::test]
     async fn refuses_a_schema_from_a_newer_ferry() {
         let (place, store) = PostgresStore::create().await;
         drop(store);
-        let (client, connection) =
-            tokio_postgres::connect(&super::test_postgres_url(), tokio_postgres::NoTls)
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        client
+        raw_client()
+            .await
             .batch_execute(&format!(
                 "INSERT INTO {}.schema_migrations (version) VALUES (99)",
                 place.schema
