@@ -43,6 +43,13 @@ pub(crate) use config::{quote_identifier, redact};
 /// Connections kept by one store. Calls beyond this many at once wait for a free one.
 const POOL_SIZE: usize = 16;
 
+/// How long opening a connection may take.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a call waits for a free connection when all are busy, before it fails (to be
+/// retried, as every store error but `NotFound` and `Refused`).
+const POOL_WAIT: Duration = Duration::from_secs(30);
+
 /// Purgeable passengers deleted per transaction, so the cleaner never holds row locks for
 /// long while workers lease and finish.
 const PURGE_CHUNK: usize = 5_000;
@@ -67,6 +74,9 @@ impl PostgresStore {
         );
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .wait_timeout(Some(POOL_WAIT))
             .build()
             .map_err(|error| StoreError::Backend(format!("connection pool: {error}").into()))?;
         let store = PostgresStore { pool };

@@ -50,7 +50,7 @@ impl TestStore for SqliteStore {
 }
 
 /// The database the PostgreSQL tests make their scratch schemas in.
-fn test_postgres_url() -> String {
+pub(crate) fn test_postgres_url() -> String {
     std::env::var("FERRY_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }

@@ -18,6 +18,10 @@ use crate::{Result, StoreError};
 /// The schema the store's tables live in when the URL names none.
 pub(super) const DEFAULT_SCHEMA: &str = "ferry";
 
+/// A transaction of the store never waits for anything but the database; one idle this long
+/// belongs to a process that hangs.
+const IDLE_IN_TRANSACTION_MS: u64 = 60_000;
+
 /// What a store URL says, ready to connect.
 pub(super) struct Target {
     pub config: tokio_postgres::Config,
@@ -95,13 +99,20 @@ pub(super) fn parse(url: &str) -> Result<Target> {
         TlsMode::Require | TlsMode::VerifyCa | TlsMode::VerifyFull => SslMode::Require,
     });
     // Every connection of the pool works in the store's schema, set as the session starts so
-    // that no statement has to name it.
-    let search_path = format!("-c search_path={}", quote_identifier(&schema));
+    // that no statement has to name it. A session left idle inside a transaction (a node that
+    // hangs) is ended by the server rather than holding its locks on the queue's rows.
+    let session = format!(
+        "-c search_path={} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
+        quote_identifier(&schema)
+    );
     let options = match config.get_options() {
-        Some(given) if !given.is_empty() => format!("{given} {search_path}"),
-        _ => search_path,
+        Some(given) if !given.is_empty() => format!("{given} {session}"),
+        _ => session,
     };
     config.options(&options);
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(super::CONNECT_TIMEOUT);
+    }
     if config.get_application_name().is_none() {
         config.application_name("ferry");
     }
@@ -285,14 +296,54 @@ mod tests {
         assert_eq!(target.tls, TlsMode::VerifyFull);
         assert_eq!(target.config.get_ssl_mode(), SslMode::Require);
         assert_eq!(target.config.get_dbname(), Some("x"));
-        assert_eq!(
-            target.config.get_options(),
-            Some("-c search_path=\"Ops_1\"")
+        let options = target.config.get_options().unwrap();
+        assert!(
+            options.starts_with("-c search_path=\"Ops_1\" "),
+            "{options}"
         );
         let default = parse("postgresql://db/x").unwrap();
         assert_eq!(
             (default.schema.as_str(), default.tls),
             ("ferry", TlsMode::Prefer)
+        );
+    }
+
+    /// Whether a connection made as `url` (the test database's, with `sslmode`) is encrypted.
+    async fn encrypted(sslmode: &str) -> Result<bool> {
+        let base = crate::tests::test_postgres_url();
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let target = parse(&format!("{base}{separator}sslmode={sslmode}"))?;
+        let (client, connection) = target.config.connect(connector(target.tls)?).await?;
+        tokio::spawn(connection);
+        let row = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// The test server (Debian's PostgreSQL) offers TLS with a self-signed certificate:
+    /// `require` encrypts without checking it, as libpq does; `verify-full` checks it against
+    /// the public authorities and refuses it.
+    #[tokio::test]
+    async fn sslmode_is_honoured() {
+        assert!(!encrypted("disable").await.unwrap());
+        match encrypted("require").await {
+            Ok(true) => {}
+            Ok(false) => panic!("sslmode=require gave an unencrypted connection"),
+            // A server without TLS: nothing more to see here.
+            Err(error) if error.to_string().contains("TLS") => {
+                eprintln!("the test server offers no TLS ({error}); sslmode not checked");
+                return;
+            }
+            Err(error) => panic!("{error}"),
+        }
+        let refused = encrypted("verify-full").await;
+        assert!(
+            refused.is_err(),
+            "a self-signed certificate passed verify-full"
         );
     }
 

@@ -71,6 +71,15 @@ async fn insert_passengers(
     if passengers.is_empty() {
         return Ok(Vec::new());
     }
+    // Seats of one pipeline by several nodes at once wait for each other here: inserting
+    // overlapping keys in different orders, each would wait for the other's uncommitted rows.
+    execute(
+        db,
+        "SELECT pg_advisory_xact_lock(
+             hashtextextended('ferry seat ' || current_schema() || ' ' || $1 || '/' || $2, 0))",
+        &[&key.client, &key.pipeline],
+    )
+    .await?;
     let ids: Vec<Uuid> = passengers.iter().map(|p| p.id.0).collect();
     let sources: Vec<&str> = passengers
         .iter()
