@@ -56,8 +56,14 @@ pub async fn open(url: &str, base_dir: &Path) -> Result<Arc<dyn Store>> {
             let path = base_dir.join(path);
             Ok(Arc::new(sqlite::SqliteStore::open(&path).await?))
         }
-        _ => Err(StoreError::UnsupportedUrl(postgres::redact(url))),
+        _ => Err(StoreError::UnsupportedUrl(redact_url(url))),
     }
+}
+
+/// `url` as it may be shown in messages and logs: a password in it (in the user part, or a
+/// `password=` parameter) is replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    postgres::redact(url)
 }
 
 /// A pipeline of a client: the unit the queue is partitioned by.
