@@ -267,7 +267,8 @@ pub(super) struct DuePassenger {
 
 /// Claims up to `max` due passengers of the pipeline, oldest due first, for one lease. Rows
 /// another node is claiming right now are skipped (`SKIP LOCKED`), not waited for: that node
-/// takes them. Only the queue rows are touched; their content is loaded by [`load_leased`]
+/// takes them. NO KEY UPDATE, the lock an UPDATE of non-key columns takes anyway, lets the
+/// foreign-key checks of rows inserted meanwhile (steps, attempts, the search index) through. Only the queue rows are touched; their content is loaded by [`load_leased`]
 /// after the claim committed.
 pub(super) async fn claim(
     db: &impl GenericClient,
@@ -292,7 +293,7 @@ pub(super) async fn claim(
            AND p.due_at <= $3
          ORDER BY p.due_at, p.seq
          LIMIT $4
-         FOR UPDATE OF p SKIP LOCKED",
+         FOR NO KEY UPDATE OF p SKIP LOCKED",
         &[&key.client, &key.pipeline, &now_ms, &big(max)],
     )
     .await?;

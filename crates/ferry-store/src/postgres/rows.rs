@@ -79,7 +79,7 @@ pub(super) async fn lock_with_steps(
     let rows = query(
         db,
         "SELECT id, seq, client, pipeline, state, due_at, lease_token FROM passengers
-         WHERE id = ANY($1) ORDER BY seq FOR UPDATE",
+         WHERE id = ANY($1) ORDER BY seq FOR NO KEY UPDATE",
         &[&uuids],
     )
     .await?;

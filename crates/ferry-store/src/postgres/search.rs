@@ -67,13 +67,17 @@ pub(super) async fn candidates(db: &impl GenericClient, needle: &str) -> Result<
 /// Indexes up to `limit` passengers seated since they were last taken, oldest first; returns
 /// how many. Nodes indexing at once take different passengers (`SKIP LOCKED`).
 pub(super) async fn index(db: &impl GenericClient, limit: usize) -> Result<usize> {
+    // The passengers are held too (KEY SHARE, which leases and finishes do not mind): a
+    // purge deleting one meanwhile would otherwise wait for this transaction's list entry
+    // while this one's index rows wait for the purge's deleted passenger.
     let rows = query(
         db,
         "SELECT p.seq, p.external_id, p.source_system
-         FROM passengers p
-         WHERE p.seq IN (SELECT seq FROM search_pending ORDER BY seq LIMIT $1
-                         FOR UPDATE SKIP LOCKED)
-         ORDER BY p.seq",
+         FROM search_pending s JOIN passengers p ON p.seq = s.seq
+         ORDER BY s.seq
+         LIMIT $1
+         FOR UPDATE OF s SKIP LOCKED
+         FOR KEY SHARE OF p SKIP LOCKED",
         &[&big(limit)],
     )
     .await?;
