@@ -4,9 +4,11 @@
 //! `schema=NAME`, default `ferry`), which is every connection's `search_path`. Connections come
 //! from a deadpool pool. Every trait call that writes runs in one transaction (READ COMMITTED)
 //! whatever the number of passengers it is given, with batch statements over arrays
-//! (`unnest`), never a statement per passenger. Leases take rows with `FOR UPDATE SKIP
-//! LOCKED`, so nodes leasing at once never wait for each other nor share a passenger; writes
-//! that change passengers lock their rows in `seq` order first, so they cannot deadlock.
+//! (`unnest`), never a statement per passenger. A passenger's state lives in the narrow,
+//! lightly indexed `queue` table apart from what never changes (`passengers`) and its content
+//! (`payloads`). Leases take `queue` rows with `FOR NO KEY UPDATE SKIP LOCKED`, so nodes
+//! leasing at once never wait for each other nor share a passenger; writes that change
+//! passengers lock their `queue` rows in `seq` order first, so they cannot deadlock.
 //!
 //! The schema is in `migrations/postgres/`, applied at open under an advisory lock (nodes may
 //! start together) and tracked in `schema_migrations`.

@@ -36,7 +36,7 @@ pub(super) async fn next_due(
 ) -> Result<Option<Timestamp>> {
     let due: Option<i64> = query_one(
         db,
-        "SELECT min(due_at) FROM passengers
+        "SELECT min(due_at) FROM queue
          WHERE client = $1 AND pipeline = $2 AND state IN ('pending', 'failed', 'in_flight')",
         &[&key.client, &key.pipeline],
     )
@@ -99,9 +99,13 @@ impl Filtered {
     }
 }
 
-/// The columns of a queue line, in the order [`queue_entry`] reads them.
-const ENTRY_COLUMNS: &str = "id, client, pipeline, source_system, external_id, state, \
-                             created_at, updated_at, last_error";
+/// The columns of a queue line, in the order [`queue_entry`] reads them, from
+/// [`ENTRY_TABLES`].
+const ENTRY_COLUMNS: &str = "p.id, p.client, p.pipeline, p.source_system, p.external_id, \
+                             q.state, p.created_at, q.updated_at, q.last_error";
+
+/// A passenger as seated and where it is now.
+const ENTRY_TABLES: &str = "passengers p JOIN queue q ON q.seq = p.seq";
 
 /// A page of the queue, newest first (ids are UUIDv7, so by id; by creation time within a
 /// time range), after `before`.
@@ -115,33 +119,33 @@ pub(super) async fn list(
     // the end of the range backwards.
     let by_time = filter.client.is_some() && (filter.since.is_some() || filter.until.is_some());
     let mut q = Filtered {
-        sql: format!("SELECT {ENTRY_COLUMNS} FROM passengers WHERE true"),
+        sql: format!("SELECT {ENTRY_COLUMNS} FROM {ENTRY_TABLES} WHERE true"),
         args: Vec::new(),
     };
     if let Some(client) = &filter.client {
-        q.and("client = ?", client.clone());
+        q.and("p.client = ?", client.clone());
     }
     if let Some(pipeline) = &filter.pipeline {
-        q.and("pipeline = ?", pipeline.clone());
+        q.and("p.pipeline = ?", pipeline.clone());
     }
     if let Some(state) = filter.state {
         // A literal (one of seven fixed words): the planner sees that a partial index
-        // (`passengers_trouble_list` for failed and dead) applies.
+        // (`queue_trouble` for failed and dead) applies.
         q.sql
-            .push_str(&format!(" AND state = '{}'", state.as_str()));
+            .push_str(&format!(" AND q.state = '{}'", state.as_str()));
     }
     if let Some(needle) = &filter.text {
         // The index narrows the passengers to its candidates; the exact condition decides.
         if let Some(seqs) = search::candidates(db, needle).await? {
-            q.and("seq = ANY(?)", seqs);
+            q.and("p.seq = ANY(?)", seqs);
         }
         q.and(
-            "(strpos(external_id, ?) > 0 OR strpos(source_system, ?) > 0)",
+            "(strpos(p.external_id, ?) > 0 OR strpos(p.source_system, ?) > 0)",
             needle.clone(),
         );
     }
     if let Some(since) = filter.since {
-        q.and("created_at >= ?", millis(since));
+        q.and("p.created_at >= ?", millis(since));
     }
     match before {
         // The cursor, a row inside the range, is the upper bound: one seek however deep.
@@ -152,21 +156,21 @@ pub(super) async fn list(
             let at = q.bind(created_at);
             let id = q.bind(before.0);
             q.sql
-                .push_str(&format!(" AND (created_at, id) < ({at}, {id})"));
+                .push_str(&format!(" AND (p.created_at, p.id) < ({at}, {id})"));
         }
         _ => {
             if let Some(until) = filter.until {
-                q.and("created_at < ?", millis(until));
+                q.and("p.created_at < ?", millis(until));
             }
             if let Some(before) = before {
-                q.and("id < ?", before.0);
+                q.and("p.id < ?", before.0);
             }
         }
     }
     let order = if by_time {
-        "created_at DESC, id DESC"
+        "p.created_at DESC, p.id DESC"
     } else {
-        "id DESC"
+        "p.id DESC"
     };
     let limit = q.bind(big(limit));
     q.sql.push_str(&format!(" ORDER BY {order} LIMIT {limit}"));
@@ -209,7 +213,7 @@ pub(super) async fn get(db: &impl GenericClient, id: PassengerId) -> Result<Pass
             "SELECT {ENTRY_COLUMNS}, p.seq,
                     d.metadata, d.media_type, d.body, d.attachments,
                     d.processed_metadata, d.processed_media_type, d.processed_body, p.parent
-             FROM passengers p JOIN payloads d ON d.seq = p.seq
+             FROM {ENTRY_TABLES} JOIN payloads d ON d.seq = p.seq
              WHERE p.id = $1"
         ),
         &[&id.0],
@@ -310,7 +314,7 @@ pub(super) async fn children(
 ) -> Result<Vec<QueueEntry>> {
     let rows = query(
         db,
-        &format!("SELECT {ENTRY_COLUMNS} FROM passengers WHERE parent = $1 ORDER BY seq"),
+        &format!("SELECT {ENTRY_COLUMNS} FROM {ENTRY_TABLES} WHERE p.parent = $1 ORDER BY p.seq"),
         &[&parent.0],
     )
     .await?;
@@ -322,12 +326,12 @@ pub(super) async fn dead_groups(
     db: &impl GenericClient,
     client: Option<&str>,
 ) -> Result<Vec<DeadGroup>> {
-    // `state = 'dead'` implies the condition of `passengers_trouble_list`, so only that small
-    // index is read. A dead passenger always has an error; `coalesce` keeps the type honest.
+    // `state = 'dead'` implies the condition of `queue_trouble`, so only that small index is
+    // read. A dead passenger always has an error; `coalesce` keeps the type honest.
     let rows = query(
         db,
         "SELECT client, pipeline, coalesce(last_error, ''), count(*), max(updated_at)
-         FROM passengers
+         FROM queue
          WHERE state = 'dead' AND ($1::text IS NULL OR client = $1)
          GROUP BY client, pipeline, coalesce(last_error, '')",
         &[&client],
@@ -364,10 +368,10 @@ pub(super) async fn dead_ids(
 ) -> Result<Vec<PassengerId>> {
     let rows = query(
         db,
-        "SELECT id FROM passengers
-         WHERE client = $1 AND state = 'dead' AND pipeline = $2
-           AND coalesce(last_error, '') = $3
-         ORDER BY id
+        "SELECT p.id FROM queue q JOIN passengers p ON p.seq = q.seq
+         WHERE q.client = $1 AND q.state = 'dead' AND q.pipeline = $2
+           AND coalesce(q.last_error, '') = $3
+         ORDER BY p.id
          LIMIT $4",
         &[&key.client, &key.pipeline, &error, &big(limit)],
     )
@@ -383,9 +387,10 @@ pub(super) async fn oldest_open(
 ) -> Result<BTreeMap<PipelineKey, Timestamp>> {
     let rows = query(
         db,
-        "SELECT client, pipeline, min(created_at) FROM passengers
-         WHERE state IN ('pending', 'failed', 'in_flight')
-         GROUP BY client, pipeline",
+        "SELECT q.client, q.pipeline, min(p.created_at)
+         FROM queue q JOIN passengers p ON p.seq = q.seq
+         WHERE q.state IN ('pending', 'failed', 'in_flight')
+         GROUP BY q.client, q.pipeline",
         &[],
     )
     .await?;

@@ -91,9 +91,8 @@ async fn insert_passengers(
     let rows = query(
         db,
         "INSERT INTO passengers
-             (id, client, pipeline, source_system, external_id, state, due_at, created_at,
-              updated_at, parent)
-         SELECT n.id, $2, $3, n.source_system, n.external_id, 'pending', $4, $4, $4, n.parent
+             (id, client, pipeline, source_system, external_id, created_at, parent)
+         SELECT n.id, $2, $3, n.source_system, n.external_id, $4, n.parent
          FROM unnest($1::uuid[], $5::text[], $6::text[], $7::uuid[])
               WITH ORDINALITY AS n(id, source_system, external_id, parent, position)
          ORDER BY n.position
@@ -148,6 +147,13 @@ async fn insert_passengers(
     if payload_seqs.is_empty() {
         return Ok(seqs);
     }
+    execute(
+        db,
+        "INSERT INTO queue (seq, client, pipeline, state, due_at, updated_at)
+         SELECT unnest($1::bigint[]), $2, $3, 'pending', $4, $4",
+        &[&payload_seqs, &key.client, &key.pipeline, &now],
+    )
+    .await?;
     execute(
         db,
         "INSERT INTO payloads (seq, version, metadata, media_type, body, attachments)
@@ -282,18 +288,18 @@ pub(super) async fn claim(
     // An expired lease is due like any other work: its `due_at` is the lease's end.
     let rows = query(
         db,
-        "SELECT p.seq, p.state, p.id, p.source_system, p.external_id, p.created_at, p.parent,
+        "SELECT q.seq, q.state, p.id, p.source_system, p.external_id, p.created_at, p.parent,
                 (SELECT octet_length(d.body)::bigint
                         + coalesce(octet_length(d.processed_body), 0)::bigint
-                 FROM payloads d WHERE d.seq = p.seq),
-                p.alone
-         FROM passengers p
-         WHERE p.client = $1 AND p.pipeline = $2
-           AND p.state IN ('pending', 'failed', 'in_flight')
-           AND p.due_at <= $3
-         ORDER BY p.due_at, p.seq
+                 FROM payloads d WHERE d.seq = q.seq),
+                q.alone
+         FROM queue q JOIN passengers p ON p.seq = q.seq
+         WHERE q.client = $1 AND q.pipeline = $2
+           AND q.state IN ('pending', 'failed', 'in_flight')
+           AND q.due_at <= $3
+         ORDER BY q.due_at, q.seq
          LIMIT $4
-         FOR NO KEY UPDATE OF p SKIP LOCKED",
+         FOR NO KEY UPDATE OF q SKIP LOCKED",
         &[&key.client, &key.pipeline, &now_ms, &big(max)],
     )
     .await?;
@@ -342,7 +348,7 @@ pub(super) async fn claim(
     let seqs: Vec<i64> = due.iter().map(|d| d.seq).collect();
     execute(
         db,
-        "UPDATE passengers
+        "UPDATE queue
          SET state = 'in_flight', due_at = $2, lease_token = $3, updated_at = $4, alone = false
          WHERE seq = ANY($1)",
         &[&seqs, &until, &token, &now_ms],
@@ -433,7 +439,8 @@ pub(super) async fn progress(db: &impl GenericClient, ids: &[PassengerId]) -> Re
     let uuids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
     let rows = query(
         db,
-        "SELECT state, count(*) FROM passengers WHERE id = ANY($1) GROUP BY state",
+        "SELECT q.state, count(*) FROM passengers p JOIN queue q ON q.seq = p.seq
+         WHERE p.id = ANY($1) GROUP BY q.state",
         &[&uuids],
     )
     .await?;
@@ -539,8 +546,9 @@ pub(super) async fn release(
 pub(super) async fn abandoned_leases(db: &impl GenericClient) -> Result<Vec<Abandoned>> {
     let rows = query(
         db,
-        "SELECT seq, id, lease_token, client, pipeline FROM passengers
-         WHERE state = 'in_flight' ORDER BY seq",
+        "SELECT q.seq, p.id, q.lease_token, q.client, q.pipeline
+         FROM queue q JOIN passengers p ON p.seq = q.seq
+         WHERE q.state = 'in_flight' ORDER BY q.seq",
         &[],
     )
     .await?;
@@ -578,7 +586,8 @@ pub(super) async fn record_interrupted(
     let ids: Vec<Uuid> = reports.iter().map(|report| report.id.0).collect();
     execute(
         db,
-        "UPDATE passengers SET alone = true WHERE id = ANY($1)",
+        "UPDATE queue SET alone = true
+         WHERE seq IN (SELECT seq FROM passengers WHERE id = ANY($1))",
         &[&ids],
     )
     .await?;
@@ -589,7 +598,8 @@ pub(super) async fn record_interrupted(
 pub(super) async fn recover_leases(db: &impl GenericClient, now: Timestamp) -> Result<u64> {
     let rows = query(
         db,
-        "SELECT id, lease_token FROM passengers WHERE state = 'in_flight'",
+        "SELECT p.id, q.lease_token FROM queue q JOIN passengers p ON p.seq = q.seq
+         WHERE q.state = 'in_flight'",
         &[],
     )
     .await?;
@@ -712,7 +722,7 @@ pub(super) async fn replay(
     // has no error of its own yet.
     execute(
         db,
-        "UPDATE passengers
+        "UPDATE queue
          SET state = 'pending', due_at = $2, lease_token = NULL, updated_at = $2,
              completed_at = NULL, last_error = NULL
          WHERE seq = $1",
@@ -741,7 +751,7 @@ pub(super) async fn purge_chunk(
     // deleted. A row someone is changing right now is left for the next purge.
     let rows = query(
         db,
-        "SELECT seq, pipeline, state FROM passengers
+        "SELECT seq, pipeline, state FROM queue
          WHERE client = $1
            AND state IN ('complete', 'filtered', 'discarded')
            AND completed_at < $2
@@ -977,7 +987,7 @@ impl Updates {
             }
             execute(
                 db,
-                "UPDATE passengers AS p
+                "UPDATE queue AS p
                  SET state = u.state, due_at = u.due_at, lease_token = NULL, updated_at = $6,
                      completed_at = u.completed_at,
                      last_error = coalesce(u.last_error, p.last_error)

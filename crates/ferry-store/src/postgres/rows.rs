@@ -78,8 +78,9 @@ pub(super) async fn lock_with_steps(
     let uuids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
     let rows = query(
         db,
-        "SELECT id, seq, client, pipeline, state, due_at, lease_token FROM passengers
-         WHERE id = ANY($1) ORDER BY seq FOR NO KEY UPDATE",
+        "SELECT p.id, q.seq, q.client, q.pipeline, q.state, q.due_at, q.lease_token
+         FROM passengers p JOIN queue q ON q.seq = p.seq
+         WHERE p.id = ANY($1) ORDER BY q.seq FOR NO KEY UPDATE OF q",
         &[&uuids],
     )
     .await?;
