@@ -66,7 +66,7 @@ impl PostgresStore {
     /// `sslmode=` among its parameters), creating its schema and migrating it when needed.
     pub async fn open(url: &str) -> Result<Self> {
         let target = config::parse(url)?;
-        let tls = config::connector(target.tls)?;
+        let tls = config::connector(target.tls, target.root_cert.as_deref())?;
         let manager = Manager::from_config(
             target.config,
             tls,

@@ -1,11 +1,15 @@
 //! The store's PostgreSQL URL: which server, which schema (`schema=NAME`, default `ferry`),
-//! and how the connection is secured (`sslmode=`, as libpq reads it).
+//! and how the connection is secured (`sslmode=`, as libpq reads it, and `sslrootcert=PATH`,
+//! the certificate authorities `verify-ca` and `verify-full` trust instead of the public
+//! ones).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, ring};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
@@ -28,6 +32,8 @@ pub(super) struct Target {
     /// The store's schema, validated as a plain identifier.
     pub schema: String,
     pub tls: TlsMode,
+    /// `sslrootcert`: a PEM file of the authorities to trust; the public ones when `None`.
+    pub root_cert: Option<PathBuf>,
 }
 
 /// libpq's `sslmode` values. tokio-postgres knows only the first three; the checks of the
@@ -54,6 +60,7 @@ pub(super) fn parse(url: &str) -> Result<Target> {
     };
     let mut schema = DEFAULT_SCHEMA.to_owned();
     let mut tls = TlsMode::Prefer;
+    let mut root_cert = None;
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -82,6 +89,7 @@ pub(super) fn parse(url: &str) -> Result<Target> {
                     }
                 };
             }
+            "sslrootcert" => root_cert = Some(PathBuf::from(percent_decode(value))),
             _ => kept.push(pair),
         }
     }
@@ -120,7 +128,32 @@ pub(super) fn parse(url: &str) -> Result<Target> {
         config,
         schema,
         tls,
+        root_cert,
     })
+}
+
+/// A URL parameter's value with its `%XX` escapes decoded (a path may hold any character).
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| value.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            None => {
+                decoded.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 fn invalid(url: &str, why: &str) -> StoreError {
@@ -172,14 +205,37 @@ pub(crate) fn redact(url: &str) -> String {
     redacted
 }
 
-/// The TLS connector for `mode`. With `disable` it is never used (tokio-postgres does not
-/// ask for TLS), but the pool wants one type of connector whatever the mode.
-pub(super) fn connector(mode: TlsMode) -> Result<MakeRustlsConnect> {
+/// The TLS connector for `mode`, trusting the authorities in `root_cert` (else the public
+/// ones) when the mode checks certificates; the error names a file that cannot be read. With
+/// `disable` it is never used (tokio-postgres does not ask for TLS), but the pool wants one
+/// type of connector whatever the mode.
+pub(super) fn connector(
+    mode: TlsMode,
+    root_cert: Option<&std::path::Path>,
+) -> Result<MakeRustlsConnect> {
     let provider = Arc::new(ring::default_provider());
     let webpki = match mode {
         TlsMode::VerifyCa | TlsMode::VerifyFull => {
-            let roots = RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            let roots = match root_cert {
+                None => RootCertStore {
+                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                },
+                Some(path) => {
+                    let unreadable = |error: &dyn std::fmt::Display| {
+                        StoreError::Backend(
+                            format!("cannot read sslrootcert {}: {error}", path.display()).into(),
+                        )
+                    };
+                    let certificates = CertificateDer::pem_file_iter(path)
+                        .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+                        .map_err(|error| unreadable(&error))?;
+                    let mut roots = RootCertStore::empty();
+                    let (added, _) = roots.add_parsable_certificates(certificates);
+                    if added == 0 {
+                        return Err(unreadable(&"it holds no certificate"));
+                    }
+                    roots
+                }
             };
             let verifier =
                 WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
@@ -308,12 +364,14 @@ mod tests {
         );
     }
 
-    /// Whether a connection made as `url` (the test database's, with `sslmode`) is encrypted.
-    async fn encrypted(sslmode: &str) -> Result<bool> {
+    /// Whether a connection to the test database with these TLS parameters (`sslmode=…`) is
+    /// encrypted.
+    async fn encrypted(parameters: &str) -> Result<bool> {
         let base = crate::tests::test_postgres_url();
         let separator = if base.contains('?') { '&' } else { '?' };
-        let target = parse(&format!("{base}{separator}sslmode={sslmode}"))?;
-        let (client, connection) = target.config.connect(connector(target.tls)?).await?;
+        let target = parse(&format!("{base}{separator}{parameters}"))?;
+        let tls = connector(target.tls, target.root_cert.as_deref())?;
+        let (client, connection) = target.config.connect(tls).await?;
         tokio::spawn(connection);
         let row = client
             .query_one(
@@ -326,11 +384,12 @@ mod tests {
 
     /// The test server (Debian's PostgreSQL) offers TLS with a self-signed certificate:
     /// `require` encrypts without checking it, as libpq does; `verify-full` checks it against
-    /// the public authorities and refuses it.
+    /// the public authorities and refuses it; trusted through `sslrootcert`, it passes
+    /// `verify-ca`.
     #[tokio::test]
     async fn sslmode_is_honoured() {
-        assert!(!encrypted("disable").await.unwrap());
-        match encrypted("require").await {
+        assert!(!encrypted("sslmode=disable").await.unwrap());
+        match encrypted("sslmode=require").await {
             Ok(true) => {}
             Ok(false) => panic!("sslmode=require gave an unencrypted connection"),
             // A server without TLS: nothing more to see here.
@@ -340,11 +399,26 @@ mod tests {
             }
             Err(error) => panic!("{error}"),
         }
-        let refused = encrypted("verify-full").await;
+        let refused = encrypted("sslmode=verify-full").await;
         assert!(
             refused.is_err(),
             "a self-signed certificate passed verify-full"
         );
+        // Trusted as its own authority, Debian's certificate passes verify-ca (it names
+        // `localhost`, not the address connected to, so verify-full still refuses it).
+        let snakeoil = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+        if std::path::Path::new(snakeoil).exists() {
+            let trusted = format!("sslmode=verify-ca&sslrootcert={snakeoil}");
+            assert!(encrypted(&trusted).await.unwrap());
+            let named = format!("sslmode=verify-full&sslrootcert={snakeoil}");
+            assert!(encrypted(&named).await.is_err());
+        }
+        let missing = encrypted("sslmode=verify-ca&sslrootcert=/nonexistent%20dir/ca.pem").await;
+        let message = missing
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("/nonexistent dir/ca.pem"), "{message}");
     }
 
     #[test]
