@@ -37,8 +37,15 @@ pub(super) async fn quarantine(
     now: Timestamp,
 ) -> Result<Vec<bool>> {
     let now = millis(now);
-    let mut new = Vec::with_capacity(items.len());
-    for item in items {
+    // Written in key order, so that two nodes quarantining the same items cannot each hold a
+    // row the other waits for; answered in input order.
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by(|&a, &b| {
+        (&items[a].puller, &items[a].item).cmp(&(&items[b].puller, &items[b].item))
+    });
+    let mut new = vec![false; items.len()];
+    for position in order {
+        let item = &items[position];
         // One statement per item decides and writes; `xmax = 0` tells an inserted row from an
         // updated one. The row lock of the upsert keeps two nodes from both counting it new.
         let row = query_opt(
@@ -68,10 +75,9 @@ pub(super) async fn quarantine(
             ],
         )
         .await?;
-        new.push(match row {
-            Some(row) => row.try_get(0)?,
-            None => false,
-        });
+        if let Some(row) = row {
+            new[position] = row.try_get(0)?;
+        }
     }
     Ok(new)
 }
