@@ -399,9 +399,15 @@ impl Store for PostgresStore {
             })?;
             purged += deleted as u64;
             if deleted < PURGE_CHUNK {
-                return Ok(purged);
+                break;
             }
         }
+        // Each chunk appended its count deltas; fold them now rather than leave them all to
+        // the next `index_search`.
+        if purged > 0 {
+            let _: () = in_transaction!(self, |tx| queue::compact_counts(&tx).await?)?;
+        }
+        Ok(purged)
     }
 
     async fn index_search(&self, limit: usize) -> Result<usize> {
