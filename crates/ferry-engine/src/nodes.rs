@@ -165,14 +165,18 @@ pub(crate) async fn keep_alive(shared: Arc<Shared>) {
         for key in held {
             hold(&shared, &key).await;
         }
+        // Only when a node stopped is there anything to take back.
+        let dead_before = now - shared.options.node_timeout;
+        match shared.store.nodes().await {
+            Ok(nodes) if nodes.iter().any(|node| node.heartbeat_at < dead_before) => {}
+            Ok(_) => continue,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the nodes");
+                continue;
+            }
+        }
         let project = shared.project.read().expect("project lock").clone();
-        if let Err(error) = recover(
-            shared.store.as_ref(),
-            &project,
-            now - shared.options.node_timeout,
-        )
-        .await
-        {
+        if let Err(error) = recover(shared.store.as_ref(), &project, dead_before).await {
             tracing::error!(%error, "cannot take back the work of stopped nodes");
         }
     }

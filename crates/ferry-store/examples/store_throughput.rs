@@ -1,6 +1,10 @@
-//! How many passengers per second the SQLite store moves through seat → lease → finish.
+//! How many passengers per second the store moves through seat → lease → finish.
 //!
 //! `cargo run --release -p ferry-store --example store_throughput [PASSENGERS] [BATCH]`
+//!
+//! The SQLite store in a temporary file, or the store at `FERRY_BENCH_STORE` when set (e.g.
+//! `postgres://postgres@127.0.0.1/test?schema=ferry_bench`; use a schema of its own, and drop
+//! it afterwards).
 //!
 //! Seats 1 KB passengers with one pusher step in batches, leases them in batches, reports every
 //! one done, with durable commits, and prints the rate of each phase and of the three together.
@@ -22,7 +26,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let batch: usize = args.next().map_or(Ok(1_000), |a| a.parse())?;
 
     let dir = tempfile::tempdir()?;
-    let store = SqliteStore::open(&dir.path().join("ferry.db")).await?;
+    let store: Arc<dyn Store> = match std::env::var("FERRY_BENCH_STORE") {
+        Ok(url) => ferry_store::open(&url, dir.path()).await?,
+        Err(_) => Arc::new(SqliteStore::open(&dir.path().join("ferry.db")).await?),
+    };
     let key = PipelineKey::new("acme", "invoices");
     let steps = vec![StepDef {
         kind: StepKind::Pusher,
@@ -91,7 +98,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The way ferry runs: a puller seats while workers lease and finish, all at once. The
     // writer is shared, so this shows what the store sustains when its reads and checkpoints
     // overlap with the writes.
-    let store = Arc::new(store);
     let key = PipelineKey::new("acme", "concurrent");
     let started = Instant::now();
     let seater = {

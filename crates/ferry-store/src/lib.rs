@@ -1,7 +1,7 @@
 //! ferry's durable store: definition versions, the queue with a status per step, attempt
 //! history, runs with their logs, pipeline pause flags.
 //!
-//! One [`Store`] trait; SQL lives only in the implementations ([`sqlite`]). Every method that
+//! One [`Store`] trait; SQL lives only in the implementations ([`sqlite`], [`postgres`]). Every method that
 //! writes does so in one transaction, whatever the number of passengers it is given.
 
 use std::collections::BTreeMap;
@@ -14,6 +14,9 @@ use async_trait::async_trait;
 use ferry_core::config::{StepDef, StepKind};
 use ferry_core::{Body, Metadata, Passenger, PassengerId, Timestamp};
 
+mod convert;
+mod journey;
+pub mod postgres;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -23,7 +26,11 @@ mod tests;
 /// data is still safe.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("unsupported store URL `{0}`; use sqlite://PATH (relative to the project directory)")]
+    /// The URL names no store ferry has; it is kept with its password redacted.
+    #[error(
+        "unsupported store URL `{0}`; use sqlite://PATH (relative to the project directory) \
+         or postgres://USER@HOST/DATABASE (also postgresql://; `?schema=NAME`, default ferry)"
+    )]
     UnsupportedUrl(String),
     #[error("passenger {0} not found")]
     NotFound(PassengerId),
@@ -36,16 +43,27 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Opens the store named by `url` (`sqlite://data/ferry.db`, relative to `base_dir`), creating
-/// and migrating it when needed.
+/// Opens the store named by `url`, creating and migrating it when needed:
+/// `sqlite://data/ferry.db` (relative to `base_dir`), or `postgres://…` / `postgresql://…`
+/// (a PostgreSQL database; the store's tables go in the schema of the URL's `schema=NAME`
+/// parameter, default `ferry`; `sslmode=` as libpq reads it).
 pub async fn open(url: &str, base_dir: &Path) -> Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(postgres::PostgresStore::open(url).await?));
+    }
     match url.strip_prefix("sqlite://") {
         Some(path) if !path.is_empty() => {
             let path = base_dir.join(path);
             Ok(Arc::new(sqlite::SqliteStore::open(&path).await?))
         }
-        _ => Err(StoreError::UnsupportedUrl(url.to_string())),
+        _ => Err(StoreError::UnsupportedUrl(redact_url(url))),
     }
+}
+
+/// `url` as it may be shown in messages and logs: a password in it (in the user part, or a
+/// `password=` parameter) is replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    postgres::redact(url)
 }
 
 /// A pipeline of a client: the unit the queue is partitioned by.

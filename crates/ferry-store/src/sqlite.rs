@@ -33,7 +33,6 @@ mod browse;
 mod console;
 mod convert;
 mod filtered;
-mod journey;
 mod nodes;
 mod quarantine;
 mod queue;

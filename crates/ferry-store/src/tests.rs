@@ -10,6 +10,7 @@
 use async_trait::async_trait;
 
 use crate::Store;
+use crate::postgres::PostgresStore;
 use crate::sqlite::SqliteStore;
 
 mod model;
@@ -45,6 +46,92 @@ impl TestStore for SqliteStore {
         SqliteStore::open(&path)
             .await
             .expect("open the SQLite store")
+    }
+}
+
+/// The database the PostgreSQL tests make their scratch schemas in.
+pub(crate) fn test_postgres_url() -> String {
+    std::env::var("FERRY_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A scratch schema of the test database, `ferry_test_<random>`, one per test so that tests
+/// run in parallel; dropped with everything in it when this is dropped.
+pub(crate) struct PostgresSchema {
+    /// The store URL: the test database with `schema=` this schema.
+    pub url: String,
+    pub schema: String,
+}
+
+impl PostgresSchema {
+    pub(crate) fn new() -> PostgresSchema {
+        let schema = format!("ferry_test_{:016x}", rand::random::<u64>());
+        let base = test_postgres_url();
+        let separator = if base.contains('?') { '&' } else { '?' };
+        // The application name tells this test's sessions apart, for `drop` to end them.
+        PostgresSchema {
+            url: format!("{base}{separator}schema={schema}&application_name={schema}"),
+            schema,
+        }
+    }
+}
+
+impl Drop for PostgresSchema {
+    fn drop(&mut self) {
+        // Best effort. Dropped inside a test's runtime, which must not block: a thread of its
+        // own with a small runtime of its own does the work.
+        let (url, schema) = (test_postgres_url(), self.schema.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|error| error.to_string())?;
+            runtime.block_on(async {
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                tokio::spawn(connection);
+                // The store's sessions may still be open, and in a transaction: a test that
+                // ends inside a current-thread runtime gives their tasks no chance to close
+                // them, and their locks would keep DROP SCHEMA waiting for ever.
+                client
+                    .execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                         WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                        &[&schema],
+                    )
+                    .await
+                    .map_err(|error| error.to_string())?;
+                let quoted = crate::postgres::quote_identifier(&schema);
+                client
+                    .batch_execute(&format!(
+                        "SET lock_timeout = '20s'; DROP SCHEMA IF EXISTS {quoted} CASCADE"
+                    ))
+                    .await
+                    .map_err(|error| error.to_string())
+            })
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!("could not drop the test schema {}: {error}", self.schema);
+        }
+    }
+}
+
+#[async_trait]
+impl TestStore for PostgresStore {
+    type Place = PostgresSchema;
+
+    async fn create() -> (Self::Place, Self) {
+        let place = PostgresSchema::new();
+        let store = Self::reopen(&place).await;
+        (place, store)
+    }
+
+    async fn reopen(place: &Self::Place) -> Self {
+        PostgresStore::open(&place.url)
+            .await
+            .expect("open the PostgreSQL store (is FERRY_TEST_POSTGRES's server running?)")
     }
 }
 
@@ -129,6 +216,206 @@ macro_rules! store_test_suite {
 }
 
 store_test_suite!(sqlite, crate::sqlite::SqliteStore);
+store_test_suite!(postgres, crate::postgres::PostgresStore);
+
+/// What only the PostgreSQL store has to show: opening by URL, nodes migrating at once, and
+/// the schema version.
+mod postgres_schema {
+    use std::collections::{BTreeMap, HashSet};
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use ferry_core::Passenger;
+    use ferry_core::config::{StepDef, StepKind};
+
+    use super::{PostgresSchema, TestStore, suite};
+    use crate::postgres::PostgresStore;
+    use crate::{Finished, PassengerState, PipelineKey, StepChange, Store, StoreError};
+
+    #[tokio::test]
+    async fn both_url_forms_open_the_store_in_its_schema() {
+        let place = PostgresSchema::new();
+        let store = crate::open(&place.url, Path::new("/nonexistent"))
+            .await
+            .expect("open by postgres:// URL");
+        store
+            .set_paused(&PipelineKey::new("acme", "a"), true)
+            .await
+            .unwrap();
+        drop(store);
+        let other = place.url.replacen("postgres://", "postgresql://", 1);
+        let store = crate::open(&other, Path::new("/nonexistent"))
+            .await
+            .unwrap();
+        assert_eq!(store.paused().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn unknown_urls_name_both_forms_without_the_password() {
+        let Err(error) = crate::open("mysql://ferry:s3cret@db/x", Path::new(".")).await else {
+            panic!("opened a mysql URL");
+        };
+        let message = error.to_string();
+        assert!(
+            message.contains("sqlite://") && message.contains("postgres://"),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"), "{message}");
+    }
+
+    /// Several nodes start at once on a new schema: one migrates, the others wait for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_opening_at_once_migrate_once() {
+        let place = PostgresSchema::new();
+        let mut opening = Vec::new();
+        for _ in 0..4 {
+            let url = place.url.clone();
+            opening.push(tokio::spawn(async move { PostgresStore::open(&url).await }));
+        }
+        for open in opening {
+            open.await.unwrap().expect("open while others open");
+        }
+    }
+
+    /// A plain connection to the test database, to look behind the store's back.
+    async fn raw_client() -> tokio_postgres::Client {
+        let (client, connection) =
+            tokio_postgres::connect(&super::test_postgres_url(), tokio_postgres::NoTls)
+                .await
+                .expect("connect to the test database");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Two nodes (two stores on one schema), each with several workers, lease the same
+    /// pipeline at once: every passenger goes to exactly one of them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_lease_without_sharing_a_passenger() {
+        let (place, first) = PostgresStore::create().await;
+        let second = PostgresStore::reopen(&place).await;
+        let key = PipelineKey::new("acme", "invoices");
+        let steps = [StepDef {
+            kind: StepKind::Pusher,
+            name: "file".into(),
+        }];
+        let passengers: Vec<_> = (0..300)
+            .map(|n| Passenger::pulled("imap", format!("p{n}")))
+            .collect();
+        let now = suite::at(0);
+        first
+            .seat(&key, "v1", &steps, &passengers, now)
+            .await
+            .unwrap();
+        let nodes = [Arc::new(first), Arc::new(second)];
+        let mut leasers = Vec::new();
+        for node in &nodes {
+            for _ in 0..4 {
+                let (node, key) = (Arc::clone(node), key.clone());
+                leasers.push(tokio::spawn(async move {
+                    let mut ids = Vec::new();
+                    loop {
+                        let leased = node
+                            .lease(&key, 9, Duration::from_secs(60), suite::at(1))
+                            .await
+                            .unwrap();
+                        if leased.is_empty() {
+                            return ids;
+                        }
+                        ids.extend(leased.into_iter().map(|leased| leased.passenger.id));
+                    }
+                }));
+            }
+        }
+        let mut all = Vec::new();
+        for leaser in leasers {
+            all.extend(leaser.await.unwrap());
+        }
+        let unique: HashSet<_> = all.iter().collect();
+        assert_eq!((all.len(), unique.len()), (300, 300));
+        let counts = nodes[1].counts(None).await.unwrap();
+        assert_eq!(counts[&key].get(&PassengerState::InFlight), Some(&300));
+        assert_eq!(counts[&key].len(), 1);
+    }
+
+    /// The counts are appended deltas; folding them (with the search indexing) changes no
+    /// count and leaves one row per pipeline and state.
+    #[tokio::test]
+    async fn count_deltas_fold_without_changing_the_counts() {
+        let (place, store) = PostgresStore::create().await;
+        let key = PipelineKey::new("acme", "invoices");
+        let steps = [StepDef {
+            kind: StepKind::Pusher,
+            name: "file".into(),
+        }];
+        for n in 0..10 {
+            let passenger = Passenger::pulled("imap", format!("p{n}"));
+            store
+                .seat(&key, "v1", &steps, &[passenger], suite::at(n))
+                .await
+                .unwrap();
+        }
+        let leased = store
+            .lease(&key, 4, Duration::from_secs(60), suite::at(20))
+            .await
+            .unwrap();
+        let reports: Vec<_> = leased
+            .iter()
+            .take(3)
+            .map(|leased| Finished {
+                id: leased.passenger.id,
+                token: leased.token,
+                processed: None,
+                steps: vec![(0, StepChange::Done)],
+                split: None,
+            })
+            .collect();
+        assert_eq!(store.finish(&reports, suite::at(21)).await.unwrap(), 3);
+        let before = store.counts(None).await.unwrap();
+        assert_eq!(
+            before[&key],
+            BTreeMap::from([
+                (PassengerState::Pending, 6),
+                (PassengerState::InFlight, 1),
+                (PassengerState::Complete, 3),
+            ])
+        );
+        store.index_search(100).await.unwrap();
+        assert_eq!(store.counts(None).await.unwrap(), before);
+        assert_eq!(store.open_count(&key).await.unwrap(), 7);
+        let rows: i64 = raw_client()
+            .await
+            .query_one(
+                &format!("SELECT count(*) FROM {}.queue_count_deltas", place.schema),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, 3);
+    }
+
+    #[tokio::test]
+    async fn refuses_a_schema_from_a_newer_ferry() {
+        let (place, store) = PostgresStore::create().await;
+        drop(store);
+        raw_client()
+            .await
+            .batch_execute(&format!(
+                "INSERT INTO {}.schema_migrations (version) VALUES (99)",
+                place.schema
+            ))
+            .await
+            .unwrap();
+        match PostgresStore::open(&place.url).await {
+            Err(StoreError::Backend(error)) => {
+                assert!(error.to_string().contains("schema version 99"), "{error}");
+            }
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(_) => panic!("opened a schema of a newer version"),
+        }
+    }
+}
 
 /// What only the SQLite store has to show: the file it writes and sharing it between
 /// processes.

@@ -294,7 +294,12 @@ async fn open(dir: &Path) -> anyhow::Result<(ferry_core::config::Project, Arc<dy
     let project = load(dir)?;
     let store = ferry_store::open(&project.system.store, dir)
         .await
-        .with_context(|| format!("cannot open store {}", project.system.store))?;
+        .with_context(|| {
+            format!(
+                "cannot open store {}",
+                ferry_store::redact_url(&project.system.store)
+            )
+        })?;
     Ok((project, store))
 }
 

@@ -9,7 +9,11 @@ const TIME: &str = "%Y-%m-%d %H:%M:%S";
 
 /// `ferry status`: every pipeline with its queue counts and last run.
 pub async fn status(project: &Project, store: &dyn Store) -> anyhow::Result<()> {
-    println!("{} — store {}", project.system.alias, project.system.store);
+    println!(
+        "{} — store {}",
+        project.system.alias,
+        ferry_store::redact_url(&project.system.store)
+    );
     let counts = store.counts(None).await?;
     let paused = store.paused().await?;
     let reasons = store.pause_reasons().await?;

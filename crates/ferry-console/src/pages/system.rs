@@ -33,14 +33,8 @@ fn load(state: &AppState) -> SystemView {
         alias: project.system.alias.clone(),
         version: env!("CARGO_PKG_VERSION"),
         workers: project.system.workers,
-        // Only the scheme and path: a server URL may hold a password.
-        store: project
-            .system
-            .store
-            .split('@')
-            .next_back()
-            .unwrap_or("")
-            .to_string(),
+        // A server URL may hold a password.
+        store: ferry_store::redact_url(&project.system.store),
         clients: project.clients.len(),
         pipelines: keys.len(),
         paused: keys.iter().filter(|k| state.engine.is_paused(k)).count(),

@@ -1,32 +1,13 @@
-//! Conversions between ferry's types and SQLite columns.
+//! Conversions between ferry's types and SQLite columns; the ones both stores share are in
+//! [`crate::convert`].
 
-use std::time::Duration;
-
-use ferry_core::config::StepKind;
-use ferry_core::{Metadata, PassengerId, Timestamp};
+use ferry_core::PassengerId;
 use uuid::Uuid;
 
-use crate::{PassengerState, Result, StepState, StoreError};
-
-/// A timestamp as stored: milliseconds since the Unix epoch.
-pub(super) fn millis(time: Timestamp) -> i64 {
-    time.timestamp_millis()
-}
-
-/// A duration in milliseconds, saturating (a lease of a thousand years is still a lease).
-pub(super) fn duration_millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// A stored timestamp back as a time.
-pub(super) fn time(millis: i64) -> Result<Timestamp> {
-    chrono::DateTime::from_timestamp_millis(millis)
-        .ok_or_else(|| corrupt(format!("timestamp {millis} is out of range")))
-}
-
-pub(super) fn optional_time(millis: Option<i64>) -> Result<Option<Timestamp>> {
-    millis.map(time).transpose()
-}
+pub(super) use crate::convert::{
+    duration_millis, metadata_from_json, metadata_json, millis, optional_time, passenger_state,
+    small_count, step_kind, step_state, time,
+};
 
 /// A passenger id as stored: the 16 bytes of its UUID.
 pub(super) fn id_bytes(id: PassengerId) -> [u8; 16] {
@@ -35,60 +16,6 @@ pub(super) fn id_bytes(id: PassengerId) -> [u8; 16] {
 
 pub(super) fn id_from_bytes(bytes: [u8; 16]) -> PassengerId {
     PassengerId(Uuid::from_bytes(bytes))
-}
-
-/// Metadata as stored: a JSON object, or NULL when empty (most passengers carry none, and
-/// NULL costs nothing to write or parse).
-pub(super) fn metadata_json(metadata: &Metadata) -> Result<Option<String>> {
-    if metadata.is_empty() {
-        return Ok(None);
-    }
-    serde_json::to_string(metadata)
-        .map(Some)
-        .map_err(|error| StoreError::Backend(Box::new(error)))
-}
-
-pub(super) fn metadata_from_json(json: Option<String>) -> Result<Metadata> {
-    match json {
-        None => Ok(Metadata::new()),
-        Some(json) => serde_json::from_str(&json)
-            .map_err(|error| corrupt(format!("metadata is not a JSON object of strings: {error}"))),
-    }
-}
-
-pub(super) fn passenger_state(text: &str) -> Result<PassengerState> {
-    text.parse().map_err(corrupt)
-}
-
-/// The step states that are stored; `in_flight` never is (it comes from the passenger's lease).
-pub(super) fn step_state(text: &str) -> Result<StepState> {
-    match text {
-        "pending" => Ok(StepState::Pending),
-        "failed" => Ok(StepState::Failed),
-        "done" => Ok(StepState::Done),
-        "dead" => Ok(StepState::Dead),
-        "skipped" => Ok(StepState::Skipped),
-        "filtered" => Ok(StepState::Filtered),
-        other => Err(corrupt(format!("unknown step state `{other}`"))),
-    }
-}
-
-pub(super) fn step_kind(text: &str) -> Result<StepKind> {
-    match text {
-        "processor" => Ok(StepKind::Processor),
-        "pusher" => Ok(StepKind::Pusher),
-        other => Err(corrupt(format!("unknown step kind `{other}`"))),
-    }
-}
-
-/// A count from SQLite (always an `i64`) as the `u32` the trait uses.
-pub(super) fn small_count(value: i64) -> Result<u32> {
-    u32::try_from(value).map_err(|_| corrupt(format!("count {value} is out of range")))
-}
-
-/// The database holds something this code never writes.
-fn corrupt(message: impl Into<String>) -> StoreError {
-    StoreError::Backend(format!("unexpected data in the store: {}", message.into()).into())
 }
 
 /// A text column borrowed from the row, without allocating.

@@ -2,7 +2,7 @@
 //! pulls which pipeline.
 
 use ferry_core::Timestamp;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use super::convert::{millis, time};
 use crate::{Node, NodeId, PipelineKey, Result};
@@ -89,6 +89,7 @@ pub(super) fn claim_slot(
     Ok(claimed == 1)
 }
 
+/// Takes the pipeline's pull right when it is free, expired or already this node's.
 pub(super) fn hold_pull(
     conn: &Connection,
     key: &PipelineKey,
@@ -96,25 +97,22 @@ pub(super) fn hold_pull(
     until: Timestamp,
     now: Timestamp,
 ) -> Result<bool> {
-    let own = own.unwrap_or(0);
-    let holder: Option<(NodeId, i64)> = conn
-        .prepare_cached("SELECT node, until FROM pull_leases WHERE client = ?1 AND pipeline = ?2")?
-        .query_row(params![key.client, key.pipeline], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
-        .optional()?;
-    if let Some((node, held_until)) = holder
-        && node != own
-        && held_until > millis(now)
-    {
-        return Ok(false);
-    }
-    conn.prepare_cached(
-        "INSERT INTO pull_leases (client, pipeline, node, until) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (client, pipeline) DO UPDATE SET node = excluded.node, until = excluded.until",
-    )?
-    .execute(params![key.client, key.pipeline, own, millis(until)])?;
-    Ok(true)
+    let held = conn
+        .prepare_cached(
+            "INSERT INTO pull_leases AS held (client, pipeline, node, until)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (client, pipeline) DO UPDATE
+             SET node = excluded.node, until = excluded.until
+             WHERE held.node = excluded.node OR held.until <= ?5",
+        )?
+        .execute(params![
+            key.client,
+            key.pipeline,
+            own.unwrap_or(0),
+            millis(until),
+            millis(now)
+        ])?;
+    Ok(held == 1)
 }
 
 pub(super) fn drop_pull(conn: &Connection, key: &PipelineKey, own: Option<NodeId>) -> Result<()> {

@@ -14,9 +14,9 @@ use tracing::warn;
 use super::convert::{
     duration_millis, id_bytes, id_from_bytes, metadata_json, millis, passenger_state, text, time,
 };
-use super::journey::{self, NotSkippable, StoredStep, UnknownStep};
 use super::nodes;
 use super::rows::{self, PassengerRow};
+use crate::journey::{self, NotSkippable, StoredStep, UnknownStep};
 use crate::{
     Abandoned, Finished, LeaseToken, Leased, NodeId, PassengerState, PipelineKey, Result,
     SeatResult, StateCounts, StepState, StepStatus, StoreError,

@@ -12,7 +12,7 @@ use super::convert::{
     id_from_bytes, metadata_from_json, passenger_state, small_count, step_kind, step_state, text,
     time,
 };
-use super::journey::StoredStep;
+use crate::journey::StoredStep;
 use crate::{PassengerState, Result, StepState, StepStatus};
 
 /// The queue row of a passenger, as the writes need it.

@@ -1,8 +1,8 @@
 //! The rules of a passenger's journey, free of SQL: how a worker's report changes the steps,
 //! and which passenger state the steps add up to.
 //!
-//! Nothing here is specific to SQLite; a second store should share these rules rather than
-//! restate them in its SQL.
+//! Both stores share these rules rather than restate them in their SQL: each loads the steps,
+//! changes them here and writes back what changed.
 
 use ferry_core::config::StepKind;
 
@@ -10,7 +10,7 @@ use crate::{PassengerState, StepChange, StepState};
 
 /// One step of a passenger as stored, loaded to be changed in memory and written back.
 #[derive(Clone, Debug)]
-pub(super) struct StoredStep {
+pub(crate) struct StoredStep {
     pub idx: u32,
     pub kind: StepKind,
     pub name: String,
@@ -34,7 +34,7 @@ impl StoredStep {
 
 /// A failed attempt to record in the history.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct FailedAttempt {
+pub(crate) struct FailedAttempt {
     pub idx: u32,
     pub attempt: u32,
     pub error: String,
@@ -42,7 +42,7 @@ pub(super) struct FailedAttempt {
 
 /// Applies one change of a worker's report at time `now`. Returns the failed attempt to
 /// record, if the change is a failure; `Err` when the passenger has no step `idx`.
-pub(super) fn apply_change(
+pub(crate) fn apply_change(
     steps: &mut [StoredStep],
     idx: u32,
     change: &StepChange,
@@ -113,7 +113,7 @@ pub(super) fn apply_change(
 
 /// A report named a step the passenger does not have.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct UnknownStep(pub u32);
+pub(crate) struct UnknownStep(pub u32);
 
 /// The passenger state the steps add up to, and when its open work is due.
 ///
@@ -124,7 +124,7 @@ pub(super) struct UnknownStep(pub u32);
 /// - Else any dead step: `dead`. Open steps behind a dead processor cannot run (processors run
 ///   in order), so they do not keep the passenger open.
 /// - Else any filtered step: `filtered`; else `complete`.
-pub(super) fn derive(steps: &[StoredStep], now: i64) -> (PassengerState, i64) {
+pub(crate) fn derive(steps: &[StoredStep], now: i64) -> (PassengerState, i64) {
     let first_dead_processor = steps
         .iter()
         .filter(|step| step.kind == StepKind::Processor && step.state == StepState::Dead)
@@ -160,7 +160,7 @@ pub(super) fn derive(steps: &[StoredStep], now: i64) -> (PassengerState, i64) {
 }
 
 /// Makes failed and dead steps pending again with fresh attempts. Returns whether any was.
-pub(super) fn reset_for_retry(steps: &mut [StoredStep]) -> bool {
+pub(crate) fn reset_for_retry(steps: &mut [StoredStep]) -> bool {
     let mut any = false;
     for step in steps.iter_mut() {
         if matches!(step.state, StepState::Failed | StepState::Dead) {
@@ -175,7 +175,7 @@ pub(super) fn reset_for_retry(steps: &mut [StoredStep]) -> bool {
 }
 
 /// Skips every step that has not run to an end: open and dead ones.
-pub(super) fn skip_unfinished(steps: &mut [StoredStep]) {
+pub(crate) fn skip_unfinished(steps: &mut [StoredStep]) {
     for step in steps.iter_mut() {
         if step.is_open() || step.state == StepState::Dead {
             step.state = StepState::Skipped;
@@ -187,7 +187,7 @@ pub(super) fn skip_unfinished(steps: &mut [StoredStep]) {
 
 /// Skips one step that has not run to an end: a pending, failed or dead one. The steps after
 /// it keep their state: the processors behind a skipped processor still run.
-pub(super) fn skip_step(steps: &mut [StoredStep], idx: u32) -> Result<(), NotSkippable> {
+pub(crate) fn skip_step(steps: &mut [StoredStep], idx: u32) -> Result<(), NotSkippable> {
     let Some(step) = steps.iter_mut().find(|step| step.idx == idx) else {
         return Err(NotSkippable::Unknown);
     };
@@ -202,7 +202,7 @@ pub(super) fn skip_step(steps: &mut [StoredStep], idx: u32) -> Result<(), NotSki
 
 /// Why a step cannot be skipped.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum NotSkippable {
+pub(crate) enum NotSkippable {
     /// The passenger has no such step.
     Unknown,
     /// The step already ended in this state (done, skipped or filtered).
