@@ -368,7 +368,11 @@ async fn run(dir: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result
         }
     };
     let (project, store) = open(&dir).await?;
-    let _lock = lock_project(&dir)?;
+    // Several nodes may share a server store; a SQLite store is one process's.
+    let _lock = match store.is_shared() {
+        true => None,
+        false => Some(lock_project(&dir)?),
+    };
     let listen = listen.unwrap_or(project.system.listen);
     let listener = tokio::net::TcpListener::bind(listen)
         .await

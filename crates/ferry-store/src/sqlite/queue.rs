@@ -4,10 +4,12 @@
 //! `queue_counts` table in step with every state it changes.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::Duration;
 
 use ferry_core::config::StepDef;
 use ferry_core::{Passenger, PassengerId, Timestamp};
+use rusqlite::types::Value;
 use rusqlite::{Connection, params};
 use tracing::warn;
 
@@ -15,7 +17,7 @@ use super::convert::{
     duration_millis, id_bytes, id_from_bytes, metadata_json, millis, passenger_state, text, time,
 };
 use super::nodes;
-use super::rows::{self, PassengerRow};
+use super::rows::{self, PassengerRow, ids_array};
 use crate::journey::{self, NotSkippable, StoredStep, UnknownStep};
 use crate::{
     Abandoned, Finished, LeaseToken, Leased, NodeId, PassengerState, PipelineKey, Result,
@@ -155,7 +157,7 @@ fn seat_children(
 }
 
 /// Gives every passenger in `seqs` the steps `steps`, all pending, in one statement for the
-/// whole batch: the cross product of two JSON arrays.
+/// whole batch: the cross product of the passengers and a JSON array of the steps.
 fn insert_steps(conn: &Connection, seqs: &[i64], steps: &[StepDef]) -> Result<()> {
     if seqs.is_empty() || steps.is_empty() {
         return Ok(());
@@ -167,17 +169,23 @@ fn insert_steps(conn: &Connection, seqs: &[i64], steps: &[StepDef]) -> Result<()
     conn.prepare_cached(
         "INSERT INTO steps (seq, idx, kind, name, state)
          SELECT passenger.value, step.key, step.value ->> 0, step.value ->> 1, 'pending'
-         FROM json_each(?1) AS passenger, json_each(?2) AS step",
+         FROM rarray(?1) AS passenger, json_each(?2) AS step",
     )?
     .execute(params![
-        json_list(seqs.iter().copied()),
+        numbers(seqs.iter().copied()),
         serde_json::Value::Array(defs).to_string()
     ])?;
     Ok(())
 }
 
-/// Integers as a JSON array, for `IN (SELECT value FROM json_each(?))` and friends: one
-/// statement for a whole batch instead of one per passenger.
+/// Integers for `IN rarray(?)`: one statement for a whole batch instead of one per passenger,
+/// with nothing to format or parse on the way.
+pub(super) fn numbers(numbers: impl Iterator<Item = i64>) -> Rc<Vec<Value>> {
+    Rc::new(numbers.map(Value::Integer).collect())
+}
+
+/// Integers as a JSON array, for `IN (SELECT value FROM json_each(?))` where the list is also
+/// kept as text (the search index's candidates).
 fn json_list(numbers: impl Iterator<Item = i64>) -> String {
     let mut list = String::from("[");
     for (n, number) in numbers.enumerate() {
@@ -269,10 +277,10 @@ pub(super) fn claim(
         "UPDATE passengers
          SET state = 'in_flight', due_at = ?2, lease_token = ?3, updated_at = ?4, alone = 0,
              lease_node = ?5
-         WHERE seq IN (SELECT value FROM json_each(?1))",
+         WHERE seq IN rarray(?1)",
     )?
     .execute(params![
-        json_list(due.iter().map(|d| d.seq)),
+        numbers(due.iter().map(|d| d.seq)),
         until,
         token,
         now_ms,
@@ -287,16 +295,9 @@ pub(super) fn claim(
 
 /// How many of `ids` are in each state.
 pub(super) fn progress(conn: &Connection, ids: &[PassengerId]) -> Result<StateCounts> {
-    let list = serde_json::Value::Array(
-        ids.iter()
-            .map(|id| serde_json::Value::String(id.to_string()))
-            .collect(),
-    )
-    .to_string();
+    let list = ids_array(ids.iter().copied());
     let mut select = conn.prepare_cached(
-        "SELECT state, count(*) FROM passengers
-         WHERE id IN (SELECT unhex(replace(value, '-', '')) FROM json_each(?1))
-         GROUP BY state",
+        "SELECT state, count(*) FROM passengers WHERE id IN rarray(?1) GROUP BY state",
     )?;
     let mut rows = select.query([list])?;
     let mut counts = StateCounts::new();
@@ -322,7 +323,7 @@ pub(super) fn load_leased(
     key: &PipelineKey,
     claim: Claim,
 ) -> Result<Vec<Leased>> {
-    let seqs = json_list(claim.passengers.iter().map(|d| d.seq));
+    let seqs = numbers(claim.passengers.iter().map(|d| d.seq));
     // The processors' output replaces the original when there is one: a passenger whose
     // processors ran in an earlier lease goes on from where they left it.
     let mut select_payloads = conn.prepare_cached(
@@ -331,7 +332,7 @@ pub(super) fn load_leased(
                 coalesce(processed_media_type, media_type),
                 CASE WHEN processed_media_type IS NULL THEN body ELSE processed_body END,
                 attachments
-         FROM payloads WHERE seq IN (SELECT value FROM json_each(?1))",
+         FROM payloads WHERE seq IN rarray(?1)",
     )?;
     let mut payloads = HashMap::with_capacity(claim.passengers.len());
     let mut rows = select_payloads.query([&seqs])?;
@@ -346,7 +347,7 @@ pub(super) fn load_leased(
     let mut steps: HashMap<i64, Vec<StepStatus>> = HashMap::with_capacity(claim.passengers.len());
     let mut select_steps = conn.prepare_cached(
         "SELECT seq, idx, kind, name, state, attempts, next_try_at, last_error, done_at, result
-         FROM steps WHERE seq IN (SELECT value FROM json_each(?1))
+         FROM steps WHERE seq IN rarray(?1)
          ORDER BY seq, idx",
     )?;
     let mut rows = select_steps.query([&seqs])?;
@@ -740,8 +741,8 @@ fn holds_lease(passenger: &PassengerRow, token: LeaseToken) -> bool {
 /// becomes two statements instead of two thousand.
 #[derive(Default)]
 struct Updates {
-    /// Steps (passenger row, index) by the values they get.
-    steps: HashMap<StepValues, Vec<(i64, u32)>>,
+    /// Steps (the passenger rows) by the values they get and their index.
+    steps: HashMap<(StepValues, u32), Vec<i64>>,
     /// Passenger rows by the state they settle in.
     passengers: HashMap<Settled, Vec<i64>>,
     counts: CountChanges,
@@ -780,7 +781,7 @@ impl Updates {
                 done_at: step.done_at,
                 result: step.result.clone(),
             };
-            self.steps.entry(values).or_default().push((seq, step.idx));
+            self.steps.entry((values, step.idx)).or_default().push(seq);
         }
     }
 
@@ -814,18 +815,18 @@ impl Updates {
             "UPDATE steps
              SET state = ?2, attempts = ?3, next_try_at = ?4, last_error = ?5, done_at = ?6,
                  result = ?7
-             WHERE (seq, idx) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
+             WHERE seq IN rarray(?1) AND idx = ?8",
         )?;
-        for (values, steps) in self.steps {
-            let list = json_pairs(&steps);
+        for ((values, idx), seqs) in self.steps {
             update_steps.execute(params![
-                list,
+                numbers(seqs.into_iter()),
                 values.state.as_str(),
                 values.attempts,
                 values.next_try_at,
                 values.last_error,
                 values.done_at,
                 values.result,
+                idx,
             ])?;
         }
         // The retention clock starts when a passenger reaches a purgeable state.
@@ -833,12 +834,12 @@ impl Updates {
             "UPDATE passengers
              SET state = ?2, due_at = ?3, lease_token = NULL, lease_node = NULL,
                  updated_at = ?4, completed_at = ?5, last_error = coalesce(?6, last_error)
-             WHERE seq IN (SELECT value FROM json_each(?1))",
+             WHERE seq IN rarray(?1)",
         )?;
         for (settled, seqs) in self.passengers {
             let completed_at = settled.state.is_purgeable().then_some(now);
             update_passengers.execute(params![
-                json_list(seqs.into_iter()),
+                numbers(seqs.into_iter()),
                 settled.state.as_str(),
                 settled.due_at,
                 now,
@@ -848,19 +849,6 @@ impl Updates {
         }
         self.counts.write(conn)
     }
-}
-
-/// `(row, index)` pairs as a JSON array of arrays.
-fn json_pairs(pairs: &[(i64, u32)]) -> String {
-    let mut list = String::from("[");
-    for (n, (seq, idx)) in pairs.iter().enumerate() {
-        if n > 0 {
-            list.push(',');
-        }
-        list.push_str(&format!("[{seq},{idx}]"));
-    }
-    list.push(']');
-    list
 }
 
 /// Changes to `queue_counts` gathered during one transaction and written at its end: one

@@ -2,15 +2,16 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::rc::Rc;
 
 use bytes::Bytes;
 use ferry_core::{Attachment, Body, Metadata, PassengerId};
-use rusqlite::types::ValueRef;
+use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, Row};
 
 use super::convert::{
-    id_from_bytes, metadata_from_json, passenger_state, small_count, step_kind, step_state, text,
-    time,
+    id_bytes, id_from_bytes, metadata_from_json, passenger_state, small_count, step_kind,
+    step_state, text, time,
 };
 use crate::journey::StoredStep;
 use crate::{PassengerState, Result, StepState, StepStatus};
@@ -63,23 +64,13 @@ pub(super) fn find_with_steps(
     conn: &Connection,
     ids: impl Iterator<Item = PassengerId>,
 ) -> Result<HashMap<PassengerId, (PassengerRow, Vec<StoredStep>)>> {
-    // Ids travel as hex strings in a JSON array: JSON has no bytes.
-    let mut list = String::from("[");
-    for (n, id) in ids.enumerate() {
-        if n > 0 {
-            list.push(',');
-        }
-        list.push('"');
-        list.push_str(&id.0.simple().to_string());
-        list.push('"');
-    }
-    list.push(']');
+    let list = ids_array(ids);
     let mut select = conn.prepare_cached(
         "SELECT p.id, p.seq, p.client, p.pipeline, p.state, p.due_at, p.lease_token,
                 s.idx, s.kind, s.name, s.state, s.attempts, s.next_try_at, s.last_error,
                 s.done_at, s.result
          FROM passengers p LEFT JOIN steps s ON s.seq = p.seq
-         WHERE p.id IN (SELECT unhex(value) FROM json_each(?1))
+         WHERE p.id IN rarray(?1)
          ORDER BY p.seq, s.idx",
     )?;
     let mut rows = select.query([&list])?;
@@ -106,6 +97,11 @@ pub(super) fn find_with_steps(
         }
     }
     Ok(found)
+}
+
+/// Passenger ids as the blobs the store keeps, for `IN rarray(?)`.
+pub(super) fn ids_array(ids: impl Iterator<Item = PassengerId>) -> Rc<Vec<Value>> {
+    Rc::new(ids.map(|id| Value::Blob(id_bytes(id).to_vec())).collect())
 }
 
 /// The queue row of the passenger `id` and its steps.

@@ -101,6 +101,7 @@ fn try_open_writer(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT_BYTES)?;
     conn.set_prepared_statement_cache_capacity(64);
+    rusqlite::vtab::array::load_module(&conn)?;
     migrate(&mut conn, path)?;
     Ok(conn)
 }
@@ -125,6 +126,7 @@ pub(super) fn open_reader(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "query_only", true)?;
     conn.set_prepared_statement_cache_capacity(64);
+    rusqlite::vtab::array::load_module(&conn)?;
     Ok(conn)
 }
 

@@ -112,8 +112,10 @@ impl Broker for Redis {
                     .arg(target)
                     .arg(&after)
                     .arg("+")
+                    // Pages of 1 MB: a page of 10 MB outlasted the client's response
+                    // timeout on a slower machine.
                     .arg("COUNT")
-                    .arg(10_000)
+                    .arg(1_000)
                     .query_async(&mut connection)
                     .await
                     .expect("XRANGE");
