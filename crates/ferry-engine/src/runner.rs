@@ -20,8 +20,10 @@ use crate::{Active, Event, NamedPuller, Shared, nodes};
 /// Longest a single pull or ack may take before it counts as failed.
 const PULL_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// How often a run that ends when delivered looks at its passengers.
+/// How often a run that ends when delivered looks at its passengers, per 10,000 of them (each
+/// look reads the state of every one), up to `DELIVERY_POLL_MAX`.
 const DELIVERY_POLL: Duration = Duration::from_millis(200);
+const DELIVERY_POLL_MAX: Duration = Duration::from_secs(5);
 
 /// Runs the pipeline's schedule until it is stopped (reload or shutdown).
 pub(crate) async fn run(shared: Arc<Shared>, active: Arc<Active>, mut pullers: Vec<NamedPuller>) {
@@ -144,9 +146,18 @@ async fn wait_for_delivery(
         tokio::select! {
             _ = shared.shutdown.cancelled() => return Err("ferry stopped before the run's passengers were delivered".into()),
             _ = active.stop.cancelled() => return Err("the pipeline changed before the run's passengers were delivered".into()),
-            _ = tokio::time::sleep(DELIVERY_POLL) => {}
+            _ = tokio::time::sleep(delivery_poll(run.seated_ids.len())) => {}
         }
     }
+}
+
+/// The pause between two looks at `count` passengers a run waits for: on a server store a
+/// large run's looks would otherwise keep the server busy (100,000 ids five times a second).
+fn delivery_poll(count: usize) -> Duration {
+    let tens_of_thousands = u32::try_from(count / 10_000).unwrap_or(u32::MAX).max(1);
+    DELIVERY_POLL
+        .saturating_mul(tens_of_thousands)
+        .min(DELIVERY_POLL_MAX)
 }
 
 /// Pauses the pipeline when its last `failure_limit` runs all failed, and says why.
@@ -528,7 +539,15 @@ mod tests {
     use ferry_core::config::Schedule;
     use tokio::time::{Instant, timeout};
 
-    use super::next_run;
+    use super::{delivery_poll, next_run};
+
+    #[test]
+    fn a_larger_run_looks_at_its_passengers_less_often() {
+        let poll = |count| delivery_poll(count).as_millis();
+        assert_eq!([poll(0), poll(9_999), poll(10_000)], [200, 200, 200]);
+        assert_eq!([poll(50_000), poll(100_000)], [1_000, 2_000]);
+        assert_eq!([poll(1_000_000), poll(usize::MAX)], [5_000, 5_000]);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn intervals_run_at_once_then_every_period() {

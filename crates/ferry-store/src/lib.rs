@@ -15,6 +15,7 @@ use ferry_core::config::{StepDef, StepKind};
 use ferry_core::{Body, Metadata, Passenger, PassengerId, Timestamp};
 
 mod convert;
+mod counts;
 mod journey;
 pub mod postgres;
 pub mod sqlite;

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::rows::{self, PassengerRow};
 use super::{big, execute, nodes, query, query_one};
 use crate::convert::{duration_millis, metadata_json, millis, passenger_state, time};
+use crate::counts::CountChanges;
 use crate::journey::{self, NotSkippable, StoredStep, UnknownStep};
 use crate::{
     Abandoned, Finished, LeaseToken, Leased, NodeId, PassengerState, PipelineKey, Result,
@@ -47,7 +48,7 @@ pub(super) async fn seat(
         PassengerState::Pending,
         seated.len() as i64,
     );
-    counts.write(db).await?;
+    write_counts(db, counts).await?;
     Ok(seqs
         .iter()
         .map(|seq| match seq {
@@ -356,7 +357,7 @@ pub(super) async fn claim(
         &[&seqs, &until, &token, &now_ms, &node],
     )
     .await?;
-    counts.write(db).await?;
+    write_counts(db, counts).await?;
     Ok(Claim {
         token,
         passengers: due,
@@ -755,7 +756,7 @@ pub(super) async fn replay(
         passenger.state,
         PassengerState::Pending,
     );
-    counts.write(db).await
+    write_counts(db, counts).await
 }
 
 /// Deletes up to `limit` purgeable passengers of the client finished before `before`, with
@@ -790,7 +791,7 @@ pub(super) async fn purge_chunk(
         return Ok(0);
     }
     execute(db, "DELETE FROM passengers WHERE seq = ANY($1)", &[&seqs]).await?;
-    counts.write(db).await?;
+    write_counts(db, counts).await?;
     Ok(seqs.len())
 }
 
@@ -1018,66 +1019,31 @@ impl Updates {
             )
             .await?;
         }
-        self.counts.write(db).await
+        write_counts(db, self.counts).await
     }
 }
 
-/// Changes to the per-state counts gathered during one transaction and appended at its end:
-/// one row per pipeline and state, not one per passenger.
-#[derive(Default)]
-struct CountChanges {
-    /// Few entries (the pipelines and states one call touches), so a list beats a map.
-    changes: Vec<(String, String, PassengerState, i64)>,
-}
-
-impl CountChanges {
-    fn add(&mut self, client: &str, pipeline: &str, state: PassengerState, delta: i64) {
-        if delta == 0 {
-            return;
-        }
-        let existing = self
-            .changes
-            .iter_mut()
-            .find(|(c, p, s, _)| *s == state && c == client && p == pipeline);
-        match existing {
-            Some((_, _, _, n)) => *n += delta,
-            None => self
-                .changes
-                .push((client.to_owned(), pipeline.to_owned(), state, delta)),
-        }
+/// Appends `counts` to `queue_count_deltas`.
+async fn write_counts(db: &impl GenericClient, counts: CountChanges) -> Result<()> {
+    let mut clients = Vec::new();
+    let mut pipelines = Vec::new();
+    let mut states = Vec::new();
+    let mut deltas = Vec::new();
+    for (client, pipeline, state, delta) in counts.into_changes() {
+        clients.push(client);
+        pipelines.push(pipeline);
+        states.push(state.as_str());
+        deltas.push(delta);
     }
-
-    /// One passenger went from `from` to `to`.
-    fn change(&mut self, client: &str, pipeline: &str, from: PassengerState, to: PassengerState) {
-        if from != to {
-            self.add(client, pipeline, from, -1);
-            self.add(client, pipeline, to, 1);
-        }
+    if clients.is_empty() {
+        return Ok(());
     }
-
-    async fn write(self, db: &impl GenericClient) -> Result<()> {
-        let mut clients = Vec::new();
-        let mut pipelines = Vec::new();
-        let mut states = Vec::new();
-        let mut deltas = Vec::new();
-        for (client, pipeline, state, delta) in self.changes {
-            if delta != 0 {
-                clients.push(client);
-                pipelines.push(pipeline);
-                states.push(state.as_str());
-                deltas.push(delta);
-            }
-        }
-        if clients.is_empty() {
-            return Ok(());
-        }
-        execute(
-            db,
-            "INSERT INTO queue_count_deltas (client, pipeline, state, n)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])",
-            &[&clients, &pipelines, &states, &deltas],
-        )
-        .await?;
-        Ok(())
-    }
+    execute(
+        db,
+        "INSERT INTO queue_count_deltas (client, pipeline, state, n)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])",
+        &[&clients, &pipelines, &states, &deltas],
+    )
+    .await?;
+    Ok(())
 }

@@ -18,6 +18,7 @@ use super::convert::{
 };
 use super::nodes;
 use super::rows::{self, PassengerRow, ids_array};
+use crate::counts::CountChanges;
 use crate::journey::{self, NotSkippable, StoredStep, UnknownStep};
 use crate::{
     Abandoned, Finished, LeaseToken, Leased, NodeId, PassengerState, PipelineKey, Result,
@@ -59,7 +60,7 @@ pub(super) fn seat(
         PassengerState::Pending,
         seated.len() as i64,
     );
-    counts.write(conn)?;
+    write_counts(conn, counts)?;
     Ok(results)
 }
 
@@ -286,7 +287,7 @@ pub(super) fn claim(
         now_ms,
         node
     ])?;
-    counts.write(conn)?;
+    write_counts(conn, counts)?;
     Ok(Claim {
         token,
         passengers: due,
@@ -682,7 +683,7 @@ pub(super) fn replay(
         passenger.state,
         pending,
     );
-    counts.write(conn)
+    write_counts(conn, counts)
 }
 
 /// Deletes up to `limit` purgeable passengers of the client finished before `before`, with
@@ -727,7 +728,7 @@ pub(super) fn purge_chunk(
     for (_, pipeline, state) in &victims {
         counts.add(client, pipeline, *state, -1);
     }
-    counts.write(conn)?;
+    write_counts(conn, counts)?;
     Ok(victims.len())
 }
 
@@ -847,53 +848,18 @@ impl Updates {
                 settled.last_error,
             ])?;
         }
-        self.counts.write(conn)
+        write_counts(conn, self.counts)
     }
 }
 
-/// Changes to `queue_counts` gathered during one transaction and written at its end: one
-/// upsert per pipeline and state, not one per passenger.
-#[derive(Default)]
-struct CountChanges {
-    /// Few entries (the pipelines and states one call touches), so a list beats a map.
-    changes: Vec<(String, String, PassengerState, i64)>,
-}
-
-impl CountChanges {
-    fn add(&mut self, client: &str, pipeline: &str, state: PassengerState, delta: i64) {
-        if delta == 0 {
-            return;
-        }
-        let existing = self
-            .changes
-            .iter_mut()
-            .find(|(c, p, s, _)| *s == state && c == client && p == pipeline);
-        match existing {
-            Some((_, _, _, n)) => *n += delta,
-            None => self
-                .changes
-                .push((client.to_owned(), pipeline.to_owned(), state, delta)),
-        }
+/// Adds `counts` to `queue_counts`.
+fn write_counts(conn: &Connection, counts: CountChanges) -> Result<()> {
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO queue_counts (client, pipeline, state, n) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (client, pipeline, state) DO UPDATE SET n = n + excluded.n",
+    )?;
+    for (client, pipeline, state, delta) in counts.into_changes() {
+        upsert.execute(params![client, pipeline, state.as_str(), delta])?;
     }
-
-    /// One passenger went from `from` to `to`.
-    fn change(&mut self, client: &str, pipeline: &str, from: PassengerState, to: PassengerState) {
-        if from != to {
-            self.add(client, pipeline, from, -1);
-            self.add(client, pipeline, to, 1);
-        }
-    }
-
-    fn write(self, conn: &Connection) -> Result<()> {
-        let mut upsert = conn.prepare_cached(
-            "INSERT INTO queue_counts (client, pipeline, state, n) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (client, pipeline, state) DO UPDATE SET n = n + excluded.n",
-        )?;
-        for (client, pipeline, state, delta) in self.changes {
-            if delta != 0 {
-                upsert.execute(params![client, pipeline, state.as_str(), delta])?;
-            }
-        }
-        Ok(())
-    }
+    Ok(())
 }
