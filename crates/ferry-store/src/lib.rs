@@ -620,7 +620,8 @@ pub trait Store: Send + Sync {
     async fn progress(&self, ids: &[PassengerId]) -> Result<StateCounts>;
 
     /// Leases up to `max` passengers of the pipeline whose work is due (pending, failed and
-    /// due, or in flight with an expired lease), oldest due first, until `now + lease_for`.
+    /// due, or in flight with an expired lease), oldest due first, until `now + lease_for`,
+    /// for the node this handle joined as (see [`Store::join`]).
     async fn lease(
         &self,
         pipeline: &PipelineKey,
@@ -759,6 +760,7 @@ pub trait Store: Send + Sync {
 
     // ---- runs ----
 
+    /// Records a run of the pipeline started at `now` by this handle's node.
     async fn start_run(
         &self,
         pipeline: &PipelineKey,
