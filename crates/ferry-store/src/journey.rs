@@ -4,9 +4,10 @@
 //! Both stores share these rules rather than restate them in their SQL: each loads the steps,
 //! changes them here and writes back what changed.
 
+use ferry_core::PassengerId;
 use ferry_core::config::StepKind;
 
-use crate::{PassengerState, StepChange, StepState};
+use crate::{PassengerState, StepChange, StepState, StoreError};
 
 /// One step of a passenger as stored, loaded to be changed in memory and written back.
 #[derive(Clone, Debug)]
@@ -198,6 +199,32 @@ pub(crate) fn skip_step(steps: &mut [StoredStep], idx: u32) -> Result<(), NotSki
     step.next_try_at = None;
     step.changed = true;
     Ok(())
+}
+
+/// Skips step `idx` of passenger `id` on a person's word, or says why not. `leased`: a worker
+/// holds a lease on the passenger that has not expired; it may be running the step right now,
+/// and its report and the skip would overwrite each other. (A lease that expired is held by
+/// nobody: the skip ends it as a report would, and a late report from its worker is stale.)
+pub(crate) fn skip_by_person(
+    steps: &mut [StoredStep],
+    id: PassengerId,
+    idx: u32,
+    leased: bool,
+) -> Result<(), StoreError> {
+    if leased {
+        return Err(StoreError::Refused(format!(
+            "passenger {id} is leased by a worker; step {idx} can be skipped once the lease ends"
+        )));
+    }
+    skip_step(steps, idx).map_err(|reason| {
+        StoreError::Refused(match reason {
+            NotSkippable::Unknown => format!("passenger {id} has no step {idx}"),
+            NotSkippable::Finished(state) => format!(
+                "step {idx} of passenger {id} is {state}; only pending, failed or dead steps \
+                 can be skipped"
+            ),
+        })
+    })
 }
 
 /// Why a step cannot be skipped.

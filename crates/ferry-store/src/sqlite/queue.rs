@@ -19,7 +19,7 @@ use super::convert::{
 use super::nodes;
 use super::rows::{self, PassengerRow, ids_array};
 use crate::counts::CountChanges;
-use crate::journey::{self, NotSkippable, StoredStep, UnknownStep};
+use crate::journey::{self, StoredStep, UnknownStep};
 use crate::{
     Abandoned, Finished, LeaseToken, Leased, NodeId, PassengerState, PipelineKey, Result,
     SeatResult, StateCounts, StepState, StepStatus, StoreError,
@@ -618,28 +618,8 @@ pub(super) fn skip_step(
     let now = millis(now);
     let (mut passenger, mut steps) =
         rows::find_one_with_steps(conn, id)?.ok_or(StoreError::NotFound(id))?;
-    // A worker may be running the step right now: its report and the skip would overwrite
-    // each other. A lease that expired is held by nobody: the skip ends it as a report would,
-    // and a late report from its worker is then stale.
-    if passenger.state == PassengerState::InFlight && passenger.due_at > now {
-        return Err(StoreError::Refused(format!(
-            "passenger {id} is leased by a worker; step {idx} can be skipped once the lease ends"
-        )));
-    }
-    match journey::skip_step(&mut steps, idx) {
-        Ok(()) => {}
-        Err(NotSkippable::Unknown) => {
-            return Err(StoreError::Refused(format!(
-                "passenger {id} has no step {idx}"
-            )));
-        }
-        Err(NotSkippable::Finished(state)) => {
-            return Err(StoreError::Refused(format!(
-                "step {idx} of passenger {id} is {state}; only pending, failed or dead steps \
-                 can be skipped"
-            )));
-        }
-    }
+    let leased = passenger.state == PassengerState::InFlight && passenger.due_at > now;
+    journey::skip_by_person(&mut steps, id, idx, leased)?;
     let mut updates = Updates::default();
     updates.steps(passenger.seq, &mut steps);
     let (state, due_at) = journey::derive(&steps, now);
