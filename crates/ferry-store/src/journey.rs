@@ -7,7 +7,8 @@
 use ferry_core::PassengerId;
 use ferry_core::config::StepKind;
 
-use crate::{PassengerState, StepChange, StepState, StoreError};
+use crate::convert::time;
+use crate::{PassengerState, Result, StepChange, StepState, StepStatus, StoreError};
 
 /// One step of a passenger as stored, loaded to be changed in memory and written back.
 #[derive(Clone, Debug)]
@@ -31,6 +32,27 @@ impl StoredStep {
     pub fn is_open(&self) -> bool {
         matches!(self.state, StepState::Pending | StepState::Failed)
     }
+}
+
+/// A stored step as the trait shows it. While the passenger is leased its open steps are in
+/// flight: that state is never stored, it follows from the lease.
+pub(crate) fn step_status(step: StoredStep, leased: bool) -> Result<StepStatus> {
+    let state = if leased && step.is_open() {
+        StepState::InFlight
+    } else {
+        step.state
+    };
+    Ok(StepStatus {
+        index: step.idx,
+        kind: step.kind,
+        name: step.name,
+        state,
+        attempts: step.attempts,
+        next_try_at: step.next_try_at.map(time).transpose()?,
+        last_error: step.last_error,
+        done_at: step.done_at.map(time).transpose()?,
+        result: step.result,
+    })
 }
 
 /// A failed attempt to record in the history.

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::{big, query, query_one, query_opt, rows, search};
 use crate::convert::{millis, optional_time, passenger_state, small_count, time};
+use crate::journey;
 use crate::{
     Attempt, DeadGroup, PassengerDetail, PassengerState, PipelineKey, QueueEntry, QueueFilter,
     Result, StateCounts, StoreError,
@@ -246,7 +247,7 @@ pub(super) async fn get(db: &impl GenericClient, id: PassengerId) -> Result<Pass
         .remove(&seq)
         .unwrap_or_default()
         .into_iter()
-        .map(|step| rows::step_status(step, leased))
+        .map(|step| journey::step_status(step, leased))
         .collect::<Result<Vec<_>>>()?;
     let attempts = load_attempts(db, seq).await?;
     let original = Passenger {

@@ -411,7 +411,7 @@ pub(super) async fn load_leased(
             .remove(&due.seq)
             .unwrap_or_default()
             .into_iter()
-            .map(|step| rows::step_status(step, true))
+            .map(|step| journey::step_status(step, true))
             .collect::<Result<Vec<_>>>()?;
         leased.push(Leased {
             token: claim.token,
@@ -575,7 +575,7 @@ pub(super) async fn abandoned_leases(
             .remove(&seq)
             .unwrap_or_default()
             .into_iter()
-            .map(|step| rows::step_status(step, true))
+            .map(|step| journey::step_status(step, true))
             .collect::<Result<Vec<_>>>()?;
         abandoned.push(Abandoned {
             pipeline: PipelineKey::new(row.try_get::<_, String>(3)?, row.try_get::<_, String>(4)?),

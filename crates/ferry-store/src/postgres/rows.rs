@@ -9,11 +9,9 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::query;
-use crate::convert::{
-    metadata_from_json, passenger_state, small_count, step_kind, step_state, time,
-};
+use crate::convert::{metadata_from_json, passenger_state, small_count, step_kind, step_state};
 use crate::journey::StoredStep;
-use crate::{PassengerState, Result, StepState, StepStatus};
+use crate::{PassengerState, Result};
 
 /// The queue row of a passenger, as the writes need it.
 pub(super) struct PassengerRow {
@@ -114,27 +112,6 @@ pub(super) async fn lock_one_with_steps(
     id: PassengerId,
 ) -> Result<Option<(PassengerRow, Vec<StoredStep>)>> {
     Ok(lock_with_steps(db, &[id]).await?.remove(&id))
-}
-
-/// A stored step as the trait shows it. While the passenger is leased its open steps are in
-/// flight: that state is never stored, it follows from the lease.
-pub(super) fn step_status(step: StoredStep, leased: bool) -> Result<StepStatus> {
-    let state = if leased && step.is_open() {
-        StepState::InFlight
-    } else {
-        step.state
-    };
-    Ok(StepStatus {
-        index: step.idx,
-        kind: step.kind,
-        name: step.name,
-        state,
-        attempts: step.attempts,
-        next_try_at: step.next_try_at.map(time).transpose()?,
-        last_error: step.last_error,
-        done_at: step.done_at.map(time).transpose()?,
-        result: step.result,
-    })
 }
 
 /// The attachments of the passengers `seqs`, each in order.

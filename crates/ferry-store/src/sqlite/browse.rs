@@ -13,6 +13,7 @@ use super::convert::{
 use super::filtered::Filtered;
 use super::rows;
 use super::search;
+use crate::journey;
 use crate::{
     Attempt, DeadGroup, PassengerDetail, PassengerState, PipelineKey, QueueEntry, QueueFilter,
     Result, StateCounts, StoreError,
@@ -222,7 +223,7 @@ pub(super) fn get(conn: &Connection, id: PassengerId) -> Result<PassengerDetail>
     let leased = entry.state == PassengerState::InFlight;
     let steps = rows::load_steps(conn, seq)?
         .into_iter()
-        .map(|step| rows::step_status(step, leased))
+        .map(|step| journey::step_status(step, leased))
         .collect::<Result<Vec<_>>>()?;
     let attempts = load_attempts(conn, seq)?;
     let original = Passenger {

@@ -358,7 +358,7 @@ pub(super) fn load_leased(
         steps
             .entry(seq)
             .or_default()
-            .push(rows::step_status(step, true)?);
+            .push(journey::step_status(step, true)?);
     }
     drop(rows);
 
@@ -526,7 +526,7 @@ pub(super) fn abandoned_leases(
         };
         let steps = steps
             .into_iter()
-            .map(|step| rows::step_status(step, true))
+            .map(|step| journey::step_status(step, true))
             .collect::<Result<Vec<_>>>()?;
         abandoned.push(Abandoned {
             pipeline,

@@ -11,10 +11,10 @@ use rusqlite::{Connection, Row};
 
 use super::convert::{
     id_bytes, id_from_bytes, metadata_from_json, passenger_state, small_count, step_kind,
-    step_state, text, time,
+    step_state, text,
 };
 use crate::journey::StoredStep;
-use crate::{PassengerState, Result, StepState, StepStatus};
+use crate::{PassengerState, Result};
 
 /// The queue row of a passenger, as the writes need it.
 pub(super) struct PassengerRow {
@@ -110,27 +110,6 @@ pub(super) fn find_one_with_steps(
     id: PassengerId,
 ) -> Result<Option<(PassengerRow, Vec<StoredStep>)>> {
     Ok(find_with_steps(conn, std::iter::once(id))?.remove(&id))
-}
-
-/// A stored step as the trait shows it. While the passenger is leased its open steps are in
-/// flight: that state is never stored, it follows from the lease.
-pub(super) fn step_status(step: StoredStep, leased: bool) -> Result<StepStatus> {
-    let state = if leased && step.is_open() {
-        StepState::InFlight
-    } else {
-        step.state
-    };
-    Ok(StepStatus {
-        index: step.idx,
-        kind: step.kind,
-        name: step.name,
-        state,
-        attempts: step.attempts,
-        next_try_at: step.next_try_at.map(time).transpose()?,
-        last_error: step.last_error,
-        done_at: step.done_at.map(time).transpose()?,
-        result: step.result,
-    })
 }
 
 /// The attachments of a passenger in order.
